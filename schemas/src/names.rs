@@ -1,0 +1,92 @@
+//! Every subject, stream, consumer and bucket name in one place, so components and the
+//! documentation cannot drift apart.
+
+use crate::ids::{Arch, DroneName, PackageKey};
+
+/// Work stream: one job per package subject, WorkQueue retention.
+pub const BUILDS_STREAM: &str = "SWARM_BUILDS";
+/// Every job subject starts with this prefix: `swarm.build.<arch>.<package-key>`.
+pub const BUILD_SUBJECT_PREFIX: &str = "swarm.build";
+/// Event log: every drone's status events, `swarm.event.<drone>`.
+pub const EVENTS_STREAM: &str = "SWARM_EVENTS";
+pub const EVENT_SUBJECT_PREFIX: &str = "swarm.event";
+/// Captures the server's max-deliveries advisories for the work stream, so a dead letter is not
+/// lost while the coordinator is down.
+pub const DEADLETTER_STREAM: &str = "SWARM_DEADLETTER";
+
+/// KV bucket of drone registrations and heartbeats, keyed by drone name.
+pub const DRONES_BUCKET: &str = "swarm-drones";
+/// KV bucket of build leases, keyed by package key; the bucket's max age is the lease TTL.
+pub const LEASES_BUCKET: &str = "swarm-leases";
+/// KV bucket of package state, keyed by package key; written by the coordinator only.
+pub const PACKAGES_BUCKET: &str = "swarm-packages";
+
+/// Durable consumer through which the coordinator applies drone events to package state.
+pub const COORDINATOR_EVENTS_CONSUMER: &str = "coordinator";
+/// Durable consumer through which the coordinator reads dead-letter advisories.
+pub const COORDINATOR_DEADLETTER_CONSUMER: &str = "coordinator-deadletter";
+
+/// Request/reply subject for submissions.
+pub const SUBMIT_SUBJECT: &str = "swarm.ctl.submit";
+
+pub fn build_subject(arch: &Arch, key: &PackageKey) -> String {
+    format!("{BUILD_SUBJECT_PREFIX}.{arch}.{key}")
+}
+
+/// Filter of one arch's jobs, for that arch's consumer.
+pub fn build_filter(arch: &Arch) -> String {
+    format!("{BUILD_SUBJECT_PREFIX}.{arch}.>")
+}
+
+/// Name of the pull consumer that every drone of one arch shares.
+pub fn builders_consumer(arch: &Arch) -> String {
+    format!("builders-{arch}")
+}
+
+pub fn event_subject(drone: &DroneName) -> String {
+    format!("{EVENT_SUBJECT_PREFIX}.{drone}")
+}
+
+pub fn events_filter() -> String {
+    format!("{EVENT_SUBJECT_PREFIX}.>")
+}
+
+/// Control requests addressed to one drone (unground, ...).
+pub fn drone_control_subject(drone: &DroneName) -> String {
+    format!("swarm.ctl.drone.{drone}")
+}
+
+/// Subject of the server's advisory when a job of the work stream exhausts its deliveries.
+pub fn max_deliveries_advisory_filter() -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{BUILDS_STREAM}.>")
+}
+
+/// The drone name from an event subject; `None` when the subject is not an event subject.
+pub fn drone_of_event_subject(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix(EVENT_SUBJECT_PREFIX)
+        .and_then(|rest| rest.strip_prefix('.'))
+}
+
+/// The package key from a job subject; `None` when the subject is not a job subject.
+pub fn key_of_build_subject(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix(BUILD_SUBJECT_PREFIX)?.strip_prefix('.')?;
+    let (_arch, key) = rest.split_once('.')?;
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Atom;
+
+    #[test]
+    fn subjects_are_well_formed() {
+        let atom = Atom::parse("=dev-libs/foo-1.2::gentoo").expect("valid");
+        let subject = build_subject(&Arch::default(), &atom.key());
+        assert_eq!(subject.split('.').count(), 4, "{subject}");
+        assert_eq!(key_of_build_subject(&subject), Some(atom.key().as_str()));
+        let drone = DroneName::parse("drone-Izar").expect("valid");
+        assert_eq!(drone_of_event_subject(&event_subject(&drone)), Some("drone-Izar"));
+    }
+}

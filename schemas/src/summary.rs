@@ -1,0 +1,221 @@
+//! The operator's view of the swarm — the block `swarmctl status` and the dashboard show —
+//! computed from drone records and package states by one pure function, so every reader counts
+//! the same way.
+
+use serde::{Deserialize, Serialize};
+
+use crate::messages::{DroneRecord, DroneState, PackageState};
+
+/// A drone whose last heartbeat is older than this many heartbeat intervals counts as lost.
+pub const LOST_AFTER_INTERVALS: u64 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SwarmStatus {
+    /// Packages are queued or building and at least one drone can take them.
+    Building,
+    /// Nothing is queued or building.
+    Idle,
+    /// Packages wait but no drone can take them (all grounded, draining, lost or offline).
+    Paused,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroneCounts {
+    pub active: u32,
+    pub idle: u32,
+    pub grounded: u32,
+    pub draining: u32,
+    pub lost: u32,
+    pub offline: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreCounts {
+    /// Cores of drones that are building.
+    pub active: u32,
+    /// Cores of drones that are online (building, idle, grounded or draining).
+    pub total: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageCounts {
+    /// Waiting for a drone, including those waiting out a retry backoff.
+    pub queued: u64,
+    pub building: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Of `queued`, those waiting out a retry backoff.
+    pub retrying: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Unfinished packages (queued or building).
+    pub queue: u64,
+    pub drones: DroneCounts,
+    pub cores: CoreCounts,
+    pub status: SwarmStatus,
+    pub packages: PackageCounts,
+}
+
+/// The state a reader should show for a drone: its own report, unless its heartbeat is stale,
+/// in which case it is lost whatever it last said.
+pub fn effective_state(record: &DroneRecord, heartbeat_age_ms: u64) -> DroneState {
+    let online = !matches!(
+        record.state,
+        DroneState::Offline | DroneState::Lost { .. }
+    );
+    let limit = record.heartbeat_interval_ms.max(1) * LOST_AFTER_INTERVALS;
+    if online && heartbeat_age_ms > limit {
+        DroneState::Lost {
+            reason: format!("no heartbeat for {} ms", heartbeat_age_ms),
+        }
+    } else {
+        record.state.clone()
+    }
+}
+
+/// Folds drones (with the age of their last heartbeat) and package states into the summary.
+pub fn summarize<'a>(
+    drones: impl IntoIterator<Item = (&'a DroneRecord, u64)>,
+    packages: impl IntoIterator<Item = &'a PackageState>,
+) -> Summary {
+    let mut counts = DroneCounts::default();
+    let mut cores = CoreCounts::default();
+    let mut can_work = false;
+    for (record, age) in drones {
+        let state = effective_state(record, age);
+        match state {
+            DroneState::Building => {
+                counts.active += 1;
+                cores.active += record.cores;
+                cores.total += record.cores;
+                can_work = true;
+            }
+            DroneState::Idle => {
+                counts.idle += 1;
+                cores.total += record.cores;
+                can_work = true;
+            }
+            DroneState::Grounded { .. } => {
+                counts.grounded += 1;
+                cores.total += record.cores;
+            }
+            DroneState::Draining => {
+                counts.draining += 1;
+                cores.total += record.cores;
+            }
+            DroneState::Lost { .. } => counts.lost += 1,
+            DroneState::Offline => counts.offline += 1,
+        }
+    }
+    let mut pkgs = PackageCounts::default();
+    for state in packages {
+        match state {
+            PackageState::Queued { .. } => pkgs.queued += 1,
+            PackageState::RetryWait { .. } => {
+                pkgs.queued += 1;
+                pkgs.retrying += 1;
+            }
+            PackageState::Building { .. } => pkgs.building += 1,
+            PackageState::Succeeded { .. } => pkgs.succeeded += 1,
+            PackageState::Failed { .. } => pkgs.failed += 1,
+        }
+    }
+    let queue = pkgs.queued + pkgs.building;
+    let status = if queue == 0 {
+        SwarmStatus::Idle
+    } else if can_work || pkgs.building > 0 {
+        SwarmStatus::Building
+    } else {
+        SwarmStatus::Paused
+    };
+    Summary {
+        queue,
+        drones: counts,
+        cores,
+        status,
+        packages: pkgs,
+    }
+}
+
+impl Summary {
+    /// The block the operator reads, as `swarmctl status` prints it.
+    pub fn block(&self) -> String {
+        let status = match self.status {
+            SwarmStatus::Building => "BUILDING",
+            SwarmStatus::Idle => "IDLE",
+            SwarmStatus::Paused => "PAUSED",
+        };
+        format!(
+            "Queue:     {} packages\nDrones:    {} active, {} idle, {} grounded\nCores:     {} active\nStatus:    {}\n",
+            self.queue,
+            self.drones.active,
+            self.drones.idle,
+            self.drones.grounded,
+            self.cores.active,
+            status
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::SCHEMA_VERSION;
+    use crate::ids::{Arch, DroneName};
+
+    fn record(name: &str, cores: u32, state: DroneState) -> DroneRecord {
+        DroneRecord {
+            v: SCHEMA_VERSION,
+            name: DroneName::parse(name).expect("valid"),
+            cores,
+            slots: 1,
+            arch: Arch::default(),
+            version: "t".into(),
+            state,
+            building: vec![],
+            consecutive_failures: 0,
+            heartbeat_ms: 0,
+            heartbeat_interval_ms: 1000,
+            boot_ms: 0,
+            seq: 0,
+        }
+    }
+
+    #[test]
+    fn the_seed_swarm_reads_as_the_brief_says() {
+        let drones = [
+            record("drone-Izar", 16, DroneState::Building),
+            record("drone-Tarn", 10, DroneState::Building),
+            record("drone-Meridian", 24, DroneState::Building),
+            record("drone-Tau-Beta", 8, DroneState::Building),
+        ];
+        let packages = vec![PackageState::Queued { attempt: 1 }; 152];
+        let summary = summarize(drones.iter().map(|d| (d, 0)), packages.iter());
+        assert_eq!(
+            summary.block(),
+            "Queue:     152 packages\nDrones:    4 active, 0 idle, 0 grounded\nCores:     58 active\nStatus:    BUILDING\n"
+        );
+    }
+
+    #[test]
+    fn stale_heartbeat_is_lost_and_grounded_swarm_is_paused() {
+        let drones = [
+            record("a", 8, DroneState::Building),
+            record("b", 8, DroneState::Grounded { reason: "x".into() }),
+        ];
+        let packages = [PackageState::Queued { attempt: 1 }];
+        let summary = summarize([(&drones[0], 10_000), (&drones[1], 0)], packages.iter());
+        assert_eq!(summary.drones.lost, 1);
+        assert_eq!(summary.drones.grounded, 1);
+        assert_eq!(summary.cores.total, 8);
+        assert_eq!(summary.status, SwarmStatus::Paused);
+        let none: [PackageState; 0] = [];
+        assert_eq!(
+            summarize([(&drones[1], 0)], none.iter()).status,
+            SwarmStatus::Idle
+        );
+    }
+}
