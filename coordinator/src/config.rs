@@ -1,0 +1,197 @@
+//! The coordinator's configuration: `[nats]`, `[log]` and `[coordinator]` tables, loaded with
+//! `runtime::config::load` and checked by `validate`.
+
+use std::time::Duration;
+
+use runtime::config::ConfigError;
+use runtime::logging::LogConfig;
+use runtime::nats::NatsConfig;
+use schemas::Arch;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub log: LogConfig,
+    pub coordinator: Settings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    File,
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Arches the swarm builds for; one consumer is created per arch. The first is the default
+    /// for submissions that name none.
+    pub arches: Vec<Arch>,
+    /// Builds of one package before it ends `failed`.
+    pub max_attempts: u32,
+    /// Wait before the first retry of a failed package; doubled for each further retry.
+    pub retry_backoff_ms: u64,
+    /// Upper bound of the retry wait.
+    pub retry_backoff_max_ms: u64,
+    /// Lifetime of an unrenewed build lease (the leases bucket's max age). Drones renew every
+    /// third of it.
+    pub lease_ttl_ms: u64,
+    /// JetStream AckWait of the builders' consumer: a job whose drone went silent for this long
+    /// is delivered again. Must be at least the lease TTL.
+    pub ack_wait_ms: u64,
+    /// Deliveries of one job before it is dead-lettered.
+    pub max_deliver: i64,
+    /// How often the reconciler compares package state with the work stream and the leases.
+    pub reconcile_interval_ms: u64,
+    /// JetStream storage of every stream and bucket: `file` (durable) or `memory`.
+    pub storage: Storage,
+    /// Replicas of every stream and bucket (1, or 3 on a NATS cluster).
+    pub replicas: usize,
+    /// How long status events are kept.
+    pub events_max_age_secs: u64,
+    /// Window in which a re-published job with the same message id is dropped as a duplicate.
+    pub duplicate_window_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            arches: vec![Arch::default()],
+            max_attempts: 3,
+            retry_backoff_ms: 30_000,
+            retry_backoff_max_ms: 600_000,
+            lease_ttl_ms: 30_000,
+            ack_wait_ms: 60_000,
+            max_deliver: 10,
+            reconcile_interval_ms: 5_000,
+            storage: Storage::File,
+            replicas: 1,
+            events_max_age_secs: 7 * 24 * 3600,
+            duplicate_window_ms: 120_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.nats.validate()?;
+        let s = &self.coordinator;
+        if s.arches.is_empty() {
+            return Err(ConfigError::invalid(
+                "coordinator.arches",
+                "name at least one arch",
+            ));
+        }
+        if s.max_attempts == 0 {
+            return Err(ConfigError::invalid(
+                "coordinator.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if s.lease_ttl_ms < 100 {
+            return Err(ConfigError::invalid(
+                "coordinator.lease_ttl_ms",
+                "must be at least 100 ms",
+            ));
+        }
+        if s.ack_wait_ms < s.lease_ttl_ms {
+            return Err(ConfigError::invalid(
+                "coordinator.ack_wait_ms",
+                format!(
+                    "must be at least coordinator.lease_ttl_ms ({} ms), or jobs are re-delivered while their lease is alive",
+                    s.lease_ttl_ms
+                ),
+            ));
+        }
+        if s.max_deliver < 2 {
+            return Err(ConfigError::invalid(
+                "coordinator.max_deliver",
+                "must be at least 2 so a job survives one lost drone",
+            ));
+        }
+        if s.retry_backoff_max_ms < s.retry_backoff_ms {
+            return Err(ConfigError::invalid(
+                "coordinator.retry_backoff_max_ms",
+                "must be at least coordinator.retry_backoff_ms",
+            ));
+        }
+        if s.reconcile_interval_ms < 50 {
+            return Err(ConfigError::invalid(
+                "coordinator.reconcile_interval_ms",
+                "must be at least 50 ms",
+            ));
+        }
+        if !(1..=5).contains(&s.replicas) {
+            return Err(ConfigError::invalid(
+                "coordinator.replicas",
+                "must be between 1 and 5",
+            ));
+        }
+        if s.duplicate_window_ms < 100 {
+            return Err(ConfigError::invalid(
+                "coordinator.duplicate_window_ms",
+                "must be at least 100 ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_validate() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn layers_file_then_env() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[coordinator]\nmax_attempts = 5\nlease_ttl_ms = 900\nack_wait_ms = 1000\n[nats]\nurl = \"nats://file:1\"\n",
+            )?;
+            jail.set_env("SWARM_NATS__URL", "nats://env:2");
+            jail.set_env("SWARM_COORDINATOR__RETRY_BACKOFF_MS", "250");
+            let config: Config = runtime::config::load(Some(std::path::Path::new("c.toml")))
+                .map_err(|e| e.to_string())?;
+            assert_eq!(config.coordinator.max_attempts, 5);
+            assert_eq!(config.coordinator.lease_ttl_ms, 900);
+            assert_eq!(config.coordinator.retry_backoff_ms, 250);
+            assert_eq!(config.nats.url, "nats://env:2");
+            assert!(config.validate().is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[coordinator]\nmax_atempts = 5\n")?;
+            let err = runtime::config::load::<Config>(Some(std::path::Path::new("c.toml")))
+                .expect_err("unknown key");
+            assert!(err.to_string().contains("max_atempts"), "{err}");
+            jail.create_file(
+                "d.toml",
+                "[coordinator]\nlease_ttl_ms = 5000\nack_wait_ms = 1000\n",
+            )?;
+            let config: Config = runtime::config::load(Some(std::path::Path::new("d.toml")))
+                .map_err(|e| e.to_string())?;
+            let err = config.validate().expect_err("ack wait below ttl");
+            assert!(err.to_string().contains("coordinator.ack_wait_ms"), "{err}");
+            Ok(())
+        });
+    }
+}

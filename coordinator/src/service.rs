@@ -1,0 +1,882 @@
+//! The coordinator's one task: it owns every package record (loaded from the packages bucket at
+//! start) and is the only writer of package state. It serves submissions, applies drone events
+//! through the lifecycle's transition function, publishes retries, handles dead letters, marks
+//! silent drones lost and reconciles package state against the work stream and the leases.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, kv, message::PublishMessage};
+use futures::StreamExt;
+use schemas::{
+    Arch, Atom, AtomRejection, AttemptRecord, BuildOutcome, DroneRecord, DroneState, Event,
+    EventKind, Job, PackageKey, PackageRecord, PackageState, SCHEMA_VERSION, SubmitReply,
+    SubmitRequest, SubmitResult, decode, encode, names,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Settings;
+use crate::lifecycle::{PackageEvent, Policy, TransitionError, transition};
+use crate::topology::Topology;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot load package state from bucket {bucket}: {reason}")]
+    Load {
+        bucket: &'static str,
+        reason: String,
+    },
+    #[error("cannot subscribe to {subject}: {reason}")]
+    Subscribe { subject: String, reason: String },
+}
+
+/// Why a package write did not happen.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    /// Someone else wrote the key; the in-memory copy was refreshed from the bucket.
+    #[error("package record changed underneath")]
+    Conflict,
+    #[error("{0}")]
+    Nats(String),
+    #[error("{0}")]
+    Encode(String),
+}
+
+struct Entry {
+    record: PackageRecord,
+    revision: u64,
+}
+
+struct DroneEntry {
+    record: DroneRecord,
+    revision: u64,
+    /// Server time of the last write of the record (unix ms).
+    written_ms: u64,
+}
+
+/// A package seen with neither a job in the stream nor a lease. It is re-published only once
+/// every event published before that observation has been applied, so a result still in flight
+/// is never mistaken for a lost job.
+struct Candidate {
+    revision: u64,
+    events_seq: u64,
+}
+
+pub struct Service {
+    settings: Settings,
+    policy: Policy,
+    js: jetstream::Context,
+    topo: Topology,
+    packages: HashMap<PackageKey, Entry>,
+    drones: HashMap<String, DroneEntry>,
+    candidates: HashMap<PackageKey, Candidate>,
+    /// Highest event-stream sequence handled, and those handled out of order by a retry.
+    last_event_seq: u64,
+    unapplied_events: BTreeSet<u64>,
+}
+
+fn now_ms() -> u64 {
+    runtime::now_ms()
+}
+
+fn msg_id(key: &PackageKey, record: &PackageRecord, attempt: u32) -> String {
+    format!("{key}:{}:{attempt}", record.submission)
+}
+
+impl Service {
+    pub async fn new(
+        settings: Settings,
+        js: jetstream::Context,
+        topo: Topology,
+    ) -> Result<Service, ServiceError> {
+        let policy = Policy {
+            max_attempts: settings.max_attempts,
+            backoff_ms: settings.retry_backoff_ms,
+            backoff_max_ms: settings.retry_backoff_max_ms,
+        };
+        let items = runtime::kv::read_bucket::<PackageRecord>(&topo.packages)
+            .await
+            .map_err(|e| ServiceError::Load {
+                bucket: names::PACKAGES_BUCKET,
+                reason: e.to_string(),
+            })?;
+        let mut packages = HashMap::with_capacity(items.len());
+        for item in items {
+            let key = item.value.atom.key();
+            packages.insert(
+                key,
+                Entry {
+                    record: item.value,
+                    revision: item.revision,
+                },
+            );
+        }
+        info!(packages = packages.len(), "package state loaded");
+        Ok(Service {
+            settings,
+            policy,
+            js,
+            topo,
+            packages,
+            drones: HashMap::new(),
+            candidates: HashMap::new(),
+            last_event_seq: 0,
+            unapplied_events: BTreeSet::new(),
+        })
+    }
+
+    pub async fn run(
+        mut self,
+        client: async_nats::Client,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServiceError> {
+        let mut submissions =
+            client
+                .subscribe(names::SUBMIT_SUBJECT)
+                .await
+                .map_err(|e| ServiceError::Subscribe {
+                    subject: names::SUBMIT_SUBJECT.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        let mut events =
+            Box::pin(open_consumer(&self.topo.events, names::COORDINATOR_EVENTS_CONSUMER).await);
+        let mut deadletters = Box::pin(
+            open_consumer(
+                &self.topo.deadletter,
+                names::COORDINATOR_DEADLETTER_CONSUMER,
+            )
+            .await,
+        );
+        let mut drone_watch = self.topo.drones.watch_all().await.ok();
+        let mut reconcile =
+            tokio::time::interval(Duration::from_millis(self.settings.reconcile_interval_ms));
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let retry_tick_ms = (self.settings.retry_backoff_ms / 4).clamp(20, 1_000);
+        let mut retries = tokio::time::interval(Duration::from_millis(retry_tick_ms));
+        retries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        info!("coordinator ready");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(request) = submissions.next() => self.handle_submit(&client, request).await,
+                message = events.next() => match message {
+                    Some(Ok(message)) => self.handle_event(message).await,
+                    Some(Err(err)) => warn!(error = %err, "event consumer"),
+                    None => {
+                        warn!("event consumer ended, reopening");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        events = Box::pin(open_consumer(&self.topo.events, names::COORDINATOR_EVENTS_CONSUMER).await);
+                    }
+                },
+                message = deadletters.next() => match message {
+                    Some(Ok(message)) => self.handle_deadletter(message).await,
+                    Some(Err(err)) => warn!(error = %err, "dead-letter consumer"),
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        deadletters = Box::pin(open_consumer(&self.topo.deadletter, names::COORDINATOR_DEADLETTER_CONSUMER).await);
+                    }
+                },
+                entry = next_watch(&mut drone_watch) => match entry {
+                    Some(entry) => self.handle_drone_entry(entry),
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        drone_watch = self.topo.drones.watch_all().await.ok();
+                    }
+                },
+                _ = retries.tick() => self.publish_due_retries().await,
+                _ = reconcile.tick() => {
+                    self.mark_lost_drones().await;
+                    if let Err(err) = self.reconcile_once().await {
+                        warn!(error = %err, "reconcile pass failed; trying again next interval");
+                    }
+                }
+            }
+        }
+        info!("coordinator stopped");
+        Ok(())
+    }
+
+    // ---- package writes ----
+
+    /// Writes a record with compare-and-set on the revision this task last saw, and only then
+    /// updates the in-memory copy: memory never runs ahead of the bucket.
+    async fn write(&mut self, key: &PackageKey, record: PackageRecord) -> Result<(), WriteError> {
+        let bytes = encode(&record).map_err(|e| WriteError::Encode(e.to_string()))?;
+        let result = match self.packages.get(key) {
+            Some(entry) => self
+                .topo
+                .packages
+                .update(key.as_str(), bytes.into(), entry.revision)
+                .await
+                .map_err(|e| {
+                    (
+                        matches!(e.kind(), kv::UpdateErrorKind::WrongLastRevision),
+                        e.to_string(),
+                    )
+                }),
+            None => self
+                .topo
+                .packages
+                .create(key.as_str(), bytes.into())
+                .await
+                .map_err(|e| {
+                    (
+                        matches!(e.kind(), kv::CreateErrorKind::AlreadyExists),
+                        e.to_string(),
+                    )
+                }),
+        };
+        match result {
+            Ok(revision) => {
+                self.packages
+                    .insert(key.clone(), Entry { record, revision });
+                Ok(())
+            }
+            Err((true, _)) => {
+                self.refresh(key).await;
+                Err(WriteError::Conflict)
+            }
+            Err((false, reason)) => Err(WriteError::Nats(reason)),
+        }
+    }
+
+    async fn refresh(&mut self, key: &PackageKey) {
+        match self.topo.packages.entry(key.as_str()).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                match decode::<PackageRecord>(&entry.value) {
+                    Ok(record) => {
+                        self.packages.insert(
+                            key.clone(),
+                            Entry {
+                                record,
+                                revision: entry.revision,
+                            },
+                        );
+                    }
+                    Err(err) => warn!(key = %key, error = %err, "undecodable package record"),
+                }
+            }
+            Ok(_) => {
+                self.packages.remove(key);
+            }
+            Err(err) => warn!(key = %key, error = %err, "cannot refresh package record"),
+        }
+    }
+
+    /// Applies one lifecycle event to a package and writes the result; on a write conflict the
+    /// record is re-read and the event applied once more.
+    async fn apply(
+        &mut self,
+        key: &PackageKey,
+        event: PackageEvent,
+        attempt_record: Option<AttemptRecord>,
+    ) -> Result<Option<PackageState>, WriteError> {
+        for _ in 0..2 {
+            let Some(entry) = self.packages.get(key) else {
+                debug!(key = %key, "event for an unknown package");
+                return Ok(None);
+            };
+            let now = now_ms();
+            let next = match transition(&entry.record.state, &event, &self.policy, now) {
+                Ok(next) => next,
+                Err(err) => {
+                    debug!(package = %entry.record.atom, error = %err, "event does not move the package");
+                    if let (
+                        TransitionError::Stale { .. } | TransitionError::Finished { .. },
+                        Some(record),
+                    ) = (&err, &attempt_record)
+                    {
+                        debug!(package = %entry.record.atom, attempt = record.attempt, "late result ignored");
+                    }
+                    return Ok(None);
+                }
+            };
+            let mut record = entry.record.clone();
+            record.state = next.clone();
+            record.updated_ms = now;
+            if let Some(attempt) = &attempt_record {
+                record.history.push(attempt.clone());
+            }
+            match self.write(key, record).await {
+                Ok(()) => return Ok(Some(next)),
+                Err(WriteError::Conflict) => continue,
+                Err(other) => return Err(other),
+            }
+        }
+        Err(WriteError::Conflict)
+    }
+
+    // ---- jobs ----
+
+    async fn publish_job(
+        &self,
+        key: &PackageKey,
+        record: &PackageRecord,
+        attempt: u32,
+    ) -> Result<PublishOutcome, String> {
+        let avoid = record
+            .history
+            .iter()
+            .filter(|a| matches!(a.outcome, BuildOutcome::Failed { .. }))
+            .map(|a| a.drone.clone())
+            .collect::<Vec<_>>();
+        let job = Job {
+            v: SCHEMA_VERSION,
+            atom: record.atom.clone(),
+            attempt,
+            submission: record.submission,
+            avoid,
+            estimate_secs: record.estimate_secs,
+        };
+        let payload = encode(&job).map_err(|e| e.to_string())?;
+        let subject = names::build_subject(&record.arch, key);
+        let publish = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(msg_id(key, record, attempt));
+        let ack = self
+            .js
+            .send_publish(subject, publish)
+            .await
+            .map_err(|e| e.to_string())?;
+        match ack.await {
+            Ok(_) => Ok(PublishOutcome::Published),
+            Err(err) => {
+                let text = err.to_string();
+                if text.contains("maximum messages per subject") {
+                    Ok(PublishOutcome::SubjectBusy)
+                } else {
+                    Err(text)
+                }
+            }
+        }
+    }
+
+    // ---- submissions ----
+
+    async fn handle_submit(&mut self, client: &async_nats::Client, request: async_nats::Message) {
+        let result = match decode::<SubmitRequest>(&request.payload) {
+            Ok(submit) => self.submit(submit).await,
+            Err(err) => {
+                warn!(error = %err, "malformed submission discarded");
+                SubmitResult::Error {
+                    message: err.to_string(),
+                }
+            }
+        };
+        let Some(reply) = request.reply else {
+            return;
+        };
+        let reply_msg = SubmitReply {
+            v: SCHEMA_VERSION,
+            result,
+        };
+        match encode(&reply_msg) {
+            Ok(bytes) => {
+                if let Err(err) = client.publish(reply, bytes.into()).await {
+                    warn!(error = %err, "cannot answer a submission");
+                }
+            }
+            Err(err) => error!(error = %err, "cannot encode a submission reply"),
+        }
+    }
+
+    async fn submit(&mut self, request: SubmitRequest) -> SubmitResult {
+        let arch = request
+            .arch
+            .unwrap_or_else(|| self.settings.arches[0].clone());
+        if !self.settings.arches.contains(&arch) {
+            return SubmitResult::Error {
+                message: format!(
+                    "arch {arch} is not built by this swarm (configured: {})",
+                    self.settings
+                        .arches
+                        .iter()
+                        .map(Arch::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+        }
+        if request.items.is_empty() {
+            return SubmitResult::Error {
+                message: "the submission names no package".to_owned(),
+            };
+        }
+        let mut atoms = Vec::with_capacity(request.items.len());
+        let mut rejections = Vec::new();
+        for item in &request.items {
+            match Atom::parse(&item.atom) {
+                Ok(atom) => atoms.push((atom, item.estimate_secs)),
+                Err(err) => rejections.push(AtomRejection {
+                    input: shorten(&item.atom),
+                    reason: err.to_string(),
+                }),
+            }
+        }
+        if !rejections.is_empty() {
+            warn!(
+                rejected = rejections.len(),
+                "submission refused: invalid atoms, nothing enqueued"
+            );
+            return SubmitResult::Rejected { rejections };
+        }
+        let mut queued = 0u32;
+        let mut already = 0u32;
+        let mut seen = HashSet::new();
+        let now = now_ms();
+        let mut to_publish = Vec::new();
+        for (atom, estimate) in atoms {
+            let key = atom.key();
+            if !seen.insert(key.clone()) {
+                already += 1;
+                continue;
+            }
+            let submission = match self.packages.get(&key) {
+                Some(entry) if !entry.record.state.is_final() => {
+                    already += 1;
+                    continue;
+                }
+                Some(entry) => entry.record.submission + 1,
+                None => 1,
+            };
+            let record = PackageRecord {
+                v: SCHEMA_VERSION,
+                atom: atom.clone(),
+                arch: arch.clone(),
+                submission,
+                state: PackageState::Queued { attempt: 1 },
+                history: Vec::new(),
+                estimate_secs: estimate,
+                submitted_ms: now,
+                updated_ms: now,
+            };
+            // State first, then the job: a crash between the two leaves a queued package with
+            // no job, which the reconciler re-publishes; the reverse could build a package the
+            // coordinator does not know.
+            match self.write(&key, record).await {
+                Ok(()) => {
+                    queued += 1;
+                    to_publish.push(key);
+                }
+                Err(err) => {
+                    return SubmitResult::Error {
+                        message: format!(
+                            "cannot record package {atom}: {err}; {queued} packages were queued before it"
+                        ),
+                    };
+                }
+            }
+        }
+        self.publish_many(&to_publish, 1).await;
+        info!(queued, already_queued = already, "submission accepted");
+        SubmitResult::Accepted {
+            queued,
+            already_queued: already,
+        }
+    }
+
+    /// Publishes jobs with many acks in flight at once; a job that cannot be published now is
+    /// left to the reconciler.
+    async fn publish_many(&self, keys: &[PackageKey], attempt: u32) {
+        let this = &*self;
+        let mut results = futures::stream::iter(keys.iter().filter_map(|key| {
+            this.packages.get(key).map(|entry| async move {
+                (key, this.publish_job(key, &entry.record, attempt).await)
+            })
+        }))
+        .buffer_unordered(128);
+        while let Some((key, result)) = results.next().await {
+            if let Err(err) = result {
+                warn!(key = %key, error = %err, "job not published; the reconciler will retry");
+            }
+        }
+    }
+
+    // ---- events ----
+
+    async fn handle_event(&mut self, message: jetstream::Message) {
+        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let outcome = match decode::<Event>(&message.payload) {
+            Ok(event) => {
+                let subject_drone = names::drone_of_event_subject(&message.subject);
+                if subject_drone != Some(event.drone.as_str()) {
+                    warn!(subject = %message.subject, drone = %event.drone, "event claims to come from another drone; discarded");
+                    Ok(())
+                } else {
+                    self.apply_event(event).await
+                }
+            }
+            Err(err) => {
+                warn!(subject = %message.subject, error = %err, "undecodable event discarded");
+                Ok(())
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                self.unapplied_events.remove(&seq);
+                if let Err(err) = message.ack().await {
+                    debug!(error = %err, "event ack failed; it will be applied again, harmlessly");
+                }
+            }
+            Err(err) => {
+                warn!(error = %err, seq, "event not applied; it will be delivered again");
+                self.unapplied_events.insert(seq);
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                    .await;
+            }
+        }
+        self.last_event_seq = self.last_event_seq.max(seq);
+    }
+
+    async fn apply_event(&mut self, event: Event) -> Result<(), WriteError> {
+        let drone = event.drone.clone();
+        match event.kind {
+            EventKind::Claimed { atom, attempt, .. } => {
+                self.apply(&atom.key(), PackageEvent::Claimed { drone, attempt }, None)
+                    .await?;
+            }
+            EventKind::Finished {
+                atom,
+                attempt,
+                outcome,
+                duration_ms,
+                ..
+            } => {
+                let history = AttemptRecord {
+                    attempt,
+                    drone: drone.clone(),
+                    outcome: outcome.clone(),
+                    duration_ms,
+                    ended_ms: event.at_ms,
+                };
+                let package_event = match &outcome {
+                    BuildOutcome::Succeeded => PackageEvent::Succeeded { drone, attempt },
+                    BuildOutcome::Failed { exit, .. } => PackageEvent::Failed {
+                        drone,
+                        attempt,
+                        exit: exit.clone(),
+                    },
+                };
+                if let Some(state) = self
+                    .apply(&atom.key(), package_event, Some(history))
+                    .await?
+                {
+                    info!(package = %atom, attempt, state = state.label(), "build result recorded");
+                }
+            }
+            EventKind::HandedBack { atom, attempt, .. } => {
+                self.apply(&atom.key(), PackageEvent::HandedBack { attempt }, None)
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn events_applied_through(&self, seq: u64) -> bool {
+        self.last_event_seq >= seq && self.unapplied_events.range(..=seq).next().is_none()
+    }
+
+    // ---- retries, dead letters, drones ----
+
+    async fn publish_due_retries(&mut self) {
+        let now = now_ms();
+        let due: Vec<(PackageKey, u32)> = self
+            .packages
+            .iter()
+            .filter_map(|(key, entry)| match entry.record.state {
+                PackageState::RetryWait {
+                    attempt,
+                    not_before_ms,
+                } if not_before_ms <= now => Some((key.clone(), attempt)),
+                _ => None,
+            })
+            .collect();
+        for (key, attempt) in due {
+            let Some(entry) = self.packages.get(&key) else {
+                continue;
+            };
+            match self.publish_job(&key, &entry.record, attempt).await {
+                Ok(PublishOutcome::Published) => {
+                    if let Err(err) = self.apply(&key, PackageEvent::RetryPublished, None).await {
+                        warn!(key = %key, error = %err, "retry published but not recorded; it will be recorded on the next tick");
+                    }
+                }
+                // The previous attempt's job is still acknowledged-pending; try on the next tick.
+                Ok(PublishOutcome::SubjectBusy) => {
+                    debug!(key = %key, "previous job still in the stream")
+                }
+                Err(err) => warn!(key = %key, error = %err, "cannot publish retry"),
+            }
+        }
+    }
+
+    async fn handle_deadletter(&mut self, message: jetstream::Message) {
+        #[derive(serde::Deserialize)]
+        struct Advisory {
+            stream_seq: u64,
+            deliveries: u64,
+        }
+        let advisory = match serde_json::from_slice::<Advisory>(&message.payload) {
+            Ok(a) => a,
+            Err(err) => {
+                warn!(error = %err, "undecodable max-deliveries advisory discarded");
+                let _ = message.ack().await;
+                return;
+            }
+        };
+        match self.topo.builds.get_raw_message(advisory.stream_seq).await {
+            Ok(raw) => {
+                let job = decode::<Job>(&raw.payload);
+                if let Err(err) = self.topo.builds.delete_message(advisory.stream_seq).await {
+                    warn!(error = %err, seq = advisory.stream_seq, "cannot delete dead-lettered job; will retry");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    return;
+                }
+                match job {
+                    Ok(job) => {
+                        let key = job.atom.key();
+                        warn!(package = %job.atom, attempt = job.attempt, deliveries = advisory.deliveries, "job dead-lettered");
+                        let event = PackageEvent::DeadLettered {
+                            attempt: job.attempt,
+                            deliveries: advisory.deliveries,
+                        };
+                        if let Err(err) = self.apply(&key, event, None).await {
+                            warn!(error = %err, "dead letter not recorded; will retry");
+                            let _ = message
+                                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                                .await;
+                            return;
+                        }
+                    }
+                    Err(err) => warn!(error = %err, "undecodable dead-lettered job removed"),
+                }
+            }
+            Err(err) => {
+                debug!(error = %err, seq = advisory.stream_seq, "dead-lettered job already gone")
+            }
+        }
+        let _ = message.ack().await;
+    }
+
+    fn handle_drone_entry(&mut self, entry: kv::Entry) {
+        if entry.operation != kv::Operation::Put {
+            self.drones.remove(&entry.key);
+            return;
+        }
+        match decode::<DroneRecord>(&entry.value) {
+            Ok(record) if record.name.as_str() == entry.key => {
+                let written_ms = (entry.created.unix_timestamp_nanos() / 1_000_000) as u64;
+                self.drones.insert(
+                    entry.key,
+                    DroneEntry {
+                        record,
+                        revision: entry.revision,
+                        written_ms,
+                    },
+                );
+            }
+            Ok(record) => {
+                warn!(key = %entry.key, name = %record.name, "drone record under another drone's key ignored")
+            }
+            Err(err) => warn!(key = %entry.key, error = %err, "undecodable drone record ignored"),
+        }
+    }
+
+    /// A drone whose heartbeat stopped is marked lost. Its builds need nothing from here: their
+    /// leases expire on their own and the server redelivers their jobs.
+    async fn mark_lost_drones(&mut self) {
+        let now = now_ms();
+        let mut lost = Vec::new();
+        for (name, entry) in &self.drones {
+            let age = now.saturating_sub(entry.written_ms);
+            let state = schemas::summary::effective_state(&entry.record, age);
+            if matches!(state, DroneState::Lost { .. })
+                && !matches!(entry.record.state, DroneState::Lost { .. })
+            {
+                lost.push((name.clone(), entry.revision, entry.record.clone(), state));
+            }
+        }
+        for (name, revision, mut record, state) in lost {
+            warn!(drone = %name, building = record.building.len(), "drone heartbeat stopped; marked lost");
+            record.state = state;
+            let Ok(bytes) = encode(&record) else { continue };
+            // Compare-and-set: if the drone wrote meanwhile it is alive and its word wins.
+            if let Err(err) = self.topo.drones.update(&name, bytes.into(), revision).await {
+                debug!(drone = %name, error = %err, "lost mark not written");
+            }
+        }
+    }
+
+    // ---- reconciliation ----
+
+    async fn reconcile_once(&mut self) -> Result<(), String> {
+        let unfinished: Vec<PackageKey> = self
+            .packages
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e.record.state,
+                    PackageState::Queued { .. } | PackageState::Building { .. }
+                )
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if unfinished.is_empty() {
+            self.candidates.clear();
+            return Ok(());
+        }
+        // Order matters: jobs, then leases, then the event stream's last sequence. A drone
+        // publishes its result before it acknowledges the job and before it drops the lease, so
+        // a package missing from both lists has its result (if any) at or below that sequence.
+        let mut jobs = HashSet::new();
+        let mut subjects = self
+            .topo
+            .builds
+            .info_with_subjects(format!("{}.>", names::BUILD_SUBJECT_PREFIX))
+            .await
+            .map_err(|e| format!("listing jobs: {e}"))?;
+        while let Some(item) = subjects.next().await {
+            let (subject, _) = item.map_err(|e| format!("listing jobs: {e}"))?;
+            if let Some(key) = names::key_of_build_subject(&subject) {
+                jobs.insert(key.to_owned());
+            }
+        }
+        let mut leases = HashSet::new();
+        match self.topo.leases.keys().await {
+            Ok(mut keys) => {
+                while let Some(key) = keys.next().await {
+                    leases.insert(key.map_err(|e| format!("listing leases: {e}"))?);
+                }
+            }
+            Err(err) => return Err(format!("listing leases: {err}")),
+        }
+        let events_seq = self
+            .topo
+            .events
+            .info()
+            .await
+            .map_err(|e| format!("reading event stream info: {e}"))?
+            .state
+            .last_sequence;
+
+        let mut requeue = Vec::new();
+        let mut next_candidates = HashMap::new();
+        for key in unfinished {
+            if jobs.contains(key.as_str()) || leases.contains(key.as_str()) {
+                continue;
+            }
+            let Some(entry) = self.packages.get(&key) else {
+                continue;
+            };
+            match self.candidates.get(&key) {
+                Some(c)
+                    if c.revision == entry.revision
+                        && self.events_applied_through(c.events_seq) =>
+                {
+                    requeue.push(key);
+                }
+                Some(c) if c.revision == entry.revision => {
+                    next_candidates.insert(
+                        key,
+                        Candidate {
+                            revision: c.revision,
+                            events_seq: c.events_seq,
+                        },
+                    );
+                }
+                _ => {
+                    next_candidates.insert(
+                        key,
+                        Candidate {
+                            revision: entry.revision,
+                            events_seq,
+                        },
+                    );
+                }
+            }
+        }
+        self.candidates = next_candidates;
+        for key in requeue {
+            let Some(entry) = self.packages.get(&key) else {
+                continue;
+            };
+            let attempt = entry.record.state.attempt();
+            warn!(package = %entry.record.atom, attempt, "package has neither a job nor a lease; re-publishing");
+            match self.apply(&key, PackageEvent::Requeued, None).await {
+                Ok(_) => {
+                    let Some(entry) = self.packages.get(&key) else {
+                        continue;
+                    };
+                    if let Err(err) = self.publish_job(&key, &entry.record, attempt).await {
+                        warn!(key = %key, error = %err, "re-publish failed; will retry");
+                    }
+                }
+                Err(err) => warn!(key = %key, error = %err, "requeue not recorded"),
+            }
+        }
+        Ok(())
+    }
+}
+
+enum PublishOutcome {
+    Published,
+    /// A job for this package is still in the stream.
+    SubjectBusy,
+}
+
+fn shorten(input: &str) -> String {
+    if input.len() <= 80 {
+        return input.to_owned();
+    }
+    let mut end = 77;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &input[..end])
+}
+
+type MessageStream = futures::stream::BoxStream<'static, Result<jetstream::Message, String>>;
+
+/// Opens the continuous pull of a durable consumer; while the consumer cannot be reached the
+/// stream is empty and ends, and the caller reopens it.
+async fn open_consumer(stream: &jetstream::stream::Stream, name: &str) -> MessageStream {
+    let consumer = match stream
+        .get_consumer::<jetstream::consumer::pull::Config>(name)
+        .await
+    {
+        Ok(c) => c,
+        Err(err) => {
+            warn!(consumer = name, error = %err, "cannot open consumer");
+            return futures::stream::empty().boxed();
+        }
+    };
+    match consumer.messages().await {
+        Ok(messages) => messages.map(|m| m.map_err(|e| e.to_string())).boxed(),
+        Err(err) => {
+            warn!(consumer = name, error = %err, "cannot pull from consumer");
+            futures::stream::empty().boxed()
+        }
+    }
+}
+
+async fn next_watch(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
+    match watch {
+        Some(w) => match w.next().await {
+            Some(Ok(entry)) => Some(entry),
+            Some(Err(err)) => {
+                warn!(error = %err, "drone watch error");
+                None
+            }
+            None => None,
+        },
+        None => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            None
+        }
+    }
+}

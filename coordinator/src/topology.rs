@@ -1,0 +1,241 @@
+//! Creates the swarm's JetStream assets — the only place in the product that does. Every call is
+//! idempotent: an existing asset is updated to the configured settings, never recreated, so a
+//! restart or a second coordinator loses nothing.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use schemas::names;
+
+use crate::config::{Settings, Storage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("cannot create or update stream {name}: {reason}")]
+    Stream { name: String, reason: String },
+    #[error("cannot create or update bucket {name}: {reason}")]
+    Bucket { name: String, reason: String },
+    #[error("cannot create or update consumer {name}: {reason}")]
+    Consumer { name: String, reason: String },
+}
+
+fn storage(settings: &Settings) -> stream::StorageType {
+    match settings.storage {
+        Storage::File => stream::StorageType::File,
+        Storage::Memory => stream::StorageType::Memory,
+    }
+}
+
+/// The work stream: one job per package subject, enforced by the server (a second job for a
+/// subject that still holds one is refused), removed when a drone acknowledges it.
+pub fn builds_stream(settings: &Settings) -> stream::Config {
+    stream::Config {
+        name: names::BUILDS_STREAM.to_owned(),
+        subjects: vec![format!("{}.>", names::BUILD_SUBJECT_PREFIX)],
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_messages_per_subject: 1,
+        discard: stream::DiscardPolicy::New,
+        discard_new_per_subject: true,
+        duplicate_window: Duration::from_millis(settings.duplicate_window_ms),
+        storage: storage(settings),
+        num_replicas: settings.replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+pub fn events_stream(settings: &Settings) -> stream::Config {
+    stream::Config {
+        name: names::EVENTS_STREAM.to_owned(),
+        subjects: vec![names::events_filter()],
+        retention: stream::RetentionPolicy::Limits,
+        max_age: Duration::from_secs(settings.events_max_age_secs),
+        storage: storage(settings),
+        num_replicas: settings.replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Keeps the server's max-deliveries advisories, which are otherwise fire-and-forget, until the
+/// coordinator has handled them.
+pub fn deadletter_stream(settings: &Settings) -> stream::Config {
+    stream::Config {
+        name: names::DEADLETTER_STREAM.to_owned(),
+        subjects: vec![names::max_deliveries_advisory_filter()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: storage(settings),
+        num_replicas: settings.replicas,
+        ..Default::default()
+    }
+}
+
+fn bucket(settings: &Settings, name: &str, max_age: Duration) -> kv::Config {
+    kv::Config {
+        bucket: name.to_owned(),
+        history: 1,
+        max_age,
+        storage: storage(settings),
+        num_replicas: settings.replicas,
+        ..Default::default()
+    }
+}
+
+pub fn builders_consumer(settings: &Settings, arch: &schemas::Arch) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(names::builders_consumer(arch)),
+        filter_subject: names::build_filter(arch),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_millis(settings.ack_wait_ms),
+        max_deliver: settings.max_deliver,
+        // Drones pull exactly their free slots; the server-side cap only guards against a
+        // misbehaving client.
+        max_ack_pending: 100_000,
+        max_waiting: 4_096,
+        ..Default::default()
+    }
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, TopologyError> {
+    let name = config.name.clone();
+    let err = |e: &dyn std::fmt::Display| TopologyError::Stream {
+        name: name.clone(),
+        reason: e.to_string(),
+    };
+    match js.get_stream(&name).await {
+        Ok(mut existing) => {
+            let current = existing.info().await.map_err(|e| err(&e))?.config.clone();
+            if current != config {
+                js.update_stream(&config).await.map_err(|e| err(&e))?;
+            }
+            Ok(existing)
+        }
+        Err(_) => js.create_stream(config).await.map_err(|e| err(&e)),
+    }
+}
+
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, TopologyError> {
+    let name = config.bucket.clone();
+    match js.get_key_value(&name).await {
+        Ok(store) => {
+            // A bucket is a stream named KV_<bucket>; keep its limits in step with the config.
+            let mut stream =
+                js.get_stream(format!("KV_{name}"))
+                    .await
+                    .map_err(|e| TopologyError::Bucket {
+                        name: name.clone(),
+                        reason: e.to_string(),
+                    })?;
+            let mut current = stream
+                .info()
+                .await
+                .map_err(|e| TopologyError::Bucket {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })?
+                .config
+                .clone();
+            if current.max_age != config.max_age || current.num_replicas != config.num_replicas {
+                current.max_age = config.max_age;
+                current.num_replicas = config.num_replicas;
+                js.update_stream(&current)
+                    .await
+                    .map_err(|e| TopologyError::Bucket {
+                        name: name.clone(),
+                        reason: e.to_string(),
+                    })?;
+            }
+            Ok(store)
+        }
+        Err(_) => js
+            .create_key_value(config)
+            .await
+            .map_err(|e| TopologyError::Bucket {
+                name,
+                reason: e.to_string(),
+            }),
+    }
+}
+
+/// Handles to what the coordinator uses after setting up.
+pub struct Topology {
+    pub builds: stream::Stream,
+    pub events: stream::Stream,
+    pub deadletter: stream::Stream,
+    pub drones: kv::Store,
+    pub leases: kv::Store,
+    pub packages: kv::Store,
+}
+
+pub async fn ensure(
+    js: &jetstream::Context,
+    settings: &Settings,
+) -> Result<Topology, TopologyError> {
+    let builds = ensure_stream(js, builds_stream(settings)).await?;
+    let events = ensure_stream(js, events_stream(settings)).await?;
+    let deadletter = ensure_stream(js, deadletter_stream(settings)).await?;
+    // Drone records outlive a stopped drone for a day so the dashboard can show it as offline.
+    let drones = ensure_bucket(
+        js,
+        bucket(settings, names::DRONES_BUCKET, Duration::from_secs(86_400)),
+    )
+    .await?;
+    let leases = ensure_bucket(
+        js,
+        bucket(settings, names::LEASES_BUCKET, settings.lease_ttl()),
+    )
+    .await?;
+    let packages =
+        ensure_bucket(js, bucket(settings, names::PACKAGES_BUCKET, Duration::ZERO)).await?;
+    for arch in &settings.arches {
+        let config = builders_consumer(settings, arch);
+        let name = names::builders_consumer(arch);
+        builds
+            .create_consumer(config)
+            .await
+            .map_err(|e| TopologyError::Consumer {
+                name,
+                reason: e.to_string(),
+            })?;
+    }
+    events
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(names::COORDINATOR_EVENTS_CONSUMER.to_owned()),
+            filter_subject: names::events_filter(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 10_000,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| TopologyError::Consumer {
+            name: names::COORDINATOR_EVENTS_CONSUMER.to_owned(),
+            reason: e.to_string(),
+        })?;
+    deadletter
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(names::COORDINATOR_DEADLETTER_CONSUMER.to_owned()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| TopologyError::Consumer {
+            name: names::COORDINATOR_DEADLETTER_CONSUMER.to_owned(),
+            reason: e.to_string(),
+        })?;
+    Ok(Topology {
+        builds,
+        events,
+        deadletter,
+        drones,
+        leases,
+        packages,
+    })
+}
