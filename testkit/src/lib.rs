@@ -1,0 +1,12 @@
+//! Test harness for the swarm: real nats-server processes and paths into the workspace.
+//!
+//! Every test starts its own [`NatsServer`] (ephemeral ports, temp store, killed on drop), so tests
+//! run in parallel without sharing state and never mock NATS.
+
+mod error;
+mod paths;
+mod server;
+
+pub use error::{TestkitError, TestkitErrorKind};
+pub use paths::{cargo_bin, fixture, free_port, workspace_root};
+pub use server::{MIN_VERSION, NatsServer, NatsServerBuilder};
