@@ -1,0 +1,387 @@
+//! Runs one build: a child process in its own process group with an argv vector (never a
+//! shell), or a simulated build. The argv depends on the atom alone, so every attempt of a
+//! package runs the byte-identical command.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use schemas::{Atom, BuildOutcome, ExitInfo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use crate::config::{BuilderKind, Settings, Simulate};
+
+/// What to run for a package.
+#[derive(Debug, Clone)]
+pub enum Builder {
+    Process { template: Vec<String> },
+    Simulate(Simulate),
+}
+
+impl Builder {
+    pub fn from_settings(settings: &Settings) -> Builder {
+        match settings.builder {
+            BuilderKind::Command => Builder::Process {
+                template: settings.command.clone(),
+            },
+            BuilderKind::Emerge => {
+                let mut template = vec![
+                    "emerge".to_owned(),
+                    "--oneshot".to_owned(),
+                    "--buildpkg".to_owned(),
+                ];
+                template.extend(settings.emerge_args.iter().cloned());
+                template.push("{atom}".to_owned());
+                Builder::Process { template }
+            }
+            BuilderKind::Simulate => Builder::Simulate(settings.simulate.clone()),
+        }
+    }
+
+    /// The argv for `atom`: `{atom}` inside a template argument is replaced by the atom, and the
+    /// argument stays one argument whatever the atom contains.
+    pub fn argv(&self, atom: &Atom) -> Vec<String> {
+        match self {
+            Builder::Process { template } => template
+                .iter()
+                .map(|arg| arg.replace("{atom}", atom.as_str()))
+                .collect(),
+            Builder::Simulate(_) => vec!["simulate".to_owned(), atom.as_str().to_owned()],
+        }
+    }
+}
+
+/// The environment a build sees besides the drone's own.
+#[derive(Debug, Clone)]
+pub struct BuildEnv {
+    pub atom: Atom,
+    pub attempt: u32,
+    pub drone: String,
+    pub jobs: u32,
+    /// Modelled time on an 8-core slot (simulate builder only).
+    pub estimate_secs: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start builder {program:?}: {reason}")]
+    Spawn { program: String, reason: String },
+    #[error("cannot create build log {path}: {reason}")]
+    Log { path: PathBuf, reason: String },
+}
+
+/// A running build; `wait` ends it normally, `kill` ends it at once.
+pub enum Running {
+    Child {
+        child: Child,
+        pgid: Option<i32>,
+        tail: Arc<Mutex<VecDeque<u8>>>,
+        readers: Vec<tokio::task::JoinHandle<()>>,
+    },
+    Simulated {
+        duration: Duration,
+        fails: bool,
+    },
+}
+
+pub fn start(
+    builder: &Builder,
+    env: &BuildEnv,
+    tail_bytes: usize,
+    log_file: Option<PathBuf>,
+) -> Result<Running, StartError> {
+    match builder {
+        Builder::Simulate(sim) => {
+            let estimate = env
+                .estimate_secs
+                .unwrap_or(sim.default_estimate_secs)
+                .max(0.0);
+            // Modelled as perfectly parallel: twice the cores, half the time.
+            let secs = estimate * 8.0 / f64::from(env.jobs.max(1)) * sim.time_scale;
+            let fails = sim.failure_rate > 0.0 && pseudo_random(env) < sim.failure_rate;
+            Ok(Running::Simulated {
+                duration: Duration::from_secs_f64(secs.min(7.0 * 86_400.0)),
+                fails,
+            })
+        }
+        Builder::Process { .. } => {
+            let argv = builder.argv(&env.atom);
+            let (program, args) = argv.split_first().ok_or_else(|| StartError::Spawn {
+                program: String::new(),
+                reason: "empty argv".to_owned(),
+            })?;
+            let mut command = Command::new(program);
+            command
+                .args(args)
+                .env("SWARM_ATOM", env.atom.as_str())
+                .env("SWARM_ATTEMPT", env.attempt.to_string())
+                .env("SWARM_DRONE", &env.drone)
+                .env("MAKEOPTS", format!("-j{}", env.jobs))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                // Its own process group, so that killing the build kills everything it started.
+                .process_group(0)
+                .kill_on_drop(true);
+            let mut child = command.spawn().map_err(|e| StartError::Spawn {
+                program: program.clone(),
+                reason: e.to_string(),
+            })?;
+            let pgid = child.id().map(|id| id as i32);
+            let tail = Arc::new(Mutex::new(VecDeque::with_capacity(tail_bytes)));
+            let log = match log_file {
+                Some(path) => Some(Arc::new(tokio::sync::Mutex::new(
+                    std::fs::File::create(&path)
+                        .map(tokio::fs::File::from_std)
+                        .map_err(|e| StartError::Log {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?,
+                ))),
+                None => None,
+            };
+            let mut readers = Vec::new();
+            if let Some(out) = child.stdout.take() {
+                readers.push(tokio::spawn(pump(
+                    out,
+                    tail.clone(),
+                    tail_bytes,
+                    log.clone(),
+                )));
+            }
+            if let Some(err) = child.stderr.take() {
+                readers.push(tokio::spawn(pump(err, tail.clone(), tail_bytes, log)));
+            }
+            Ok(Running::Child {
+                child,
+                pgid,
+                tail,
+                readers,
+            })
+        }
+    }
+}
+
+impl Running {
+    /// Waits for the build to end and returns its outcome.
+    pub async fn wait(&mut self) -> BuildOutcome {
+        match self {
+            Running::Simulated { duration, fails } => {
+                tokio::time::sleep(*duration).await;
+                if *fails {
+                    BuildOutcome::Failed {
+                        exit: ExitInfo::code(1),
+                        log_tail: "simulated build failure".to_owned(),
+                    }
+                } else {
+                    BuildOutcome::Succeeded
+                }
+            }
+            Running::Child {
+                child,
+                tail,
+                readers,
+                ..
+            } => {
+                let status = child.wait().await;
+                // The output pipes close when the process group's last writer exits; a build
+                // that leaves a daemon behind holding them must not block the result.
+                for reader in readers.drain(..) {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+                }
+                let log_tail = tail_text(tail);
+                match status {
+                    Ok(status) if status.success() => BuildOutcome::Succeeded,
+                    Ok(status) => {
+                        use std::os::unix::process::ExitStatusExt;
+                        BuildOutcome::Failed {
+                            exit: ExitInfo {
+                                code: status.code(),
+                                signal: status.signal(),
+                            },
+                            log_tail,
+                        }
+                    }
+                    Err(err) => BuildOutcome::Failed {
+                        exit: ExitInfo {
+                            code: None,
+                            signal: None,
+                        },
+                        log_tail: format!("cannot wait for the build process: {err}"),
+                    },
+                }
+            }
+        }
+    }
+
+    /// Kills the whole process group and reaps the child.
+    pub async fn kill(&mut self) {
+        if let Running::Child { child, pgid, .. } = self {
+            if let Some(pgid) = pgid {
+                let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+            }
+            let _ = child.kill().await;
+        }
+    }
+}
+
+async fn pump(
+    mut source: impl AsyncRead + Unpin,
+    tail: Arc<Mutex<VecDeque<u8>>>,
+    limit: usize,
+    log: Option<Arc<tokio::sync::Mutex<tokio::fs::File>>>,
+) {
+    let mut buf = [0u8; 8192];
+    loop {
+        match source.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Ok(mut tail) = tail.lock() {
+                    tail.extend(&buf[..n]);
+                    let excess = tail.len().saturating_sub(limit);
+                    tail.drain(..excess);
+                }
+                if let Some(log) = &log {
+                    let _ = log.lock().await.write_all(&buf[..n]).await;
+                }
+            }
+        }
+    }
+}
+
+fn tail_text(tail: &Arc<Mutex<VecDeque<u8>>>) -> String {
+    match tail.lock() {
+        Ok(tail) => {
+            let bytes: Vec<u8> = tail.iter().copied().collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// A number in [0, 1) that varies between builds without a random-number dependency.
+fn pseudo_random(env: &BuildEnv) -> f64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    env.atom.hash(&mut hasher);
+    env.attempt.hash(&mut hasher);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(atom: &str) -> BuildEnv {
+        BuildEnv {
+            atom: Atom::parse(atom).expect("valid"),
+            attempt: 2,
+            drone: "d1".into(),
+            jobs: 4,
+            estimate_secs: None,
+        }
+    }
+
+    #[test]
+    fn atom_is_one_argument_and_argv_never_changes() {
+        let builder = Builder::Process {
+            template: vec!["build".into(), "--pkg={atom}".into(), "{atom}".into()],
+        };
+        let atom = Atom::parse(">=dev-libs/foo-1.0:0::gentoo").expect("valid");
+        let argv = builder.argv(&atom);
+        assert_eq!(
+            argv,
+            vec![
+                "build",
+                "--pkg=>=dev-libs/foo-1.0:0::gentoo",
+                ">=dev-libs/foo-1.0:0::gentoo"
+            ]
+        );
+        assert_eq!(builder.argv(&atom), argv);
+    }
+
+    #[test]
+    fn emerge_preset() {
+        let settings = Settings {
+            builder: BuilderKind::Emerge,
+            emerge_args: vec!["--usepkg=n".into()],
+            ..Settings::default()
+        };
+        let atom = Atom::parse("sys-libs/zlib").expect("valid");
+        assert_eq!(
+            Builder::from_settings(&settings).argv(&atom),
+            vec![
+                "emerge",
+                "--oneshot",
+                "--buildpkg",
+                "--usepkg=n",
+                "sys-libs/zlib"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn runs_with_env_and_captures_tail() {
+        let builder = Builder::Process {
+            template: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo \"$SWARM_ATOM $SWARM_ATTEMPT $SWARM_DRONE $MAKEOPTS\"; echo oops >&2; exit 3"
+                    .into(),
+                "{atom}".into(),
+            ],
+        };
+        let mut running = start(&builder, &env("sys-libs/zlib"), 4096, None).expect("starts");
+        match running.wait().await {
+            BuildOutcome::Failed { exit, log_tail } => {
+                assert_eq!(exit.code, Some(3));
+                assert!(log_tail.contains("sys-libs/zlib 2 d1 -j4"), "{log_tail}");
+                assert!(log_tail.contains("oops"), "{log_tail}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn kill_takes_the_whole_process_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("grandchild-alive");
+        let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
+        let builder = Builder::Process {
+            template: vec!["/bin/sh".into(), "-c".into(), script, "{atom}".into()],
+        };
+        let mut running = start(&builder, &env("sys-libs/zlib"), 64, None).expect("starts");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        running.kill().await;
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(!marker.exists(), "a process of the killed build survived");
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_start_error() {
+        let builder = Builder::Process {
+            template: vec!["/nonexistent/builder".into(), "{atom}".into()],
+        };
+        assert!(matches!(
+            start(&builder, &env("sys-libs/zlib"), 64, None),
+            Err(StartError::Spawn { .. })
+        ));
+    }
+
+    #[test]
+    fn tail_keeps_the_last_bytes() {
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        {
+            let mut t = tail.lock().expect("lock");
+            t.extend(b"0123456789");
+            let excess = t.len().saturating_sub(4);
+            t.drain(..excess);
+        }
+        assert_eq!(tail_text(&tail), "6789");
+    }
+}

@@ -1,0 +1,302 @@
+//! The drone's configuration: `[nats]`, `[log]` and `[drone]` tables, loaded with
+//! `runtime::config::load` and checked by `validate`.
+
+use std::path::PathBuf;
+
+use runtime::config::ConfigError;
+use runtime::logging::LogConfig;
+use runtime::nats::NatsConfig;
+use schemas::{Arch, DroneName};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub log: LogConfig,
+    pub drone: Settings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuilderKind {
+    /// `command` with `{atom}` replaced by the atom, as one argument.
+    Command,
+    /// `emerge --oneshot --buildpkg <emerge_args...> <atom>`.
+    Emerge,
+    /// No process: sleeps for a modelled time and fails with a set probability.
+    Simulate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Simulate {
+    /// Multiplies every modelled duration: 0.01 runs a 100-second build in one second.
+    pub time_scale: f64,
+    /// Probability in [0, 1] that a build fails.
+    pub failure_rate: f64,
+    /// Modelled time on an 8-core slot for jobs that carry no estimate.
+    pub default_estimate_secs: f64,
+}
+
+impl Default for Simulate {
+    fn default() -> Self {
+        Simulate {
+            time_scale: 1.0,
+            failure_rate: 0.0,
+            default_estimate_secs: 60.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The drone's name: a subject token, so ASCII letters, digits and '-'. Defaults to the
+    /// host name.
+    pub name: String,
+    /// Cores this drone gives to builds.
+    pub cores: u32,
+    /// Builds run at once; 0 means one per 4 cores. Each build gets `MAKEOPTS=-j<cores/slots>`.
+    pub slots: u32,
+    pub arch: Arch,
+    pub builder: BuilderKind,
+    /// The argv template of the `command` builder, e.g. `["/usr/local/bin/build", "{atom}"]`.
+    pub command: Vec<String>,
+    /// Extra arguments of the `emerge` builder, placed before the atom.
+    pub emerge_args: Vec<String>,
+    pub simulate: Simulate,
+    /// Heartbeat period: the drone record is rewritten this often.
+    pub heartbeat_ms: u64,
+    /// How long one pull request waits on the server for work.
+    pub pull_expires_ms: u64,
+    /// Consecutive failures of different packages after which the drone grounds itself.
+    pub ground_after_failures: u32,
+    /// On SIGTERM, how long running builds may take to finish before they are handed back.
+    pub shutdown_grace_ms: u64,
+    /// Bytes of build output kept as the log tail reported with a failure.
+    pub log_tail_bytes: usize,
+    /// When set, each build's full output is written to `<log_dir>/<package-key>-<attempt>.log`.
+    pub log_dir: Option<PathBuf>,
+    /// A drone that already failed a package leaves its retry this long to other drones.
+    pub avoid_delay_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            name: default_name(),
+            cores: default_cores(),
+            slots: 0,
+            arch: Arch::default(),
+            builder: BuilderKind::Emerge,
+            command: Vec::new(),
+            emerge_args: Vec::new(),
+            simulate: Simulate::default(),
+            heartbeat_ms: 2_000,
+            pull_expires_ms: 5_000,
+            ground_after_failures: 3,
+            shutdown_grace_ms: 300_000,
+            log_tail_bytes: 4_096,
+            log_dir: None,
+            avoid_delay_ms: 2_000,
+        }
+    }
+}
+
+/// The host name with anything that is not a letter, digit or '-' replaced, so that a default
+/// drone name is always valid.
+fn default_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "drone".to_owned());
+    let cleaned: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() || cleaned.starts_with('-') {
+        format!("drone{cleaned}")
+    } else {
+        cleaned
+    }
+}
+
+fn default_cores() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.nats.validate()?;
+        let s = &self.drone;
+        DroneName::parse(&s.name).map_err(|e| ConfigError::invalid("drone.name", e.to_string()))?;
+        if s.cores == 0 {
+            return Err(ConfigError::invalid("drone.cores", "must be at least 1"));
+        }
+        if s.slots > s.cores {
+            return Err(ConfigError::invalid(
+                "drone.slots",
+                format!("must not exceed drone.cores ({})", s.cores),
+            ));
+        }
+        if s.builder == BuilderKind::Command {
+            if s.command.is_empty() {
+                return Err(ConfigError::invalid(
+                    "drone.command",
+                    "the command builder needs an argv, e.g. [\"/usr/local/bin/build\", \"{atom}\"]",
+                ));
+            }
+            if !s.command.iter().any(|a| a.contains("{atom}")) {
+                return Err(ConfigError::invalid(
+                    "drone.command",
+                    "no argument contains {atom}",
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&s.simulate.failure_rate) {
+            return Err(ConfigError::invalid(
+                "drone.simulate.failure_rate",
+                "must be between 0 and 1",
+            ));
+        }
+        if s.simulate.time_scale.is_nan() || s.simulate.time_scale < 0.0 {
+            return Err(ConfigError::invalid(
+                "drone.simulate.time_scale",
+                "must be 0 or more",
+            ));
+        }
+        if s.heartbeat_ms < 50 {
+            return Err(ConfigError::invalid(
+                "drone.heartbeat_ms",
+                "must be at least 50 ms",
+            ));
+        }
+        if s.pull_expires_ms < 100 {
+            return Err(ConfigError::invalid(
+                "drone.pull_expires_ms",
+                "must be at least 100 ms",
+            ));
+        }
+        if s.ground_after_failures == 0 {
+            return Err(ConfigError::invalid(
+                "drone.ground_after_failures",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    pub fn slots(&self) -> u32 {
+        if self.slots == 0 {
+            (self.cores / 4).max(1)
+        } else {
+            self.slots
+        }
+    }
+
+    /// Cores each build gets: MAKEOPTS=-j<this>.
+    pub fn cores_per_slot(&self) -> u32 {
+        (self.cores / self.slots()).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn env_overrides_file_and_command_is_a_toml_array() {
+        Jail::expect_with(|jail| {
+            jail.create_file("d.toml", "[drone]\nname = \"from-file\"\ncores = 8\n")?;
+            jail.set_env("SWARM_DRONE__NAME", "drone-Izar");
+            jail.set_env("SWARM_DRONE__CORES", "16");
+            jail.set_env("SWARM_DRONE__SLOTS", "4");
+            jail.set_env("SWARM_DRONE__BUILDER", "command");
+            jail.set_env("SWARM_DRONE__COMMAND", "[\"/bin/echo\", \"{atom}\"]");
+            jail.set_env("SWARM_NATS__URL", "nats://127.0.0.1:4333");
+            let config: Config = runtime::config::load(Some(std::path::Path::new("d.toml")))
+                .map_err(|e| e.to_string())?;
+            assert_eq!(config.drone.name, "drone-Izar");
+            assert_eq!(config.drone.cores, 16);
+            assert_eq!(config.drone.slots(), 4);
+            assert_eq!(config.drone.cores_per_slot(), 4);
+            assert_eq!(config.drone.builder, BuilderKind::Command);
+            assert_eq!(config.drone.command, vec!["/bin/echo", "{atom}"]);
+            assert_eq!(config.nats.url, "nats://127.0.0.1:4333");
+            assert!(config.validate().is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases: Vec<(fn(&mut Settings), &str)> = vec![
+            (|s| s.name = "bad name".into(), "drone.name"),
+            (|s| s.cores = 0, "drone.cores"),
+            (|s| s.slots = 999, "drone.slots"),
+            (
+                |s| {
+                    s.builder = BuilderKind::Command;
+                    s.command = vec![];
+                },
+                "drone.command",
+            ),
+            (
+                |s| {
+                    s.builder = BuilderKind::Command;
+                    s.command = vec!["x".into()];
+                },
+                "drone.command",
+            ),
+            (
+                |s| s.simulate.failure_rate = 2.0,
+                "drone.simulate.failure_rate",
+            ),
+            (|s| s.heartbeat_ms = 1, "drone.heartbeat_ms"),
+            (
+                |s| s.ground_after_failures = 0,
+                "drone.ground_after_failures",
+            ),
+        ];
+        for (mutate, key) in cases {
+            let mut config = Config::default();
+            config.drone.name = "ok".into();
+            config.drone.cores = 8;
+            mutate(&mut config.drone);
+            let err = config.validate().expect_err(key);
+            assert!(err.to_string().contains(key), "{err} should name {key}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_by_name() {
+        Jail::expect_with(|jail| {
+            jail.create_file("d.toml", "[drone]\ncorez = 8\n")?;
+            let err = runtime::config::load::<Config>(Some(std::path::Path::new("d.toml")))
+                .expect_err("unknown key");
+            assert!(err.to_string().contains("corez"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn default_name_is_valid() {
+        assert!(
+            DroneName::parse(&default_name()).is_ok(),
+            "{}",
+            default_name()
+        );
+    }
+}

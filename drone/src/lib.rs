@@ -1,0 +1,11 @@
+//! A drone: one build machine of the swarm. It pulls jobs by its free slots, claims each with a
+//! lease, builds it as a child process group, and reports every step.
+
+pub mod build;
+pub mod builder;
+pub mod config;
+pub mod health;
+pub mod service;
+
+pub use config::Config;
+pub use service::{DroneError, run};
