@@ -32,12 +32,25 @@ impl ConfigError {
 
 /// The figment for a config type: defaults < file < environment. Exposed so tests (and
 /// `--check-config`) can inspect the layers.
+///
+/// Only environment variables whose first segment is one of this binary's tables are read:
+/// every binary shares the `SWARM_` prefix (a drone's `SWARM_DRONE__NAME` must not break the
+/// `swarmctl` run from the same shell), while a typo inside a table is still refused.
 pub fn figment<T: Serialize + Default>(file: Option<&Path>) -> Figment {
-    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    let defaults = Figment::from(Serialized::defaults(T::default()));
+    let tables: Vec<String> = defaults
+        .extract::<figment::value::Dict>()
+        .map(|dict| dict.into_keys().collect())
+        .unwrap_or_default();
+    let mut figment = defaults;
     if let Some(path) = file {
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment.merge(Env::prefixed(ENV_PREFIX).split("__"))
+    let env = Env::prefixed(ENV_PREFIX).split("__").filter(move |key| {
+        let first = key.as_str().split('.').next().unwrap_or_default();
+        tables.iter().any(|table| table.eq_ignore_ascii_case(first))
+    });
+    figment.merge(env)
 }
 
 /// Loads a config type from its layers. A named file that does not exist is an error: a typo in
@@ -55,4 +68,43 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(
     figment::<T>(file)
         .extract()
         .map_err(|err| ConfigError::Load(Box::new(err)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Sample {
+        nats: Table,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Table {
+        url: String,
+    }
+
+    #[test]
+    fn other_binaries_variables_are_ignored_but_typos_in_our_tables_are_not() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SWARM_DRONE__NAME", "x");
+            jail.set_env("SWARM_CONFIG", "/nowhere");
+            jail.set_env("SWARM_NATS__URL", "nats://a:1");
+            let sample: Sample = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(sample.nats.url, "nats://a:1");
+            jail.set_env("SWARM_NATS__URLL", "nats://a:1");
+            let err = load::<Sample>(None).expect_err("typo refused");
+            assert!(err.to_string().contains("urll"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_named_file_must_exist() {
+        let err = load::<Sample>(Some(Path::new("/nonexistent/swarm.toml"))).expect_err("missing");
+        assert!(matches!(err, ConfigError::FileMissing { .. }));
+    }
 }

@@ -25,7 +25,9 @@ pub enum AtomError {
     Syntax { input: String, reason: String },
     #[error("atom {input:?} is a blocker, which cannot be built")]
     Blocker { input: String },
-    #[error("atom {input:?} carries USE dependencies, which emerge does not take as a package to build")]
+    #[error(
+        "atom {input:?} carries USE dependencies, which emerge does not take as a package to build"
+    )]
     UseDeps { input: String },
 }
 
@@ -67,10 +69,7 @@ impl Atom {
         }
         // Checked before the parser so that the error names the character, which is what an
         // operator needs when a line of a file has a stray tab or a pasted shell fragment.
-        if let Some((at, ch)) = input
-            .char_indices()
-            .find(|(_, c)| !c.is_ascii_graphic())
-        {
+        if let Some((at, ch)) = input.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
             let what = if ch.is_whitespace() {
                 format!("whitespace {ch:?}")
             } else if ch.is_control() {
@@ -113,13 +112,21 @@ impl Atom {
 
 /// The parser repeats the whole input in its message; drop that prefix so the reason reads once.
 fn syntax_reason(input: &str, message: &str) -> String {
+    let mut message = message.trim();
+    for prefix in ["invalid dependency:", "invalid dep:"] {
+        message = message.strip_prefix(prefix).unwrap_or(message).trim_start();
+    }
+    while let Some(rest) = message.strip_prefix(input) {
+        message = rest.trim_start_matches(':').trim_start();
+    }
+    // The parser's message can span lines (a caret diagram); one line reads better in logs.
     let message = message
-        .strip_prefix("invalid dependency: ")
-        .unwrap_or(message);
-    let message = message
-        .strip_prefix(input)
-        .map(|rest| rest.trim_start_matches(':').trim_start())
-        .unwrap_or(message);
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = message.as_str();
     if message.is_empty() {
         "not of the form [op]category/package[-version][:slot][::repo]".to_owned()
     } else {
@@ -240,7 +247,10 @@ fn check_name(
             max,
         });
     }
-    let first_ok = input.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let first_ok = input
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     if !first_ok || !input.chars().all(allowed) {
         return Err(NameError::Invalid {
             what,
@@ -379,7 +389,9 @@ mod tests {
             ("sys-libs/glibc; rm -rf /", |e| {
                 matches!(e, AtomError::BadCharacter { at: 15, .. })
             }),
-            ("sys-libs/glibc;rm", |e| matches!(e, AtomError::Syntax { .. })),
+            ("sys-libs/glibc;rm", |e| {
+                matches!(e, AtomError::Syntax { .. })
+            }),
             ("../etc/passwd", |e| matches!(e, AtomError::Syntax { .. })),
             ("$(reboot)", |e| matches!(e, AtomError::Syntax { .. })),
             ("`reboot`/x", |e| matches!(e, AtomError::Syntax { .. })),
@@ -389,11 +401,17 @@ mod tests {
             ("dev-libs/foo\u{7}", |e| {
                 matches!(e, AtomError::BadCharacter { .. })
             }),
-            (&long, |e| matches!(e, AtomError::TooLong { len: 10_000, .. })),
+            (&long, |e| {
+                matches!(e, AtomError::TooLong { len: 10_000, .. })
+            }),
             ("!dev-libs/foo", |e| matches!(e, AtomError::Blocker { .. })),
-            ("dev-libs/foo[ssl]", |e| matches!(e, AtomError::UseDeps { .. })),
+            ("dev-libs/foo[ssl]", |e| {
+                matches!(e, AtomError::UseDeps { .. })
+            }),
             ("-dev/foo", |e| matches!(e, AtomError::Syntax { .. })),
-            ("dev-libs/<script>", |e| matches!(e, AtomError::Syntax { .. })),
+            ("dev-libs/<script>", |e| {
+                matches!(e, AtomError::Syntax { .. })
+            }),
             ("zlib", |e| matches!(e, AtomError::Syntax { .. })),
         ];
         for (input, check) in cases {
@@ -411,13 +429,20 @@ mod tests {
     #[test]
     fn error_names_the_input() {
         let err = Atom::parse("../etc/passwd").expect_err("must fail");
-        assert!(err.to_string().contains("../etc/passwd"), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("../etc/passwd"), "{err}");
+        assert_eq!(text.matches("../etc/passwd").count(), 1, "{text}");
+        assert!(!text.contains('\n'), "{text}");
         assert_eq!(err.input(), "../etc/passwd");
     }
 
     #[test]
     fn package_key_is_a_single_safe_token_and_round_trips() {
-        for input in ["sys-libs/zlib", ">=dev-lang/rust-1.75.0:0::gentoo", "x11-libs/gtk+:3"] {
+        for input in [
+            "sys-libs/zlib",
+            ">=dev-lang/rust-1.75.0:0::gentoo",
+            "x11-libs/gtk+:3",
+        ] {
             let atom = Atom::parse(input).expect("valid");
             let key = atom.key();
             assert!(
@@ -446,7 +471,17 @@ mod tests {
         for ok in ["drone-Izar", "drone-Tau-Beta", "d1", "X"] {
             assert!(DroneName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-x", "a.b", "a b", "a*", "a>", "<b>", "x;rm", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "-x",
+            "a.b",
+            "a b",
+            "a*",
+            "a>",
+            "<b>",
+            "x;rm",
+            &"a".repeat(65),
+        ] {
             assert!(DroneName::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -10,6 +10,8 @@ pub mod messages;
 pub mod names;
 pub mod summary;
 
-pub use codec::{DecodeError, EncodeError, MAX_MESSAGE_BYTES, SCHEMA_VERSION, Wire, decode, encode};
+pub use codec::{
+    DecodeError, EncodeError, MAX_MESSAGE_BYTES, SCHEMA_VERSION, Wire, decode, encode,
+};
 pub use ids::{Arch, Atom, AtomError, DroneName, NameError, PackageKey};
 pub use messages::*;

@@ -45,7 +45,10 @@ impl std::fmt::Display for ExitInfo {
 pub enum BuildOutcome {
     Succeeded,
     /// The builder ran and failed: this consumes one of the package's attempts.
-    Failed { exit: ExitInfo, log_tail: String },
+    Failed {
+        exit: ExitInfo,
+        log_tail: String,
+    },
 }
 
 /// One job: "build this atom, attempt N". Published by the coordinator only; the argv a drone
@@ -98,7 +101,9 @@ pub enum LeasePhase {
     Building,
     /// The drone committed this result by a compare-and-set on the lease: a drone whose lease
     /// was taken over can no longer commit anything.
-    Finished { outcome: BuildOutcome },
+    Finished {
+        outcome: BuildOutcome,
+    },
 }
 
 /// What a drone is doing, as it reports itself.
@@ -245,7 +250,9 @@ pub enum EventKind {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum PackageState {
     /// A job for `attempt` is (or is about to be) in the work stream.
-    Queued { attempt: u32 },
+    Queued {
+        attempt: u32,
+    },
     /// A drone claimed the job for `attempt`.
     Building {
         attempt: u32,
@@ -253,9 +260,18 @@ pub enum PackageState {
         since_ms: u64,
     },
     /// Attempt `attempt - 1` failed; the job for `attempt` is published after `not_before_ms`.
-    RetryWait { attempt: u32, not_before_ms: u64 },
-    Succeeded { attempt: u32, drone: DroneName },
-    Failed { attempt: u32, reason: String },
+    RetryWait {
+        attempt: u32,
+        not_before_ms: u64,
+    },
+    Succeeded {
+        attempt: u32,
+        drone: DroneName,
+    },
+    Failed {
+        attempt: u32,
+        reason: String,
+    },
 }
 
 impl PackageState {
@@ -606,7 +622,10 @@ mod tests {
         })
         .expect("encodes");
         let text = String::from_utf8_lossy(&bytes);
-        assert!(text.contains("command") && text.contains("unground"), "{text}");
+        assert!(
+            text.contains("command") && text.contains("unground"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -615,9 +634,15 @@ mod tests {
             decode::<Job>(b"\xc1\xff garbage"),
             Err(DecodeError::Malformed { .. })
         ));
-        assert!(matches!(decode::<Job>(b""), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(
+            decode::<Job>(b""),
+            Err(DecodeError::Malformed { .. })
+        ));
         let big = vec![0u8; crate::codec::MAX_MESSAGE_BYTES + 1];
-        assert!(matches!(decode::<Job>(&big), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            decode::<Job>(&big),
+            Err(DecodeError::TooLarge { .. })
+        ));
         #[derive(Serialize)]
         struct Future {
             v: u16,
@@ -647,7 +672,9 @@ mod tests {
         })
         .expect("encodes");
         match decode::<Job>(&bad) {
-            Err(DecodeError::Invalid { reason, .. }) => assert!(reason.contains("$(reboot)"), "{reason}"),
+            Err(DecodeError::Invalid { reason, .. }) => {
+                assert!(reason.contains("$(reboot)"), "{reason}")
+            }
             other => panic!("expected an invalid-atom error, got {other:?}"),
         }
     }

@@ -70,7 +70,9 @@ pub fn drone_of_event_subject(subject: &str) -> Option<&str> {
 
 /// The package key from a job subject; `None` when the subject is not a job subject.
 pub fn key_of_build_subject(subject: &str) -> Option<&str> {
-    let rest = subject.strip_prefix(BUILD_SUBJECT_PREFIX)?.strip_prefix('.')?;
+    let rest = subject
+        .strip_prefix(BUILD_SUBJECT_PREFIX)?
+        .strip_prefix('.')?;
     let (_arch, key) = rest.split_once('.')?;
     Some(key)
 }
@@ -87,6 +89,9 @@ mod tests {
         assert_eq!(subject.split('.').count(), 4, "{subject}");
         assert_eq!(key_of_build_subject(&subject), Some(atom.key().as_str()));
         let drone = DroneName::parse("drone-Izar").expect("valid");
-        assert_eq!(drone_of_event_subject(&event_subject(&drone)), Some("drone-Izar"));
+        assert_eq!(
+            drone_of_event_subject(&event_subject(&drone)),
+            Some("drone-Izar")
+        );
     }
 }

@@ -62,10 +62,7 @@ pub struct Summary {
 /// The state a reader should show for a drone: its own report, unless its heartbeat is stale,
 /// in which case it is lost whatever it last said.
 pub fn effective_state(record: &DroneRecord, heartbeat_age_ms: u64) -> DroneState {
-    let online = !matches!(
-        record.state,
-        DroneState::Offline | DroneState::Lost { .. }
-    );
+    let online = !matches!(record.state, DroneState::Offline | DroneState::Lost { .. });
     let limit = record.heartbeat_interval_ms.max(1) * LOST_AFTER_INTERVALS;
     if online && heartbeat_age_ms > limit {
         DroneState::Lost {

@@ -1,0 +1,365 @@
+//! `swarmctl`, the operator's command line, as a library: the argument types, the commands, and
+//! [`run`], which the binary, the end-to-end tests and the demo call alike.
+//!
+//! Every command writes its normal output to the `out` writer it is given and returns an
+//! [`Outcome`] (exit status 0 or 1) or a [`CliError`] (exit status 2); only the binary prints
+//! errors. Read commands take `--json` and then print exactly one JSON document.
+
+mod config;
+mod error;
+mod input;
+mod rpc;
+mod submit;
+mod unground;
+mod view;
+mod wait;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use schemas::{Arch, DroneName, NameError};
+
+pub use config::Config;
+pub use error::{CliError, EXIT_ERROR};
+pub use input::{InvalidAtom, Origin};
+pub use submit::{Submitted, prepare_submission, submit};
+pub use unground::unground;
+pub use view::{DroneRow, HistoryRow, PackageRow, drones, packages, status};
+pub use wait::{WaitReport, wait};
+
+/// The name this client gives itself on the NATS connection.
+pub const CLIENT_NAME: &str = "swarmctl";
+
+/// How long a request waits for its reply (submission, drone control).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "swarmctl",
+    version,
+    about = "Operate the Gentoo build swarm: queue packages, watch the queue and the drones",
+    after_help = "Exit status: 0 success; 1 the command ran but found a failure (failed packages, a refused unground); 2 error.\nConfiguration: defaults < --config FILE < environment (SWARM_NATS__URL, SWARM_NATS__CREDS_FILE, SWARM_LOG__FORMAT, ...)."
+)]
+pub struct Cli {
+    /// TOML file with [nats] and [log] tables
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Subcommand)]
+pub enum Command {
+    /// Queue packages for building; every atom is checked first and nothing is sent if one is invalid
+    Submit(SubmitArgs),
+    /// Print the swarm summary: queue, drones, cores, status
+    Status {
+        /// Print JSON: queue, drones.{active,idle,grounded,...}, cores.{active,total}, status, packages.{queued,building,succeeded,failed,retrying}
+        #[arg(long)]
+        json: bool,
+    },
+    /// List packages: ATOM STATE ATTEMPTS DRONE, sorted by atom
+    ///
+    /// ATTEMPTS counts the builds started so far: a building, succeeded or failed package shows
+    /// the number of its current (or last) attempt; a queued or retry_wait package shows how many
+    /// attempts already ended, so a package that was never built shows 0. DRONE is the drone that
+    /// is building or that built the package, empty otherwise.
+    Packages {
+        /// Only packages in this state (retry_wait: failed, waiting out the backoff before the next attempt)
+        #[arg(long, value_enum, value_name = "STATE")]
+        state: Option<StateFilter>,
+        /// Print a JSON list of {atom, state, attempts, drone, history, reason}
+        #[arg(long)]
+        json: bool,
+    },
+    /// List drones: NAME CORES SLOTS STATE BUILDING; a drone whose heartbeat stopped shows `lost`
+    Drones {
+        /// Print a JSON list of {name, cores, slots, state, building, reason, ...}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Return a grounded drone to work
+    Unground {
+        /// The drone's name
+        #[arg(value_name = "NAME")]
+        name: DroneName,
+    },
+    /// Block until nothing is queued or building; exit 0 if every package succeeded, 1 if some failed, 2 on timeout
+    Wait {
+        /// Give up after this many seconds (default: wait for ever)
+        #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+        timeout: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(group(
+    clap::ArgGroup::new("input").required(true).multiple(true).args(["atoms", "file", "pretend"])
+))]
+pub struct SubmitArgs {
+    /// Package atoms: sys-libs/zlib, =dev-libs/openssl-3.3.2, >=sys-devel/gcc-14:14
+    #[arg(value_name = "ATOM")]
+    pub atoms: Vec<String>,
+    /// A file with one atom per line (`-` for stdin); `#` starts a comment line; a tab-separated
+    /// line `atom<TAB>seconds<TAB>...` gives the build-time estimate on 8 cores
+    #[arg(long, value_name = "FILE")]
+    pub file: Vec<PathBuf>,
+    /// Saved `emerge --pretend` output (`-` for stdin): every `[ebuild ...] cat/pkg-ver` line is
+    /// queued as `=cat/pkg-ver`
+    #[arg(long, value_name = "FILE")]
+    pub pretend: Vec<PathBuf>,
+    /// Arch to build for (default: the coordinator's first arch)
+    #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+    pub arch: Option<Arch>,
+}
+
+/// A package state as `packages --state` takes it; the names are the `state` labels of the JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateFilter {
+    Queued,
+    #[value(name = "retry_wait", alias = "retry-wait")]
+    RetryWait,
+    Building,
+    Succeeded,
+    Failed,
+}
+
+impl StateFilter {
+    pub fn label(self) -> &'static str {
+        match self {
+            StateFilter::Queued => "queued",
+            StateFilter::RetryWait => "retry_wait",
+            StateFilter::Building => "building",
+            StateFilter::Succeeded => "succeeded",
+            StateFilter::Failed => "failed",
+        }
+    }
+}
+
+fn parse_arch(input: &str) -> Result<Arch, NameError> {
+    Arch::parse(input)
+}
+
+fn parse_timeout(input: &str) -> Result<Duration, String> {
+    match input.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
+            Ok(Duration::from_secs_f64(secs))
+        }
+        _ => Err(format!("{input:?} is not a positive number of seconds")),
+    }
+}
+
+/// How a command that ran to its end went; errors are [`CliError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit status 0.
+    Success,
+    /// Exit status 1: the command worked and found a failure (failed packages, a drone that
+    /// refused to unground).
+    Failure,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::Failure => 1,
+        }
+    }
+}
+
+/// Runs one command: validates local input (a submission's atoms) before connecting, connects
+/// to NATS with `config`, then executes. Normal output goes to `out`; `wait` writes its progress
+/// lines to `progress`.
+pub async fn run(
+    config: &Config,
+    command: Command,
+    out: &mut (dyn Write + Send),
+    progress: &mut (dyn Write + Send),
+) -> Result<Outcome, CliError> {
+    let prepared = match &command {
+        Command::Submit(args) => Some(prepare_submission(args)?),
+        _ => None,
+    };
+    let client = config.nats.connect_once(CLIENT_NAME).await?;
+    let outcome = dispatch(&client, command, prepared, out, progress).await;
+    // A clean close; nothing is published without a reply, so nothing waits in the buffer.
+    drop(client);
+    outcome
+}
+
+/// Executes one command on an existing connection (tests and the demo share one client).
+pub async fn execute(
+    client: &async_nats::Client,
+    command: Command,
+    out: &mut (dyn Write + Send),
+    progress: &mut (dyn Write + Send),
+) -> Result<Outcome, CliError> {
+    dispatch(client, command, None, out, progress).await
+}
+
+async fn dispatch(
+    client: &async_nats::Client,
+    command: Command,
+    prepared: Option<schemas::SubmitRequest>,
+    out: &mut (dyn Write + Send),
+    progress: &mut (dyn Write + Send),
+) -> Result<Outcome, CliError> {
+    match command {
+        Command::Submit(args) => {
+            let request = match prepared {
+                Some(request) => request,
+                None => prepare_submission(&args)?,
+            };
+            let submitted = submit(client, &request).await?;
+            writeln!(out, "{submitted}")?;
+            Ok(Outcome::Success)
+        }
+        Command::Status { json } => {
+            let summary = status(client).await?;
+            if json {
+                write_json(out, &summary)?;
+            } else {
+                write!(out, "{}", summary.block())?;
+            }
+            Ok(Outcome::Success)
+        }
+        Command::Packages { state, json } => {
+            let rows = packages(client, state).await?;
+            if json {
+                write_json(out, &rows)?;
+            } else {
+                write!(out, "{}", view::packages_table(&rows))?;
+            }
+            Ok(Outcome::Success)
+        }
+        Command::Drones { json } => {
+            let rows = drones(client).await?;
+            if json {
+                write_json(out, &rows)?;
+            } else {
+                write!(out, "{}", view::drones_table(&rows))?;
+            }
+            Ok(Outcome::Success)
+        }
+        Command::Unground { name } => {
+            let reply = unground(client, &name).await?;
+            writeln!(out, "{}", reply.message)?;
+            Ok(if reply.ok {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            })
+        }
+        Command::Wait { timeout } => {
+            let report = wait(client, timeout, progress).await?;
+            write!(out, "{report}")?;
+            Ok(if report.failed.is_empty() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            })
+        }
+    }
+}
+
+fn write_json<T: serde::Serialize>(
+    out: &mut (dyn Write + Send),
+    value: &T,
+) -> Result<(), CliError> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn arguments_parse() {
+        // (argv, expected command, or None when clap must refuse it)
+        let cases: Vec<(&[&str], Option<Command>)> = vec![
+            (
+                &["swarmctl", "status"],
+                Some(Command::Status { json: false }),
+            ),
+            (
+                &["swarmctl", "status", "--json"],
+                Some(Command::Status { json: true }),
+            ),
+            (
+                &["swarmctl", "packages", "--state", "retry_wait", "--json"],
+                Some(Command::Packages {
+                    state: Some(StateFilter::RetryWait),
+                    json: true,
+                }),
+            ),
+            (&["swarmctl", "packages", "--state", "lost"], None),
+            (
+                &["swarmctl", "wait", "--timeout", "1.5"],
+                Some(Command::Wait {
+                    timeout: Some(Duration::from_millis(1500)),
+                }),
+            ),
+            (&["swarmctl", "wait", "--timeout", "-1"], None),
+            (&["swarmctl", "wait", "--timeout", "soon"], None),
+            (
+                &["swarmctl", "unground", "drone-Izar"],
+                Some(Command::Unground {
+                    name: DroneName::parse("drone-Izar").expect("valid"),
+                }),
+            ),
+            (&["swarmctl", "unground", "drone;reboot"], None),
+            (&["swarmctl", "unground"], None),
+            (&["swarmctl", "submit"], None),
+            (
+                &["swarmctl", "submit", "--arch", "AMD64", "sys-libs/zlib"],
+                None,
+            ),
+            (
+                &[
+                    "swarmctl",
+                    "submit",
+                    "--file",
+                    "a.txt",
+                    "--pretend",
+                    "-",
+                    "--arch",
+                    "arm64",
+                    "sys-libs/zlib",
+                ],
+                Some(Command::Submit(SubmitArgs {
+                    atoms: vec!["sys-libs/zlib".into()],
+                    file: vec!["a.txt".into()],
+                    pretend: vec!["-".into()],
+                    arch: Some(Arch::parse("arm64").expect("valid")),
+                })),
+            ),
+        ];
+        for (argv, expected) in cases {
+            let parsed = Cli::try_parse_from(argv).map(|cli| cli.command);
+            match (parsed, expected) {
+                (Ok(got), Some(want)) => assert_eq!(got, want, "{argv:?}"),
+                (Err(_), None) => {}
+                (got, want) => panic!("{argv:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_config_option_is_global() {
+        let cli =
+            Cli::try_parse_from(["swarmctl", "status", "--config", "x.toml"]).expect("parses");
+        assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
+    }
+}

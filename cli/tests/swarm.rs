@@ -1,0 +1,675 @@
+//! swarmctl's commands through the library API against a real nats-server: the test creates the
+//! buckets and writes the records the coordinator and drones would, and stands in for the
+//! coordinator or a drone where a command needs someone to answer.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use schemas::names::{DRONES_BUCKET, PACKAGES_BUCKET, SUBMIT_SUBJECT, drone_control_subject};
+use schemas::{
+    Arch, Atom, AttemptRecord, BuildOutcome, DroneControl, DroneControlReply, DroneName,
+    DroneRecord, DroneState, ExitInfo, PackageRecord, PackageState, RunningBuild, SCHEMA_VERSION,
+    SubmitReply, SubmitRequest, SubmitResult,
+};
+use serde_json::Value;
+use swarmctl::{CliError, Command, Config, Outcome, StateFilter, SubmitArgs};
+
+fn atom(s: &str) -> Atom {
+    Atom::parse(s).expect("valid atom")
+}
+
+fn name(s: &str) -> DroneName {
+    DroneName::parse(s).expect("valid name")
+}
+
+fn drone(
+    n: &str,
+    cores: u32,
+    state: DroneState,
+    building: &[&str],
+    interval_ms: u64,
+) -> DroneRecord {
+    DroneRecord {
+        v: SCHEMA_VERSION,
+        name: name(n),
+        cores,
+        slots: 2,
+        arch: Arch::default(),
+        version: "0.1.0".into(),
+        state,
+        building: building
+            .iter()
+            .map(|a| RunningBuild {
+                atom: atom(a),
+                attempt: 1,
+                started_ms: 1,
+            })
+            .collect(),
+        consecutive_failures: 0,
+        // The drone's own clock is deliberately absurd: readers must age heartbeats by the
+        // server's timestamp.
+        heartbeat_ms: 1,
+        heartbeat_interval_ms: interval_ms,
+        boot_ms: 1,
+        seq: 1,
+    }
+}
+
+fn package(a: &str, state: PackageState, history: Vec<AttemptRecord>) -> PackageRecord {
+    PackageRecord {
+        v: SCHEMA_VERSION,
+        atom: atom(a),
+        arch: Arch::default(),
+        submission: 1,
+        state,
+        history,
+        estimate_secs: None,
+        submitted_ms: 1,
+        updated_ms: 1,
+    }
+}
+
+fn failed_attempt(attempt: u32, by: &str) -> AttemptRecord {
+    AttemptRecord {
+        attempt,
+        drone: name(by),
+        outcome: BuildOutcome::Failed {
+            exit: ExitInfo::code(2),
+            log_tail: "configure: error: no acceptable C compiler".into(),
+        },
+        duration_ms: 10,
+        ended_ms: 10,
+    }
+}
+
+struct Swarm {
+    _server: testkit::NatsServer,
+    client: async_nats::Client,
+    url: String,
+    drones: kv::Store,
+    packages: kv::Store,
+}
+
+impl Swarm {
+    async fn start() -> Swarm {
+        let server = testkit::NatsServer::start().expect("server starts");
+        let client = server.connect().await.expect("connects");
+        let js = jetstream::new(client.clone());
+        let mut stores = Vec::new();
+        for bucket in [DRONES_BUCKET, PACKAGES_BUCKET] {
+            stores.push(
+                js.create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    history: 1,
+                    ..Default::default()
+                })
+                .await
+                .expect("bucket created"),
+            );
+        }
+        let packages = stores.pop().expect("two stores");
+        let drones = stores.pop().expect("two stores");
+        Swarm {
+            url: server.client_url(),
+            _server: server,
+            client,
+            drones,
+            packages,
+        }
+    }
+
+    async fn put_drone(&self, record: &DroneRecord) {
+        let bytes = schemas::encode(record).expect("encodes");
+        self.drones
+            .put(record.name.as_str(), bytes.into())
+            .await
+            .expect("put drone");
+    }
+
+    async fn put_package(&self, record: &PackageRecord) {
+        let bytes = schemas::encode(record).expect("encodes");
+        self.packages
+            .put(record.atom.key().as_str(), bytes.into())
+            .await
+            .expect("put package");
+    }
+
+    /// Runs a command on the test's connection: outcome, stdout, progress output.
+    async fn exec(&self, command: Command) -> (Result<Outcome, CliError>, String, String) {
+        let mut out = Vec::new();
+        let mut progress = Vec::new();
+        let outcome = swarmctl::execute(&self.client, command, &mut out, &mut progress).await;
+        (
+            outcome,
+            String::from_utf8(out).expect("utf-8 output"),
+            String::from_utf8(progress).expect("utf-8 progress"),
+        )
+    }
+
+    async fn json(&self, command: Command) -> Value {
+        let (outcome, out, _) = self.exec(command).await;
+        assert_eq!(outcome.expect("succeeds"), Outcome::Success);
+        serde_json::from_str(&out).expect("one JSON document")
+    }
+
+    fn config(&self) -> Config {
+        let mut config = Config::default();
+        config.nats.url = self.url.clone();
+        config
+    }
+}
+
+/// The seed's swarm in the middle of a run, plus a drone gone silent and a bad record.
+async fn populate(swarm: &Swarm) {
+    swarm
+        .put_drone(&drone(
+            "drone-Izar",
+            16,
+            DroneState::Building,
+            &["sys-devel/gcc"],
+            60_000,
+        ))
+        .await;
+    swarm
+        .put_drone(&drone("drone-Tarn", 10, DroneState::Idle, &[], 60_000))
+        .await;
+    swarm
+        .put_drone(&drone(
+            "drone-Tau-Beta",
+            8,
+            DroneState::Grounded {
+                reason: "3 consecutive failures".into(),
+            },
+            &[],
+            60_000,
+        ))
+        .await;
+    // Heartbeats every 10 ms: stale (lost) once 30 ms pass without one.
+    swarm
+        .put_drone(&drone(
+            "drone-Meridian",
+            24,
+            DroneState::Building,
+            &["dev-lang/rust"],
+            10,
+        ))
+        .await;
+    swarm
+        .drones
+        .put("drone-garbage", bytes::Bytes::from_static(b"\xc1\xc1"))
+        .await
+        .expect("put");
+
+    swarm
+        .put_package(&package(
+            "sys-libs/zlib",
+            PackageState::Queued { attempt: 1 },
+            vec![],
+        ))
+        .await;
+    swarm
+        .put_package(&package(
+            "sys-devel/gcc",
+            PackageState::Building {
+                attempt: 2,
+                drone: name("drone-Izar"),
+                since_ms: 1,
+            },
+            vec![failed_attempt(1, "drone-Tau-Beta")],
+        ))
+        .await;
+    swarm
+        .put_package(&package(
+            "app-arch/xz-utils",
+            PackageState::Succeeded {
+                attempt: 1,
+                drone: name("drone-Tarn"),
+            },
+            vec![AttemptRecord {
+                attempt: 1,
+                drone: name("drone-Tarn"),
+                outcome: BuildOutcome::Succeeded,
+                duration_ms: 5,
+                ended_ms: 5,
+            }],
+        ))
+        .await;
+    swarm
+        .put_package(&package(
+            "dev-libs/broken",
+            PackageState::Failed {
+                attempt: 3,
+                reason: "exit status 2 on attempt 3".into(),
+            },
+            vec![
+                failed_attempt(1, "drone-Tau-Beta"),
+                failed_attempt(2, "drone-Tau-Beta"),
+                failed_attempt(3, "drone-Izar"),
+            ],
+        ))
+        .await;
+    swarm
+        .put_package(&package(
+            "dev-libs/retrying",
+            PackageState::RetryWait {
+                attempt: 2,
+                not_before_ms: u64::MAX,
+            },
+            vec![failed_attempt(1, "drone-Tau-Beta")],
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn read_commands_show_the_swarm() {
+    let swarm = Swarm::start().await;
+    populate(&swarm).await;
+
+    let status = swarm.json(Command::Status { json: true }).await;
+    assert_eq!(status["queue"], 3, "{status}");
+    assert_eq!(status["drones"]["active"], 1, "{status}");
+    assert_eq!(status["drones"]["idle"], 1, "{status}");
+    assert_eq!(status["drones"]["grounded"], 1, "{status}");
+    assert_eq!(status["drones"]["lost"], 1, "{status}");
+    assert_eq!(status["cores"]["active"], 16, "{status}");
+    assert_eq!(status["cores"]["total"], 34, "{status}");
+    assert_eq!(status["status"], "BUILDING", "{status}");
+    assert_eq!(status["packages"]["queued"], 2, "{status}");
+    assert_eq!(status["packages"]["building"], 1, "{status}");
+    assert_eq!(status["packages"]["succeeded"], 1, "{status}");
+    assert_eq!(status["packages"]["failed"], 1, "{status}");
+
+    let (outcome, block, _) = swarm.exec(Command::Status { json: false }).await;
+    assert_eq!(outcome.expect("succeeds"), Outcome::Success);
+    assert_eq!(
+        block,
+        "Queue:     3 packages\nDrones:    1 active, 1 idle, 1 grounded\nCores:     16 active\nStatus:    BUILDING\n"
+    );
+
+    let packages = swarm
+        .json(Command::Packages {
+            state: None,
+            json: true,
+        })
+        .await;
+    let rows = packages.as_array().expect("a list");
+    let summary: Vec<(&str, &str, u64, &Value)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["atom"].as_str().expect("atom"),
+                r["state"].as_str().expect("state"),
+                r["attempts"].as_u64().expect("attempts"),
+                &r["drone"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "app-arch/xz-utils",
+                "succeeded",
+                1,
+                &Value::from("drone-Tarn")
+            ),
+            ("dev-libs/broken", "failed", 3, &Value::Null),
+            ("dev-libs/retrying", "retry_wait", 1, &Value::Null),
+            ("sys-devel/gcc", "building", 2, &Value::from("drone-Izar")),
+            ("sys-libs/zlib", "queued", 0, &Value::Null),
+        ]
+    );
+    let broken = &rows[1];
+    assert_eq!(broken["reason"], "exit status 2 on attempt 3");
+    assert_eq!(broken["history"].as_array().map(Vec::len), Some(3));
+    assert_eq!(broken["history"][2]["drone"], "drone-Izar");
+    assert_eq!(broken["history"][2]["exit"]["code"], 2);
+    assert!(
+        broken["history"][0]["log_tail"]
+            .as_str()
+            .is_some_and(|t| t.contains("C compiler"))
+    );
+    assert!(
+        rows[0].get("reason").is_none(),
+        "reason only on failed: {}",
+        rows[0]
+    );
+
+    let failed = swarm
+        .json(Command::Packages {
+            state: Some(StateFilter::Failed),
+            json: true,
+        })
+        .await;
+    assert_eq!(failed.as_array().map(Vec::len), Some(1));
+
+    let (outcome, table, _) = swarm
+        .exec(Command::Packages {
+            state: None,
+            json: false,
+        })
+        .await;
+    assert_eq!(outcome.expect("succeeds"), Outcome::Success);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 6, "{table}");
+    assert!(lines[0].starts_with("ATOM"), "{table}");
+    assert!(
+        lines[4].starts_with("sys-devel/gcc") && lines[4].ends_with("drone-Izar"),
+        "{table}"
+    );
+
+    let drones = swarm.json(Command::Drones { json: true }).await;
+    let rows = drones.as_array().expect("a list");
+    let summary: Vec<(&str, u64, u64, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().expect("name"),
+                r["cores"].as_u64().expect("cores"),
+                r["slots"].as_u64().expect("slots"),
+                r["state"].as_str().expect("state"),
+            )
+        })
+        .collect();
+    // drone-garbage does not decode and is left out.
+    assert_eq!(
+        summary,
+        [
+            ("drone-Izar", 16, 2, "building"),
+            ("drone-Meridian", 24, 2, "lost"),
+            ("drone-Tarn", 10, 2, "idle"),
+            ("drone-Tau-Beta", 8, 2, "grounded"),
+        ]
+    );
+    assert_eq!(rows[0]["building"], serde_json::json!(["sys-devel/gcc"]));
+    assert_eq!(rows[2]["building"], serde_json::json!([]));
+    assert_eq!(rows[3]["reason"], "3 consecutive failures");
+    assert!(
+        rows[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no heartbeat"))
+    );
+    assert!(rows[0].get("reason").is_none());
+
+    // The same through `run`, which connects by itself from the config.
+    let mut out = Vec::new();
+    let outcome = swarmctl::run(
+        &swarm.config(),
+        Command::Drones { json: false },
+        &mut out,
+        &mut std::io::sink(),
+    )
+    .await;
+    assert_eq!(outcome.expect("succeeds"), Outcome::Success);
+    let table = String::from_utf8(out).expect("utf-8");
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table.contains("drone-Meridian  24     2      lost"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn missing_buckets_say_to_start_the_coordinator() {
+    let server = testkit::NatsServer::start().expect("server starts");
+    let client = server.connect().await.expect("connects");
+    for command in [
+        Command::Status { json: true },
+        Command::Packages {
+            state: None,
+            json: false,
+        },
+        Command::Drones { json: true },
+        Command::Wait {
+            timeout: Some(Duration::from_secs(1)),
+        },
+    ] {
+        let err = swarmctl::execute(&client, command.clone(), &mut Vec::new(), &mut Vec::new())
+            .await
+            .expect_err("no buckets");
+        assert!(
+            matches!(err, CliError::AssetsMissing { .. }),
+            "{command:?}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("start swarm-coordinator first"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 2);
+    }
+}
+
+#[tokio::test]
+async fn unground_needs_an_online_drone_and_reports_its_answer() {
+    let swarm = Swarm::start().await;
+    let err = swarm
+        .exec(Command::Unground {
+            name: name("drone-Absent"),
+        })
+        .await
+        .0
+        .expect_err("nobody answers");
+    assert!(
+        matches!(&err, CliError::DroneNotOnline { name } if name == "drone-Absent"),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "drone drone-Absent is not online");
+
+    // A stand-in drone that refuses: the command works, the outcome is a failure (exit 1).
+    let mut requests = swarm
+        .client
+        .subscribe(drone_control_subject(&name("drone-Tarn")))
+        .await
+        .expect("subscribes");
+    let responder_client = swarm.client.clone();
+    let responder = tokio::spawn(async move {
+        let request = requests.next().await.expect("a request");
+        let control: DroneControl = schemas::decode(&request.payload).expect("decodes");
+        let reply = DroneControlReply {
+            v: SCHEMA_VERSION,
+            ok: false,
+            message: "drone-Tarn is not grounded".into(),
+        };
+        responder_client
+            .publish(
+                request.reply.expect("a reply subject"),
+                schemas::encode(&reply).expect("encodes").into(),
+            )
+            .await
+            .expect("replies");
+        control
+    });
+    swarm.client.flush().await.expect("flush");
+    let (outcome, out, _) = swarm
+        .exec(Command::Unground {
+            name: name("drone-Tarn"),
+        })
+        .await;
+    assert_eq!(outcome.expect("answered"), Outcome::Failure);
+    assert_eq!(out, "drone-Tarn is not grounded\n");
+    let control = responder.await.expect("responder ran");
+    assert_eq!(control.command, schemas::DroneCommand::Unground);
+}
+
+#[tokio::test]
+async fn submit_needs_a_coordinator_and_validates_first() {
+    let swarm = Swarm::start().await;
+    let args = |atoms: &[&str]| {
+        Command::Submit(SubmitArgs {
+            atoms: atoms.iter().map(|a| a.to_string()).collect(),
+            file: vec![],
+            pretend: vec![],
+            arch: None,
+        })
+    };
+    let err = swarm
+        .exec(args(&["sys-libs/zlib"]))
+        .await
+        .0
+        .expect_err("no coordinator");
+    assert!(matches!(err, CliError::NoCoordinator { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "no coordinator is answering on swarm.ctl.submit; is swarm-coordinator running?"
+    );
+
+    // Invalid atoms are refused before connecting: the URL points nowhere.
+    let mut config = Config::default();
+    config.nats.url = "nats://127.0.0.1:1".into();
+    let err = swarmctl::run(
+        &config,
+        args(&["sys-libs/zlib", "sys-libs/glibc; rm -rf /"]),
+        &mut Vec::new(),
+        &mut Vec::new(),
+    )
+    .await
+    .expect_err("invalid atom");
+    assert!(
+        matches!(&err, CliError::InvalidAtoms(invalid) if invalid.len() == 1),
+        "{err:?}"
+    );
+
+    // A stand-in coordinator: accepts the first submission, rejects the second.
+    let mut requests = swarm
+        .client
+        .subscribe(SUBMIT_SUBJECT)
+        .await
+        .expect("subscribes");
+    let responder_client = swarm.client.clone();
+    let responder = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for result in [
+            SubmitResult::Accepted {
+                queued: 1,
+                already_queued: 1,
+            },
+            SubmitResult::Rejected {
+                rejections: vec![schemas::AtomRejection {
+                    input: "sys-libs/zlib".into(),
+                    reason: "not in the tree".into(),
+                }],
+            },
+        ] {
+            let request = requests.next().await.expect("a request");
+            let submitted: SubmitRequest = schemas::decode(&request.payload).expect("decodes");
+            seen.push(submitted);
+            let reply = SubmitReply {
+                v: SCHEMA_VERSION,
+                result,
+            };
+            responder_client
+                .publish(
+                    request.reply.expect("a reply subject"),
+                    schemas::encode(&reply).expect("encodes").into(),
+                )
+                .await
+                .expect("replies");
+        }
+        seen
+    });
+    swarm.client.flush().await.expect("flush");
+    let (outcome, out, _) = swarm
+        .exec(args(&["sys-libs/zlib", "=dev-libs/openssl-3.3.2"]))
+        .await;
+    assert_eq!(outcome.expect("accepted"), Outcome::Success);
+    assert_eq!(out, "queued 1 package (1 already queued)\n");
+    let err = swarm
+        .exec(args(&["sys-libs/zlib"]))
+        .await
+        .0
+        .expect_err("rejected");
+    assert!(
+        matches!(&err, CliError::Rejected(r) if r.len() == 1),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not in the tree"), "{err}");
+    let seen = responder.await.expect("responder ran");
+    let atoms: Vec<&str> = seen[0].items.iter().map(|i| i.atom.as_str()).collect();
+    assert_eq!(atoms, ["sys-libs/zlib", "=dev-libs/openssl-3.3.2"]);
+}
+
+#[tokio::test]
+async fn wait_ends_with_the_queue() {
+    let swarm = Swarm::start().await;
+
+    // Nothing submitted: nothing to wait for.
+    let (outcome, out, _) = swarm.exec(Command::Wait { timeout: None }).await;
+    assert_eq!(outcome.expect("done"), Outcome::Success);
+    assert_eq!(out, "all 0 packages succeeded\n");
+
+    let building = package(
+        "sys-libs/zlib",
+        PackageState::Building {
+            attempt: 1,
+            drone: name("drone-Izar"),
+            since_ms: 1,
+        },
+        vec![],
+    );
+    swarm.put_package(&building).await;
+    let err = swarm
+        .exec(Command::Wait {
+            timeout: Some(Duration::from_millis(700)),
+        })
+        .await
+        .0
+        .expect_err("times out");
+    assert!(
+        matches!(err, CliError::WaitTimedOut { unfinished: 1, .. }),
+        "{err:?}"
+    );
+
+    // The package finishes while `wait` polls.
+    let packages = swarm.packages.clone();
+    let finisher = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let done = package(
+            "sys-libs/zlib",
+            PackageState::Succeeded {
+                attempt: 1,
+                drone: name("drone-Izar"),
+            },
+            vec![],
+        );
+        packages
+            .put(
+                done.atom.key().as_str(),
+                schemas::encode(&done).expect("encodes").into(),
+            )
+            .await
+            .expect("put");
+    });
+    let (outcome, out, progress) = swarm
+        .exec(Command::Wait {
+            timeout: Some(Duration::from_secs(20)),
+        })
+        .await;
+    finisher.await.expect("finisher ran");
+    assert_eq!(outcome.expect("done"), Outcome::Success);
+    assert_eq!(out, "all 1 package succeeded\n");
+    assert_eq!(
+        progress.lines().count(),
+        1,
+        "one progress line in under 5 s: {progress}"
+    );
+    assert!(progress.contains("1 building"), "{progress}");
+
+    swarm
+        .put_package(&package(
+            "dev-libs/broken",
+            PackageState::Failed {
+                attempt: 3,
+                reason: "exit status 2".into(),
+            },
+            vec![],
+        ))
+        .await;
+    let (outcome, out, _) = swarm.exec(Command::Wait { timeout: None }).await;
+    assert_eq!(outcome.expect("done"), Outcome::Failure);
+    assert_eq!(
+        out,
+        "1 package succeeded, 1 failed:\n  dev-libs/broken: exit status 2\n"
+    );
+}

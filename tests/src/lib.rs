@@ -1,0 +1,462 @@
+//! Harness of the end-to-end suite: a real nats-server, the coordinator, drones and swarmctl as
+//! the built binaries, started the way an operator starts them (config through `SWARM_`
+//! environment variables), plus readers for the build records the test build script writes.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`); the test command in
+//! the README does that.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use schemas::{PackageRecord, PackageState, names};
+use testkit::NatsServer;
+
+/// Timings small enough for tests, large enough for a loaded 2-core machine.
+pub const LEASE_TTL_MS: u64 = 1_500;
+pub const ACK_WAIT_MS: u64 = 2_000;
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = testkit::cargo_bin(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the end-to-end suite",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed (SIGKILL) on drop, so a failing test leaves nothing running.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        let _ = kill(self.pid(), signal);
+    }
+
+    /// Waits for the process to exit by itself, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DroneSpec {
+    pub name: String,
+    pub cores: u32,
+    pub slots: u32,
+    pub env: Vec<(String, String)>,
+}
+
+impl DroneSpec {
+    pub fn new(name: &str, cores: u32, slots: u32) -> DroneSpec {
+        DroneSpec {
+            name: name.to_owned(),
+            cores,
+            slots,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> DroneSpec {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+pub struct Swarm {
+    pub nats: NatsServer,
+    pub dir: tempfile::TempDir,
+    pub coordinator: Option<Proc>,
+    pub drones: HashMap<String, Proc>,
+    pub coordinator_env: Vec<(String, String)>,
+}
+
+/// One line of the build records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub phase: String,
+    pub atom: String,
+    pub drone: String,
+    pub attempt: u32,
+    pub at_ms: u64,
+    pub pid: u32,
+    /// argv for `start`, exit code for `end`.
+    pub rest: String,
+}
+
+impl Swarm {
+    pub async fn start() -> Swarm {
+        Swarm::start_with(&[]).await
+    }
+
+    /// Starts nats-server and the coordinator with test timings; `coordinator_env` adds or
+    /// overrides `SWARM_COORDINATOR__*` settings.
+    pub async fn start_with(coordinator_env: &[(&str, &str)]) -> Swarm {
+        let nats = NatsServer::start().expect("nats-server starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "SWARM_COORDINATOR__LEASE_TTL_MS".into(),
+                LEASE_TTL_MS.to_string(),
+            ),
+            (
+                "SWARM_COORDINATOR__ACK_WAIT_MS".into(),
+                ACK_WAIT_MS.to_string(),
+            ),
+            ("SWARM_COORDINATOR__RETRY_BACKOFF_MS".into(), "200".into()),
+            (
+                "SWARM_COORDINATOR__RETRY_BACKOFF_MAX_MS".into(),
+                "1000".into(),
+            ),
+            (
+                "SWARM_COORDINATOR__RECONCILE_INTERVAL_MS".into(),
+                "500".into(),
+            ),
+            ("SWARM_COORDINATOR__MAX_DELIVER".into(), "20".into()),
+        ];
+        for (k, v) in coordinator_env {
+            env.retain(|(key, _)| key != k);
+            env.push(((*k).into(), (*v).into()));
+        }
+        let mut swarm = Swarm {
+            nats,
+            dir,
+            coordinator: None,
+            drones: HashMap::new(),
+            coordinator_env: env,
+        };
+        swarm.spawn_coordinator();
+        swarm.wait_for_topology().await;
+        swarm
+    }
+
+    pub fn record_file(&self) -> PathBuf {
+        self.dir.path().join("records.tsv")
+    }
+
+    fn base_command(&self, binary: &str, log_name: &str) -> Command {
+        let mut command = Command::new(bin(binary));
+        let log = std::fs::File::create(self.dir.path().join(format!("{log_name}.log")))
+            .expect("log file");
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SWARM_NATS__URL", self.nats.client_url())
+            .env("RUST_LOG", "info,swarm_drone=debug,swarm_coordinator=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        command
+    }
+
+    pub fn spawn_coordinator(&mut self) {
+        let mut command = self.base_command("swarm-coordinator", "coordinator");
+        command.envs(self.coordinator_env.iter().map(|(k, v)| (k, v)));
+        let child = command.spawn().expect("coordinator starts");
+        self.coordinator = Some(Proc {
+            name: "coordinator".into(),
+            child,
+        });
+    }
+
+    async fn wait_for_topology(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        {
+            let client = self.nats.connect().await.expect("connect");
+            let js = async_nats::jetstream::new(client);
+            while Instant::now() < deadline {
+                if js.get_key_value(names::PACKAGES_BUCKET).await.is_ok()
+                    && js.get_stream(names::DEADLETTER_STREAM).await.is_ok()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!(
+                "coordinator did not create the topology; see {}",
+                self.dir.path().display()
+            );
+        }
+    }
+
+    /// Starts a drone running the recording build script.
+    pub fn spawn_drone(&mut self, spec: &DroneSpec) {
+        let mut command = self.base_command("swarm-drone", &spec.name);
+        let script = testkit::fixture("record-build.sh");
+        command
+            .env("SWARM_DRONE__NAME", &spec.name)
+            .env("SWARM_DRONE__CORES", spec.cores.to_string())
+            .env("SWARM_DRONE__SLOTS", spec.slots.to_string())
+            .env("SWARM_DRONE__BUILDER", "command")
+            .env(
+                "SWARM_DRONE__COMMAND",
+                format!("[\"{}\", \"{{atom}}\"]", script.display()),
+            )
+            .env("SWARM_DRONE__HEARTBEAT_MS", "300")
+            .env("SWARM_DRONE__PULL_EXPIRES_MS", "2000")
+            .env("SWARM_DRONE__AVOID_DELAY_MS", "300")
+            .env("SWARM_DRONE__SHUTDOWN_GRACE_MS", "10000")
+            .env("RECORD_FILE", self.record_file())
+            .env("WORLD_TSV", testkit::fixture("world-152.tsv"));
+        command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        let child = command.spawn().expect("drone starts");
+        self.drones.insert(
+            spec.name.clone(),
+            Proc {
+                name: spec.name.clone(),
+                child,
+            },
+        );
+    }
+
+    pub fn drone(&mut self, name: &str) -> &mut Proc {
+        self.drones.get_mut(name).expect("drone exists")
+    }
+
+    /// Runs swarmctl against this swarm and returns its output.
+    pub fn swarmctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("swarmctl"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SWARM_NATS__URL", self.nats.client_url())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("swarmctl runs")
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        read_records(&self.record_file())
+    }
+
+    /// Every package record, by atom.
+    pub async fn packages(&self) -> HashMap<String, PackageRecord> {
+        let client = self.nats.connect().await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let kv = js
+            .get_key_value(names::PACKAGES_BUCKET)
+            .await
+            .expect("bucket");
+        runtime::kv::read_bucket::<PackageRecord>(&kv)
+            .await
+            .expect("read packages")
+            .into_iter()
+            .map(|item| (item.value.atom.to_string(), item.value))
+            .collect()
+    }
+
+    /// Waits until `count` packages exist and every one is final; panics with the states seen
+    /// on timeout.
+    pub async fn wait_final(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> HashMap<String, PackageRecord> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let packages = self.packages().await;
+            if packages.len() >= count && packages.values().all(|p| p.state.is_final()) {
+                return packages;
+            }
+            if Instant::now() > deadline {
+                let mut by_state: HashMap<&str, usize> = HashMap::new();
+                for p in packages.values() {
+                    *by_state.entry(p.state.label()).or_default() += 1;
+                }
+                panic!(
+                    "not all {count} packages final after {timeout:?}: {by_state:?}; logs in {}",
+                    self.dir.path().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Keeps the logs of a failed test: call at the start of a test to leak the temp dir.
+    pub fn keep_logs(&mut self) {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let _ = dir.keep();
+    }
+}
+
+impl Drop for Swarm {
+    /// A failed test keeps its logs and records for inspection.
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Ok(empty) = tempfile::tempdir()
+        {
+            let dir = std::mem::replace(&mut self.dir, empty);
+            eprintln!("swarm logs kept in {}", dir.keep().display());
+        }
+    }
+}
+
+pub fn read_records(path: &Path) -> Vec<Record> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            if f.len() < 7 {
+                return None;
+            }
+            Some(Record {
+                phase: f[0].to_owned(),
+                atom: f[1].to_owned(),
+                drone: f[2].to_owned(),
+                attempt: f[3].parse().ok()?,
+                at_ms: f[4].parse().ok()?,
+                pid: f[5].parse().ok()?,
+                rest: f[6].to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// One build as recorded: start, and end when it ended by itself.
+#[derive(Debug, Clone)]
+pub struct Build {
+    pub atom: String,
+    pub drone: String,
+    pub attempt: u32,
+    pub argv: String,
+    pub start_ms: u64,
+    pub end_ms: Option<u64>,
+    pub exit: Option<i32>,
+}
+
+pub fn builds(records: &[Record]) -> Vec<Build> {
+    let mut open: HashMap<u32, Build> = HashMap::new();
+    let mut done = Vec::new();
+    for r in records {
+        match r.phase.as_str() {
+            "start" => {
+                open.insert(
+                    r.pid,
+                    Build {
+                        atom: r.atom.clone(),
+                        drone: r.drone.clone(),
+                        attempt: r.attempt,
+                        argv: r.rest.clone(),
+                        start_ms: r.at_ms,
+                        end_ms: None,
+                        exit: None,
+                    },
+                );
+            }
+            "end" => {
+                if let Some(mut b) = open.remove(&r.pid) {
+                    b.end_ms = Some(r.at_ms);
+                    b.exit = r.rest.parse().ok();
+                    done.push(b);
+                }
+            }
+            _ => {}
+        }
+    }
+    done.extend(open.into_values());
+    done
+}
+
+/// Pairs of builds of one package whose run times overlap (an unfinished build counts as
+/// running until `horizon_ms`).
+pub fn overlaps(builds: &[Build], horizon_ms: u64) -> Vec<(Build, Build)> {
+    let mut by_atom: HashMap<&str, Vec<&Build>> = HashMap::new();
+    for b in builds {
+        by_atom.entry(&b.atom).or_default().push(b);
+    }
+    let mut found = Vec::new();
+    for list in by_atom.values() {
+        for (i, a) in list.iter().enumerate() {
+            for b in &list[i + 1..] {
+                let a_end = a.end_ms.unwrap_or(horizon_ms);
+                let b_end = b.end_ms.unwrap_or(horizon_ms);
+                if a.start_ms < b_end && b.start_ms < a_end {
+                    found.push(((*a).clone(), (*b).clone()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Count of successful builds per atom.
+pub fn successes(builds: &[Build]) -> HashMap<String, usize> {
+    let mut count = HashMap::new();
+    for b in builds.iter().filter(|b| b.exit == Some(0)) {
+        *count.entry(b.atom.clone()).or_default() += 1;
+    }
+    count
+}
+
+pub fn all_succeeded(packages: &HashMap<String, PackageRecord>) -> bool {
+    packages
+        .values()
+        .all(|p| matches!(p.state, PackageState::Succeeded { .. }))
+}
+
+/// The atoms of the world-152 workload with their estimates.
+pub fn world() -> Vec<(String, f64)> {
+    let text = std::fs::read_to_string(testkit::fixture("world-152.tsv")).expect("fixture");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((f.next()?.to_owned(), f.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Submits atoms straight to the coordinator (as swarmctl does) and returns the reply.
+pub async fn submit(nats: &NatsServer, atoms: &[(String, Option<f64>)]) -> schemas::SubmitResult {
+    let client = nats.connect().await.expect("connect");
+    let request = schemas::SubmitRequest {
+        v: schemas::SCHEMA_VERSION,
+        items: atoms
+            .iter()
+            .map(|(a, e)| schemas::SubmitItem {
+                atom: a.clone(),
+                estimate_secs: *e,
+            })
+            .collect(),
+        arch: None,
+    };
+    let bytes = schemas::encode(&request).expect("encode");
+    let reply = client
+        .request(names::SUBMIT_SUBJECT, bytes.into())
+        .await
+        .expect("coordinator answers");
+    schemas::decode::<schemas::SubmitReply>(&reply.payload)
+        .expect("reply")
+        .result
+}
