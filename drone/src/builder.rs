@@ -19,7 +19,12 @@ use crate::config::{BuilderKind, Settings, Simulate};
 /// What to run for a package.
 #[derive(Debug, Clone)]
 pub enum Builder {
-    Process { template: Vec<String> },
+    Process {
+        template: Vec<String>,
+        /// The drone binary, which runs each build under `supervise` so that the build dies
+        /// with the drone; `None` runs the build directly (unit tests).
+        supervisor: Option<PathBuf>,
+    },
     Simulate(Simulate),
 }
 
@@ -28,6 +33,7 @@ impl Builder {
         match settings.builder {
             BuilderKind::Command => Builder::Process {
                 template: settings.command.clone(),
+                supervisor: None,
             },
             BuilderKind::Emerge => {
                 let mut template = vec![
@@ -37,7 +43,10 @@ impl Builder {
                 ];
                 template.extend(settings.emerge_args.iter().cloned());
                 template.push("{atom}".to_owned());
-                Builder::Process { template }
+                Builder::Process {
+                    template,
+                    supervisor: None,
+                }
             }
             BuilderKind::Simulate => Builder::Simulate(settings.simulate.clone()),
         }
@@ -47,7 +56,7 @@ impl Builder {
     /// argument stays one argument whatever the atom contains.
     pub fn argv(&self, atom: &Atom) -> Vec<String> {
         match self {
-            Builder::Process { template } => template
+            Builder::Process { template, .. } => template
                 .iter()
                 .map(|arg| arg.replace("{atom}", atom.as_str()))
                 .collect(),
@@ -82,6 +91,7 @@ pub enum Running {
         pgid: Option<i32>,
         tail: Arc<Mutex<VecDeque<u8>>>,
         readers: Vec<tokio::task::JoinHandle<()>>,
+        _lifeline: Option<tokio::process::ChildStdin>,
     },
     Simulated {
         duration: Duration,
@@ -109,20 +119,38 @@ pub fn start(
                 fails,
             })
         }
-        Builder::Process { .. } => {
+        Builder::Process { supervisor, .. } => {
             let argv = builder.argv(&env.atom);
             let (program, args) = argv.split_first().ok_or_else(|| StartError::Spawn {
                 program: String::new(),
                 reason: "empty argv".to_owned(),
             })?;
-            let mut command = Command::new(program);
+            // A missing builder is the drone's fault, not the package's: report it as such
+            // before the supervisor would turn it into an ordinary failed build.
+            if find_program(program).is_none() {
+                return Err(StartError::Spawn {
+                    program: program.clone(),
+                    reason: "not found or not executable".to_owned(),
+                });
+            }
+            let mut command = match supervisor {
+                Some(drone) => {
+                    let mut command = Command::new(drone);
+                    command.arg("supervise").arg("--").args(&argv);
+                    command.stdin(Stdio::piped());
+                    command
+                }
+                None => {
+                    let mut command = Command::new(program);
+                    command.args(args).stdin(Stdio::null());
+                    command
+                }
+            };
             command
-                .args(args)
                 .env("SWARM_ATOM", env.atom.as_str())
                 .env("SWARM_ATTEMPT", env.attempt.to_string())
                 .env("SWARM_DRONE", &env.drone)
                 .env("MAKEOPTS", format!("-j{}", env.jobs))
-                .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 // Its own process group, so that killing the build kills everything it started.
@@ -133,6 +161,8 @@ pub fn start(
                 reason: e.to_string(),
             })?;
             let pgid = child.id().map(|id| id as i32);
+            // Held open for the build's life: the supervisor kills the build when it closes.
+            let lifeline = child.stdin.take();
             let tail = Arc::new(Mutex::new(VecDeque::with_capacity(tail_bytes)));
             let log = match log_file {
                 Some(path) => Some(Arc::new(tokio::sync::Mutex::new(
@@ -162,6 +192,7 @@ pub fn start(
                 pgid,
                 tail,
                 readers,
+                _lifeline: lifeline,
             })
         }
     }
@@ -230,6 +261,26 @@ impl Running {
     }
 }
 
+/// The program's path when it can be executed: a path containing '/' as it is, a bare name
+/// looked up in `PATH`.
+fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return executable(&path).then_some(path);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|candidate| executable(candidate))
+    })
+}
+
 async fn pump(
     mut source: impl AsyncRead + Unpin,
     tail: Arc<Mutex<VecDeque<u8>>>,
@@ -291,6 +342,7 @@ mod tests {
     fn atom_is_one_argument_and_argv_never_changes() {
         let builder = Builder::Process {
             template: vec!["build".into(), "--pkg={atom}".into(), "{atom}".into()],
+            supervisor: None,
         };
         let atom = Atom::parse(">=dev-libs/foo-1.0:0::gentoo").expect("valid");
         let argv = builder.argv(&atom);
@@ -335,6 +387,7 @@ mod tests {
                     .into(),
                 "{atom}".into(),
             ],
+            supervisor: None,
         };
         let mut running = start(&builder, &env("sys-libs/zlib"), 4096, None).expect("starts");
         match running.wait().await {
@@ -354,6 +407,7 @@ mod tests {
         let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
         let builder = Builder::Process {
             template: vec!["/bin/sh".into(), "-c".into(), script, "{atom}".into()],
+            supervisor: None,
         };
         let mut running = start(&builder, &env("sys-libs/zlib"), 64, None).expect("starts");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -366,6 +420,7 @@ mod tests {
     async fn missing_program_is_a_start_error() {
         let builder = Builder::Process {
             template: vec!["/nonexistent/builder".into(), "{atom}".into()],
+            supervisor: None,
         };
         assert!(matches!(
             start(&builder, &env("sys-libs/zlib"), 64, None),

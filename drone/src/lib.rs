@@ -6,6 +6,7 @@ pub mod builder;
 pub mod config;
 pub mod health;
 pub mod service;
+pub mod supervise;
 
 pub use config::Config;
 pub use service::{DroneError, run};

@@ -20,8 +20,22 @@ struct Args {
     check_config: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Internal mode: the drone runs each build under itself (see `supervise`).
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some("supervise") {
+        let argv = raw.get(2..).unwrap_or_default();
+        let argv = argv.strip_prefix(&["--".to_owned()]).unwrap_or(argv);
+        std::process::exit(swarm_drone::supervise::run(argv));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let config: swarm_drone::Config =
         runtime::config::load(args.config.as_deref()).context("loading configuration")?;

@@ -107,7 +107,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
     let ctx = Arc::new(Ctx {
         name: name.clone(),
         settings: settings.clone(),
-        builder: Builder::from_settings(&settings),
+        builder: with_supervisor(Builder::from_settings(&settings)),
         leases,
         packages,
         drones: drones.clone(),
@@ -300,6 +300,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
     let _ = client.flush().await;
     info!(drone = %name, "drone offline");
     Ok(())
+}
+
+/// Runs process builds under this very binary's `supervise` mode, so they die with the drone.
+fn with_supervisor(builder: Builder) -> Builder {
+    match builder {
+        Builder::Process { template, .. } => Builder::Process {
+            template,
+            supervisor: std::env::current_exe().ok(),
+        },
+        other => other,
+    }
 }
 
 fn start_build(

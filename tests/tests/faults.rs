@@ -1,0 +1,172 @@
+//! End-to-end: drones that die or freeze in the middle of builds.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use nix::sys::signal::Signal;
+use schemas::{Event, EventKind, PackageState, SubmitResult, names};
+use swarm_tests::*;
+
+async fn wait_for<F: Fn(&[Build]) -> bool>(
+    swarm: &Swarm,
+    what: &str,
+    timeout: Duration,
+    f: F,
+) -> Vec<Build> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let b = builds(&swarm.records());
+        if f(&b) {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `kill -9` of a drone in the middle of builds: its packages finish on the other drones, each
+/// exactly once, and its orphaned builds die with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_drone_packages_finish_elsewhere_exactly_once() {
+    let mut swarm = Swarm::start().await;
+    for name in ["k-a", "k-b", "k-c"] {
+        swarm.spawn_drone(&DroneSpec::new(name, 4, 2).env("SWARM_TEST_SLEEP", "1.5"));
+    }
+    let items: Vec<(String, Option<f64>)> = (0..12)
+        .map(|i| (format!("=dev-test/kill-1.{i}"), None))
+        .collect();
+    assert!(matches!(
+        submit(&swarm.nats, &items).await,
+        SubmitResult::Accepted { queued: 12, .. }
+    ));
+    let started = wait_for(&swarm, "k-a to build", Duration::from_secs(30), |b| {
+        b.iter().any(|b| b.drone == "k-a" && b.end_ms.is_none())
+    })
+    .await;
+    let victims: HashSet<String> = started
+        .iter()
+        .filter(|b| b.drone == "k-a" && b.end_ms.is_none())
+        .map(|b| b.atom.clone())
+        .collect();
+    swarm.drone("k-a").kill9();
+    let packages = swarm.wait_final(12, Duration::from_secs(60)).await;
+    assert!(all_succeeded(&packages), "{packages:?}");
+    // Let any orphan that survived write its end record before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let builds = builds(&swarm.records());
+    let ok = successes(&builds);
+    for (atom, record) in &packages {
+        assert_eq!(
+            ok.get(atom),
+            Some(&1),
+            "{atom} succeeded {:?} times",
+            ok.get(atom)
+        );
+        if victims.contains(atom) {
+            match &record.state {
+                PackageState::Succeeded { drone, .. } => assert_ne!(drone.as_str(), "k-a"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    for b in builds
+        .iter()
+        .filter(|b| b.drone == "k-a" && victims.contains(&b.atom))
+    {
+        assert!(
+            b.end_ms.is_none(),
+            "the killed drone's build of {} ran on: {b:?}",
+            b.atom
+        );
+    }
+    assert!(
+        overlaps(&builds, runtime::now_ms())
+            .iter()
+            .all(|(a, b)| a.drone == "k-a" || b.drone == "k-a")
+    );
+}
+
+/// `SIGSTOP` a drone past its lease TTL so another drone takes its package, then `SIGCONT`:
+/// the stale drone kills its build, does not ack, reports nothing as success; the package is
+/// completed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_drone_loses_its_lease_and_reports_nothing() {
+    let mut swarm = Swarm::start().await;
+    for name in ["s-a", "s-b"] {
+        swarm.spawn_drone(&DroneSpec::new(name, 2, 1).env("SWARM_TEST_SLEEP", "6"));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let items = vec![("=dev-test/frozen-1.0".to_owned(), None)];
+    assert!(matches!(
+        submit(&swarm.nats, &items).await,
+        SubmitResult::Accepted { queued: 1, .. }
+    ));
+    let first = wait_for(&swarm, "a build to start", Duration::from_secs(20), |b| {
+        !b.is_empty()
+    })
+    .await;
+    let frozen = first[0].drone.clone();
+    let other = if frozen == "s-a" { "s-b" } else { "s-a" };
+    swarm.drone(&frozen).signal(Signal::SIGSTOP);
+    // Past the lease TTL and the ack wait: the other drone takes over.
+    wait_for(&swarm, "the takeover", Duration::from_secs(20), |b| {
+        b.iter().any(|b| b.drone == other)
+    })
+    .await;
+    swarm.drone(&frozen).signal(Signal::SIGCONT);
+    let packages = swarm.wait_final(1, Duration::from_secs(30)).await;
+    let record = packages.get("=dev-test/frozen-1.0").expect("package");
+    match &record.state {
+        PackageState::Succeeded { drone, .. } => assert_eq!(drone.as_str(), other),
+        other => panic!("{other:?}"),
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let builds = builds(&swarm.records());
+    let frozen_build = builds
+        .iter()
+        .find(|b| b.drone == frozen)
+        .expect("frozen build recorded");
+    assert!(
+        frozen_build.end_ms.is_none(),
+        "the stale build was not killed: {frozen_build:?}"
+    );
+    assert_eq!(successes(&builds).get("=dev-test/frozen-1.0"), Some(&1));
+    assert_eq!(record.history.len(), 1, "{:?}", record.history);
+
+    // From the event log: the frozen drone reported the lost lease and no result.
+    let client = swarm.nats.connect().await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(names::EVENTS_STREAM).await.expect("events");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: format!("{}.{frozen}", names::EVENT_SUBJECT_PREFIX),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut messages = consumer
+        .fetch()
+        .max_messages(1000)
+        .messages()
+        .await
+        .expect("fetch");
+    let mut kinds = Vec::new();
+    while let Some(Ok(m)) = messages.next().await {
+        if let Ok(event) = schemas::decode::<Event>(&m.payload) {
+            kinds.push(event.kind);
+        }
+    }
+    assert!(
+        kinds
+            .iter()
+            .any(|k| matches!(k, EventKind::LeaseLost { .. })),
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, EventKind::Finished { .. })),
+        "{kinds:?}"
+    );
+}
