@@ -170,3 +170,79 @@ async fn frozen_drone_loses_its_lease_and_reports_nothing() {
         "{kinds:?}"
     );
 }
+
+/// SIGTERM lets running builds finish within the grace period, then the drone exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_running_builds_within_grace() {
+    let mut swarm = Swarm::start().await;
+    swarm.spawn_drone(&DroneSpec::new("t-a", 2, 2).env("SWARM_TEST_SLEEP", "1.5"));
+    let items: Vec<(String, Option<f64>)> = (0..2)
+        .map(|i| (format!("=dev-test/term-1.{i}"), None))
+        .collect();
+    assert!(matches!(
+        submit(&swarm.nats, &items).await,
+        SubmitResult::Accepted { queued: 2, .. }
+    ));
+    wait_for(&swarm, "both builds", Duration::from_secs(20), |b| {
+        b.len() == 2
+    })
+    .await;
+    swarm.drone("t-a").signal(Signal::SIGTERM);
+    let status = swarm
+        .drone("t-a")
+        .wait_exit(Duration::from_secs(15))
+        .expect("drone exits");
+    assert!(status.success(), "{status:?}");
+    let packages = swarm.wait_final(2, Duration::from_secs(10)).await;
+    assert!(all_succeeded(&packages));
+    let out = swarm.swarmctl(&["drones", "--json"]);
+    let drones: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(drones[0]["state"], "offline", "{drones}");
+}
+
+/// When the grace period ends first, running builds are killed and handed back unbuilt; another
+/// drone builds them, exactly once, and no attempt is consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_back_builds_when_grace_runs_out() {
+    let mut swarm = Swarm::start().await;
+    swarm.spawn_drone(
+        &DroneSpec::new("t-slow", 2, 1)
+            .env("SWARM_TEST_SLEEP", "4")
+            .env("SWARM_DRONE__SHUTDOWN_GRACE_MS", "300"),
+    );
+    let items = vec![("=dev-test/handback-1.0".to_owned(), None)];
+    assert!(matches!(
+        submit(&swarm.nats, &items).await,
+        SubmitResult::Accepted { queued: 1, .. }
+    ));
+    wait_for(&swarm, "the build", Duration::from_secs(20), |b| {
+        b.len() == 1
+    })
+    .await;
+    swarm.spawn_drone(&DroneSpec::new("t-other", 2, 1).env("SWARM_TEST_SLEEP", "0.2"));
+    swarm.drone("t-slow").signal(Signal::SIGTERM);
+    let status = swarm
+        .drone("t-slow")
+        .wait_exit(Duration::from_secs(10))
+        .expect("drone exits");
+    assert!(status.success(), "{status:?}");
+    let packages = swarm.wait_final(1, Duration::from_secs(20)).await;
+    let record = &packages["=dev-test/handback-1.0"];
+    match &record.state {
+        PackageState::Succeeded { drone, attempt } => {
+            assert_eq!(drone.as_str(), "t-other");
+            assert_eq!(*attempt, 1, "a hand-back must not consume an attempt");
+        }
+        other => panic!("{other:?}"),
+    }
+    let builds = builds(&swarm.records());
+    let slow = builds
+        .iter()
+        .find(|b| b.drone == "t-slow")
+        .expect("slow build");
+    assert!(
+        slow.end_ms.is_none(),
+        "handed-back build kept running: {slow:?}"
+    );
+    assert_eq!(successes(&builds).get("=dev-test/handback-1.0"), Some(&1));
+}

@@ -119,3 +119,64 @@ async fn drone_grounds_itself_and_swarmctl_ungrounds_it() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A duplicate submission of a queued or building package is idempotent; a submission of a
+/// finished package queues a rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_submissions_are_idempotent() {
+    let mut swarm = Swarm::start().await;
+    let atom = "app-misc/dup";
+    let items = vec![(atom.to_owned(), None), (atom.to_owned(), None)];
+    assert!(matches!(
+        submit(&swarm.nats, &items).await,
+        SubmitResult::Accepted {
+            queued: 1,
+            already_queued: 1
+        }
+    ));
+    assert!(matches!(
+        submit(&swarm.nats, &items[..1]).await,
+        SubmitResult::Accepted {
+            queued: 0,
+            already_queued: 1
+        }
+    ));
+    swarm.spawn_drone(&DroneSpec::new("dup-a", 2, 1).env("SWARM_TEST_SLEEP", "1"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while builds(&swarm.records()).is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // While it builds.
+    assert!(matches!(
+        submit(&swarm.nats, &items[..1]).await,
+        SubmitResult::Accepted {
+            queued: 0,
+            already_queued: 1
+        }
+    ));
+    swarm.wait_final(1, Duration::from_secs(20)).await;
+    assert_eq!(builds(&swarm.records()).len(), 1);
+    // Finished: a new submission is a rebuild.
+    assert!(matches!(
+        submit(&swarm.nats, &items[..1]).await,
+        SubmitResult::Accepted {
+            queued: 1,
+            already_queued: 0
+        }
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let packages = swarm.packages().await;
+        if packages[atom].submission == 2 && packages[atom].state.is_final() {
+            assert!(matches!(
+                packages[atom].state,
+                PackageState::Succeeded { .. }
+            ));
+            break;
+        }
+        assert!(Instant::now() < deadline, "rebuild did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(builds(&swarm.records()).len(), 2);
+}
