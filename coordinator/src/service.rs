@@ -80,8 +80,11 @@ fn now_ms() -> u64 {
     runtime::now_ms()
 }
 
-fn msg_id(key: &PackageKey, record: &PackageRecord, attempt: u32) -> String {
-    format!("{key}:{}:{attempt}", record.submission)
+/// The job's message id: the same record revision always gives the same id, so publishing
+/// twice after a crash is deduplicated by the server, while a re-publish after the record moved
+/// on (a requeue of a lost job) is a new message.
+fn msg_id(key: &PackageKey, record: &PackageRecord, revision: u64, attempt: u32) -> String {
+    format!("{key}:{}:{attempt}:{revision}", record.submission)
 }
 
 impl Service {
@@ -313,6 +316,7 @@ impl Service {
         &self,
         key: &PackageKey,
         record: &PackageRecord,
+        revision: u64,
         attempt: u32,
     ) -> Result<PublishOutcome, String> {
         let avoid = record
@@ -333,7 +337,7 @@ impl Service {
         let subject = names::build_subject(&record.arch, key);
         let publish = PublishMessage::build()
             .payload(payload.into())
-            .message_id(msg_id(key, record, attempt));
+            .message_id(msg_id(key, record, revision, attempt));
         let ack = self
             .js
             .send_publish(subject, publish)
@@ -482,7 +486,11 @@ impl Service {
         let this = &*self;
         let mut results = futures::stream::iter(keys.iter().filter_map(|key| {
             this.packages.get(key).map(|entry| async move {
-                (key, this.publish_job(key, &entry.record, attempt).await)
+                (
+                    key,
+                    this.publish_job(key, &entry.record, entry.revision, attempt)
+                        .await,
+                )
             })
         }))
         .buffer_unordered(128);
@@ -598,7 +606,10 @@ impl Service {
             let Some(entry) = self.packages.get(&key) else {
                 continue;
             };
-            match self.publish_job(&key, &entry.record, attempt).await {
+            match self
+                .publish_job(&key, &entry.record, entry.revision, attempt)
+                .await
+            {
                 Ok(PublishOutcome::Published) => {
                     if let Err(err) = self.apply(&key, PackageEvent::RetryPublished, None).await {
                         warn!(key = %key, error = %err, "retry published but not recorded; it will be recorded on the next tick");
@@ -812,7 +823,10 @@ impl Service {
                     let Some(entry) = self.packages.get(&key) else {
                         continue;
                     };
-                    if let Err(err) = self.publish_job(&key, &entry.record, attempt).await {
+                    if let Err(err) = self
+                        .publish_job(&key, &entry.record, entry.revision, attempt)
+                        .await
+                    {
                         warn!(key = %key, error = %err, "re-publish failed; will retry");
                     }
                 }
