@@ -147,6 +147,8 @@ impl Settings {
 }
 
 #[cfg(test)]
+// figment's `Jail` closures return its large error type; that is fine in tests.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;

@@ -483,7 +483,7 @@ impl Service {
     /// Publishes jobs with many acks in flight at once; a job that cannot be published now is
     /// left to the reconciler.
     async fn publish_many(&self, keys: &[PackageKey], attempt: u32) {
-        let this = &*self;
+        let this = self;
         let mut results = futures::stream::iter(keys.iter().filter_map(|key| {
             this.packages.get(key).map(|entry| async move {
                 (

@@ -87,7 +87,7 @@ pub enum StartError {
 /// A running build; `wait` ends it normally, `kill` ends it at once.
 pub enum Running {
     Child {
-        child: Child,
+        child: Box<Child>,
         pgid: Option<i32>,
         tail: Arc<Mutex<VecDeque<u8>>>,
         readers: Vec<tokio::task::JoinHandle<()>>,
@@ -188,7 +188,7 @@ pub fn start(
                 readers.push(tokio::spawn(pump(err, tail.clone(), tail_bytes, log)));
             }
             Ok(Running::Child {
-                child,
+                child: Box::new(child),
                 pgid,
                 tail,
                 readers,

@@ -212,6 +212,8 @@ impl Settings {
 }
 
 #[cfg(test)]
+// figment's `Jail` closures return its large error type; that is fine in tests.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -242,7 +244,8 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_key() {
-        let cases: Vec<(fn(&mut Settings), &str)> = vec![
+        type Mutate = fn(&mut Settings);
+        let cases: Vec<(Mutate, &str)> = vec![
             (|s| s.name = "bad name".into(), "drone.name"),
             (|s| s.cores = 0, "drone.cores"),
             (|s| s.slots = 999, "drone.slots"),

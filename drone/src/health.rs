@@ -137,7 +137,7 @@ mod tests {
             });
             assert_eq!(
                 got.as_deref().map_err(Clone::clone),
-                expected.map_err(|e| e),
+                expected,
                 "{from:?} + {event:?}"
             );
         }

@@ -71,6 +71,8 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(
 }
 
 #[cfg(test)]
+// figment's `Jail` closures return its large error type; that is fine in tests.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use serde::Deserialize;

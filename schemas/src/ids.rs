@@ -384,7 +384,8 @@ mod tests {
     #[test]
     fn hostile_atoms_are_rejected_with_the_reason() {
         let long = "a".repeat(10_000);
-        let cases: &[(&str, fn(&AtomError) -> bool)] = &[
+        type Check = fn(&AtomError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, AtomError::Empty)),
             ("sys-libs/glibc; rm -rf /", |e| {
                 matches!(e, AtomError::BadCharacter { at: 15, .. })
