@@ -15,7 +15,7 @@ struct Args {
     /// TOML config file; `SWARM_` environment variables override it.
     #[arg(long, env = "SWARM_CONFIG")]
     config: Option<PathBuf>,
-    /// Load and validate the configuration, print it, and exit.
+    /// Load and validate the configuration, then exit.
     #[arg(long)]
     check_config: bool,
 }

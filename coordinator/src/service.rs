@@ -116,6 +116,17 @@ impl Service {
             );
         }
         info!(packages = packages.len(), "package state loaded");
+        // Events at or below the consumer's ack floor were applied by an earlier run; without
+        // this a restarted coordinator would wait for a new event before it could requeue.
+        let mut last_event_seq = 0;
+        if let Ok(mut consumer) = topo
+            .events
+            .get_consumer::<jetstream::consumer::pull::Config>(names::COORDINATOR_EVENTS_CONSUMER)
+            .await
+            && let Ok(info) = consumer.info().await
+        {
+            last_event_seq = info.ack_floor.stream_sequence;
+        }
         Ok(Service {
             settings,
             policy,
@@ -124,7 +135,7 @@ impl Service {
             packages,
             drones: HashMap::new(),
             candidates: HashMap::new(),
-            last_event_seq: 0,
+            last_event_seq,
             unapplied_events: BTreeSet::new(),
         })
     }

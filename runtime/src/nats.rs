@@ -172,7 +172,7 @@ impl NatsConfig {
             .connection_timeout(Duration::from_millis(self.connect_timeout_ms))
             .event_callback(|event| async move {
                 match event {
-                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    async_nats::Event::Connected => tracing::debug!("connected to NATS"),
                     async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
                     other => tracing::debug!(event = %other, "NATS connection event"),
                 }
