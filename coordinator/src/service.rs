@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Settings;
-use crate::lifecycle::{PackageEvent, Policy, TransitionError, transition};
+use crate::lifecycle::{PackageEvent, Policy, transition};
 use crate::topology::Topology;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,8 @@ pub struct Service {
     js: jetstream::Context,
     topo: Topology,
     packages: HashMap<PackageKey, Entry>,
+    /// Packages waiting out a retry backoff, by the time their retry is due.
+    retries: BTreeSet<(u64, PackageKey)>,
     drones: HashMap<String, DroneEntry>,
     candidates: HashMap<PackageKey, Candidate>,
     /// Highest event-stream sequence handled, and those handled out of order by a retry.
@@ -104,18 +106,7 @@ impl Service {
                 bucket: names::PACKAGES_BUCKET,
                 reason: e.to_string(),
             })?;
-        let mut packages = HashMap::with_capacity(items.len());
-        for item in items {
-            let key = item.value.atom.key();
-            packages.insert(
-                key,
-                Entry {
-                    record: item.value,
-                    revision: item.revision,
-                },
-            );
-        }
-        info!(packages = packages.len(), "package state loaded");
+        let loaded = items.len();
         // Events at or below the consumer's ack floor were applied by an earlier run; without
         // this a restarted coordinator would wait for a new event before it could requeue.
         let mut last_event_seq = 0;
@@ -127,17 +118,28 @@ impl Service {
         {
             last_event_seq = info.ack_floor.stream_sequence;
         }
-        Ok(Service {
+        let mut service = Service {
             settings,
             policy,
             js,
             topo,
-            packages,
+            packages: HashMap::with_capacity(loaded),
+            retries: BTreeSet::new(),
             drones: HashMap::new(),
             candidates: HashMap::new(),
             last_event_seq,
             unapplied_events: BTreeSet::new(),
-        })
+        };
+        for item in items {
+            let key = item.value.atom.key();
+            let entry = Entry {
+                record: item.value,
+                revision: item.revision,
+            };
+            service.store(&key, Some(entry));
+        }
+        info!(packages = loaded, "package state loaded");
+        Ok(service)
     }
 
     pub async fn run(
@@ -213,6 +215,30 @@ impl Service {
 
     // ---- package writes ----
 
+    /// The one place the in-memory records change, so the retry index always matches them.
+    fn store(&mut self, key: &PackageKey, entry: Option<Entry>) {
+        let old = match entry {
+            Some(entry) => {
+                let due = retry_due(&entry.record.state);
+                let old = self.packages.insert(key.clone(), entry);
+                if let Some(at) = due {
+                    self.retries.insert((at, key.clone()));
+                }
+                old
+            }
+            None => self.packages.remove(key),
+        };
+        if let Some(at) = old.as_ref().and_then(|e| retry_due(&e.record.state))
+            && self
+                .packages
+                .get(key)
+                .and_then(|e| retry_due(&e.record.state))
+                != Some(at)
+        {
+            self.retries.remove(&(at, key.clone()));
+        }
+    }
+
     /// Writes a record with compare-and-set on the revision this task last saw, and only then
     /// updates the in-memory copy: memory never runs ahead of the bucket.
     async fn write(&mut self, key: &PackageKey, record: PackageRecord) -> Result<(), WriteError> {
@@ -243,8 +269,7 @@ impl Service {
         };
         match result {
             Ok(revision) => {
-                self.packages
-                    .insert(key.clone(), Entry { record, revision });
+                self.store(key, Some(Entry { record, revision }));
                 Ok(())
             }
             Err((true, _)) => {
@@ -259,21 +284,17 @@ impl Service {
         match self.topo.packages.entry(key.as_str()).await {
             Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
                 match decode::<PackageRecord>(&entry.value) {
-                    Ok(record) => {
-                        self.packages.insert(
-                            key.clone(),
-                            Entry {
-                                record,
-                                revision: entry.revision,
-                            },
-                        );
-                    }
+                    Ok(record) => self.store(
+                        key,
+                        Some(Entry {
+                            record,
+                            revision: entry.revision,
+                        }),
+                    ),
                     Err(err) => warn!(key = %key, error = %err, "undecodable package record"),
                 }
             }
-            Ok(_) => {
-                self.packages.remove(key);
-            }
+            Ok(_) => self.store(key, None),
             Err(err) => warn!(key = %key, error = %err, "cannot refresh package record"),
         }
     }
@@ -295,14 +316,8 @@ impl Service {
             let next = match transition(&entry.record.state, &event, &self.policy, now) {
                 Ok(next) => next,
                 Err(err) => {
+                    // A late or repeated event: safe to drop, the package has moved on.
                     debug!(package = %entry.record.atom, error = %err, "event does not move the package");
-                    if let (
-                        TransitionError::Stale { .. } | TransitionError::Finished { .. },
-                        Some(record),
-                    ) = (&err, &attempt_record)
-                    {
-                        debug!(package = %entry.record.atom, attempt = record.attempt, "late result ignored");
-                    }
                     return Ok(None);
                 }
             };
@@ -603,14 +618,12 @@ impl Service {
     async fn publish_due_retries(&mut self) {
         let now = now_ms();
         let due: Vec<(PackageKey, u32)> = self
-            .packages
+            .retries
             .iter()
-            .filter_map(|(key, entry)| match entry.record.state {
-                PackageState::RetryWait {
-                    attempt,
-                    not_before_ms,
-                } if not_before_ms <= now => Some((key.clone(), attempt)),
-                _ => None,
+            .take_while(|(at, _)| *at <= now)
+            .filter_map(|(_, key)| {
+                let attempt = self.packages.get(key)?.record.state.attempt();
+                Some((key.clone(), attempt))
             })
             .collect();
         for (key, attempt) in due {
@@ -845,6 +858,14 @@ impl Service {
             }
         }
         Ok(())
+    }
+}
+
+/// When a package's retry may be published, if it is waiting for one.
+fn retry_due(state: &PackageState) -> Option<u64> {
+    match state {
+        PackageState::RetryWait { not_before_ms, .. } => Some(*not_before_ms),
+        _ => None,
     }
 }
 

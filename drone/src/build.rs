@@ -116,30 +116,19 @@ async fn nak(message: &jetstream::Message, delay: Option<Duration>) {
 }
 
 /// Runs one received job to its end.
+/// Runs one received job to its end. The caller has decoded `job` from `message` and checked
+/// that it was published under its own package's subject.
 pub async fn run(
     ctx: Arc<Ctx>,
     message: jetstream::Message,
+    job: Job,
     handback: CancellationToken,
 ) -> BuildReport {
     let (stream_seq, delivery) = match message.info() {
         Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
         Err(_) => (0, 1),
     };
-    let job = match decode::<Job>(&message.payload) {
-        Ok(job) => job,
-        Err(err) => {
-            // A job that cannot be read can never be built; keep it out of the queue.
-            warn!(subject = %message.subject, error = %err, "undecodable job terminated");
-            let _ = message.ack_with(AckKind::Term).await;
-            return BuildReport::NotBuilt;
-        }
-    };
     let key = job.atom.key();
-    if names::key_of_build_subject(&message.subject) != Some(key.as_str()) {
-        warn!(subject = %message.subject, package = %job.atom, "job published under another package's subject; terminated");
-        let _ = message.ack_with(AckKind::Term).await;
-        return BuildReport::NotBuilt;
-    }
 
     if job.avoid.contains(&ctx.name)
         && delivery <= 3

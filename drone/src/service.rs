@@ -11,7 +11,7 @@ use async_nats::{StatusCode, Subject};
 use futures::StreamExt;
 use schemas::{
     DroneCommand, DroneControl, DroneControlReply, DroneName, DroneRecord, DroneState, EventKind,
-    PackageKey, RunningBuild, SCHEMA_VERSION, decode, encode, names,
+    Job, PackageKey, RunningBuild, SCHEMA_VERSION, decode, encode, names,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -51,37 +51,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
     })?;
     let client = config.nats.connect(&format!("swarm-drone {name}")).await?;
     let js = jetstream::new(client.clone());
-    let missing = |what: &str| {
-        let what = what.to_owned();
-        move |e: &dyn std::fmt::Display| DroneError::Topology {
-            what: what.clone(),
-            reason: e.to_string(),
-        }
-    };
     // Wait for the coordinator to have created the topology: drones may start first.
     let (leases, packages, drones, consumer) = loop {
         let attempt = async {
             let leases = js
                 .get_key_value(names::LEASES_BUCKET)
                 .await
-                .map_err(|e| missing(names::LEASES_BUCKET)(&e))?;
+                .map_err(|e| missing(names::LEASES_BUCKET, e))?;
             let packages = js
                 .get_key_value(names::PACKAGES_BUCKET)
                 .await
-                .map_err(|e| missing(names::PACKAGES_BUCKET)(&e))?;
+                .map_err(|e| missing(names::PACKAGES_BUCKET, e))?;
             let drones = js
                 .get_key_value(names::DRONES_BUCKET)
                 .await
-                .map_err(|e| missing(names::DRONES_BUCKET)(&e))?;
+                .map_err(|e| missing(names::DRONES_BUCKET, e))?;
             let stream = js
                 .get_stream(names::BUILDS_STREAM)
                 .await
-                .map_err(|e| missing(names::BUILDS_STREAM)(&e))?;
+                .map_err(|e| missing(names::BUILDS_STREAM, e))?;
             let consumer_name = names::builders_consumer(&settings.arch);
             let consumer = stream
                 .get_consumer::<jetstream::consumer::pull::Config>(&consumer_name)
                 .await
-                .map_err(|e| missing(&consumer_name)(&e))?;
+                .map_err(|e| missing(&consumer_name, e))?;
             Ok::<_, DroneError>((leases, packages, drones, consumer))
         };
         tokio::select! {
@@ -313,6 +306,13 @@ fn with_supervisor(builder: Builder) -> Builder {
     }
 }
 
+fn missing(what: &str, err: impl std::fmt::Display) -> DroneError {
+    DroneError::Topology {
+        what: what.to_owned(),
+        reason: err.to_string(),
+    }
+}
+
 fn start_build(
     ctx: &Arc<Ctx>,
     tracker: &TaskTracker,
@@ -320,18 +320,21 @@ fn start_build(
     running: &mut HashMap<PackageKey, Slot>,
     message: jetstream::Message,
 ) {
-    // The slot is taken at once, under the job's subject; the build task decodes the job.
-    let Some(key) = names::key_of_build_subject(&message.subject)
-        .and_then(PackageKey::decode)
-        .map(|a| (a.key(), a))
-    else {
-        warn!(subject = %message.subject, "job on a subject that names no package; terminated");
-        tokio::spawn(async move {
-            let _ = message.ack_with(AckKind::Term).await;
-        });
-        return;
+    let job = match decode::<Job>(&message.payload) {
+        Ok(job) => job,
+        Err(err) => {
+            // A job that cannot be read can never be built; keep it out of the queue.
+            warn!(subject = %message.subject, error = %err, "undecodable job terminated");
+            terminate(message);
+            return;
+        }
     };
-    let (key, atom) = key;
+    let key = job.atom.key();
+    if names::key_of_build_subject(&message.subject) != Some(key.as_str()) {
+        warn!(subject = %message.subject, package = %job.atom, "job published under another package's subject; terminated");
+        terminate(message);
+        return;
+    }
     if running.contains_key(&key) {
         // The same job delivered twice to this drone (a redelivery racing its own build).
         tokio::spawn(async move {
@@ -342,14 +345,11 @@ fn start_build(
         return;
     }
     let handback = CancellationToken::new();
-    let attempt = schemas::decode::<schemas::Job>(&message.payload)
-        .map(|j| j.attempt)
-        .unwrap_or(0);
     running.insert(
         key.clone(),
         Slot {
-            atom,
-            attempt,
+            atom: job.atom.clone(),
+            attempt: job.attempt,
             started_ms: runtime::now_ms(),
             handback: handback.clone(),
         },
@@ -357,8 +357,14 @@ fn start_build(
     let ctx = ctx.clone();
     let done = done.clone();
     tracker.spawn(async move {
-        let report = build::run(ctx, message, handback).await;
+        let report = build::run(ctx, message, job, handback).await;
         let _ = done.send((key, report));
+    });
+}
+
+fn terminate(message: jetstream::Message) {
+    tokio::spawn(async move {
+        let _ = message.ack_with(AckKind::Term).await;
     });
 }
 
