@@ -63,7 +63,7 @@ impl Collected {
             }
             Err(err) => self.invalid.push(InvalidAtom {
                 origin,
-                reason: one_line(&err.to_string()),
+                reason: err.to_string(),
             }),
         }
     }
@@ -114,7 +114,10 @@ impl Collected {
                 PretendLine::Package(cpv) => self.push(origin, &format!("={cpv}"), None),
                 PretendLine::Malformed => self.invalid.push(InvalidAtom {
                     origin,
-                    reason: format!("[ebuild] line {:?} names no package", shorten(line.trim())),
+                    reason: format!(
+                        "[ebuild] line {:?} names no package",
+                        schemas::shorten(line.trim(), 80)
+                    ),
                 }),
             }
         }
@@ -182,27 +185,6 @@ fn strip_ansi(line: &str) -> String {
 
 /// The parser's messages can span lines (the input, a caret under the fault, the reason); the
 /// report is one line per invalid atom, so the lines are joined and the caret dropped.
-fn one_line(reason: &str) -> String {
-    reason
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && *line != "^")
-        .collect::<Vec<_>>()
-        .join(": ")
-}
-
-fn shorten(text: &str) -> String {
-    const MAX: usize = 80;
-    if text.len() <= MAX {
-        return text.to_owned();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

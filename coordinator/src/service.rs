@@ -78,10 +78,6 @@ pub struct Service {
     unapplied_events: BTreeSet<u64>,
 }
 
-fn now_ms() -> u64 {
-    runtime::now_ms()
-}
-
 /// The job's message id: the same record revision always gives the same id, so publishing
 /// twice after a crash is deduplicated by the server, while a re-publish after the record moved
 /// on (a requeue of a lost job) is a new message.
@@ -312,7 +308,7 @@ impl Service {
                 debug!(key = %key, "event for an unknown package");
                 return Ok(None);
             };
-            let now = now_ms();
+            let now = runtime::now_ms();
             let next = match transition(&entry.record.state, &event, &self.policy, now) {
                 Ok(next) => next,
                 Err(err) => {
@@ -439,7 +435,7 @@ impl Service {
             match Atom::parse(&item.atom) {
                 Ok(atom) => atoms.push((atom, item.estimate_secs)),
                 Err(err) => rejections.push(AtomRejection {
-                    input: shorten(&item.atom),
+                    input: schemas::shorten(&item.atom, 80),
                     reason: err.to_string(),
                 }),
             }
@@ -454,7 +450,7 @@ impl Service {
         let mut queued = 0u32;
         let mut already = 0u32;
         let mut seen = HashSet::new();
-        let now = now_ms();
+        let now = runtime::now_ms();
         let mut to_publish = Vec::new();
         for (atom, estimate) in atoms {
             let key = atom.key();
@@ -616,7 +612,7 @@ impl Service {
     // ---- retries, dead letters, drones ----
 
     async fn publish_due_retries(&mut self) {
-        let now = now_ms();
+        let now = runtime::now_ms();
         let due: Vec<(PackageKey, u32)> = self
             .retries
             .iter()
@@ -725,7 +721,7 @@ impl Service {
     /// A drone whose heartbeat stopped is marked lost. Its builds need nothing from here: their
     /// leases expire on their own and the server redelivers their jobs.
     async fn mark_lost_drones(&mut self) {
-        let now = now_ms();
+        let now = runtime::now_ms();
         let mut lost = Vec::new();
         for (name, entry) in &self.drones {
             let age = now.saturating_sub(entry.written_ms);
@@ -873,17 +869,6 @@ enum PublishOutcome {
     Published,
     /// A job for this package is still in the stream.
     SubjectBusy,
-}
-
-fn shorten(input: &str) -> String {
-    if input.len() <= 80 {
-        return input.to_owned();
-    }
-    let mut end = 77;
-    while !input.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &input[..end])
 }
 
 type MessageStream = futures::stream::BoxStream<'static, Result<jetstream::Message, String>>;

@@ -58,12 +58,8 @@ impl Atom {
             return Err(AtomError::Empty);
         }
         if input.len() > MAX_ATOM_LEN {
-            let mut end = 40;
-            while !input.is_char_boundary(end) {
-                end -= 1;
-            }
             return Err(AtomError::TooLong {
-                shown: format!("{}...", &input[..end]),
+                shown: shorten(input, 40),
                 len: input.len(),
             });
         }
@@ -108,6 +104,19 @@ impl Atom {
     pub fn key(&self) -> PackageKey {
         PackageKey::of(self)
     }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary) with `...` appended when cut, so
+/// that hostile input is shown in errors and logs at a bounded size.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 /// The parser repeats the whole input in its message; drop that prefix so the reason reads once.
@@ -465,6 +474,13 @@ mod tests {
         let a = Atom::parse("dev-libs/a_b").expect("valid").key();
         let b = Atom::parse("dev-libs/a-b").expect("valid").key();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn shorten_cuts_on_a_character_boundary() {
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(shorten("abcd", 3), "abc...");
+        assert_eq!(shorten("a\u{f6}b", 2), "a...");
     }
 
     #[test]

@@ -13,5 +13,5 @@ pub mod summary;
 pub use codec::{
     DecodeError, EncodeError, MAX_MESSAGE_BYTES, SCHEMA_VERSION, Wire, decode, encode,
 };
-pub use ids::{Arch, Atom, AtomError, DroneName, NameError, PackageKey};
+pub use ids::{Arch, Atom, AtomError, DroneName, NameError, PackageKey, shorten};
 pub use messages::*;
