@@ -144,6 +144,11 @@ async fn ensure_bucket(
             if current.max_age != config.max_age || current.num_replicas != config.num_replicas {
                 current.max_age = config.max_age;
                 current.num_replicas = config.num_replicas;
+                // The server refuses a duplicate window longer than the max age, and the bucket
+                // was created with a window fitted to its old max age.
+                if !config.max_age.is_zero() && current.duplicate_window > config.max_age {
+                    current.duplicate_window = config.max_age;
+                }
                 js.update_stream(&current)
                     .await
                     .map_err(|e| TopologyError::Bucket {
