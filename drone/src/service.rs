@@ -140,7 +140,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
     let mut requested: usize = 0;
     let mut last_pull_activity = Instant::now();
     let mut drain_deadline: Option<tokio::time::Instant> = None;
-    let mut seq: u64 = 0;
     let mut heartbeat_tick = tokio::time::interval(heartbeat);
     heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -277,16 +276,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
             _ = heartbeat_tick.tick() => record_dirty = true,
         }
         if record_dirty {
-            seq += 1;
-            let record = drone_record(&ctx, &lifecycle, &running, slots, boot_ms, seq);
+            let record = drone_record(
+                &ctx,
+                &lifecycle,
+                &running,
+                slots,
+                boot_ms,
+                ctx.reporter.next_seq(),
+            );
             write_record(&drones, &name, &record).await;
         }
     }
 
     tracker.close();
     tracker.wait().await;
-    seq += 1;
-    let mut record = drone_record(&ctx, &lifecycle, &running, slots, boot_ms, seq);
+    let mut record = drone_record(
+        &ctx,
+        &lifecycle,
+        &running,
+        slots,
+        boot_ms,
+        ctx.reporter.next_seq(),
+    );
     record.state = DroneState::Offline;
     write_record(&drones, &name, &record).await;
     ctx.reporter.note(EventKind::Offline).await;

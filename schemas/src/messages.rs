@@ -167,6 +167,8 @@ pub struct DroneRecord {
     pub heartbeat_interval_ms: u64,
     /// Identifies one run of the drone process; with `seq` it orders the drone's reports.
     pub boot_ms: u64,
+    /// Drawn from the same per-boot counter as the drone's events, so a reader that follows both
+    /// the records and the events can tell which report is newer.
     pub seq: u64,
 }
 
@@ -182,7 +184,8 @@ pub struct Event {
     pub drone: DroneName,
     /// Unix milliseconds when the drone process started; orders events across restarts.
     pub boot_ms: u64,
-    /// Per-boot sequence number, starting at 1.
+    /// Per-boot sequence number, starting at 1, shared with the drone's records
+    /// ([`DroneRecord::seq`]): every report of one drone process has its own, increasing number.
     pub seq: u64,
     pub at_ms: u64,
     pub kind: EventKind,

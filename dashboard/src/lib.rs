@@ -1,0 +1,101 @@
+//! The live dashboard: folds the drones' events and the drones and packages buckets into one
+//! picture of the swarm (`fold`), serves it as a page, a JSON snapshot, a WebSocket of changes,
+//! Prometheus metrics and a health check (`http`). Read-only: it never writes to NATS.
+
+pub mod config;
+pub mod fold;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod source;
+pub mod view;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+/// Inputs buffered between the sources and the fold; a full buffer slows the sources down.
+const INPUT_QUEUE: usize = 8_192;
+/// How long shutdown waits for the sources and the fold to stop.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] runtime::config::ConfigError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    #[error(transparent)]
+    Connect(#[from] runtime::nats::ConnectError),
+    #[error("HTTP server failed: {0}")]
+    Serve(String),
+}
+
+/// Runs the dashboard on `config.dashboard.listen` until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let addr = config.dashboard.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|err| RunError::Bind {
+            addr,
+            reason: err.to_string(),
+        })?;
+    serve(config, listener, shutdown).await
+}
+
+/// Runs the dashboard on an already bound listener (tests bind port 0 and read the address).
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let settings = config.dashboard.clone();
+    // Connecting does not wait for the server: the page is served, and says NATS is down,
+    // while the client keeps trying.
+    let client = config.nats.connect("swarm-dashboard").await?;
+    let tracker = TaskTracker::new();
+    let (inputs, fold_inputs) = mpsc::channel(INPUT_QUEUE);
+    let nats = client.clone();
+    let hub = hub::spawn(
+        &tracker,
+        settings.failures_kept,
+        Duration::from_millis(settings.tick_ms),
+        move || nats.connection_state() == async_nats::connection::State::Connected,
+        fold_inputs,
+        shutdown.clone(),
+    );
+    tracker.spawn(source::follow(
+        client.clone(),
+        Duration::from_millis(settings.stream_poll_ms),
+        inputs,
+        shutdown.clone(),
+    ));
+    let app = http::app(http::AppState {
+        hub,
+        shutdown: shutdown.clone(),
+    });
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, nats = %config.nats.url, "dashboard listening on http://{addr}/");
+    }
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .map_err(|err| RunError::Serve(err.to_string()));
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_WAIT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("sources did not stop within {SHUTDOWN_WAIT:?}");
+    }
+    let _ = client.drain().await;
+    tracing::info!("dashboard stopped");
+    served
+}

@@ -1,0 +1,374 @@
+//! The dashboard's sources: it follows the drones and packages buckets and the event stream, and
+//! turns what it reads into the fold's inputs. It writes nothing: it reads through ephemeral
+//! ordered consumers, which the server removes by itself when the dashboard goes away.
+//!
+//! At start every source replays what JetStream holds — the last value of every key, every event
+//! the stream retains — and then follows live, so a restarted dashboard rebuilds the same picture.
+//! The ordered consumers re-create themselves after a lost connection or a restarted server,
+//! resuming after the last message read; a source whose consumer cannot be re-created starts
+//! over, which the fold absorbs because it orders everything by revision and sequence.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, ReplayPolicy, pull},
+    kv,
+};
+use futures::StreamExt;
+use schemas::{DroneRecord, Event, PackageRecord, names};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::fold::{Input, Source, StreamPosition};
+use crate::hub::Throttle;
+
+/// Pause before a source that failed tries again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Follows every source until `shutdown` is cancelled. Waits for the coordinator to have created
+/// the topology first; the dashboard never creates it.
+pub async fn follow(
+    client: async_nats::Client,
+    stream_poll: Duration,
+    inputs: mpsc::Sender<Input>,
+    shutdown: CancellationToken,
+) {
+    let js = jetstream::new(client);
+    let mut warned = false;
+    let (drones, packages, events) = loop {
+        let found = async {
+            let drones = runtime::kv::open_bucket(&js, names::DRONES_BUCKET)
+                .await
+                .map_err(|e| e.to_string())?;
+            let packages = runtime::kv::open_bucket(&js, names::PACKAGES_BUCKET)
+                .await
+                .map_err(|e| e.to_string())?;
+            let events = js
+                .get_stream(names::EVENTS_STREAM)
+                .await
+                .map_err(|e| format!("stream {}: {e}", names::EVENTS_STREAM))?;
+            Ok::<_, String>((drones, packages, events))
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            found = found => match found {
+                Ok(found) => break found,
+                Err(reason) => {
+                    if warned {
+                        debug!(%reason, "still waiting for the swarm's JetStream assets");
+                    } else {
+                        warn!(%reason, "waiting for the swarm's JetStream assets; is swarm-coordinator running?");
+                        warned = true;
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY) => {}
+                    }
+                }
+            }
+        }
+    };
+    info!("following the drones and packages buckets and the event stream");
+    let tracker = TaskTracker::new();
+    tracker.spawn(follow_bucket(
+        drones,
+        Source::Drones,
+        drone_input,
+        inputs.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(follow_bucket(
+        packages,
+        Source::Packages,
+        package_input,
+        inputs.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(follow_events(
+        events.clone(),
+        inputs.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(poll_stream(events, stream_poll, inputs, shutdown));
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// What a bucket entry means to the fold; `Err` names why it means nothing.
+type ToInput = fn(kv::Entry) -> Result<Option<Input>, String>;
+
+fn drone_input(entry: kv::Entry) -> Result<Option<Input>, String> {
+    match entry.operation {
+        kv::Operation::Put => {
+            let record = schemas::decode::<DroneRecord>(&entry.value)
+                .map_err(|e| format!("drone record {}: {e}", schemas::shorten(&entry.key, 80)))?;
+            Ok(Some(Input::DroneRecord {
+                key: entry.key,
+                written_ms: unix_ms(entry.created),
+                record,
+            }))
+        }
+        // A removed drone record: its card stays, built from its events, until they age out.
+        kv::Operation::Delete | kv::Operation::Purge => Ok(None),
+    }
+}
+
+fn package_input(entry: kv::Entry) -> Result<Option<Input>, String> {
+    match entry.operation {
+        kv::Operation::Put => {
+            let record = schemas::decode::<PackageRecord>(&entry.value).map_err(|e| {
+                format!("package record {}: {e}", schemas::shorten(&entry.key, 80))
+            })?;
+            Ok(Some(Input::Package {
+                key: entry.key,
+                revision: entry.revision,
+                record,
+            }))
+        }
+        kv::Operation::Delete | kv::Operation::Purge => Ok(Some(Input::PackageRemoved {
+            key: entry.key,
+            revision: entry.revision,
+        })),
+    }
+}
+
+/// The last value of every key, then every change. Sends `Loaded` once the values stored when
+/// the watch began have all been read.
+async fn follow_bucket(
+    store: kv::Store,
+    source: Source,
+    to_input: ToInput,
+    inputs: mpsc::Sender<Input>,
+    shutdown: CancellationToken,
+) {
+    let mut loaded = false;
+    let mut refused = Throttle::new(Duration::from_secs(10));
+    while !shutdown.is_cancelled() {
+        // A watch of an empty bucket says nothing, so emptiness is read from the stream first.
+        let mut stream = store.stream.clone();
+        let empty = matches!(stream.info().await, Ok(info) if info.state.messages == 0);
+        let mut watch = match store.watch_with_history(">").await {
+            Ok(watch) => watch,
+            Err(err) => {
+                warn!(bucket = %store.name, error = %err, "cannot watch bucket; trying again");
+                pause(&shutdown).await;
+                continue;
+            }
+        };
+        if empty && !loaded {
+            loaded = true;
+            if inputs.send(Input::Loaded(source)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let entry = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                entry = watch.next() => entry,
+            };
+            match entry {
+                Some(Ok(entry)) => {
+                    let current = entry.seen_current;
+                    match to_input(entry) {
+                        Ok(Some(input)) => {
+                            if inputs.send(input).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(reason) => {
+                            if let Some(suppressed) = refused.allow(Instant::now()) {
+                                warn!(bucket = %store.name, %reason, suppressed, "bucket value refused");
+                            }
+                        }
+                    }
+                    if current && !loaded {
+                        loaded = true;
+                        if inputs.send(Input::Loaded(source)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Err(err)) => {
+                    debug!(bucket = %store.name, error = %err, "bucket watch error");
+                }
+                None => {
+                    warn!(bucket = %store.name, "bucket watch ended; watching again");
+                    break;
+                }
+            }
+        }
+        pause(&shutdown).await;
+    }
+}
+
+/// Every event the stream retains, then every new one, through an ordered consumer.
+async fn follow_events(
+    stream: jetstream::stream::Stream,
+    inputs: mpsc::Sender<Input>,
+    shutdown: CancellationToken,
+) {
+    let mut next_seq = 0;
+    let mut refused = Throttle::new(Duration::from_secs(10));
+    while !shutdown.is_cancelled() {
+        let config = pull::OrderedConfig {
+            description: Some("swarm-dashboard events".to_owned()),
+            filter_subject: names::events_filter(),
+            deliver_policy: if next_seq == 0 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: next_seq,
+                }
+            },
+            replay_policy: ReplayPolicy::Instant,
+            ..Default::default()
+        };
+        let messages = match stream.create_consumer(config).await {
+            Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        let mut messages = match messages {
+            Ok(messages) => messages,
+            Err(reason) => {
+                warn!(stream = names::EVENTS_STREAM, %reason, "cannot read the event stream; trying again");
+                pause(&shutdown).await;
+                continue;
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                message = messages.next() => message,
+            };
+            let message = match message {
+                Some(Ok(message)) => message,
+                Some(Err(err)) => {
+                    debug!(error = %err, "event stream read error");
+                    continue;
+                }
+                None => break,
+            };
+            let Ok(info) = message.info() else {
+                continue;
+            };
+            let stream_seq = info.stream_sequence;
+            let stored_ms = unix_ms(info.published);
+            next_seq = stream_seq + 1;
+            let input = match event_input(&message.subject, stream_seq, stored_ms, &message.payload)
+            {
+                Ok(input) => input,
+                Err(reason) => {
+                    if let Some(suppressed) = refused.allow(Instant::now()) {
+                        warn!(%reason, suppressed, "event refused");
+                    }
+                    Input::Undecodable { stream_seq }
+                }
+            };
+            if inputs.send(input).await.is_err() {
+                return;
+            }
+        }
+        warn!("event stream consumer ended; reading again from sequence {next_seq}");
+        pause(&shutdown).await;
+    }
+}
+
+/// One message of the event stream as the fold's input; `Err` says why it is not an event.
+pub fn event_input(
+    subject: &str,
+    stream_seq: u64,
+    stored_ms: u64,
+    payload: &[u8],
+) -> Result<Input, String> {
+    let Some(drone) = names::drone_of_event_subject(subject) else {
+        return Err(format!(
+            "message {stream_seq} on {} is not on an event subject",
+            schemas::shorten(subject, 100)
+        ));
+    };
+    let event = schemas::decode::<Event>(payload).map_err(|e| {
+        format!(
+            "message {stream_seq} on {}: {e}",
+            schemas::shorten(subject, 100)
+        )
+    })?;
+    Ok(Input::Event {
+        subject_drone: drone.to_owned(),
+        stream_seq,
+        stored_ms,
+        event,
+    })
+}
+
+/// Polls the event stream's position for the fold lag.
+async fn poll_stream(
+    mut stream: jetstream::stream::Stream,
+    every: Duration,
+    inputs: mpsc::Sender<Input>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match stream.info().await {
+            Ok(info) => {
+                let position = StreamPosition {
+                    first_seq: info.state.first_sequence,
+                    last_seq: info.state.last_sequence,
+                    messages: info.state.messages,
+                };
+                if inputs.send(Input::EventsStream(position)).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => debug!(error = %err, "cannot poll the event stream"),
+        }
+    }
+}
+
+async fn pause(shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(RETRY) => {}
+    }
+}
+
+fn unix_ms(time: async_nats::datetime::DateTime) -> u64 {
+    u64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::{DroneName, EventKind, SCHEMA_VERSION};
+
+    #[test]
+    fn event_messages_become_inputs_or_name_their_fault() {
+        let event = Event {
+            v: SCHEMA_VERSION,
+            drone: DroneName::parse("drone-Izar").expect("valid"),
+            boot_ms: 1,
+            seq: 1,
+            at_ms: 1,
+            kind: EventKind::Draining,
+        };
+        let bytes = schemas::encode(&event).expect("encodes");
+        let input = event_input("swarm.event.drone-Izar", 7, 9, &bytes).expect("an event");
+        assert!(matches!(
+            input,
+            Input::Event { ref subject_drone, stream_seq: 7, stored_ms: 9, .. } if subject_drone == "drone-Izar"
+        ));
+        let err = event_input("swarm.event.drone-Izar", 8, 9, b"\xc1junk").expect_err("junk");
+        assert!(err.contains("message 8 on swarm.event.drone-Izar"), "{err}");
+        let err = event_input("elsewhere", 9, 9, &bytes).expect_err("subject");
+        assert!(err.contains("not on an event subject"), "{err}");
+    }
+}

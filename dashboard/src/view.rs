@@ -1,0 +1,571 @@
+//! What the dashboard shows: the snapshot served at `/api/state` and pushed over `/ws`, computed
+//! from the fold's picture at one instant, and the delta between two snapshots that the
+//! WebSocket sends instead of the whole picture.
+//!
+//! The JSON shapes here are the dashboard's interface (the page, scripts, tests); fields are
+//! added, never renamed.
+
+use schemas::summary::{Summary, effective_state, summarize};
+use schemas::{Arch, DroneState, PackageState, RunningBuild};
+use serde::{Deserialize, Serialize};
+
+use crate::fold::{BuildCounts, Failure, LastResult, Swarm};
+
+/// Version of the snapshot's shape.
+pub const VIEW_VERSION: u16 = 1;
+
+/// The whole picture at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub v: u16,
+    /// The dashboard's clock when the snapshot was taken (unix ms); elapsed times are measured
+    /// against it.
+    pub now_ms: u64,
+    /// True once the buckets were read and the event stream replayed to where it stood.
+    pub ready: bool,
+    /// The operator's block, counted exactly as `swarmctl status` counts it.
+    pub summary: Summary,
+    pub progress: Progress,
+    /// Every drone, sorted by name.
+    pub drones: Vec<DroneCard>,
+    /// The most recent build failures, newest first.
+    pub failures: Vec<Failure>,
+    /// Builds counted from the events folded.
+    pub builds: BuildCounts,
+    pub fold: FoldStatus,
+}
+
+/// One drone as its card shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroneCard {
+    pub name: String,
+    /// `null` until the drone's record or `online` event has been read.
+    pub cores: Option<u32>,
+    pub slots: Option<u32>,
+    pub arch: Option<Arch>,
+    pub version: Option<String>,
+    /// `building`, `idle`, `grounded`, `draining`, `lost` or `offline`; `lost` when the drone
+    /// went silent for three heartbeat intervals, whatever it last said.
+    pub state: String,
+    /// Why the drone is grounded or lost; only in those states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the drone is building, by atom; `started_ms` is by the drone's clock.
+    pub building: Vec<RunningBuild>,
+    pub last_result: Option<LastResult>,
+    pub builds: BuildCounts,
+    /// Failed builds in a row since its last success.
+    pub consecutive_failures: u32,
+}
+
+/// The run: the packages submitted since the swarm was last idle.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Packages in the run.
+    pub total: u64,
+    /// Of those, finished (succeeded or failed).
+    pub done: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Queued, waiting to retry or building.
+    pub remaining: u64,
+    /// When the run's first package was submitted (unix ms); `null` with no packages.
+    pub started_ms: Option<u64>,
+    /// When its last package finished; `null` while it runs.
+    pub finished_ms: Option<u64>,
+    /// Packages finished per minute since the run started.
+    pub rate_per_min: f64,
+    /// Estimated seconds until the run is done at that rate; `null` when unknown or done.
+    pub eta_secs: Option<u64>,
+}
+
+/// How the dashboard's own reading of NATS stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoldStatus {
+    pub nats_connected: bool,
+    /// Events folded since the dashboard started (its start-up replay included).
+    pub events_folded: u64,
+    /// Messages of the event stream refused (undecodable, or naming another drone).
+    pub events_rejected: u64,
+    /// Stream sequence of the last event read.
+    pub stream_seq: u64,
+    /// Events stored in the stream and not folded yet, by the last poll.
+    pub lag_events: u64,
+    /// Every event stored one poll interval ago is folded.
+    pub caught_up: bool,
+}
+
+impl Snapshot {
+    /// The picture at `now_ms`. `nats_connected` is the connection's state, which the fold
+    /// cannot know.
+    pub fn of(swarm: &Swarm, now_ms: u64, nats_connected: bool) -> Snapshot {
+        let ages: Vec<_> = swarm
+            .drones
+            .values()
+            .map(|view| (view, now_ms.saturating_sub(view.last_heard_ms)))
+            .collect();
+        let summary = summarize(
+            ages.iter().map(|(view, age)| (&view.record, *age)),
+            swarm.packages.values().map(|p| &p.state),
+        );
+        let drones = ages
+            .iter()
+            .map(|(view, age)| {
+                let state = effective_state(&view.record, *age);
+                let reason = match &state {
+                    DroneState::Grounded { reason } | DroneState::Lost { reason } => {
+                        Some(reason.clone())
+                    }
+                    _ => None,
+                };
+                let known = |value| view.described.then_some(value);
+                DroneCard {
+                    name: view.record.name.to_string(),
+                    cores: known(view.record.cores),
+                    slots: known(view.record.slots),
+                    arch: view.described.then(|| view.record.arch.clone()),
+                    version: view.described.then(|| view.record.version.clone()),
+                    state: state.label().to_owned(),
+                    reason,
+                    // A lost or offline drone runs nothing we can vouch for.
+                    building: match state {
+                        DroneState::Lost { .. } | DroneState::Offline => Vec::new(),
+                        _ => view.record.building.clone(),
+                    },
+                    last_result: view.last_result.clone(),
+                    builds: view.builds,
+                    consecutive_failures: view.record.consecutive_failures,
+                }
+            })
+            .collect();
+        Snapshot {
+            v: VIEW_VERSION,
+            now_ms,
+            ready: swarm.ready(),
+            summary,
+            progress: progress(
+                swarm
+                    .packages
+                    .values()
+                    .map(|p| (&p.state, p.submitted_ms, p.updated_ms)),
+                now_ms,
+            ),
+            drones,
+            failures: swarm.failures.iter().rev().cloned().collect(),
+            builds: swarm.builds,
+            fold: FoldStatus {
+                nats_connected,
+                events_folded: swarm.events.folded,
+                events_rejected: swarm.events.rejected,
+                stream_seq: swarm.events.stream_seq,
+                lag_events: swarm.events.lag(),
+                caught_up: swarm.events.caught_up(),
+            },
+        }
+    }
+
+    /// Whether two snapshots show the same thing (the instant they were taken aside).
+    pub fn same_picture(&self, other: &Snapshot) -> bool {
+        Snapshot {
+            now_ms: other.now_ms,
+            ..self.clone()
+        } == *other
+    }
+}
+
+/// The run's progress from every package's state, submission time and last update.
+///
+/// The run is the latest stretch of time in which some package was unfinished: each package is
+/// busy from its submission until it finished (its last update, once final), and the run is the
+/// last group of overlapping busy intervals. Packages finished in an earlier run, hours ago, do
+/// not count towards today's.
+pub fn progress<'a>(
+    packages: impl IntoIterator<Item = (&'a PackageState, u64, u64)>,
+    now_ms: u64,
+) -> Progress {
+    let mut spans: Vec<(u64, u64, &PackageState)> = packages
+        .into_iter()
+        .map(|(state, submitted, updated)| {
+            let end = if state.is_final() {
+                updated.max(submitted)
+            } else {
+                u64::MAX
+            };
+            (submitted, end, state)
+        })
+        .collect();
+    if spans.is_empty() {
+        return Progress::default();
+    }
+    spans.sort_unstable_by_key(|(start, _, _)| *start);
+    let mut run_from = 0;
+    let mut busy_until = 0;
+    for (i, (start, end, _)) in spans.iter().enumerate() {
+        if i == 0 || *start > busy_until {
+            run_from = i;
+            busy_until = *end;
+        } else {
+            busy_until = busy_until.max(*end);
+        }
+    }
+    let run = &spans[run_from..];
+    let started_ms = run[0].0;
+    let mut p = Progress {
+        total: run.len() as u64,
+        started_ms: Some(started_ms),
+        ..Progress::default()
+    };
+    for (_, _, state) in run {
+        match state {
+            PackageState::Succeeded { .. } => p.succeeded += 1,
+            PackageState::Failed { .. } => p.failed += 1,
+            _ => p.remaining += 1,
+        }
+    }
+    p.done = p.succeeded + p.failed;
+    if p.remaining == 0 {
+        p.finished_ms = Some(busy_until);
+    }
+    let until = p.finished_ms.unwrap_or(now_ms);
+    let elapsed_min = until.saturating_sub(started_ms) as f64 / 60_000.0;
+    if elapsed_min > 0.0 {
+        p.rate_per_min = p.done as f64 / elapsed_min;
+    }
+    if p.remaining > 0 && p.rate_per_min > 0.0 {
+        p.eta_secs = Some((p.remaining as f64 / p.rate_per_min * 60.0).ceil() as u64);
+    }
+    p
+}
+
+/// What the WebSocket sends: the whole picture when a client connects, then only what changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Push {
+    Snapshot { state: Box<Snapshot> },
+    Delta(Box<Delta>),
+}
+
+/// The changes from one snapshot to the next; absent sections did not change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    pub now_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<Failure>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builds: Option<BuildCounts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fold: Option<FoldStatus>,
+    /// Drones that appeared or changed, whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drones: Vec<DroneCard>,
+    /// Names of drones no longer shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
+
+impl Delta {
+    /// What changed from `old` to `new`; `None` when nothing but the instant did.
+    pub fn between(old: &Snapshot, new: &Snapshot) -> Option<Delta> {
+        fn changed<T: PartialEq + Clone>(old: &T, new: &T) -> Option<T> {
+            (old != new).then(|| new.clone())
+        }
+        let mut delta = Delta {
+            now_ms: new.now_ms,
+            ready: changed(&old.ready, &new.ready),
+            summary: changed(&old.summary, &new.summary),
+            progress: changed(&old.progress, &new.progress),
+            failures: changed(&old.failures, &new.failures),
+            builds: changed(&old.builds, &new.builds),
+            fold: changed(&old.fold, &new.fold),
+            ..Delta::default()
+        };
+        // Both lists are sorted by name.
+        let (mut i, mut j) = (0, 0);
+        while i < old.drones.len() || j < new.drones.len() {
+            match (old.drones.get(i), new.drones.get(j)) {
+                (Some(a), Some(b)) if a.name == b.name => {
+                    if a != b {
+                        delta.drones.push(b.clone());
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (Some(a), Some(b)) if a.name < b.name => {
+                    delta.removed.push(a.name.clone());
+                    i += 1;
+                }
+                (Some(a), None) => {
+                    delta.removed.push(a.name.clone());
+                    i += 1;
+                }
+                (_, Some(b)) => {
+                    delta.drones.push(b.clone());
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        let empty = Delta {
+            now_ms: new.now_ms,
+            ..Delta::default()
+        };
+        (delta != empty).then_some(delta)
+    }
+
+    /// Applies the delta to `old`, as the page does; `old` becomes the newer snapshot.
+    pub fn apply_to(&self, old: &mut Snapshot) {
+        old.now_ms = self.now_ms;
+        if let Some(v) = self.ready {
+            old.ready = v;
+        }
+        if let Some(v) = &self.summary {
+            old.summary = v.clone();
+        }
+        if let Some(v) = &self.progress {
+            old.progress = v.clone();
+        }
+        if let Some(v) = &self.failures {
+            old.failures = v.clone();
+        }
+        if let Some(v) = self.builds {
+            old.builds = v;
+        }
+        if let Some(v) = &self.fold {
+            old.fold = v.clone();
+        }
+        old.drones.retain(|d| !self.removed.contains(&d.name));
+        for card in &self.drones {
+            match old.drones.binary_search_by(|d| d.name.cmp(&card.name)) {
+                Ok(at) => old.drones[at] = card.clone(),
+                Err(at) => old.drones.insert(at, card.clone()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fold::Input;
+    use schemas::{
+        Atom, DroneName, DroneRecord, Event, EventKind, PackageRecord, SCHEMA_VERSION,
+        summary::SwarmStatus,
+    };
+
+    fn name(s: &str) -> DroneName {
+        DroneName::parse(s).expect("valid")
+    }
+
+    fn record(drone: &str, cores: u32, state: DroneState, building: &[&str]) -> Input {
+        Input::DroneRecord {
+            key: drone.into(),
+            written_ms: 10_000,
+            record: DroneRecord {
+                v: SCHEMA_VERSION,
+                name: name(drone),
+                cores,
+                slots: 2,
+                arch: Arch::default(),
+                version: "1".into(),
+                state,
+                building: building
+                    .iter()
+                    .map(|a| RunningBuild {
+                        atom: Atom::parse(a).expect("valid"),
+                        attempt: 1,
+                        started_ms: 9_000,
+                    })
+                    .collect(),
+                consecutive_failures: 0,
+                heartbeat_ms: 10_000,
+                heartbeat_interval_ms: 1_000,
+                boot_ms: 1,
+                seq: 1,
+            },
+        }
+    }
+
+    fn package(atom: &str, state: PackageState, submitted: u64, updated: u64) -> Input {
+        let atom = Atom::parse(atom).expect("valid");
+        Input::Package {
+            key: atom.key().to_string(),
+            revision: updated,
+            record: PackageRecord {
+                v: SCHEMA_VERSION,
+                atom,
+                arch: Arch::default(),
+                submission: 1,
+                state,
+                history: vec![],
+                estimate_secs: None,
+                submitted_ms: submitted,
+                updated_ms: updated,
+            },
+        }
+    }
+
+    #[test]
+    fn snapshot_counts_like_swarmctl_and_ages_silent_drones() {
+        let mut swarm = Swarm::new(5);
+        swarm.apply(record("a", 16, DroneState::Building, &["x-y/a"]));
+        swarm.apply(record("b", 10, DroneState::Idle, &[]));
+        swarm.apply(record(
+            "c",
+            8,
+            DroneState::Grounded {
+                reason: "3 failures".into(),
+            },
+            &[],
+        ));
+        swarm.apply(package(
+            "x-y/a",
+            PackageState::Building {
+                attempt: 1,
+                drone: name("a"),
+                since_ms: 9_000,
+            },
+            5_000,
+            9_000,
+        ));
+        swarm.apply(package(
+            "x-y/b",
+            PackageState::Queued { attempt: 1 },
+            5_000,
+            5_000,
+        ));
+        let snap = Snapshot::of(&swarm, 10_500, true);
+        assert_eq!(snap.summary.queue, 2);
+        assert_eq!(
+            (
+                snap.summary.drones.active,
+                snap.summary.drones.idle,
+                snap.summary.drones.grounded
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(snap.summary.cores.active, 16);
+        assert_eq!(snap.summary.status, SwarmStatus::Building);
+        assert_eq!(snap.drones[2].reason.as_deref(), Some("3 failures"));
+        // Four seconds later every heartbeat (1 s interval) is stale: all lost, and nothing
+        // shown as building on them.
+        let later = Snapshot::of(&swarm, 14_000, true);
+        assert!(later.drones.iter().all(|d| d.state == "lost"), "{later:?}");
+        assert!(later.drones[0].building.is_empty());
+        assert_eq!(later.summary.drones.lost, 3);
+        assert_eq!(later.summary.cores.active, 0);
+    }
+
+    #[test]
+    fn progress_covers_the_latest_run_only() {
+        let done = |drone: &str| PackageState::Succeeded {
+            attempt: 1,
+            drone: name(drone),
+        };
+        let queued = PackageState::Queued { attempt: 1 };
+        let failed = PackageState::Failed {
+            attempt: 3,
+            reason: "r".into(),
+        };
+        // Yesterday's run: two packages, finished by 2_000.
+        // Today's: submitted at 100_000, 100_500 and 101_000, each before the one before it
+        // finished, so one run; the last is still queued.
+        let states = [
+            (done("a"), 1_000, 1_500),
+            (done("a"), 1_000, 2_000),
+            (done("a"), 100_000, 100_600),
+            (failed.clone(), 100_500, 130_000),
+            (queued.clone(), 101_000, 101_000),
+        ];
+        let p = progress(states.iter().map(|(s, a, b)| (s, *a, *b)), 160_000);
+        assert_eq!(p.total, 3);
+        assert_eq!((p.succeeded, p.failed, p.remaining, p.done), (1, 1, 1, 2));
+        assert_eq!(p.started_ms, Some(100_000));
+        assert_eq!(p.finished_ms, None);
+        assert!((p.rate_per_min - 2.0).abs() < 1e-9, "{}", p.rate_per_min);
+        assert_eq!(p.eta_secs, Some(30));
+        // Once everything is final the run ends at its last finish.
+        let finished = [
+            (done("a"), 100_000, 100_600),
+            (failed, 100_500, 130_000),
+        ];
+        let p = progress(finished.iter().map(|(s, a, b)| (s, *a, *b)), 999_000);
+        assert_eq!(p.finished_ms, Some(130_000));
+        assert_eq!(p.eta_secs, None);
+        assert_eq!(progress(std::iter::empty(), 5), Progress::default());
+    }
+
+    #[test]
+    fn delta_carries_only_changes_and_rebuilds_the_snapshot() {
+        let mut swarm = Swarm::new(5);
+        swarm.apply(record("a", 16, DroneState::Idle, &[]));
+        swarm.apply(record("b", 10, DroneState::Idle, &[]));
+        let old = Snapshot::of(&swarm, 10_100, true);
+        assert_eq!(
+            Delta::between(&old, &Snapshot::of(&swarm, 10_200, true)),
+            None
+        );
+        swarm.apply(Input::Event {
+            subject_drone: "b".into(),
+            stream_seq: 1,
+            stored_ms: 10_150,
+            event: Event {
+                v: SCHEMA_VERSION,
+                drone: name("b"),
+                boot_ms: 1,
+                seq: 2,
+                at_ms: 10_150,
+                kind: EventKind::Claimed {
+                    atom: Atom::parse("x-y/z").expect("valid"),
+                    attempt: 1,
+                    stream_seq: 1,
+                    delivery: 1,
+                    lease_rev: 1,
+                },
+            },
+        });
+        swarm.apply(record("c", 8, DroneState::Idle, &[]));
+        let new = Snapshot::of(&swarm, 10_300, true);
+        let delta = Delta::between(&old, &new).expect("changes");
+        let names: Vec<&str> = delta.drones.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["b", "c"], "only the changed and the new drone");
+        assert!(delta.summary.is_some());
+        assert!(delta.failures.is_none());
+        let mut rebuilt = old.clone();
+        delta.apply_to(&mut rebuilt);
+        assert_eq!(rebuilt, new);
+        // A drone that disappears is named in `removed`.
+        let mut fewer = new.clone();
+        fewer.drones.remove(0);
+        let delta = Delta::between(&new, &fewer).expect("changes");
+        assert_eq!(delta.removed, ["a"]);
+        let mut rebuilt = new.clone();
+        delta.apply_to(&mut rebuilt);
+        assert_eq!(rebuilt, fewer);
+    }
+
+    #[test]
+    fn push_messages_are_tagged() {
+        let swarm = Swarm::new(1);
+        let snap = Snapshot::of(&swarm, 1, false);
+        let text = serde_json::to_string(&Push::Snapshot {
+            state: Box::new(snap.clone()),
+        })
+        .expect("serializes");
+        assert!(text.starts_with(r#"{"type":"snapshot","state":{"#), "{text}");
+        let delta = Delta {
+            now_ms: 2,
+            ready: Some(true),
+            ..Delta::default()
+        };
+        let text = serde_json::to_string(&Push::Delta(Box::new(delta))).expect("serializes");
+        assert_eq!(text, r#"{"type":"delta","now_ms":2,"ready":true}"#);
+        let back: Push = serde_json::from_str(&text).expect("parses");
+        assert!(matches!(back, Push::Delta(_)));
+    }
+}
