@@ -130,54 +130,21 @@ pub struct Failure {
     pub duration_ms: u64,
 }
 
-/// Everything the dashboard knows about one drone.
+/// Events kept per drone on top of its newest record. A drone rewrites its record at every
+/// heartbeat, so only the events of the last few seconds are kept; past this bound the oldest is
+/// merged into the base record.
+pub const MAX_PENDING_EVENTS: usize = 256;
+
+/// What a drone shows: a record, the report it stands for, and whether its description (cores,
+/// slots, arch, version) is known.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DroneView {
-    /// The drone as it last described itself: its newest record, with the newer events applied
-    /// on top. For a drone known only from events, fields no event carries keep neutral values
-    /// until its `online` event or record arrives (`described` says which).
-    pub record: DroneRecord,
-    /// Whether cores, slots, arch and version are known (from a record or an `online` event).
-    pub described: bool,
-    /// The newest report applied to `record`.
-    pub current: ReportId,
-    /// Server time (unix ms) of the newest report the drone itself made; a coordinator's
-    /// "lost" mark does not count. Readers age the drone by it.
-    pub last_heard_ms: u64,
-    seen: SeenWindow,
-    pub last_result: Option<LastResult>,
-    last_result_id: ReportId,
-    pub builds: BuildCounts,
+struct Shown {
+    record: DroneRecord,
+    id: ReportId,
+    described: bool,
 }
 
-impl DroneView {
-    fn unknown(name: DroneName) -> DroneView {
-        DroneView {
-            record: DroneRecord {
-                v: SCHEMA_VERSION,
-                name,
-                cores: 0,
-                slots: 0,
-                arch: Arch::default(),
-                version: String::new(),
-                state: DroneState::Idle,
-                building: Vec::new(),
-                consecutive_failures: 0,
-                heartbeat_ms: 0,
-                heartbeat_interval_ms: ASSUMED_HEARTBEAT_MS,
-                boot_ms: 0,
-                seq: 0,
-            },
-            described: false,
-            current: ReportId::default(),
-            last_heard_ms: 0,
-            seen: SeenWindow::default(),
-            last_result: None,
-            last_result_id: ReportId::default(),
-            builds: BuildCounts::default(),
-        }
-    }
-
+impl Shown {
     /// The state a drone that speaks again is in, judged by what it is building.
     fn working_state(&self) -> DroneState {
         if self.record.building.is_empty() {
@@ -187,15 +154,15 @@ impl DroneView {
         }
     }
 
-    /// Applies an event that is newer than every report applied so far.
-    fn apply_state(&mut self, id: ReportId, at_ms: u64, kind: &EventKind) {
-        if id.boot_ms != self.current.boot_ms {
+    /// Applies an event that is newer than `self.id`.
+    fn apply(&mut self, id: ReportId, at_ms: u64, kind: &EventKind) {
+        if id.boot_ms != self.id.boot_ms {
             // A new drone process: whatever the previous one was building died with it.
             self.record.building.clear();
             self.record.consecutive_failures = 0;
             self.record.state = DroneState::Idle;
         }
-        self.current = id;
+        self.id = id;
         self.record.boot_ms = id.boot_ms;
         self.record.seq = id.seq;
         if matches!(
@@ -259,6 +226,140 @@ impl DroneView {
         if matches!(self.record.state, DroneState::Idle | DroneState::Building) {
             self.record.state = self.working_state();
         }
+    }
+}
+
+/// An event newer than the drone's newest record, kept so that a record that arrives late (the
+/// bucket and the stream are read separately) can be put underneath it.
+#[derive(Debug, Clone, PartialEq)]
+struct PendingEvent {
+    id: ReportId,
+    at_ms: u64,
+    kind: EventKind,
+}
+
+/// Everything the dashboard knows about one drone.
+///
+/// What the drone is doing is its newest record (a full self-description) with every newer event
+/// applied on top, in the drone's own order whatever order they arrived in. A report older than
+/// the newest record changes nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DroneView {
+    /// The drone now: the newest record with the newer events applied. For a drone known only
+    /// from events, fields no event carries keep neutral values until its `online` event or
+    /// record arrives (`described` says which).
+    pub record: DroneRecord,
+    /// Whether cores, slots, arch and version are known (from a record or an `online` event).
+    pub described: bool,
+    /// The newest report applied to `record`.
+    pub current: ReportId,
+    /// Server time (unix ms) of the newest report the drone itself made; a coordinator's
+    /// "lost" mark does not count. Readers age the drone by it.
+    pub last_heard_ms: u64,
+    base: Shown,
+    pending: Vec<PendingEvent>,
+    seen: SeenWindow,
+    pub last_result: Option<LastResult>,
+    last_result_id: ReportId,
+    pub builds: BuildCounts,
+}
+
+impl DroneView {
+    fn unknown(name: DroneName) -> DroneView {
+        let base = Shown {
+            record: DroneRecord {
+                v: SCHEMA_VERSION,
+                name,
+                cores: 0,
+                slots: 0,
+                arch: Arch::default(),
+                version: String::new(),
+                state: DroneState::Idle,
+                building: Vec::new(),
+                consecutive_failures: 0,
+                heartbeat_ms: 0,
+                heartbeat_interval_ms: ASSUMED_HEARTBEAT_MS,
+                boot_ms: 0,
+                seq: 0,
+            },
+            id: ReportId::default(),
+            described: false,
+        };
+        DroneView {
+            record: base.record.clone(),
+            described: false,
+            current: ReportId::default(),
+            last_heard_ms: 0,
+            base,
+            pending: Vec::new(),
+            seen: SeenWindow::default(),
+            last_result: None,
+            last_result_id: ReportId::default(),
+            builds: BuildCounts::default(),
+        }
+    }
+
+    fn show(&mut self, shown: Shown) {
+        self.record = shown.record;
+        self.current = shown.id;
+        self.described = shown.described;
+    }
+
+    /// Rebuilds what the drone shows from its base record and the pending events.
+    fn replay(&mut self) {
+        let mut shown = self.base.clone();
+        for event in &self.pending {
+            shown.apply(event.id, event.at_ms, &event.kind);
+        }
+        self.show(shown);
+    }
+
+    /// Adds an event's effect on the drone's state. False when the event is older than the
+    /// newest record, which already covers it.
+    fn add_event(&mut self, id: ReportId, at_ms: u64, kind: &EventKind) -> bool {
+        if id <= self.base.id {
+            return false;
+        }
+        let at = self.pending.partition_point(|e| e.id < id);
+        if self.pending.get(at).is_some_and(|e| e.id == id) {
+            return false;
+        }
+        let event = PendingEvent {
+            id,
+            at_ms,
+            kind: kind.clone(),
+        };
+        if at == self.pending.len() {
+            // The usual case: the newest report so far, applied on top.
+            let mut shown = Shown {
+                record: std::mem::replace(&mut self.record, self.base.record.clone()),
+                id: self.current,
+                described: self.described,
+            };
+            shown.apply(id, at_ms, kind);
+            self.show(shown);
+            self.pending.push(event);
+        } else {
+            self.pending.insert(at, event);
+            self.replay();
+        }
+        if self.pending.len() > MAX_PENDING_EVENTS {
+            let oldest = self.pending.remove(0);
+            self.base.apply(oldest.id, oldest.at_ms, &oldest.kind);
+        }
+        true
+    }
+
+    /// Puts a record underneath the pending events: it replaces the base, the events it covers
+    /// are dropped and the newer ones are applied on top again.
+    fn set_base(&mut self, record: DroneRecord, id: ReportId) {
+        self.base = Shown {
+            record,
+            id,
+            described: true,
+        };
+        self.pending.retain(|e| e.id > id);
+        self.replay();
     }
 }
 
@@ -354,6 +455,8 @@ pub enum Input {
     PackageRemoved { key: String, revision: u64 },
     /// The event stream, as polled.
     EventsStream(StreamPosition),
+    /// The event stream could not be polled: how far behind the fold is, is unknown.
+    EventsStreamUnknown,
     /// The initial contents of a source have all been applied.
     Loaded(Source),
 }
@@ -468,6 +571,10 @@ impl Swarm {
                 self.events.polls.push_back(position);
                 Applied::Changed
             }
+            Input::EventsStreamUnknown => {
+                self.events.polls.clear();
+                Applied::Changed
+            }
             Input::Loaded(Source::Drones) => {
                 self.drones_loaded = true;
                 Applied::Changed
@@ -573,9 +680,8 @@ impl Swarm {
                 duration_ms,
             });
         }
-        // State: only from a report newer than every one applied.
-        if id > view.current {
-            view.apply_state(id, event.at_ms, &event.kind);
+        // State: on top of the newest record, in the drone's order.
+        if view.add_event(id, event.at_ms, &event.kind) {
             Applied::Changed
         } else {
             Applied::Stale
@@ -602,26 +708,23 @@ impl Swarm {
         // (same sequence number) with the state changed: a verdict about the drone, not a sign
         // of life, so it may apply at the same sequence but never refreshes `last_heard_ms`.
         let verdict = matches!(record.state, DroneState::Lost { .. });
-        if id < view.current || (id == view.current && !verdict) {
-            return if id == view.current {
-                Applied::Duplicate
-            } else {
-                Applied::Stale
-            };
+        let base = view.base.id;
+        if id < base {
+            return Applied::Stale;
         }
-        if id == view.current && verdict {
-            if matches!(view.record.state, DroneState::Lost { .. }) {
+        if id == base {
+            if !verdict || matches!(view.base.record.state, DroneState::Lost { .. }) {
                 return Applied::Duplicate;
             }
-            view.record.state = record.state;
+            let mut lost = view.base.record.clone();
+            lost.state = record.state;
+            view.set_base(lost, id);
             return Applied::Changed;
         }
         if !verdict {
             view.last_heard_ms = view.last_heard_ms.max(written_ms);
         }
-        view.current = id;
-        view.record = record;
-        view.described = true;
+        view.set_base(record, id);
         Applied::Changed
     }
 
@@ -831,7 +934,17 @@ mod tests {
                     event("a", 100, 2, claimed("x-y/z", 1)),
                 ],
                 expect: vec![("a", "idle", vec![])],
-                expect_applied_last: Some(Applied::Stale),
+                expect_applied_last: Some(Applied::Changed),
+            },
+            Case {
+                name: "out of order: a late claimed of another package still shows",
+                inputs: vec![
+                    event("a", 100, 1, online(8, 2)),
+                    event("a", 100, 3, claimed("x-y/b", 1)),
+                    event("a", 100, 2, claimed("x-y/a", 1)),
+                ],
+                expect: vec![("a", "building", vec!["x-y/a", "x-y/b"])],
+                expect_applied_last: Some(Applied::Changed),
             },
             Case {
                 name: "duplicate event changes nothing",
@@ -844,13 +957,41 @@ mod tests {
                 expect_applied_last: Some(Applied::Duplicate),
             },
             Case {
-                name: "a late record does not overwrite newer events",
+                name: "a late record goes underneath newer events",
                 inputs: vec![
                     event("a", 100, 1, online(8, 2)),
                     event("a", 100, 5, EventKind::Grounded { reason: "3 failures".into() }),
                     record("a", 100, 4, DroneState::Building, &["x-y/z"]),
                 ],
-                expect: vec![("a", "grounded", vec![])],
+                expect: vec![("a", "grounded", vec!["x-y/z"])],
+                expect_applied_last: Some(Applied::Changed),
+            },
+            Case {
+                name: "a late record keeps what newer events did not touch",
+                inputs: vec![
+                    event("a", 100, 1, online(8, 2)),
+                    event("a", 100, 3, finished("x-y/other", false)),
+                    record("a", 100, 2, DroneState::Building, &["x-y/z"]),
+                ],
+                expect: vec![("a", "building", vec!["x-y/z"])],
+                expect_applied_last: Some(Applied::Changed),
+            },
+            Case {
+                name: "a record older than the newest record changes nothing",
+                inputs: vec![
+                    record("a", 100, 5, DroneState::Idle, &[]),
+                    record("a", 100, 4, DroneState::Building, &["x-y/z"]),
+                ],
+                expect: vec![("a", "idle", vec![])],
+                expect_applied_last: Some(Applied::Stale),
+            },
+            Case {
+                name: "an event older than the newest record changes nothing",
+                inputs: vec![
+                    record("a", 100, 5, DroneState::Idle, &[]),
+                    event("a", 100, 4, claimed("x-y/z", 1)),
+                ],
+                expect: vec![("a", "idle", vec![])],
                 expect_applied_last: Some(Applied::Stale),
             },
             Case {
@@ -900,6 +1041,16 @@ mod tests {
                     event("a", 100, 8, finished("x-y/z", true)),
                 ],
                 expect: vec![("a", "idle", vec![])],
+                expect_applied_last: Some(Applied::Changed),
+            },
+            Case {
+                name: "a lost mark older than the drone's newest event does not stick",
+                inputs: vec![
+                    record("a", 100, 7, DroneState::Building, &["x-y/z"]),
+                    event("a", 100, 8, claimed("x-y/y", 1)),
+                    record("a", 100, 7, DroneState::Lost { reason: "no heartbeat".into() }, &["x-y/z"]),
+                ],
+                expect: vec![("a", "building", vec!["x-y/y", "x-y/z"])],
                 expect_applied_last: Some(Applied::Changed),
             },
             Case {
@@ -1021,6 +1172,29 @@ mod tests {
         let last = view.last_result.as_ref().expect("a result");
         assert_eq!(last.atom.as_str(), "x-y/three");
         assert_eq!(last.kind, ResultKind::Succeeded);
+    }
+
+    #[test]
+    fn pending_events_are_bounded_and_still_applied() {
+        let mut swarm = Swarm::new(1);
+        swarm.apply(event("a", 100, 1, online(8, 2)));
+        let total = MAX_PENDING_EVENTS as u64 + 50;
+        for seq in 2..=total {
+            let kind = if seq % 2 == 0 {
+                claimed(&format!("x-y/p{seq}"), 1)
+            } else {
+                finished(&format!("x-y/p{}", seq - 1), true)
+            };
+            swarm.apply(event("a", 100, seq, kind));
+        }
+        let view = &swarm.drones[&name("a")];
+        assert_eq!(view.pending.len(), MAX_PENDING_EVENTS);
+        assert_eq!(view.current.seq, total);
+        // Every claimed build finished except the last one claimed.
+        assert_eq!(building_of(&swarm, "a"), [format!("x-y/p{total}")]);
+        // A record older than the events merged into the base is too old to go underneath.
+        let applied = swarm.apply(record("a", 100, 10, DroneState::Idle, &[]));
+        assert_eq!(applied, Applied::Stale);
     }
 
     #[test]
@@ -1173,6 +1347,9 @@ mod tests {
         });
         assert!(swarm.events.caught_up());
         assert_eq!(swarm.events.lag(), 1);
+        // A failed poll leaves the position unknown: not caught up until polls succeed again.
+        swarm.apply(Input::EventsStreamUnknown);
+        assert!(!swarm.events.caught_up());
         // Every event expired from the stream: nothing left to fold.
         let mut fresh = Swarm::new(3);
         fresh.apply(poll(501, 500, 0));

@@ -17,7 +17,7 @@ use async_nats::jetstream::{
 };
 use futures::StreamExt;
 use schemas::{DroneRecord, Event, PackageRecord, names};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -27,6 +27,12 @@ use crate::hub::Throttle;
 
 /// Pause before a source that failed tries again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often the connection's state is looked at, to re-read the sources after a reconnect.
+const CONNECTION_CHECK: Duration = Duration::from_millis(200);
+/// Longest wait of one pull of the event stream. The ordered consumer's idle heartbeat is half of
+/// it, and two missed heartbeats make it re-create itself: the fallback when a reconnect is not
+/// seen (the server restarted between two connection checks).
+const EVENTS_MAX_EXPIRES: Duration = Duration::from_secs(10);
 
 /// Follows every source until `shutdown` is cancelled. Waits for the coordinator to have created
 /// the topology first; the dashboard never creates it.
@@ -36,7 +42,7 @@ pub async fn follow(
     inputs: mpsc::Sender<Input>,
     shutdown: CancellationToken,
 ) {
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let mut warned = false;
     let (drones, packages, events) = loop {
         let found = async {
@@ -73,11 +79,14 @@ pub async fn follow(
     };
     info!("following the drones and packages buckets and the event stream");
     let tracker = TaskTracker::new();
+    let (reconnected, reconnects) = watch::channel(0u64);
+    tracker.spawn(watch_connection(client, reconnected, shutdown.clone()));
     tracker.spawn(follow_bucket(
         drones,
         Source::Drones,
         drone_input,
         inputs.clone(),
+        reconnects.clone(),
         shutdown.clone(),
     ));
     tracker.spawn(follow_bucket(
@@ -85,16 +94,54 @@ pub async fn follow(
         Source::Packages,
         package_input,
         inputs.clone(),
+        reconnects.clone(),
         shutdown.clone(),
     ));
     tracker.spawn(follow_events(
         events.clone(),
         inputs.clone(),
+        reconnects.clone(),
         shutdown.clone(),
     ));
-    tracker.spawn(poll_stream(events, stream_poll, inputs, shutdown));
+    tracker.spawn(poll_stream(events, stream_poll, inputs, reconnects, shutdown));
     tracker.close();
     tracker.wait().await;
+}
+
+/// Counts the connection's returns: every time the client connects again (the client's own count
+/// of established connections goes up), the sources re-read from where they were instead of
+/// waiting for their consumers to notice. Outages shorter than a check are caught too.
+async fn watch_connection(
+    client: async_nats::Client,
+    reconnected: watch::Sender<u64>,
+    shutdown: CancellationToken,
+) {
+    let connects = || {
+        client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut seen = connects();
+    let mut was_up = true;
+    let mut ticker = tokio::time::interval(CONNECTION_CHECK);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let up = client.connection_state() == async_nats::connection::State::Connected;
+        if was_up && !up {
+            warn!("lost the NATS connection; the picture is frozen until it is back");
+        }
+        was_up = up;
+        let now = connects();
+        if now > seen {
+            seen = now;
+            info!("connected to NATS again; re-reading the sources");
+            reconnected.send_modify(|n| *n += 1);
+        }
+    }
 }
 
 /// What a bucket entry means to the fold; `Err` names why it means nothing.
@@ -142,6 +189,7 @@ async fn follow_bucket(
     source: Source,
     to_input: ToInput,
     inputs: mpsc::Sender<Input>,
+    mut reconnects: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) {
     let mut loaded = false;
@@ -164,9 +212,12 @@ async fn follow_bucket(
                 return;
             }
         }
+        reconnects.mark_unchanged();
         loop {
             let entry = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                // Watched again at once, from every key's last value.
+                _ = reconnects.changed() => break,
                 entry = watch.next() => entry,
             };
             match entry {
@@ -196,12 +247,12 @@ async fn follow_bucket(
                     debug!(bucket = %store.name, error = %err, "bucket watch error");
                 }
                 None => {
-                    warn!(bucket = %store.name, "bucket watch ended; watching again");
+                    debug!(bucket = %store.name, "bucket watch ended; watching again");
+                    pause(&shutdown).await;
                     break;
                 }
             }
         }
-        pause(&shutdown).await;
     }
 }
 
@@ -209,6 +260,7 @@ async fn follow_bucket(
 async fn follow_events(
     stream: jetstream::stream::Stream,
     inputs: mpsc::Sender<Input>,
+    mut reconnects: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) {
     let mut next_seq = 0;
@@ -225,6 +277,7 @@ async fn follow_events(
                 }
             },
             replay_policy: ReplayPolicy::Instant,
+            max_expires: EVENTS_MAX_EXPIRES,
             ..Default::default()
         };
         let messages = match stream.create_consumer(config).await {
@@ -239,9 +292,12 @@ async fn follow_events(
                 continue;
             }
         };
+        reconnects.mark_unchanged();
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                // Read again at once, from the message after the last one read.
+                _ = reconnects.changed() => break,
                 message = messages.next() => message,
             };
             let message = match message {
@@ -250,7 +306,10 @@ async fn follow_events(
                     debug!(error = %err, "event stream read error");
                     continue;
                 }
-                None => break,
+                None => {
+                    pause(&shutdown).await;
+                    break;
+                }
             };
             let Ok(info) = message.info() else {
                 continue;
@@ -272,8 +331,7 @@ async fn follow_events(
                 return;
             }
         }
-        warn!("event stream consumer ended; reading again from sequence {next_seq}");
-        pause(&shutdown).await;
+        debug!("reading the event stream again from sequence {next_seq}");
     }
 }
 
@@ -304,11 +362,13 @@ pub fn event_input(
     })
 }
 
-/// Polls the event stream's position for the fold lag.
+/// Polls the event stream's position for the fold lag. Positions polled before a reconnect say
+/// nothing about what was stored during the outage, so a reconnect forgets them.
 async fn poll_stream(
     mut stream: jetstream::stream::Stream,
     every: Duration,
     inputs: mpsc::Sender<Input>,
+    mut reconnects: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(every);
@@ -317,6 +377,11 @@ async fn poll_stream(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+            _ = reconnects.changed() => {
+                if inputs.send(Input::EventsStreamUnknown).await.is_err() {
+                    return;
+                }
+            }
         }
         match stream.info().await {
             Ok(info) => {
@@ -329,7 +394,12 @@ async fn poll_stream(
                     return;
                 }
             }
-            Err(err) => debug!(error = %err, "cannot poll the event stream"),
+            Err(err) => {
+                debug!(error = %err, "cannot poll the event stream");
+                if inputs.send(Input::EventsStreamUnknown).await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

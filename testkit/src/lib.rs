@@ -1,9 +1,12 @@
-//! Test harness for the swarm: real nats-server processes and paths into the workspace.
+//! Test harness for the swarm: real nats-server processes, paths into the workspace, a headless
+//! Chromium for the dashboard page and a minimal HTTP client.
 //!
 //! Every test starts its own [`NatsServer`] (ephemeral ports, temp store, killed on drop), so tests
 //! run in parallel without sharing state and never mock NATS.
 
+pub mod browser;
 mod error;
+pub mod http;
 mod paths;
 mod server;
 
