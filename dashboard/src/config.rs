@@ -152,13 +152,17 @@ mod tests {
             jail.set_env("SWARM_DASHBOARD__LISTEN", "localhost");
             let config: Config = runtime::config::load(None).map_err(|e| e.to_string())?;
             let err = config.validate().expect_err("no port");
-            assert!(matches!(err, ConfigError::Invalid { ref key, .. } if key == "dashboard.listen"));
+            assert!(
+                matches!(err, ConfigError::Invalid { ref key, .. } if key == "dashboard.listen")
+            );
             assert!(err.to_string().contains("\"localhost\""), "{err}");
             jail.set_env("SWARM_DASHBOARD__LISTEN", "127.0.0.1:1");
             jail.set_env("SWARM_DASHBOARD__TICK_MS", "5");
             let config: Config = runtime::config::load(None).map_err(|e| e.to_string())?;
             let err = config.validate().expect_err("tick too short");
-            assert!(matches!(err, ConfigError::Invalid { ref key, .. } if key == "dashboard.tick_ms"));
+            assert!(
+                matches!(err, ConfigError::Invalid { ref key, .. } if key == "dashboard.tick_ms")
+            );
             Ok(())
         });
     }

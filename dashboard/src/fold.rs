@@ -960,7 +960,14 @@ mod tests {
                 name: "a late record goes underneath newer events",
                 inputs: vec![
                     event("a", 100, 1, online(8, 2)),
-                    event("a", 100, 5, EventKind::Grounded { reason: "3 failures".into() }),
+                    event(
+                        "a",
+                        100,
+                        5,
+                        EventKind::Grounded {
+                            reason: "3 failures".into(),
+                        },
+                    ),
                     record("a", 100, 4, DroneState::Building, &["x-y/z"]),
                 ],
                 expect: vec![("a", "grounded", vec!["x-y/z"])],
@@ -1009,7 +1016,14 @@ mod tests {
                 inputs: vec![
                     event("a", 100, 1, online(8, 2)),
                     event("a", 100, 2, claimed("x-y/z", 1)),
-                    event("a", 100, 3, EventKind::Grounded { reason: "3 failures".into() }),
+                    event(
+                        "a",
+                        100,
+                        3,
+                        EventKind::Grounded {
+                            reason: "3 failures".into(),
+                        },
+                    ),
                 ],
                 expect: vec![("a", "grounded", vec!["x-y/z"])],
                 expect_applied_last: Some(Applied::Changed),
@@ -1028,7 +1042,15 @@ mod tests {
                 name: "the coordinator's lost mark applies at the same sequence",
                 inputs: vec![
                     record("a", 100, 7, DroneState::Building, &["x-y/z"]),
-                    record("a", 100, 7, DroneState::Lost { reason: "no heartbeat".into() }, &["x-y/z"]),
+                    record(
+                        "a",
+                        100,
+                        7,
+                        DroneState::Lost {
+                            reason: "no heartbeat".into(),
+                        },
+                        &["x-y/z"],
+                    ),
                 ],
                 expect: vec![("a", "lost", vec!["x-y/z"])],
                 expect_applied_last: Some(Applied::Changed),
@@ -1037,7 +1059,15 @@ mod tests {
                 name: "a lost drone that speaks again is back",
                 inputs: vec![
                     record("a", 100, 7, DroneState::Building, &["x-y/z"]),
-                    record("a", 100, 7, DroneState::Lost { reason: "no heartbeat".into() }, &["x-y/z"]),
+                    record(
+                        "a",
+                        100,
+                        7,
+                        DroneState::Lost {
+                            reason: "no heartbeat".into(),
+                        },
+                        &["x-y/z"],
+                    ),
                     event("a", 100, 8, finished("x-y/z", true)),
                 ],
                 expect: vec![("a", "idle", vec![])],
@@ -1048,7 +1078,15 @@ mod tests {
                 inputs: vec![
                     record("a", 100, 7, DroneState::Building, &["x-y/z"]),
                     event("a", 100, 8, claimed("x-y/y", 1)),
-                    record("a", 100, 7, DroneState::Lost { reason: "no heartbeat".into() }, &["x-y/z"]),
+                    record(
+                        "a",
+                        100,
+                        7,
+                        DroneState::Lost {
+                            reason: "no heartbeat".into(),
+                        },
+                        &["x-y/z"],
+                    ),
                 ],
                 expect: vec![("a", "building", vec!["x-y/y", "x-y/z"])],
                 expect_applied_last: Some(Applied::Changed),
@@ -1108,7 +1146,13 @@ mod tests {
                 inputs: vec![
                     record("a", 100, 1, DroneState::Building, &["x-y/a"]),
                     record("b", 100, 1, DroneState::Idle, &[]),
-                    record("c", 100, 1, DroneState::Grounded { reason: "r".into() }, &[]),
+                    record(
+                        "c",
+                        100,
+                        1,
+                        DroneState::Grounded { reason: "r".into() },
+                        &[],
+                    ),
                     event("d", 100, 1, online(8, 2)),
                     event("e", 100, 1, online(8, 2)),
                     event("e", 100, 2, claimed("x-y/e", 1)),
@@ -1130,7 +1174,12 @@ mod tests {
                 last = Some(swarm.apply(input));
             }
             for (drone, state, building) in &case.expect {
-                assert_eq!(state_of(&swarm, drone), *state, "{}: state of {drone}", case.name);
+                assert_eq!(
+                    state_of(&swarm, drone),
+                    *state,
+                    "{}: state of {drone}",
+                    case.name
+                );
                 assert_eq!(
                     building_of(&swarm, drone),
                     building.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
@@ -1221,7 +1270,12 @@ mod tests {
     fn failures_keep_the_most_recent_in_time_order() {
         let mut swarm = Swarm::new(3);
         for seq in [5, 1, 4, 2, 3, 6] {
-            swarm.apply(event("a", 100, seq, finished(&format!("x-y/p{seq}"), false)));
+            swarm.apply(event(
+                "a",
+                100,
+                seq,
+                finished(&format!("x-y/p{seq}"), false),
+            ));
         }
         let atoms: Vec<&str> = swarm.failures.iter().map(|f| f.atom.as_str()).collect();
         assert_eq!(atoms, ["x-y/p4", "x-y/p5", "x-y/p6"]);

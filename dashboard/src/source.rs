@@ -103,7 +103,13 @@ pub async fn follow(
         reconnects.clone(),
         shutdown.clone(),
     ));
-    tracker.spawn(poll_stream(events, stream_poll, inputs, reconnects, shutdown));
+    tracker.spawn(poll_stream(
+        events,
+        stream_poll,
+        inputs,
+        reconnects,
+        shutdown,
+    ));
     tracker.close();
     tracker.wait().await;
 }
@@ -166,9 +172,8 @@ fn drone_input(entry: kv::Entry) -> Result<Option<Input>, String> {
 fn package_input(entry: kv::Entry) -> Result<Option<Input>, String> {
     match entry.operation {
         kv::Operation::Put => {
-            let record = schemas::decode::<PackageRecord>(&entry.value).map_err(|e| {
-                format!("package record {}: {e}", schemas::shorten(&entry.key, 80))
-            })?;
+            let record = schemas::decode::<PackageRecord>(&entry.value)
+                .map_err(|e| format!("package record {}: {e}", schemas::shorten(&entry.key, 80)))?;
             Ok(Some(Input::Package {
                 key: entry.key,
                 revision: entry.revision,

@@ -163,14 +163,6 @@ impl Snapshot {
             },
         }
     }
-
-    /// Whether two snapshots show the same thing (the instant they were taken aside).
-    pub fn same_picture(&self, other: &Snapshot) -> bool {
-        Snapshot {
-            now_ms: other.now_ms,
-            ..self.clone()
-        } == *other
-    }
 }
 
 /// The run's progress from every package's state, submission time and last update.
@@ -490,10 +482,7 @@ mod tests {
         assert!((p.rate_per_min - 2.0).abs() < 1e-9, "{}", p.rate_per_min);
         assert_eq!(p.eta_secs, Some(30));
         // Once everything is final the run ends at its last finish.
-        let finished = [
-            (done("a"), 100_000, 100_600),
-            (failed, 100_500, 130_000),
-        ];
+        let finished = [(done("a"), 100_000, 100_600), (failed, 100_500, 130_000)];
         let p = progress(finished.iter().map(|(s, a, b)| (s, *a, *b)), 999_000);
         assert_eq!(p.finished_ms, Some(130_000));
         assert_eq!(p.eta_secs, None);
@@ -557,7 +546,10 @@ mod tests {
             state: Box::new(snap.clone()),
         })
         .expect("serializes");
-        assert!(text.starts_with(r#"{"type":"snapshot","state":{"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"type":"snapshot","state":{"#),
+            "{text}"
+        );
         let delta = Delta {
             now_ms: 2,
             ready: Some(true),

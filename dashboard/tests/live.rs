@@ -44,7 +44,9 @@ async fn fifty_drones_reporting_in_the_same_instant_all_appear_with_their_states
     // Fifty drones, each on its own connection, released together by a barrier.
     let mut reporters = Vec::new();
     for i in 0..50 {
-        reporters.push(Reporter::connect(&nats, &format!("drone-{i:02}"), 8 + (i as u32 % 4) * 8, 2).await);
+        reporters.push(
+            Reporter::connect(&nats, &format!("drone-{i:02}"), 8 + (i as u32 % 4) * 8, 2).await,
+        );
     }
     let barrier = Arc::new(tokio::sync::Barrier::new(50));
     let mut tasks = Vec::new();
@@ -107,7 +109,13 @@ async fn fifty_drones_reporting_in_the_same_instant_all_appear_with_their_states
     }
     let counts = &state.summary.drones;
     assert_eq!(
-        (counts.active, counts.idle, counts.grounded, counts.draining, counts.offline),
+        (
+            counts.active,
+            counts.idle,
+            counts.grounded,
+            counts.draining,
+            counts.offline
+        ),
         (10, 10, 10, 10, 10)
     );
     let building_cores: u32 = (0..50)
@@ -115,6 +123,46 @@ async fn fifty_drones_reporting_in_the_same_instant_all_appear_with_their_states
         .map(|i| 8 + (i as u32 % 4) * 8)
         .sum();
     assert_eq!(state.summary.cores.active, building_cores);
+
+    // The page stays readable with fifty drones: every card, in its state, no sideways
+    // scrolling, and the top block's counts.
+    let mut browser =
+        testkit::browser::Browser::open(&format!("http://{}/", dashboard.addr), 1280, 900)
+            .await
+            .expect("chromium opens the page");
+    let expected: Vec<String> = (0..50)
+        .map(|i| format!("drone-{i:02}={}", fifty_state(i).0))
+        .collect();
+    let shown = format!(
+        "JSON.stringify([...document.querySelectorAll('article.drone')].map(c => c.dataset.drone + '=' + c.dataset.state)) === {}",
+        serde_json::to_string(&serde_json::to_string(&expected).expect("json")).expect("json")
+    );
+    assert!(
+        browser.wait_for(&shown, Duration::from_secs(20)).await,
+        "the page does not show the fifty drones in their states"
+    );
+    let layout = browser
+        .eval(
+            "({ overflow: document.documentElement.scrollWidth > window.innerWidth, \
+               narrowest: Math.min(...[...document.querySelectorAll('article.drone')].map(c => c.getBoundingClientRect().width)), \
+               block: document.getElementById('block').textContent.replace(/\\s+/g, ' ').trim() })",
+        )
+        .await
+        .expect("layout readable");
+    assert_eq!(layout["overflow"], false, "{layout}");
+    assert!(
+        layout["narrowest"].as_f64().unwrap_or(0.0) >= 200.0,
+        "{layout}"
+    );
+    let block = layout["block"].as_str().unwrap_or_default();
+    assert!(
+        block.contains("10 active, 10 idle, 10 grounded, 10 draining, 10 offline"),
+        "{block}"
+    );
+    browser
+        .screenshot(&testkit::workspace_root().join("artifacts/dashboard-50-drones.png"))
+        .await
+        .expect("screenshot");
     dashboard.stop().await;
 }
 
@@ -190,7 +238,10 @@ async fn websocket_sends_the_picture_then_only_what_changed() {
             assert_eq!(picture.summary.cores.active, 10);
             break;
         }
-        assert!(Instant::now() < deadline, "the build never showed: {picture:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the build never showed: {picture:?}"
+        );
     }
     // The picture rebuilt from the deltas is the one the API serves.
     let api = dashboard.state().await;
@@ -229,7 +280,13 @@ async fn health_and_metrics_follow_nats_and_the_fold() {
         now,
     )
     .await;
-    put_package(&topo.packages, "sys-libs/zlib", PackageState::Queued { attempt: 1 }, now).await;
+    put_package(
+        &topo.packages,
+        "sys-libs/zlib",
+        PackageState::Queued { attempt: 1 },
+        now,
+    )
+    .await;
     drone
         .event(EventKind::Finished {
             atom: atom("dev-libs/openssl"),
@@ -244,14 +301,19 @@ async fn health_and_metrics_follow_nats_and_the_fold() {
         .await;
     let dashboard = Dashboard::start(&nats, None).await;
     dashboard
-        .wait_for(Duration::from_secs(10), "ready", |s| s.ready && s.fold.caught_up)
+        .wait_for(Duration::from_secs(10), "ready", |s| {
+            s.ready && s.fold.caught_up
+        })
         .await;
 
     let health = dashboard.get("/healthz").await;
     assert_eq!(health.status, 200, "{}", health.body);
     let metrics_page = dashboard.get("/metrics").await;
     assert_eq!(metrics_page.status, 200);
-    assert_eq!(metrics_page.header("content-type"), Some(metrics::CONTENT_TYPE));
+    assert_eq!(
+        metrics_page.header("content-type"),
+        Some(metrics::CONTENT_TYPE)
+    );
     let samples = metrics::parse(&metrics_page.body);
     let value = |name: &str| {
         samples
@@ -263,7 +325,12 @@ async fn health_and_metrics_follow_nats_and_the_fold() {
     assert_eq!(value("swarm_queue_packages"), 2.0);
     assert_eq!(value("swarm_packages{state=\"queued\"}"), 1.0);
     assert_eq!(value("swarm_packages{state=\"building\"}"), 1.0);
-    assert_eq!(value("swarm_drones{state=\"building\"}"), 1.0, "{}", metrics_page.body);
+    assert_eq!(
+        value("swarm_drones{state=\"building\"}"),
+        1.0,
+        "{}",
+        metrics_page.body
+    );
     assert_eq!(value("swarm_cores_active"), 24.0);
     assert_eq!(value("swarm_builds_failed_total"), 1.0);
     assert_eq!(value("swarm_dashboard_events_folded_total"), 2.0);
@@ -379,9 +446,8 @@ async fn a_dashboard_started_later_replays_the_same_history() {
     .await;
     a.record(DroneState::Idle, &[]).await;
 
-    let settled = |s: &Snapshot| {
-        s.ready && s.fold.caught_up && s.progress.done == 30 && s.drones.len() == 2
-    };
+    let settled =
+        |s: &Snapshot| s.ready && s.fold.caught_up && s.progress.done == 30 && s.drones.len() == 2;
     let watched = live
         .wait_for(Duration::from_secs(10), "live dashboard settled", settled)
         .await;
@@ -414,7 +480,11 @@ async fn junk_and_spoofed_events_are_refused_and_counted_and_the_dashboard_keeps
     victim.record(DroneState::Idle, &[]).await;
 
     // Junk on an event subject, a truncated message, and an event that claims another drone.
-    for payload in [&b"\xc1\xc1 not msgpack"[..], &b"\x85\xa1v"[..], &[0u8; 0][..]] {
+    for payload in [
+        &b"\xc1\xc1 not msgpack"[..],
+        &b"\x85\xa1v"[..],
+        &[0u8; 0][..],
+    ] {
         js.publish("swarm.event.drone-mallory", payload.to_vec().into())
             .await
             .expect("publish")
@@ -455,7 +525,10 @@ async fn junk_and_spoofed_events_are_refused_and_counted_and_the_dashboard_keeps
         })
         .await;
     assert_eq!(state.drones.len(), 1, "{:?}", state.drones);
-    assert_eq!(state.drones[0].state, "idle", "the spoofed grounding did nothing");
+    assert_eq!(
+        state.drones[0].state, "idle",
+        "the spoofed grounding did nothing"
+    );
     assert_eq!(state.summary.queue, 0);
     // Still following: a genuine event after the junk is folded.
     victim

@@ -24,7 +24,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrowserError {
-    #[error("no chromium found ({searched}); run scripts/install-deps.sh --chromium or set CHROMIUM_BIN")]
+    #[error(
+        "no chromium found ({searched}); run scripts/install-deps.sh --chromium or set CHROMIUM_BIN"
+    )]
     NotFound { searched: String },
     #[error("cannot start {binary}: {reason}", binary = binary.display())]
     Launch { binary: PathBuf, reason: String },
@@ -291,7 +293,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     let bytes: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);

@@ -26,8 +26,12 @@ impl Response {
 
     /// The body parsed as JSON.
     pub fn json(&self) -> Result<serde_json::Value, String> {
-        serde_json::from_str(&self.body)
-            .map_err(|e| format!("body of status {} is not JSON: {e}: {}", self.status, self.body))
+        serde_json::from_str(&self.body).map_err(|e| {
+            format!(
+                "body of status {} is not JSON: {e}: {}",
+                self.status, self.body
+            )
+        })
     }
 }
 
@@ -85,7 +89,9 @@ pub fn parse(raw: &[u8]) -> Result<Response, String> {
         .find(|(n, _)| n == "content-length")
         .and_then(|(_, v)| v.parse::<usize>().ok())
     {
-        rest.get(..len).ok_or("body shorter than its length")?.to_vec()
+        rest.get(..len)
+            .ok_or("body shorter than its length")?
+            .to_vec()
     } else {
         rest.to_vec()
     };

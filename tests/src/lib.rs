@@ -97,6 +97,7 @@ pub struct Swarm {
     pub dir: tempfile::TempDir,
     pub coordinator: Option<Proc>,
     pub drones: HashMap<String, Proc>,
+    pub dashboard: Option<Proc>,
     pub coordinator_env: Vec<(String, String)>,
 }
 
@@ -152,6 +153,7 @@ impl Swarm {
             dir,
             coordinator: None,
             drones: HashMap::new(),
+            dashboard: None,
             coordinator_env: env,
         };
         swarm.spawn_coordinator();
@@ -236,6 +238,45 @@ impl Swarm {
                 child,
             },
         );
+    }
+
+    /// Starts the dashboard binary listening on `127.0.0.1:<port>`; its log is `dashboard.log`
+    /// (appended to across restarts).
+    pub fn spawn_dashboard(&mut self, port: u16) {
+        let log_path = self.dir.path().join("dashboard.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("dashboard log");
+        let mut command = Command::new(bin("swarm-dashboard"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SWARM_NATS__URL", self.nats.client_url())
+            .env("SWARM_DASHBOARD__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info,swarm_dashboard=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = command.spawn().expect("dashboard starts");
+        self.dashboard = Some(Proc {
+            name: "dashboard".into(),
+            child,
+        });
+    }
+
+    /// Runs `swarmctl ARGS --json` and parses its one JSON document.
+    pub fn swarmctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let output = self.swarmctl(&all);
+        assert!(
+            output.status.success(),
+            "swarmctl {all:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("swarmctl prints JSON")
     }
 
     pub fn drone(&mut self, name: &str) -> &mut Proc {

@@ -222,7 +222,10 @@ pub async fn put_package(
         updated_ms: runtime::now_ms(),
     };
     store
-        .put(atom.key().as_str(), schemas::encode(&record).expect("encode").into())
+        .put(
+            atom.key().as_str(),
+            schemas::encode(&record).expect("encode").into(),
+        )
         .await
         .expect("package written");
 }
