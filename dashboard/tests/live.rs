@@ -257,8 +257,22 @@ async fn websocket_sends_the_picture_then_only_what_changed() {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
         other => panic!("cross-origin WebSocket was not refused: {other:?}"),
     }
-    drop(socket);
-    dashboard.stop().await;
+    // Shutting down with the page still open: the socket gets a close frame and the dashboard
+    // stops without waiting for the page to go away.
+    let stopping = tokio::spawn(dashboard.stop());
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(frame) = socket.next().await {
+            match frame {
+                Ok(Message::Close(_)) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+        true
+    })
+    .await
+    .expect("the socket closes within 10 s of shutdown");
+    assert!(closed);
+    stopping.await.expect("dashboard stopped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
