@@ -75,6 +75,16 @@ impl Default for Settings {
     }
 }
 
+impl runtime::daemon::DaemonConfig for Config {
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+}
+
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.nats.validate()?;

@@ -61,6 +61,16 @@ fn default_failures_kept() -> usize {
     20
 }
 
+impl runtime::daemon::DaemonConfig for Config {
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+}
+
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.nats.validate()?;

@@ -520,7 +520,8 @@ impl Swarm {
         self.drones_loaded && self.packages_loaded && self.events.caught_up()
     }
 
-    /// The fold: applies one input to the picture.
+    /// The fold: applies one input to the picture. It is the pure function (picture, input) →
+    /// picture, updating in place rather than copying a picture of thousands of packages.
     pub fn apply(&mut self, input: Input) -> Applied {
         let applied = match input {
             Input::Event {
@@ -781,12 +782,6 @@ fn tail(text: &str, max: usize) -> String {
     } else {
         text.chars().skip(count - max).collect()
     }
-}
-
-/// Convenience for callers that prefer the functional form: `fold(state, input) -> state`.
-pub fn fold(mut swarm: Swarm, input: Input) -> Swarm {
-    swarm.apply(input);
-    swarm
 }
 
 #[cfg(test)]

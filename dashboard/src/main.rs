@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -23,16 +22,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config: swarm_dashboard::Config =
-        runtime::config::load(args.config.as_deref()).context("loading configuration")?;
-    config.validate().context("checking configuration")?;
-    if args.check_config {
-        println!("configuration is valid");
+    let Some((config, shutdown)) = runtime::daemon::start::<swarm_dashboard::Config>(
+        args.config.as_deref(),
+        args.check_config,
+    )
+    .context("configuration")?
+    else {
         return Ok(());
-    }
-    runtime::logging::init(&config.log);
-    let shutdown = CancellationToken::new();
-    runtime::shutdown::cancel_on_signal(shutdown.clone());
+    };
     swarm_dashboard::run(config, shutdown).await?;
     Ok(())
 }

@@ -134,6 +134,16 @@ fn default_cores() -> u32 {
         .unwrap_or(1)
 }
 
+impl runtime::daemon::DaemonConfig for Config {
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+}
+
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.nats.validate()?;

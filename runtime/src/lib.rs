@@ -5,6 +5,7 @@
 //! contract stays in `schemas`, which must not depend on an async runtime.
 
 pub mod config;
+pub mod daemon;
 pub mod kv;
 pub mod logging;
 pub mod nats;
