@@ -44,7 +44,20 @@ pub async fn follow(
 ) {
     let js = jetstream::new(client.clone());
     let mut warned = false;
+    let mut warned_connection = false;
+    let started = Instant::now();
     let (drones, packages, events) = loop {
+        if client.connection_state() != async_nats::connection::State::Connected {
+            // The first connection is made in the background; a slow one is worth a line.
+            if !warned_connection && started.elapsed() > Duration::from_secs(2) {
+                warn!("not connected to NATS yet; the page is served and says so, and the client keeps trying");
+                warned_connection = true;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(CONNECTION_CHECK) => continue,
+            }
+        }
         let found = async {
             let drones = runtime::kv::open_bucket(&js, names::DRONES_BUCKET)
                 .await
