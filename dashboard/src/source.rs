@@ -50,7 +50,9 @@ pub async fn follow(
         if client.connection_state() != async_nats::connection::State::Connected {
             // The first connection is made in the background; a slow one is worth a line.
             if !warned_connection && started.elapsed() > Duration::from_secs(2) {
-                warn!("not connected to NATS yet; the page is served and says so, and the client keeps trying");
+                warn!(
+                    "not connected to NATS yet; the page is served and says so, and the client keeps trying"
+                );
                 warned_connection = true;
             }
             tokio::select! {
