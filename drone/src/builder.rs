@@ -93,8 +93,10 @@ pub enum Running {
         readers: Vec<tokio::task::JoinHandle<()>>,
         _lifeline: Option<tokio::process::ChildStdin>,
     },
+    /// A simulated build ends at a fixed instant, so waiting for it again (the build loop polls
+    /// it beside the lease renewal) never starts the clock over.
     Simulated {
-        duration: Duration,
+        until: tokio::time::Instant,
         fails: bool,
     },
 }
@@ -115,7 +117,8 @@ pub fn start(
             let secs = estimate * 8.0 / f64::from(env.jobs.max(1)) * sim.time_scale;
             let fails = sim.failure_rate > 0.0 && pseudo_random(env) < sim.failure_rate;
             Ok(Running::Simulated {
-                duration: Duration::from_secs_f64(secs.min(7.0 * 86_400.0)),
+                until: tokio::time::Instant::now()
+                    + Duration::from_secs_f64(secs.min(7.0 * 86_400.0)),
                 fails,
             })
         }
@@ -202,8 +205,8 @@ impl Running {
     /// Waits for the build to end and returns its outcome.
     pub async fn wait(&mut self) -> BuildOutcome {
         match self {
-            Running::Simulated { duration, fails } => {
-                tokio::time::sleep(*duration).await;
+            Running::Simulated { until, fails } => {
+                tokio::time::sleep_until(*until).await;
                 if *fails {
                     BuildOutcome::Failed {
                         exit: ExitInfo::code(1),
@@ -398,6 +401,47 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_simulated_build_ends_on_time_however_often_it_is_waited_for() {
+        let settings = Settings {
+            builder: crate::config::BuilderKind::Simulate,
+            simulate: crate::config::Simulate {
+                time_scale: 1.0,
+                failure_rate: 0.0,
+                default_estimate_secs: 0.3,
+            },
+            ..Settings::default()
+        };
+        let builder = Builder::from_settings(&settings);
+        let env = BuildEnv {
+            atom: Atom::parse("sys-libs/zlib").expect("valid"),
+            attempt: 1,
+            drone: "d".into(),
+            jobs: 8,
+            estimate_secs: None,
+        };
+        let mut running = start(&builder, &env, 100, None).expect("starts");
+        let started = std::time::Instant::now();
+        // The build loop waits beside a renewal timer; each tick drops the wait and starts it
+        // again. The build must still end after 0.3 s, not 0.3 s after the last tick.
+        let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                tokio::select! {
+                    outcome = running.wait() => break outcome,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        })
+        .await
+        .expect("the simulated build ends within 5 s");
+        assert_eq!(outcome, BuildOutcome::Succeeded);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
     }
 
     #[tokio::test]
