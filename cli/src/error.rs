@@ -57,6 +57,8 @@ pub enum CliError {
     WaitTimedOut { timeout: Duration, unfinished: u64 },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
 }
 
 impl CliError {

@@ -6,6 +6,7 @@
 //! errors. Read commands take `--json` and then print exactly one JSON document.
 
 mod config;
+mod demo;
 mod error;
 mod input;
 mod rpc;
@@ -22,6 +23,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use schemas::{Arch, DroneName, NameError};
 
 pub use config::Config;
+pub use demo::{DemoArgs, DemoError, demo};
 pub use error::{CliError, EXIT_ERROR};
 pub use input::{InvalidAtom, Origin};
 pub use submit::{Submitted, prepare_submission, submit};
@@ -86,6 +88,13 @@ pub enum Command {
         #[arg(value_name = "NAME")]
         name: DroneName,
     },
+    /// Run the whole swarm on this machine: NATS, the coordinator, the seed's four drones
+    /// (simulated builds) and the dashboard, building the 152-package world; Ctrl-C stops it all
+    ///
+    /// Needs no running NATS and no configuration: it starts its own nats-server in --dir and
+    /// writes a config file for every process there. swarm-coordinator, swarm-drone and
+    /// swarm-dashboard are taken from --bin-dir. `scripts/demo.sh` builds them and runs this.
+    Demo(DemoArgs),
     /// Block until nothing is queued or building; exit 0 if every package succeeded, 1 if some failed, 2 on timeout
     Wait {
         /// Give up after this many seconds (default: wait for ever)
@@ -179,6 +188,11 @@ pub async fn run(
     out: &mut (dyn Write + Send),
     progress: &mut (dyn Write + Send),
 ) -> Result<Outcome, CliError> {
+    if let Command::Demo(args) = &command {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        runtime::shutdown::cancel_on_signal(shutdown.clone());
+        return demo(args, out, shutdown).await;
+    }
     let prepared = match &command {
         Command::Submit(args) => Some(prepare_submission(args)?),
         _ => None,
@@ -253,6 +267,7 @@ async fn dispatch(
                 Outcome::Failure
             })
         }
+        Command::Demo(args) => demo(&args, out, tokio_util::sync::CancellationToken::new()).await,
         Command::Wait { timeout } => {
             let report = wait(client, timeout, progress).await?;
             write!(out, "{report}")?;

@@ -12,4 +12,4 @@ mod server;
 
 pub use error::{TestkitError, TestkitErrorKind};
 pub use paths::{cargo_bin, fixture, free_port, workspace_root};
-pub use server::{MIN_VERSION, NatsServer, NatsServerBuilder};
+pub use server::{MIN_VERSION, NatsServer, NatsServerBuilder, nats_server_binary};

@@ -413,6 +413,14 @@ fn explicit_binary(path: &Path) -> Result<PathBuf, TestkitError> {
 
 /// Finds the binary: `NATS_SERVER_BIN`, then the path recorded by `scripts/install-deps.sh`, then
 /// `nats-server` on `PATH`.
+/// The nats-server binary tests use (`NATS_SERVER_BIN`, `.tools/nats-server-path`, or `PATH`),
+/// checked to be 2.11 or newer; for tests that hand it to a program they run.
+pub fn nats_server_binary() -> Result<PathBuf, TestkitError> {
+    let binary = find_binary()?;
+    check_version(&binary)?;
+    Ok(binary)
+}
+
 fn find_binary() -> Result<PathBuf, TestkitError> {
     if let Some(path) = env::var_os("NATS_SERVER_BIN").filter(|value| !value.is_empty()) {
         // An explicit setting that is wrong is an error rather than a reason to fall back: the
