@@ -68,7 +68,7 @@ pub struct DemoArgs {
 
 fn parse_scale(input: &str) -> Result<f64, String> {
     match input.parse::<f64>() {
-        Ok(x) if x.is_finite() && x >= 0.0 && x <= 100.0 => Ok(x),
+        Ok(x) if x.is_finite() && (0.0..=100.0).contains(&x) => Ok(x),
         _ => Err(format!("{input:?} is not a time scale between 0 and 100")),
     }
 }
