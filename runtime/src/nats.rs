@@ -28,6 +28,9 @@ pub struct NatsConfig {
     pub tls_key: Option<PathBuf>,
     /// How long one connection attempt may take, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// Prefix of this client's reply subjects. Unset: `_INBOX.<user>` when `user` is set (so a
+    /// server can let each user subscribe to its own replies only), else `_INBOX`.
+    pub inbox_prefix: Option<String>,
 }
 
 impl Default for NatsConfig {
@@ -43,6 +46,7 @@ impl Default for NatsConfig {
             tls_cert: None,
             tls_key: None,
             connect_timeout_ms: 5_000,
+            inbox_prefix: None,
         }
     }
 }
@@ -98,7 +102,30 @@ impl NatsConfig {
                 "must be greater than 0",
             ));
         }
+        if let Some(prefix) = &self.inbox_prefix
+            && !is_subject(prefix)
+        {
+            return Err(ConfigError::invalid(
+                "nats.inbox_prefix",
+                format!(
+                    "{:?} is not a subject: dot-separated tokens of printable characters without '*', '>' or spaces",
+                    schemas::shorten(prefix, 100)
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The prefix of this client's reply subjects: `inbox_prefix`, else `_INBOX.<user>` when the
+    /// user name is one subject token, else `_INBOX`.
+    pub fn effective_inbox_prefix(&self) -> String {
+        if let Some(prefix) = &self.inbox_prefix {
+            return prefix.clone();
+        }
+        match &self.user {
+            Some(user) if is_subject(user) && !user.contains('.') => format!("_INBOX.{user}"),
+            _ => "_INBOX".to_owned(),
+        }
     }
 
     /// Connects for a long-running service: if the server is not up yet the client keeps trying
@@ -169,6 +196,7 @@ impl NatsConfig {
     ) -> async_nats::ConnectOptions {
         let options = options
             .name(client_name)
+            .custom_inbox_prefix(self.effective_inbox_prefix())
             .connection_timeout(Duration::from_millis(self.connect_timeout_ms))
             .event_callback(|event| async move {
                 match event {
@@ -181,6 +209,45 @@ impl NatsConfig {
             options.retry_on_initial_connect().max_reconnects(None)
         } else {
             options.max_reconnects(None)
+        }
+    }
+}
+
+/// Whether `text` is a literal subject: dot-separated, non-empty tokens of printable ASCII
+/// without wildcards.
+fn is_subject(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '*' && c != '>')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_prefix_follows_the_user_unless_set() {
+        let mut config = NatsConfig::default();
+        assert_eq!(config.effective_inbox_prefix(), "_INBOX");
+        config.user = Some("drone-Izar".into());
+        config.password = Some("x".into());
+        assert_eq!(config.effective_inbox_prefix(), "_INBOX.drone-Izar");
+        config.user = Some("odd user".into());
+        assert_eq!(config.effective_inbox_prefix(), "_INBOX");
+        config.inbox_prefix = Some("_R.izar".into());
+        assert_eq!(config.effective_inbox_prefix(), "_R.izar");
+        assert!(config.validate().is_ok());
+        for bad in ["", "a..b", "a.*", "a b", "x.>"] {
+            config.inbox_prefix = Some(bad.into());
+            let err = config.validate().expect_err(bad);
+            assert!(
+                matches!(err, ConfigError::Invalid { ref key, .. } if key == "nats.inbox_prefix"),
+                "{bad}: {err}"
+            );
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct NatsServerBuilder {
     sync_always: bool,
     max_payload: Option<u32>,
     extra_config: Vec<String>,
+    config_file: Option<PathBuf>,
+    env: Vec<(String, String)>,
     startup_timeout: Duration,
 }
 
@@ -47,6 +49,8 @@ impl Default for NatsServerBuilder {
             sync_always: false,
             max_payload: None,
             extra_config: Vec::new(),
+            config_file: None,
+            env: Vec::new(),
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
         }
     }
@@ -90,6 +94,23 @@ impl NatsServerBuilder {
     /// append in order.
     pub fn extra_config(mut self, config: impl Into<String>) -> Self {
         self.extra_config.push(config.into());
+        self
+    }
+
+    /// Runs the server with this config file instead of a generated one; only the listen
+    /// address, the ports (ephemeral unless [`port`](Self::port) is set) and the ports file are
+    /// set on the command line, which overrides the file. The file must set its own JetStream
+    /// `store_dir`; [`store_dir`](Self::store_dir), [`sync_always`](Self::sync_always),
+    /// [`max_payload`](Self::max_payload) and [`extra_config`](Self::extra_config) do not apply.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+
+    /// Sets an environment variable of the server process (a config file can refer to it as
+    /// `$NAME`).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -228,11 +249,34 @@ impl NatsServer {
     /// Writes the config, spawns the server and waits for it to be ready. `None` ports are
     /// ephemeral and discovered from the ports file the server writes.
     fn launch(&mut self, port: Option<u16>, monitor_port: Option<u16>) -> Result<(), TestkitError> {
-        let config_path = self.dir.path().join("nats-server.conf");
-        let config = self.config_text(port, monitor_port);
-        fs::write(&config_path, config).map_err(|source| {
-            TestkitError::io(format!("writing {}", config_path.display()), source)
-        })?;
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        match &self.options.config_file {
+            Some(file) => {
+                args.push("-c".into());
+                args.push(file.into());
+                for (flag, value) in [
+                    ("-a", "127.0.0.1".to_owned()),
+                    ("-p", port.map_or_else(|| "-1".to_owned(), |p| p.to_string())),
+                    (
+                        "-m",
+                        monitor_port.map_or_else(|| "-1".to_owned(), |p| p.to_string()),
+                    ),
+                    ("--ports_file_dir", self.dir.path().display().to_string()),
+                ] {
+                    args.push(flag.into());
+                    args.push(value.into());
+                }
+            }
+            None => {
+                let config_path = self.dir.path().join("nats-server.conf");
+                let config = self.config_text(port, monitor_port);
+                fs::write(&config_path, config).map_err(|source| {
+                    TestkitError::io(format!("writing {}", config_path.display()), source)
+                })?;
+                args.push("-c".into());
+                args.push(config_path.into());
+            }
+        }
 
         let log_path = self.log_file();
         let log = OpenOptions::new()
@@ -247,8 +291,8 @@ impl NatsServer {
         })?;
 
         let mut child = Command::new(&self.binary)
-            .arg("-c")
-            .arg(&config_path)
+            .args(&args)
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_for_stdout))
             .stderr(Stdio::from(log))

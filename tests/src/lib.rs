@@ -94,6 +94,9 @@ impl DroneSpec {
 
 pub struct Swarm {
     pub nats: NatsServer,
+    /// User and password the harness itself (and `swarmctl`) connects with, on a server that
+    /// requires them.
+    pub auth: Option<(String, String)>,
     pub dir: tempfile::TempDir,
     pub coordinator: Option<Proc>,
     pub drones: HashMap<String, Proc>,
@@ -123,6 +126,17 @@ impl Swarm {
     /// overrides `SWARM_COORDINATOR__*` settings.
     pub async fn start_with(coordinator_env: &[(&str, &str)]) -> Swarm {
         let nats = NatsServer::start().expect("nats-server starts");
+        Swarm::start_on(nats, None, coordinator_env).await
+    }
+
+    /// Like [`start_with`](Self::start_with) on a server already running; `auth` is the user
+    /// and password the harness and `swarmctl` use (the coordinator's own credential goes in
+    /// `coordinator_env`).
+    pub async fn start_on(
+        nats: NatsServer,
+        auth: Option<(String, String)>,
+        coordinator_env: &[(&str, &str)],
+    ) -> Swarm {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut env: Vec<(String, String)> = vec![
             (
@@ -150,6 +164,7 @@ impl Swarm {
         }
         let mut swarm = Swarm {
             nats,
+            auth,
             dir,
             coordinator: None,
             drones: HashMap::new(),
@@ -190,14 +205,33 @@ impl Swarm {
         });
     }
 
+    /// A client of this swarm's server, with the harness's credential when there is one.
+    pub async fn client(&self) -> async_nats::Client {
+        let mut config = runtime::nats::NatsConfig {
+            url: self.nats.client_url(),
+            ..Default::default()
+        };
+        if let Some((user, password)) = &self.auth {
+            config.user = Some(user.clone());
+            config.password = Some(password.clone());
+        }
+        config
+            .connect_once("swarm-tests")
+            .await
+            .expect("the harness connects")
+    }
+
     async fn wait_for_topology(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         {
-            let client = self.nats.connect().await.expect("connect");
+            let client = self.client().await;
             let js = async_nats::jetstream::new(client);
             while Instant::now() < deadline {
+                // A restricted harness user (the operator) may read the buckets only; the
+                // packages bucket is created after the streams either way.
                 if js.get_key_value(names::PACKAGES_BUCKET).await.is_ok()
-                    && js.get_stream(names::DEADLETTER_STREAM).await.is_ok()
+                    && (self.auth.is_some()
+                        || js.get_stream(names::DEADLETTER_STREAM).await.is_ok())
                 {
                     return;
                 }
@@ -243,6 +277,11 @@ impl Swarm {
     /// Starts the dashboard binary listening on `127.0.0.1:<port>`; its log is `dashboard.log`
     /// (appended to across restarts).
     pub fn spawn_dashboard(&mut self, port: u16) {
+        self.spawn_dashboard_with(port, &[]);
+    }
+
+    /// [`spawn_dashboard`](Self::spawn_dashboard) with more environment (a credential).
+    pub fn spawn_dashboard_with(&mut self, port: u16, env: &[(&str, &str)]) {
         let log_path = self.dir.path().join("dashboard.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -256,6 +295,7 @@ impl Swarm {
             .env("SWARM_NATS__URL", self.nats.client_url())
             .env("SWARM_DASHBOARD__LISTEN", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "info,swarm_dashboard=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -284,11 +324,19 @@ impl Swarm {
     }
 
     /// Runs swarmctl against this swarm and returns its output.
+    /// Runs swarmctl against this swarm (with the harness's credential when there is one).
     pub fn swarmctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin("swarmctl"))
+        let mut command = Command::new(bin("swarmctl"));
+        command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SWARM_NATS__URL", self.nats.client_url())
+            .env("SWARM_NATS__URL", self.nats.client_url());
+        if let Some((user, password)) = &self.auth {
+            command
+                .env("SWARM_NATS__USER", user)
+                .env("SWARM_NATS__PASSWORD", password);
+        }
+        command
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -301,7 +349,7 @@ impl Swarm {
 
     /// Every package record, by atom.
     pub async fn packages(&self) -> HashMap<String, PackageRecord> {
-        let client = self.nats.connect().await.expect("connect");
+        let client = self.client().await;
         let js = async_nats::jetstream::new(client);
         let kv = js
             .get_key_value(names::PACKAGES_BUCKET)

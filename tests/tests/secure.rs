@@ -1,0 +1,309 @@
+//! End-to-end against a nats-server running `deploy/nats-server.conf` (only its store folder
+//! moved into a temp dir, and the ports chosen by the test): every component works with its own
+//! credential, and no role can do what it has no business doing.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_nats::{ConnectOptions, Event};
+use schemas::names;
+use swarm_tests::*;
+use testkit::NatsServer;
+use tokio::sync::mpsc;
+
+/// The roles of the deploy config and the environment variable each password is read from.
+const ROLES: [(&str, &str); 7] = [
+    ("coordinator", "NATS_PASSWORD_COORDINATOR"),
+    ("dashboard", "NATS_PASSWORD_DASHBOARD"),
+    ("operator", "NATS_PASSWORD_OPERATOR"),
+    ("drone-Izar", "NATS_PASSWORD_DRONE_IZAR"),
+    ("drone-Tarn", "NATS_PASSWORD_DRONE_TARN"),
+    ("drone-Meridian", "NATS_PASSWORD_DRONE_MERIDIAN"),
+    ("drone-Tau-Beta", "NATS_PASSWORD_DRONE_TAU_BETA"),
+];
+
+fn password(role: &str) -> String {
+    format!("pw-{role}-for-tests")
+}
+
+/// `deploy/nats-server.conf` with its JetStream folder in `dir`, every role's password in the
+/// server's environment.
+fn secured_server(dir: &std::path::Path) -> NatsServer {
+    let deploy = testkit::workspace_root().join("deploy/nats-server.conf");
+    let text = std::fs::read_to_string(&deploy).expect("deploy/nats-server.conf");
+    let store_line = "store_dir: \"/var/lib/nats\"";
+    assert_eq!(
+        text.matches(store_line).count(),
+        1,
+        "the deploy config names its store folder once"
+    );
+    let store = dir.join("store");
+    let config: PathBuf = dir.join("nats-server.conf");
+    std::fs::write(
+        &config,
+        text.replace(store_line, &format!("store_dir: {:?}", store.display().to_string())),
+    )
+    .expect("config written");
+    let mut builder = NatsServer::builder().config_file(&config);
+    for (role, var) in ROLES {
+        builder = builder.env(var, password(role));
+    }
+    builder.start().expect("nats-server runs the deploy config")
+}
+
+fn credential(role: &str) -> Vec<(String, String)> {
+    vec![
+        ("SWARM_NATS__USER".to_owned(), role.to_owned()),
+        ("SWARM_NATS__PASSWORD".to_owned(), password(role)),
+    ]
+}
+
+fn server_log(nats: &NatsServer) -> String {
+    std::fs::read_to_string(nats.log_file()).unwrap_or_default()
+}
+
+/// The coordinator, two drones, the dashboard and swarmctl, each with its own user: the queue
+/// is built, read, and a drone answers a control request, with no permission violation logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_component_works_with_its_own_credential() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = secured_server(dir.path());
+    let coordinator_env: Vec<(String, String)> = credential("coordinator");
+    let coordinator_env: Vec<(&str, &str)> = coordinator_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut swarm = Swarm::start_on(
+        nats,
+        Some(("operator".to_owned(), password("operator"))),
+        &coordinator_env,
+    )
+    .await;
+    for name in ["drone-Izar", "drone-Tarn"] {
+        let mut spec = DroneSpec::new(name, 8, 2);
+        for (k, v) in credential(name) {
+            spec = spec.env(&k, &v);
+        }
+        swarm.spawn_drone(&spec);
+    }
+    let port = testkit::free_port().expect("free port");
+    let dashboard_env = credential("dashboard");
+    let dashboard_env: Vec<(&str, &str)> = dashboard_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    swarm.spawn_dashboard_with(port, &dashboard_env);
+
+    // The operator submits through swarmctl, as a user would.
+    let atoms: Vec<String> = (0..12).map(|i| format!("=dev-test/secure-1.{i}")).collect();
+    let mut args = vec!["submit"];
+    args.extend(atoms.iter().map(String::as_str));
+    let submitted = swarm.swarmctl(&args);
+    assert!(
+        submitted.status.success(),
+        "submit as operator: {}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let packages = swarm.wait_final(12, Duration::from_secs(60)).await;
+    assert!(all_succeeded(&packages), "{packages:?}");
+    let status = swarm.swarmctl_json(&["status"]);
+    assert_eq!(status["packages"]["succeeded"], 12, "{status}");
+    let drones = swarm.swarmctl_json(&["drones"]);
+    assert_eq!(drones.as_array().map(Vec::len), Some(2), "{drones}");
+    // A control request reaches the drone and its answer comes back to the operator.
+    let unground = swarm.swarmctl(&["unground", "drone-Izar"]);
+    assert_eq!(
+        unground.status.code(),
+        Some(1),
+        "unground answered: {}",
+        String::from_utf8_lossy(&unground.stdout)
+    );
+    assert!(String::from_utf8_lossy(&unground.stdout).contains("not grounded"));
+
+    // The dashboard, with its read-only user, shows the swarm.
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = testkit::http::get(addr, "/api/state", Duration::from_secs(5))
+            .await
+            .ok()
+            .and_then(|r| r.json().ok());
+        if let Some(state) = &state
+            && state["summary"]["packages"]["succeeded"] == 12
+            && state["drones"].as_array().map(Vec::len) == Some(2)
+            && state["fold"]["caught_up"] == true
+            && state["builds"]["succeeded"] == 12
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard never showed the swarm: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = server_log(&swarm.nats);
+    assert!(
+        !log.contains("Violation"),
+        "a component needed a permission it does not have:\n{}",
+        log.lines()
+            .filter(|l| l.contains("Violation"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// A connection as `role`, with the server's asynchronous errors (permission violations) on a
+/// channel.
+async fn connect_as(
+    nats: &NatsServer,
+    role: &str,
+) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+    let (errors, seen) = mpsc::unbounded_channel();
+    let client = ConnectOptions::with_user_and_password(role.to_owned(), password(role))
+        .custom_inbox_prefix(format!("_INBOX.{role}"))
+        .event_callback(move |event| {
+            let errors = errors.clone();
+            async move {
+                if let Event::ServerError(err) = event {
+                    let _ = errors.send(err.to_string());
+                }
+            }
+        })
+        .connect(nats.client_url())
+        .await
+        .expect("connects with its own credential");
+    (client, seen)
+}
+
+/// Publishes to `subject` and expects the server to refuse it as a permissions violation.
+async fn refused(
+    client: &async_nats::Client,
+    errors: &mut mpsc::UnboundedReceiver<String>,
+    role: &str,
+    subject: &str,
+) {
+    client
+        .publish(subject.to_owned(), "x".into())
+        .await
+        .expect("handed to the client");
+    client.flush().await.expect("flushed");
+    let error = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{role} published to {subject} and the server allowed it"))
+        .expect("an error");
+    let lower = error.to_lowercase();
+    assert!(
+        lower.contains("permissions violation") && error.contains(subject),
+        "{role} → {subject}: unexpected server error {error:?}"
+    );
+}
+
+/// What each role must not do, tried for real: the server refuses every attempt and nothing
+/// changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_cannot_overstep() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = secured_server(dir.path());
+    let coordinator_env = credential("coordinator");
+    let coordinator_env: Vec<(&str, &str)> = coordinator_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let swarm = Swarm::start_on(
+        nats,
+        Some(("coordinator".to_owned(), password("coordinator"))),
+        &coordinator_env,
+    )
+    .await;
+
+    // A drone cannot submit, publish jobs, speak for another drone, write another drone's
+    // record or package state, or touch the streams.
+    let (izar, mut izar_errors) = connect_as(&swarm.nats, "drone-Izar").await;
+    for subject in [
+        names::SUBMIT_SUBJECT,
+        "swarm.build.amd64.dev-test_2Fforged",
+        "swarm.event.drone-Tarn",
+        "$KV.swarm-drones.drone-Tarn",
+        "$KV.swarm-packages.dev-test_2Fforged",
+        "$JS.API.STREAM.DELETE.SWARM_BUILDS",
+        "$JS.API.STREAM.DELETE.SWARM_EVENTS",
+        "$JS.API.STREAM.PURGE.SWARM_BUILDS",
+        "$JS.API.STREAM.UPDATE.SWARM_BUILDS",
+        "$JS.API.CONSUMER.DELETE.SWARM_BUILDS.builders-amd64",
+        "swarm.ctl.drone.drone-Tarn",
+    ] {
+        refused(&izar, &mut izar_errors, "drone-Izar", subject).await;
+    }
+    // Through the JetStream API as a program would do it: refused, and the stream is still there.
+    let mut js = async_nats::jetstream::new(izar.clone());
+    js.set_timeout(Duration::from_secs(2));
+    assert!(js.delete_stream(names::BUILDS_STREAM).await.is_err());
+
+    // The dashboard publishes nothing the swarm reads or keeps.
+    let (dashboard, mut dashboard_errors) = connect_as(&swarm.nats, "dashboard").await;
+    for subject in [
+        names::SUBMIT_SUBJECT,
+        "swarm.build.amd64.dev-test_2Fforged",
+        "swarm.event.drone-Izar",
+        "swarm.ctl.drone.drone-Izar",
+        "$KV.swarm-drones.drone-Izar",
+        "$KV.swarm-packages.dev-test_2Fforged",
+        "$KV.swarm-leases.dev-test_2Fforged",
+        "$JS.API.STREAM.DELETE.SWARM_EVENTS",
+        "$JS.API.STREAM.PURGE.SWARM_EVENTS",
+        "$JS.API.CONSUMER.DELETE.SWARM_EVENTS.coordinator",
+        "$JS.API.CONSUMER.CREATE.SWARM_EVENTS.coordinator",
+        "$JS.API.CONSUMER.CREATE.SWARM_EVENTS.coordinator.swarm.event.>",
+        "$JS.API.CONSUMER.MSG.NEXT.SWARM_EVENTS.coordinator",
+        "$JS.ACK.SWARM_BUILDS.builders-amd64.1.1.1.1.0",
+        "anything.else",
+    ] {
+        refused(&dashboard, &mut dashboard_errors, "dashboard", subject).await;
+    }
+
+    // The operator submits and asks drones, but writes no state and no jobs or events.
+    let (operator, mut operator_errors) = connect_as(&swarm.nats, "operator").await;
+    for subject in [
+        "swarm.build.amd64.dev-test_2Fforged",
+        "swarm.event.drone-Izar",
+        "$KV.swarm-packages.dev-test_2Fforged",
+        "$KV.swarm-leases.dev-test_2Fforged",
+        "$JS.API.STREAM.DELETE.SWARM_BUILDS",
+    ] {
+        refused(&operator, &mut operator_errors, "operator", subject).await;
+    }
+
+    // No role reads another's replies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for errors in [&mut izar_errors, &mut dashboard_errors] {
+        while errors.try_recv().is_ok() {}
+    }
+    for (client, errors, role) in [
+        (&izar, &mut izar_errors, "drone-Izar"),
+        (&dashboard, &mut dashboard_errors, "dashboard"),
+    ] {
+        let _subscription = client
+            .subscribe("_INBOX.coordinator.>")
+            .await
+            .expect("handed to the client");
+        client.flush().await.expect("flushed");
+        let error = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{role} may read the coordinator's replies"))
+            .expect("an error");
+        assert!(
+            error.to_lowercase().contains("permissions violation for subscription"),
+            "{role}: {error}"
+        );
+    }
+
+    // Nothing reached the swarm: no job, no package, every stream in place.
+    let admin = swarm.client().await;
+    let js = async_nats::jetstream::new(admin);
+    let mut builds = js.get_stream(names::BUILDS_STREAM).await.expect("work stream");
+    assert_eq!(builds.info().await.expect("info").state.messages, 0);
+    assert!(js.get_stream(names::EVENTS_STREAM).await.is_ok());
+    assert!(swarm.packages().await.is_empty());
+}
