@@ -256,7 +256,10 @@ impl NatsServer {
                 args.push(file.into());
                 for (flag, value) in [
                     ("-a", "127.0.0.1".to_owned()),
-                    ("-p", port.map_or_else(|| "-1".to_owned(), |p| p.to_string())),
+                    (
+                        "-p",
+                        port.map_or_else(|| "-1".to_owned(), |p| p.to_string()),
+                    ),
                     (
                         "-m",
                         monitor_port.map_or_else(|| "-1".to_owned(), |p| p.to_string()),

@@ -42,7 +42,10 @@ fn secured_server(dir: &std::path::Path) -> NatsServer {
     let config: PathBuf = dir.join("nats-server.conf");
     std::fs::write(
         &config,
-        text.replace(store_line, &format!("store_dir: {:?}", store.display().to_string())),
+        text.replace(
+            store_line,
+            &format!("store_dir: {:?}", store.display().to_string()),
+        ),
     )
     .expect("config written");
     let mut builder = NatsServer::builder().config_file(&config);
@@ -294,7 +297,9 @@ async fn roles_cannot_overstep() {
             .unwrap_or_else(|_| panic!("{role} may read the coordinator's replies"))
             .expect("an error");
         assert!(
-            error.to_lowercase().contains("permissions violation for subscription"),
+            error
+                .to_lowercase()
+                .contains("permissions violation for subscription"),
             "{role}: {error}"
         );
     }
@@ -302,7 +307,10 @@ async fn roles_cannot_overstep() {
     // Nothing reached the swarm: no job, no package, every stream in place.
     let admin = swarm.client().await;
     let js = async_nats::jetstream::new(admin);
-    let mut builds = js.get_stream(names::BUILDS_STREAM).await.expect("work stream");
+    let mut builds = js
+        .get_stream(names::BUILDS_STREAM)
+        .await
+        .expect("work stream");
     assert_eq!(builds.info().await.expect("info").state.messages, 0);
     assert!(js.get_stream(names::EVENTS_STREAM).await.is_ok());
     assert!(swarm.packages().await.is_empty());
