@@ -36,6 +36,24 @@ mod tests {
 
     use super::*;
 
+    /// `config/swarmctl.toml` names every key of this binary's configuration (set, or commented out
+    /// at its default) and nothing else, and loads and validates as it is.
+    #[test]
+    fn the_sample_file_documents_every_key_and_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/swarmctl.toml");
+        let text = std::fs::read_to_string(&path).expect("the sample file");
+        let documented = runtime::config::documented_keys(&text);
+        let keys = runtime::config::config_keys::<Config>();
+        let missing: Vec<_> = keys.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&keys).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "swarmctl.toml: undocumented keys {missing:?}, unknown keys {unknown:?}"
+        );
+        let config: Config = runtime::config::load(Some(&path)).expect("the sample loads");
+        config.nats.validate().expect("the sample is valid");
+    }
+
     // figment's `Jail` closure must return figment's own (large) error type.
     #[allow(clippy::result_large_err)]
     #[test]

@@ -228,6 +228,24 @@ mod tests {
     use super::*;
     use figment::Jail;
 
+    /// `config/drone.toml` names every key of this binary's configuration (set, or commented out
+    /// at its default) and nothing else, and loads and validates as it is.
+    #[test]
+    fn the_sample_file_documents_every_key_and_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/drone.toml");
+        let text = std::fs::read_to_string(&path).expect("the sample file");
+        let documented = runtime::config::documented_keys(&text);
+        let keys = runtime::config::config_keys::<Config>();
+        let missing: Vec<_> = keys.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&keys).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "drone.toml: undocumented keys {missing:?}, unknown keys {unknown:?}"
+        );
+        let config: Config = runtime::config::load(Some(&path)).expect("the sample loads");
+        config.validate().expect("the sample is valid");
+    }
+
     #[test]
     fn env_overrides_file_and_command_is_a_toml_array() {
         Jail::expect_with(|jail| {

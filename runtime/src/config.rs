@@ -70,6 +70,65 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(
         .map_err(|err| ConfigError::Load(Box::new(err)))
 }
 
+/// Every key of a config type, dotted (`drone.simulate.time_scale`): the leaves of its
+/// defaults, tables recursed. Keys whose default is unset are included.
+pub fn config_keys<T: Serialize + Default>() -> std::collections::BTreeSet<String> {
+    fn walk(
+        prefix: &str,
+        dict: &figment::value::Dict,
+        out: &mut std::collections::BTreeSet<String>,
+    ) {
+        for (key, value) in dict {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                figment::value::Value::Dict(_, inner) => walk(&path, inner, out),
+                _ => {
+                    out.insert(path);
+                }
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    if let Ok(dict) =
+        Figment::from(Serialized::defaults(T::default())).extract::<figment::value::Dict>()
+    {
+        walk("", &dict, &mut out);
+    }
+    out
+}
+
+/// The keys a sample config file documents, dotted: every `key = ...` line, set or commented
+/// out (`# key = ...`), under the `[table]` header above it. With [`config_keys`] a test checks
+/// that a sample names every key and nothing else.
+pub fn documented_keys(text: &str) -> std::collections::BTreeSet<String> {
+    let mut table = String::new();
+    let mut out = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = header.trim().to_owned();
+            continue;
+        }
+        let line = line.strip_prefix('#').map_or(line, str::trim_start);
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            out.insert(if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 // figment's `Jail` closures return its large error type; that is fine in tests.
 #[allow(clippy::result_large_err)]
@@ -102,6 +161,15 @@ mod tests {
             assert!(err.to_string().contains("urll"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn keys_of_a_type_and_of_a_sample_file() {
+        let keys = config_keys::<Sample>();
+        assert_eq!(keys.into_iter().collect::<Vec<_>>(), ["nats.url"]);
+        let text = "# comment = not a key\n[nats]\n# url = \"x\"\nother = 1\n[a.b]\nc = 2\n";
+        let documented: Vec<String> = documented_keys(text).into_iter().collect();
+        assert_eq!(documented, ["a.b.c", "comment", "nats.other", "nats.url"]);
     }
 
     #[test]
