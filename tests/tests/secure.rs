@@ -278,6 +278,20 @@ async fn roles_cannot_overstep() {
         refused(&operator, &mut operator_errors, "operator", subject).await;
     }
 
+    // The operator may look at the work stream and its consumer (what the README's `nats`
+    // commands do), but not change them (above).
+    let mut operator_js = async_nats::jetstream::new(operator.clone());
+    operator_js.set_timeout(Duration::from_secs(5));
+    let mut builds = operator_js
+        .get_stream(names::BUILDS_STREAM)
+        .await
+        .expect("the operator reads the work stream's info");
+    assert_eq!(builds.info().await.expect("info").state.messages, 0);
+    builds
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("builders-amd64")
+        .await
+        .expect("the operator reads the builders consumer's info");
+
     // No role reads another's replies.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for errors in [&mut izar_errors, &mut dashboard_errors] {
