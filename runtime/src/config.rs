@@ -129,6 +129,24 @@ pub fn documented_keys(text: &str) -> std::collections::BTreeSet<String> {
     out
 }
 
+/// For a test of a sample config file: it must name every key of `T` (set, or commented out at
+/// its default) and nothing else, and load. Returns the loaded configuration for the caller to
+/// validate; `Err` says which keys are missing or unknown, or why it does not load.
+pub fn load_sample<T: Serialize + DeserializeOwned + Default>(path: &Path) -> Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let documented = documented_keys(&text);
+    let keys = config_keys::<T>();
+    let missing: Vec<_> = keys.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&keys).collect();
+    if !missing.is_empty() || !unknown.is_empty() {
+        return Err(format!(
+            "{}: undocumented keys {missing:?}, unknown keys {unknown:?}",
+            path.display()
+        ));
+    }
+    load(Some(path)).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 #[cfg(test)]
 // figment's `Jail` closures return its large error type; that is fine in tests.
 #[allow(clippy::result_large_err)]
