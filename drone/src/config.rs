@@ -80,6 +80,13 @@ pub struct Settings {
     pub log_dir: Option<PathBuf>,
     /// A drone that already failed a package leaves its retry this long to other drones.
     pub avoid_delay_ms: u64,
+    /// The directory builds write into (for emerge, Portage's build directory). Before taking a
+    /// job the drone checks that it is a writable directory with at least `min_free_mb` free,
+    /// and grounds itself otherwise. Unset: `/var/tmp/portage` for the emerge builder, no check
+    /// for the others.
+    pub build_dir: Option<PathBuf>,
+    /// Free space the build directory needs, in MiB.
+    pub min_free_mb: u64,
 }
 
 impl Default for Settings {
@@ -100,6 +107,8 @@ impl Default for Settings {
             log_tail_bytes: 4_096,
             log_dir: None,
             avoid_delay_ms: 2_000,
+            build_dir: None,
+            min_free_mb: default_min_free_mb(),
         }
     }
 }
@@ -126,6 +135,11 @@ fn default_name() -> String {
     } else {
         cleaned
     }
+}
+
+/// A large package's build tree takes gigabytes; one is the least worth starting with.
+fn default_min_free_mb() -> u64 {
+    1_024
 }
 
 fn default_cores() -> u32 {
@@ -212,6 +226,15 @@ impl Settings {
             (self.cores / 4).max(1)
         } else {
             self.slots
+        }
+    }
+
+    /// The build directory the drone checks before each job, if any.
+    pub fn effective_build_dir(&self) -> Option<PathBuf> {
+        match (&self.build_dir, self.builder) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, BuilderKind::Emerge) => Some(PathBuf::from("/var/tmp/portage")),
+            (None, _) => None,
         }
     }
 

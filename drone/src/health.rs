@@ -24,6 +24,11 @@ pub enum HealthEvent {
     },
     Unground,
     Shutdown,
+    /// The machine cannot build at all (its build directory is unwritable or full): grounded at
+    /// once with `reason`, whatever the streak.
+    Unhealthy {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +86,11 @@ pub fn transition(
             }
         }
         (L::Working { .. }, E::Unground) => Err(LifecycleError::NotGrounded),
+        (L::Working { .. }, E::Unhealthy { reason }) => Ok(L::Grounded {
+            reason: reason.clone(),
+        }),
+        // Already grounded: the first reason stays, the operator sees what grounded it.
+        (L::Grounded { .. }, E::Unhealthy { .. }) => Ok(state.clone()),
         // Builds that were running when the drone grounded still end; they change nothing.
         (L::Grounded { .. }, E::BuildSucceeded | E::BuildFailed { .. }) => Ok(state.clone()),
         (L::Grounded { .. }, E::Unground) => Ok(L::start()),
@@ -128,6 +138,27 @@ mod tests {
             (L::start(), E::Shutdown, Ok("draining")),
             (L::Draining, E::Unground, Err(LifecycleError::Draining)),
             (L::Draining, fail("a-a/x"), Ok("draining")),
+            (
+                streak(&[]),
+                E::Unhealthy {
+                    reason: "disk".into(),
+                },
+                Ok("grounded"),
+            ),
+            (
+                grounded(),
+                E::Unhealthy {
+                    reason: "disk".into(),
+                },
+                Ok("grounded"),
+            ),
+            (
+                L::Draining,
+                E::Unhealthy {
+                    reason: "disk".into(),
+                },
+                Ok("draining"),
+            ),
         ];
         for (from, event, expected) in cases {
             let got = transition(&from, &event, 3).map(|s| match s {

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod builder;
 pub mod config;
+pub mod disk;
 pub mod health;
 pub mod service;
 pub mod supervise;

@@ -134,6 +134,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
     let threshold = settings.ground_after_failures;
 
     let mut lifecycle = Lifecycle::start();
+    let build_dir = settings.effective_build_dir();
     let mut running: HashMap<PackageKey, Slot> = HashMap::new();
     let tracker = TaskTracker::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(PackageKey, BuildReport)>();
@@ -152,6 +153,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
             version: env!("CARGO_PKG_VERSION").to_owned(),
         })
         .await;
+    // A machine that cannot build says so before it takes any job.
+    if let Some(dir) = &build_dir
+        && let Err(reason) = crate::disk::check_build_dir(dir, settings.min_free_mb)
+    {
+        ground_unhealthy(&ctx, &mut lifecycle, threshold, reason).await;
+    }
 
     loop {
         // Ask for exactly the free slots not already asked for.
@@ -227,7 +234,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
                     None => {
                         requested = requested.saturating_sub(1);
                         let message = jetstream::Message { message, context: js.clone() };
-                        if !lifecycle.pulls() || running.len() >= slots {
+                        let unfit = match &build_dir {
+                            Some(dir) if lifecycle.pulls() => {
+                                crate::disk::check_build_dir(dir, settings.min_free_mb).err()
+                            }
+                            _ => None,
+                        };
+                        if let Some(reason) = unfit {
+                            // Given back at once, no attempt used: the package is fine, this
+                            // machine is not.
+                            let _ = message.ack_with(AckKind::Nak(None)).await;
+                            ground_unhealthy(&ctx, &mut lifecycle, threshold, reason).await;
+                            record_dirty = true;
+                        } else if !lifecycle.pulls() || running.len() >= slots {
                             // Delivered by a pull this drone had already given up on.
                             let _ = message.ack_with(AckKind::Nak(None)).await;
                         } else {
@@ -304,6 +323,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
     let _ = client.flush().await;
     info!(drone = %name, "drone offline");
     Ok(())
+}
+
+/// Grounds the drone because the machine cannot build (`reason` names the build directory and
+/// the fault), and says so in the log and the event stream.
+async fn ground_unhealthy(ctx: &Ctx, lifecycle: &mut Lifecycle, threshold: u32, reason: String) {
+    let event = HealthEvent::Unhealthy {
+        reason: reason.clone(),
+    };
+    if let Ok(next) = transition(lifecycle, &event, threshold) {
+        if matches!(lifecycle, Lifecycle::Working { .. }) {
+            warn!(drone = %ctx.name, %reason, "grounded: this machine cannot build; no more pulls until `swarmctl unground`");
+            ctx.reporter.note(EventKind::Grounded { reason }).await;
+        }
+        *lifecycle = next;
+    }
 }
 
 /// Runs process builds under this very binary's `supervise` mode, so they die with the drone.

@@ -66,9 +66,7 @@ pub enum ConnectError {
 
 impl NatsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.url.trim().is_empty() {
-            return Err(ConfigError::invalid("nats.url", "must not be empty"));
-        }
+        self.servers()?;
         let methods = [
             self.user.is_some(),
             self.token.is_some(),
@@ -128,6 +126,27 @@ impl NatsConfig {
         }
     }
 
+    /// The server addresses of `url`: one URL, or several separated by commas (a cluster).
+    /// The error names the URL that does not parse.
+    pub fn servers(&self) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
+        if self.url.trim().is_empty() {
+            return Err(ConfigError::invalid("nats.url", "must not be empty"));
+        }
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| {
+                url.parse::<async_nats::ServerAddr>().map_err(|err| {
+                    ConfigError::invalid(
+                        "nats.url",
+                        format!("{:?} is not a NATS URL: {err}", schemas::shorten(url, 200)),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Connects for a long-running service: if the server is not up yet the client keeps trying
     /// in the background, and it reconnects by itself for ever after.
     pub async fn connect(&self, client_name: &str) -> Result<async_nats::Client, ConnectError> {
@@ -177,14 +196,17 @@ impl NatsConfig {
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             options = options.add_client_certificate(cert.clone(), key.clone());
         }
-        let client =
-            options
-                .connect(self.url.as_str())
-                .await
-                .map_err(|err| ConnectError::Connect {
-                    url: self.url.clone(),
-                    reason: err.to_string(),
-                })?;
+        let servers = self.servers().map_err(|err| ConnectError::Connect {
+            url: self.url.clone(),
+            reason: err.to_string(),
+        })?;
+        let client = options
+            .connect(servers)
+            .await
+            .map_err(|err| ConnectError::Connect {
+                url: self.url.clone(),
+                reason: err.to_string(),
+            })?;
         Ok(client)
     }
 
@@ -228,6 +250,31 @@ fn is_subject(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_urls_make_a_cluster_and_a_bad_one_is_named() {
+        let config = NatsConfig {
+            url: "nats://a.example:4222, nats://b.example:4223,tls://c.example:4224".into(),
+            ..Default::default()
+        };
+        let servers = config.servers().expect("three URLs");
+        assert_eq!(servers.len(), 3);
+        assert_eq!(servers[1].port(), 4223);
+        let bad = NatsConfig {
+            url: "nats://a.example:4222,nats://b.example:notaport".into(),
+            ..Default::default()
+        };
+        let err = bad.validate().expect_err("a bad port");
+        assert!(
+            err.to_string().contains("nats://b.example:notaport"),
+            "{err}"
+        );
+        let empty = NatsConfig {
+            url: " ".into(),
+            ..Default::default()
+        };
+        assert!(empty.validate().is_err());
+    }
 
     #[test]
     fn inbox_prefix_follows_the_user_unless_set() {

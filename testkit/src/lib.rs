@@ -5,11 +5,14 @@
 //! run in parallel without sharing state and never mock NATS.
 
 pub mod browser;
+mod cluster;
 mod error;
 pub mod http;
 mod paths;
+pub mod proxy;
 mod server;
 
+pub use cluster::NatsCluster;
 pub use error::{TestkitError, TestkitErrorKind};
 pub use paths::{cargo_bin, fixture, free_port, workspace_root};
 pub use server::{MIN_VERSION, NatsServer, NatsServerBuilder, nats_server_binary};

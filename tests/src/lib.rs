@@ -5,6 +5,8 @@
 //! The binaries must be built first (`cargo build --workspace --bins`); the test command in
 //! the README does that.
 
+pub mod invariants;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -93,7 +95,12 @@ impl DroneSpec {
 }
 
 pub struct Swarm {
+    /// The server, or the first node of a cluster.
     pub nats: NatsServer,
+    /// The other nodes of a cluster (nodes `n2`, `n3`, ...).
+    pub others: Vec<NatsServer>,
+    /// What components are given as `nats.url`: the server, or every node of a cluster.
+    pub url: String,
     /// User and password the harness itself (and `swarmctl`) connects with, on a server that
     /// requires them.
     pub auth: Option<(String, String)>,
@@ -137,6 +144,58 @@ impl Swarm {
         auth: Option<(String, String)>,
         coordinator_env: &[(&str, &str)],
     ) -> Swarm {
+        let url = nats.client_url();
+        Swarm::start_inner(nats, Vec::new(), url, auth, coordinator_env).await
+    }
+
+    /// Like [`start_with`](Self::start_with) on a NATS cluster: every component gets every
+    /// node's URL. Waits until the cluster's JetStream answers before the coordinator starts.
+    pub async fn start_on_cluster(
+        cluster: testkit::NatsCluster,
+        coordinator_env: &[(&str, &str)],
+    ) -> Swarm {
+        let url = cluster.urls();
+        let config = runtime::nats::NatsConfig {
+            url: url.clone(),
+            ..Default::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(client) = config.connect_once("swarm-tests").await
+                && async_nats::jetstream::new(client)
+                    .query_account()
+                    .await
+                    .is_ok()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster's JetStream did not come up within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut nodes = cluster.nodes;
+        let first = nodes.remove(0);
+        Swarm::start_inner(first, nodes, url, None, coordinator_env).await
+    }
+
+    /// Node `i` of a cluster (0 is `n1`).
+    pub fn node(&mut self, i: usize) -> &mut NatsServer {
+        if i == 0 {
+            &mut self.nats
+        } else {
+            &mut self.others[i - 1]
+        }
+    }
+
+    async fn start_inner(
+        nats: NatsServer,
+        others: Vec<NatsServer>,
+        url: String,
+        auth: Option<(String, String)>,
+        coordinator_env: &[(&str, &str)],
+    ) -> Swarm {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut env: Vec<(String, String)> = vec![
             (
@@ -164,6 +223,8 @@ impl Swarm {
         }
         let mut swarm = Swarm {
             nats,
+            others,
+            url,
             auth,
             dir,
             coordinator: None,
@@ -187,7 +248,7 @@ impl Swarm {
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SWARM_NATS__URL", self.nats.client_url())
+            .env("SWARM_NATS__URL", self.url.clone())
             .env("RUST_LOG", "info,swarm_drone=debug,swarm_coordinator=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -208,7 +269,7 @@ impl Swarm {
     /// A client of this swarm's server, with the harness's credential when there is one.
     pub async fn client(&self) -> async_nats::Client {
         let mut config = runtime::nats::NatsConfig {
-            url: self.nats.client_url(),
+            url: self.url.clone(),
             ..Default::default()
         };
         if let Some((user, password)) = &self.auth {
@@ -292,7 +353,7 @@ impl Swarm {
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SWARM_NATS__URL", self.nats.client_url())
+            .env("SWARM_NATS__URL", self.url.clone())
             .env("SWARM_DASHBOARD__LISTEN", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "info,swarm_dashboard=debug")
             .envs(env.iter().copied())
@@ -330,7 +391,7 @@ impl Swarm {
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SWARM_NATS__URL", self.nats.client_url());
+            .env("SWARM_NATS__URL", self.url.clone());
         if let Some((user, password)) = &self.auth {
             command
                 .env("SWARM_NATS__USER", user)
@@ -347,20 +408,36 @@ impl Swarm {
         read_records(&self.record_file())
     }
 
-    /// Every package record, by atom.
+    /// Every package record, by atom. A read that fails (a NATS node failing over under it) is
+    /// tried again for up to 30 s.
     pub async fn packages(&self) -> HashMap<String, PackageRecord> {
-        let client = self.client().await;
-        let js = async_nats::jetstream::new(client);
-        let kv = js
-            .get_key_value(names::PACKAGES_BUCKET)
-            .await
-            .expect("bucket");
-        runtime::kv::read_bucket::<PackageRecord>(&kv)
-            .await
-            .expect("read packages")
-            .into_iter()
-            .map(|item| (item.value.atom.to_string(), item.value))
-            .collect()
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let read = async {
+                let client = self.client().await;
+                let js = async_nats::jetstream::new(client);
+                let kv = js
+                    .get_key_value(names::PACKAGES_BUCKET)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                runtime::kv::read_bucket::<PackageRecord>(&kv)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match read.await {
+                Ok(items) => {
+                    return items
+                        .into_iter()
+                        .map(|item| (item.value.atom.to_string(), item.value))
+                        .collect();
+                }
+                Err(err) if Instant::now() < deadline => {
+                    eprintln!("reading the packages bucket failed ({err}); trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(err) => panic!("cannot read the packages bucket for 30 s: {err}"),
+            }
+        }
     }
 
     /// Waits until `count` packages exist and every one is final; panics with the states seen
@@ -388,6 +465,13 @@ impl Swarm {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Submits atoms to the coordinator as swarmctl does, over the harness's connection (every
+    /// node of a cluster), and returns the reply.
+    pub async fn submit(&self, atoms: &[(String, Option<f64>)]) -> schemas::SubmitResult {
+        let client = self.client().await;
+        submit_with(&client, atoms).await
     }
 
     /// Keeps the logs of a failed test: call at the start of a test to leak the temp dir.
@@ -439,6 +523,8 @@ pub struct Build {
     pub drone: String,
     pub attempt: u32,
     pub argv: String,
+    /// The build script's process id.
+    pub pid: u32,
     pub start_ms: u64,
     pub end_ms: Option<u64>,
     pub exit: Option<i32>,
@@ -457,6 +543,7 @@ pub fn builds(records: &[Record]) -> Vec<Build> {
                         drone: r.drone.clone(),
                         attempt: r.attempt,
                         argv: r.rest.clone(),
+                        pid: r.pid,
                         start_ms: r.at_ms,
                         end_ms: None,
                         exit: None,
@@ -529,6 +616,13 @@ pub fn world() -> Vec<(String, f64)> {
 /// Submits atoms straight to the coordinator (as swarmctl does) and returns the reply.
 pub async fn submit(nats: &NatsServer, atoms: &[(String, Option<f64>)]) -> schemas::SubmitResult {
     let client = nats.connect().await.expect("connect");
+    submit_with(&client, atoms).await
+}
+
+async fn submit_with(
+    client: &async_nats::Client,
+    atoms: &[(String, Option<f64>)],
+) -> schemas::SubmitResult {
     let request = schemas::SubmitRequest {
         v: schemas::SCHEMA_VERSION,
         items: atoms
@@ -540,11 +634,22 @@ pub async fn submit(nats: &NatsServer, atoms: &[(String, Option<f64>)]) -> schem
             .collect(),
         arch: None,
     };
-    let bytes = schemas::encode(&request).expect("encode");
-    let reply = client
-        .request(names::SUBMIT_SUBJECT, bytes.into())
-        .await
-        .expect("coordinator answers");
+    let bytes: bytes::Bytes = schemas::encode(&request).expect("encode").into();
+    // In a cluster the coordinator's subscription reaches the other nodes a moment after it
+    // subscribed; until then a request through another node finds no responder.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reply = loop {
+        match client.request(names::SUBMIT_SUBJECT, bytes.clone()).await {
+            Ok(reply) => break reply,
+            Err(err)
+                if err.kind() == async_nats::RequestErrorKind::NoResponders
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("the coordinator does not answer: {err}"),
+        }
+    };
     schemas::decode::<schemas::SubmitReply>(&reply.payload)
         .expect("reply")
         .result
