@@ -26,9 +26,7 @@ pub fn check_build_dir(dir: &Path, min_free_mb: u64) -> Result<(), String> {
     written.map_err(|e| format!("build directory {shown} is not writable: {e}"))?;
     let stat = nix::sys::statvfs::statvfs(dir)
         .map_err(|e| format!("cannot read the free space of build directory {shown}: {e}"))?;
-    let free_mb = u64::from(stat.blocks_available())
-        .saturating_mul(u64::from(stat.fragment_size()))
-        / (1024 * 1024);
+    let free_mb = stat.blocks_available().saturating_mul(stat.fragment_size()) / (1024 * 1024);
     if free_mb < min_free_mb {
         return Err(format!(
             "build directory {shown} has {free_mb} MiB free, below drone.min_free_mb ({min_free_mb} MiB)"
