@@ -76,6 +76,8 @@ pub struct Service {
     /// Highest event-stream sequence handled, and those handled out of order by a retry.
     last_event_seq: u64,
     unapplied_events: BTreeSet<u64>,
+    /// Refused input (malformed, forged) is logged once per kind and window, not per message.
+    refused: runtime::throttle::Throttle,
 }
 
 /// The job's message id: the same record revision always gives the same id, so publishing
@@ -125,6 +127,7 @@ impl Service {
             candidates: HashMap::new(),
             last_event_seq,
             unapplied_events: BTreeSet::new(),
+            refused: runtime::throttle::Throttle::default(),
         };
         for item in items {
             let key = item.value.atom.key();
@@ -287,7 +290,11 @@ impl Service {
                             revision: entry.revision,
                         }),
                     ),
-                    Err(err) => warn!(key = %key, error = %err, "undecodable package record"),
+                    Err(err) => {
+                        if let Some(suppressed) = self.refused.allow("undecodable package record") {
+                            warn!(key = %key, error = %err, suppressed, "undecodable package record");
+                        }
+                    }
                 }
             }
             Ok(_) => self.store(key, None),
@@ -384,7 +391,9 @@ impl Service {
         let result = match decode::<SubmitRequest>(&request.payload) {
             Ok(submit) => self.submit(submit).await,
             Err(err) => {
-                warn!(error = %err, "malformed submission discarded");
+                if let Some(suppressed) = self.refused.allow("malformed submission") {
+                    warn!(error = %err, suppressed, "malformed submission discarded");
+                }
                 SubmitResult::Error {
                     message: err.to_string(),
                 }
@@ -531,14 +540,18 @@ impl Service {
             Ok(event) => {
                 let subject_drone = names::drone_of_event_subject(&message.subject);
                 if subject_drone != Some(event.drone.as_str()) {
-                    warn!(subject = %message.subject, drone = %event.drone, "event claims to come from another drone; discarded");
+                    if let Some(suppressed) = self.refused.allow("event from another drone") {
+                        warn!(subject = %message.subject, drone = %event.drone, suppressed, "event claims to come from another drone; discarded");
+                    }
                     Ok(())
                 } else {
                     self.apply_event(event).await
                 }
             }
             Err(err) => {
-                warn!(subject = %message.subject, error = %err, "undecodable event discarded");
+                if let Some(suppressed) = self.refused.allow("undecodable event") {
+                    warn!(subject = %message.subject, error = %err, suppressed, "undecodable event discarded");
+                }
                 Ok(())
             }
         };
@@ -653,7 +666,9 @@ impl Service {
         let advisory = match serde_json::from_slice::<Advisory>(&message.payload) {
             Ok(a) => a,
             Err(err) => {
-                warn!(error = %err, "undecodable max-deliveries advisory discarded");
+                if let Some(suppressed) = self.refused.allow("undecodable advisory") {
+                    warn!(error = %err, suppressed, "undecodable max-deliveries advisory discarded");
+                }
                 let _ = message.ack().await;
                 return;
             }
@@ -684,7 +699,13 @@ impl Service {
                             return;
                         }
                     }
-                    Err(err) => warn!(error = %err, "undecodable dead-lettered job removed"),
+                    Err(err) => {
+                        if let Some(suppressed) =
+                            self.refused.allow("undecodable dead-lettered job")
+                        {
+                            warn!(error = %err, suppressed, "undecodable dead-lettered job removed");
+                        }
+                    }
                 }
             }
             Err(err) => {
@@ -712,9 +733,15 @@ impl Service {
                 );
             }
             Ok(record) => {
-                warn!(key = %entry.key, name = %record.name, "drone record under another drone's key ignored")
+                if let Some(suppressed) = self.refused.allow("drone record under another key") {
+                    warn!(key = %entry.key, name = %record.name, suppressed, "drone record under another drone's key ignored");
+                }
             }
-            Err(err) => warn!(key = %entry.key, error = %err, "undecodable drone record ignored"),
+            Err(err) => {
+                if let Some(suppressed) = self.refused.allow("undecodable drone record") {
+                    warn!(key = %entry.key, error = %err, suppressed, "undecodable drone record ignored");
+                }
+            }
         }
     }
 

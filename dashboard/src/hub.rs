@@ -51,38 +51,6 @@ impl Hub {
     }
 }
 
-/// Logs a kind of refused input at most once per window, with the number left unlogged, so a
-/// flood of junk cannot flood the log.
-pub(crate) struct Throttle {
-    window: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    pub(crate) fn new(window: Duration) -> Throttle {
-        Throttle {
-            window,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(suppressed since the last log line)` when this occurrence may be logged.
-    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.duration_since(last) < self.window => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
 /// Starts the fold's task on `tracker`; it ends when `shutdown` is cancelled. `connected` tells
 /// whether the NATS connection is up, for the snapshot's status.
 pub fn spawn(
@@ -102,7 +70,7 @@ pub fn spawn(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut computed_version = 0;
         let mut computed_at = Instant::now();
-        let mut rejected = Throttle::new(Duration::from_secs(10));
+        let rejected = runtime::throttle::Throttle::default();
         let mut inputs_open = true;
         loop {
             tokio::select! {
@@ -121,7 +89,7 @@ pub fn spawn(
                     let mut taken = 0;
                     while let Some(input) = next.take() {
                         if let Applied::Rejected(reason) = swarm.apply(input)
-                            && let Some(suppressed) = rejected.allow(Instant::now())
+                            && let Some(suppressed) = rejected.allow("input refused")
                         {
                             warn!(reason = %reason, suppressed, "input refused");
                         }
@@ -148,19 +116,4 @@ pub fn spawn(
         }
     });
     Hub { commands, latest }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn throttle_logs_once_per_window_and_counts_the_rest() {
-        let mut throttle = Throttle::new(Duration::from_secs(10));
-        let start = Instant::now();
-        assert_eq!(throttle.allow(start), Some(0));
-        assert_eq!(throttle.allow(start + Duration::from_secs(1)), None);
-        assert_eq!(throttle.allow(start + Duration::from_secs(2)), None);
-        assert_eq!(throttle.allow(start + Duration::from_secs(11)), Some(2));
-    }
 }

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::fold::{Input, Source, StreamPosition};
-use crate::hub::Throttle;
+use runtime::throttle::Throttle;
 
 /// Pause before a source that failed tries again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -213,7 +213,7 @@ async fn follow_bucket(
     shutdown: CancellationToken,
 ) {
     let mut loaded = false;
-    let mut refused = Throttle::new(Duration::from_secs(10));
+    let refused = Throttle::default();
     while !shutdown.is_cancelled() {
         // A watch of an empty bucket says nothing, so emptiness is read from the stream first.
         let mut stream = store.stream.clone();
@@ -251,7 +251,7 @@ async fn follow_bucket(
                         }
                         Ok(None) => {}
                         Err(reason) => {
-                            if let Some(suppressed) = refused.allow(Instant::now()) {
+                            if let Some(suppressed) = refused.allow("bucket value") {
                                 warn!(bucket = %store.name, %reason, suppressed, "bucket value refused");
                             }
                         }
@@ -284,7 +284,7 @@ async fn follow_events(
     shutdown: CancellationToken,
 ) {
     let mut next_seq = 0;
-    let mut refused = Throttle::new(Duration::from_secs(10));
+    let refused = Throttle::default();
     while !shutdown.is_cancelled() {
         let config = pull::OrderedConfig {
             description: Some("swarm-dashboard events".to_owned()),
@@ -341,7 +341,7 @@ async fn follow_events(
             {
                 Ok(input) => input,
                 Err(reason) => {
-                    if let Some(suppressed) = refused.allow(Instant::now()) {
+                    if let Some(suppressed) = refused.allow("event") {
                         warn!(%reason, suppressed, "event refused");
                     }
                     Input::Undecodable { stream_seq }

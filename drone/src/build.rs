@@ -86,6 +86,8 @@ pub struct Ctx {
     pub packages: kv::Store,
     pub drones: kv::Store,
     pub reporter: Reporter,
+    /// Refused input is logged once per kind and window, not per message.
+    pub refused: runtime::throttle::Throttle,
     pub lease_ttl: Duration,
     /// One timer renews the lease and progress-acks the job.
     pub renew_every: Duration,

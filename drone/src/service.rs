@@ -105,6 +105,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
         packages,
         drones: drones.clone(),
         reporter: Reporter::new(js.clone(), name.clone(), boot_ms),
+        refused: runtime::throttle::Throttle::default(),
         lease_ttl,
         renew_every,
     });
@@ -278,7 +279,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
                 record_dirty = true;
             }
             Some(request) = control.next() => {
-                let reply = handle_control(&mut lifecycle, threshold, &request.payload);
+                let reply = handle_control(&mut lifecycle, threshold, &request.payload, &ctx.refused);
                 if reply.ok {
                     info!(drone = %name, "ungrounded by operator");
                     ctx.reporter.note(EventKind::Ungrounded).await;
@@ -369,14 +370,18 @@ fn start_build(
         Ok(job) => job,
         Err(err) => {
             // A job that cannot be read can never be built; keep it out of the queue.
-            warn!(subject = %message.subject, error = %err, "undecodable job terminated");
+            if let Some(suppressed) = ctx.refused.allow("undecodable job") {
+                warn!(subject = %message.subject, error = %err, suppressed, "undecodable job terminated");
+            }
             terminate(message);
             return;
         }
     };
     let key = job.atom.key();
     if names::key_of_build_subject(&message.subject) != Some(key.as_str()) {
-        warn!(subject = %message.subject, package = %job.atom, "job published under another package's subject; terminated");
+        if let Some(suppressed) = ctx.refused.allow("job under another subject") {
+            warn!(subject = %message.subject, package = %job.atom, suppressed, "job published under another package's subject; terminated");
+        }
         terminate(message);
         return;
     }
@@ -413,7 +418,12 @@ fn terminate(message: jetstream::Message) {
     });
 }
 
-fn handle_control(lifecycle: &mut Lifecycle, threshold: u32, payload: &[u8]) -> DroneControlReply {
+fn handle_control(
+    lifecycle: &mut Lifecycle,
+    threshold: u32,
+    payload: &[u8],
+    refused: &runtime::throttle::Throttle,
+) -> DroneControlReply {
     let reply = |ok: bool, message: String| DroneControlReply {
         v: SCHEMA_VERSION,
         ok,
@@ -431,7 +441,9 @@ fn handle_control(lifecycle: &mut Lifecycle, threshold: u32, payload: &[u8]) -> 
             Err(err) => reply(false, err.to_string()),
         },
         Err(err) => {
-            warn!(error = %err, "malformed control request discarded");
+            if let Some(suppressed) = refused.allow("malformed control request") {
+                warn!(error = %err, suppressed, "malformed control request discarded");
+            }
             reply(false, err.to_string())
         }
     }

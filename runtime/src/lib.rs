@@ -10,6 +10,7 @@ pub mod kv;
 pub mod logging;
 pub mod nats;
 pub mod shutdown;
+pub mod throttle;
 
 /// Unix time in milliseconds by this machine's clock.
 pub fn now_ms() -> u64 {

@@ -203,3 +203,172 @@ async fn malformed_messages_are_discarded_and_the_queue_still_completes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Counts the lines of a log that contain `needle`.
+fn lines_with(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// A flood of refused input — hundreds of undecodable and forged events, junk jobs, junk
+/// submissions and control requests, messages over the size limit — is refused message by
+/// message but logged once per kind (with the number left unlogged), and the swarm still
+/// builds a queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_junk_is_logged_once_per_kind_and_oversized_messages_are_refused() {
+    // The server takes messages up to 4 MiB, above the swarm's own 1 MiB limit per message.
+    let nats = testkit::NatsServer::builder()
+        .max_payload(4 * 1024 * 1024)
+        .start()
+        .expect("nats-server");
+    let mut swarm = Swarm::start_on(nats, None, &[]).await;
+    swarm.spawn_drone(&DroneSpec::new("flood", 4, 2));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let client = swarm.client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let forged = schemas::encode(&schemas::Event {
+        v: schemas::SCHEMA_VERSION,
+        drone: schemas::DroneName::parse("someone-else").expect("name"),
+        boot_ms: 1,
+        seq: 1,
+        at_ms: 1,
+        kind: schemas::EventKind::Offline,
+    })
+    .expect("encode");
+    let oversized = vec![0x92u8; 2 * 1024 * 1024];
+    for i in 0..300 {
+        for payload in [b"\xc1 junk".to_vec(), forged.clone()] {
+            js.publish("swarm.event.flood", payload.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("stored");
+        }
+        if i < 100 {
+            let _ = js
+                .publish(
+                    format!("swarm.build.amd64.dev-test_2Fjunk{i}"),
+                    b"\xc1 junk job".to_vec().into(),
+                )
+                .await
+                .expect("publish")
+                .await;
+            let reply = client
+                .request(names::SUBMIT_SUBJECT, b"\xc1 junk".to_vec().into())
+                .await
+                .expect("the coordinator answers junk");
+            assert!(matches!(
+                schemas::decode::<schemas::SubmitReply>(&reply.payload)
+                    .expect("a reply")
+                    .result,
+                SubmitResult::Error { .. }
+            ));
+            let drone = schemas::DroneName::parse("flood").expect("name");
+            let reply = client
+                .request(
+                    names::drone_control_subject(&drone),
+                    b"\xc1".to_vec().into(),
+                )
+                .await
+                .expect("the drone answers junk");
+            assert!(
+                !schemas::decode::<schemas::DroneControlReply>(&reply.payload)
+                    .expect("a reply")
+                    .ok
+            );
+        }
+    }
+    // Over the swarm's limit: refused by size, before decoding.
+    js.publish("swarm.event.flood", oversized.clone().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let reply = client
+        .request(names::SUBMIT_SUBJECT, oversized.clone().into())
+        .await
+        .expect("the coordinator answers an oversized submission");
+    match schemas::decode::<schemas::SubmitReply>(&reply.payload)
+        .expect("a reply")
+        .result
+    {
+        SubmitResult::Error { message } => {
+            assert!(message.contains("exceeds the limit"), "{message}")
+        }
+        other => panic!("an oversized submission was not refused: {other:?}"),
+    }
+    // Over the server's limit: refused by the server; nothing reaches the swarm.
+    let too_big = vec![0u8; 5 * 1024 * 1024];
+    assert!(
+        client
+            .publish("swarm.event.flood", too_big.into())
+            .await
+            .is_err(),
+        "a message over the server's max payload was sent"
+    );
+
+    // The swarm still builds.
+    let items: Vec<(String, Option<f64>)> = (0..10)
+        .map(|i| (format!("=dev-test/after-flood-1.{i}"), None))
+        .collect();
+    assert!(matches!(
+        swarm.submit(&items).await,
+        SubmitResult::Accepted { queued: 10, .. }
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = swarm
+            .packages()
+            .await
+            .iter()
+            .filter(|(a, p)| {
+                a.starts_with("=dev-test/after-flood")
+                    && matches!(p.state, schemas::PackageState::Succeeded { .. })
+            })
+            .count();
+        if done == 10 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue did not complete after the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Hundreds of refusals, a handful of log lines: each kind once, and again (with the count
+    // left unlogged) at most once per ten seconds.
+    let log = |name: &str| {
+        std::fs::read_to_string(swarm.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    };
+    let coordinator = log("coordinator");
+    let drone = log("flood");
+    for (log, needle, what) in [
+        (&coordinator, "undecodable event discarded", "junk events"),
+        (
+            &coordinator,
+            "claims to come from another drone",
+            "forged events",
+        ),
+        (
+            &coordinator,
+            "malformed submission discarded",
+            "junk submissions",
+        ),
+        (&drone, "undecodable job terminated", "junk jobs"),
+        (
+            &drone,
+            "malformed control request discarded",
+            "junk control requests",
+        ),
+    ] {
+        let count = lines_with(log, needle);
+        assert!(
+            (1..=3).contains(&count),
+            "{what}: {count} log lines \"{needle}\""
+        );
+    }
+    assert!(
+        coordinator.contains("suppressed"),
+        "the count of unlogged refusals is not reported"
+    );
+}

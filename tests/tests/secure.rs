@@ -72,7 +72,9 @@ fn server_log(nats: &NatsServer) -> String {
 async fn every_component_works_with_its_own_credential() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nats = secured_server(dir.path());
-    let coordinator_env: Vec<(String, String)> = credential("coordinator");
+    // Every component logs everything it can (trace), to show that no password reaches a log.
+    let mut coordinator_env: Vec<(String, String)> = credential("coordinator");
+    coordinator_env.push(("RUST_LOG".into(), "trace".into()));
     let coordinator_env: Vec<(&str, &str)> = coordinator_env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -84,14 +86,15 @@ async fn every_component_works_with_its_own_credential() {
     )
     .await;
     for name in ["drone-Izar", "drone-Tarn"] {
-        let mut spec = DroneSpec::new(name, 8, 2);
+        let mut spec = DroneSpec::new(name, 8, 2).env("RUST_LOG", "trace");
         for (k, v) in credential(name) {
             spec = spec.env(&k, &v);
         }
         swarm.spawn_drone(&spec);
     }
     let port = testkit::free_port().expect("free port");
-    let dashboard_env = credential("dashboard");
+    let mut dashboard_env = credential("dashboard");
+    dashboard_env.push(("RUST_LOG".into(), "trace".into()));
     let dashboard_env: Vec<(&str, &str)> = dashboard_env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -146,6 +149,7 @@ async fn every_component_works_with_its_own_credential() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_no_password_in_logs(swarm.dir.path());
     let log = server_log(&swarm.nats);
     assert!(
         !log.contains("Violation"),
@@ -154,6 +158,79 @@ async fn every_component_works_with_its_own_credential() {
             .filter(|l| l.contains("Violation"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+}
+
+/// No log file in `dir` contains any role's password.
+fn assert_no_password_in_logs(dir: &std::path::Path) {
+    let mut read = 0;
+    for entry in std::fs::read_dir(dir).expect("logs").flatten() {
+        if entry.path().extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            read += text.len();
+            for (role, _) in ROLES {
+                assert!(
+                    !text.contains(&password(role)),
+                    "{}: contains the password of {role}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+    assert!(
+        read > 10_000,
+        "the trace logs are suspiciously short ({read} bytes)"
+    );
+}
+
+/// A wrong password, at trace level: refused, and neither the daemon's log nor swarmctl's error
+/// repeats it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_never_appears_in_a_log_or_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = secured_server(dir.path());
+    let wrong = "not-the-password-5f3c";
+    let log_path = dir.path().join("drone.log");
+    let mut drone = std::process::Command::new(bin("swarm-drone"))
+        .env_clear()
+        .env("SWARM_NATS__URL", nats.client_url())
+        .env("SWARM_NATS__USER", "drone-Izar")
+        .env("SWARM_NATS__PASSWORD", wrong)
+        .env("SWARM_DRONE__NAME", "drone-Izar")
+        .env("SWARM_DRONE__BUILDER", "simulate")
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("the drone starts");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = drone.kill();
+    let _ = drone.wait();
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert!(
+        log.to_lowercase().contains("authorization"),
+        "the refusal is not in the log:\n{log}"
+    );
+    assert!(!log.contains(wrong), "the drone logged its password");
+    let swarmctl = std::process::Command::new(bin("swarmctl"))
+        .env_clear()
+        .env("SWARM_NATS__URL", nats.client_url())
+        .env("SWARM_NATS__USER", "operator")
+        .env("SWARM_NATS__PASSWORD", wrong)
+        .env("RUST_LOG", "trace")
+        .arg("status")
+        .output()
+        .expect("swarmctl runs");
+    assert_eq!(swarmctl.status.code(), Some(2));
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&swarmctl.stdout),
+        String::from_utf8_lossy(&swarmctl.stderr)
+    );
+    assert!(output.contains("cannot connect"), "{output}");
+    assert!(
+        !output.contains(wrong),
+        "swarmctl printed the password: {output}"
     );
 }
 
