@@ -225,6 +225,9 @@ pub async fn run(
         drone: ctx.name.to_string(),
         jobs: ctx.settings.cores_per_slot(),
         estimate_secs: job.estimate_secs,
+        // The supervisor kills the build when the drone stops renewing, at the same margin
+        // the drone itself keeps: a frozen drone's build is dead before its lease expires.
+        supervise_deadline: Some(ctx.lease_ttl - ctx.lease_ttl / 10),
     };
     let log_file = ctx
         .settings
@@ -302,6 +305,7 @@ pub async fn run(
                     Ok(Ok(next)) => {
                         revision = next;
                         deadline = sent + ctx.lease_ttl - margin;
+                        running.keep_alive().await;
                         if let Err(err) = message.ack_with(AckKind::Progress).await {
                             debug!(error = %err, "progress ack not sent");
                         }

@@ -74,6 +74,9 @@ pub struct BuildEnv {
     pub jobs: u32,
     /// Modelled time on an 8-core slot (simulate builder only).
     pub estimate_secs: Option<f64>,
+    /// How long a supervised build may go without [`Running::keep_alive`] before its supervisor
+    /// kills it (the lease's margin); `None`: only when the drone goes away.
+    pub supervise_deadline: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +94,8 @@ pub enum Running {
         pgid: Option<i32>,
         tail: Arc<Mutex<VecDeque<u8>>>,
         readers: Vec<tokio::task::JoinHandle<()>>,
-        _lifeline: Option<tokio::process::ChildStdin>,
+        /// The supervisor's stdin: written to keep the build alive, closed to kill it.
+        lifeline: Option<tokio::process::ChildStdin>,
     },
     /// A simulated build ends at a fixed instant, so waiting for it again (the build loop polls
     /// it beside the lease renewal) never starts the clock over.
@@ -141,6 +145,12 @@ pub fn start(
                     let mut command = Command::new(drone);
                     command.arg("supervise").arg("--").args(&argv);
                     command.stdin(Stdio::piped());
+                    if let Some(deadline) = env.supervise_deadline {
+                        command.env(
+                            crate::supervise::DEADLINE_ENV,
+                            deadline.as_millis().max(1).to_string(),
+                        );
+                    }
                     command
                 }
                 None => {
@@ -195,13 +205,26 @@ pub fn start(
                 pgid,
                 tail,
                 readers,
-                _lifeline: lifeline,
+                lifeline,
             })
         }
     }
 }
 
 impl Running {
+    /// Tells the build's supervisor the drone still holds the lease (after each renewal), which
+    /// keeps the build alive for another deadline.
+    pub async fn keep_alive(&mut self) {
+        if let Running::Child {
+            lifeline: Some(lifeline),
+            ..
+        } = self
+        {
+            use tokio::io::AsyncWriteExt;
+            let _ = lifeline.write_all(b"\n").await;
+        }
+    }
+
     /// Waits for the build to end and returns its outcome.
     pub async fn wait(&mut self) -> BuildOutcome {
         match self {
@@ -338,6 +361,7 @@ mod tests {
             drone: "d1".into(),
             jobs: 4,
             estimate_secs: None,
+            supervise_deadline: None,
         }
     }
 
@@ -421,6 +445,7 @@ mod tests {
             drone: "d".into(),
             jobs: 8,
             estimate_secs: None,
+            supervise_deadline: None,
         };
         let mut running = start(&builder, &env, 100, None).expect("starts");
         let started = std::time::Instant::now();

@@ -3,10 +3,21 @@
 //! away (its stdin, a pipe held by the drone, reaches end-of-file). Without it, a drone killed
 //! with `kill -9` would leave its builds running as orphans while another drone builds the same
 //! packages.
+//!
+//! It also holds the build to the lease: with `SWARM_SUPERVISE_DEADLINE_MS` set, the drone writes
+//! to the pipe after every successful lease renewal, and a build that hears nothing for that long
+//! is killed. A drone that is frozen (`SIGSTOP`, a stuck machine) can neither renew its lease nor
+//! kill its build; the supervisor, a separate process, kills it before the lease expires and
+//! another drone may take the package.
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+/// Milliseconds the build may go without a word from the drone; unset or 0: no deadline.
+pub const DEADLINE_ENV: &str = "SWARM_SUPERVISE_DEADLINE_MS";
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::getpgrp;
@@ -18,8 +29,14 @@ pub fn run(argv: &[String]) -> i32 {
         eprintln!("swarm-drone supervise: no command given");
         return 127;
     };
+    let deadline = std::env::var(DEADLINE_ENV)
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis);
     let mut child = match Command::new(program)
         .args(args)
+        .env_remove(DEADLINE_ENV)
         .stdin(Stdio::null())
         .spawn()
     {
@@ -29,15 +46,36 @@ pub fn run(argv: &[String]) -> i32 {
             return 127;
         }
     };
-    std::thread::spawn(|| {
+    let (word, heard) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
         let mut stdin = std::io::stdin();
         let mut buf = [0u8; 64];
         while let Ok(n) = stdin.read(&mut buf) {
-            if n == 0 {
+            if n == 0 || word.send(()).is_err() {
                 break;
             }
         }
-        // The drone is gone (or closed the pipe to cancel): take the whole build down.
+        // Dropping `word` tells the watcher the drone is gone.
+    });
+    std::thread::spawn(move || {
+        loop {
+            let next = match deadline {
+                Some(deadline) => heard.recv_timeout(deadline),
+                None => heard.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match next {
+                Ok(()) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    eprintln!(
+                        "swarm-drone supervise: no word from the drone for {} ms, past its lease; killing the build",
+                        deadline.map_or(0, |d| d.as_millis())
+                    );
+                    break;
+                }
+                // The drone is gone (or closed the pipe to cancel).
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
         let _ = killpg(getpgrp(), Signal::SIGKILL);
     });
     match child.wait() {

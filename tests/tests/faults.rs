@@ -88,11 +88,13 @@ async fn killed_drone_packages_finish_elsewhere_exactly_once() {
 }
 
 /// `SIGSTOP` a drone past its lease TTL so another drone takes its package, then `SIGCONT`:
-/// the stale drone kills its build, does not ack, reports nothing as success; the package is
-/// completed exactly once.
+/// the frozen drone's build is killed by its supervisor before the lease expires (so the two
+/// builds never overlap), the drone reports the lost lease and nothing as success; the package
+/// is completed exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_drone_loses_its_lease_and_reports_nothing() {
     let mut swarm = Swarm::start().await;
+    let observer = swarm_tests::invariants::Observer::start(swarm.record_file());
     for name in ["s-a", "s-b"] {
         swarm.spawn_drone(&DroneSpec::new(name, 2, 1).env("SWARM_TEST_SLEEP", "6"));
     }
@@ -133,6 +135,23 @@ async fn frozen_drone_loses_its_lease_and_reports_nothing() {
     );
     assert_eq!(successes(&builds).get("=dev-test/frozen-1.0"), Some(&1));
     assert_eq!(record.history.len(), 1, "{:?}", record.history);
+    // The frozen drone could not kill its build; its supervisor did, before the takeover.
+    let completed = swarm_tests::invariants::completed_builds(&swarm.record_file(), &observer);
+    let killed_at = completed
+        .iter()
+        .find(|b| b.drone == frozen)
+        .and_then(|b| b.end_ms)
+        .expect("the frozen drone's build died");
+    let taken_at = completed
+        .iter()
+        .find(|b| b.drone == other)
+        .map(|b| b.start_ms)
+        .expect("the takeover");
+    assert!(
+        killed_at < taken_at,
+        "the frozen build ran until {killed_at}, the takeover started at {taken_at}"
+    );
+    assert!(overlaps(&completed, runtime::now_ms()).is_empty());
 
     // From the event log: the frozen drone reported the lost lease and no result.
     let client = swarm.nats.connect().await.expect("connect");
