@@ -5,6 +5,7 @@
 //! agrees on, and it must be usable from a fuzzer or a pure unit test.
 
 pub mod codec;
+pub mod fuzzing;
 pub mod ids;
 pub mod messages;
 pub mod names;
