@@ -94,6 +94,10 @@ mod tests {
                 }
             }
         }
-        assert!(replayed > 0, "no fuzz inputs found under {}", fuzz.display());
+        assert!(
+            replayed > 0,
+            "no fuzz inputs found under {}",
+            fuzz.display()
+        );
     }
 }

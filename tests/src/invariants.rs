@@ -29,7 +29,9 @@ const OBSERVE_EVERY: Duration = Duration::from_millis(20);
 /// Watches the processes of the builds in a record file and notes when each one that did not
 /// write an end record died.
 pub struct Observer {
-    deaths: Arc<Mutex<HashMap<u32, u64>>>,
+    /// (pid, process start time) -> when it was seen dead. The start time matters: pids are
+    /// reused within a long run (the kernel's limit here is 32,768).
+    deaths: Arc<Mutex<HashMap<(u32, u64), u64>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -44,16 +46,16 @@ impl Observer {
             loop {
                 offset = read_new_lines(&record_file, offset, &mut alive);
                 let now = runtime::now_ms();
-                let dead: Vec<u32> = alive
+                let dead: Vec<(u32, u64)> = alive
                     .iter()
                     .filter(|(pid, started)| process_start(**pid) != Some(**started))
-                    .map(|(pid, _)| *pid)
+                    .map(|(pid, started)| (*pid, *started))
                     .collect();
                 if !dead.is_empty() {
                     let mut deaths = found.lock().unwrap_or_else(|e| e.into_inner());
-                    for pid in dead {
+                    for (pid, started) in dead {
                         alive.remove(&pid);
-                        deaths.insert(pid, now);
+                        deaths.insert((pid, started), now);
                     }
                 }
                 tokio::time::sleep(OBSERVE_EVERY).await;
@@ -62,8 +64,9 @@ impl Observer {
         Observer { deaths, task }
     }
 
-    /// When each build process that died without an end record was last seen dead, by pid.
-    pub fn deaths(&self) -> HashMap<u32, u64> {
+    /// When each build process that died without an end record was seen dead, by pid and
+    /// process start time.
+    pub fn deaths(&self) -> HashMap<(u32, u64), u64> {
         self.deaths
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -264,7 +267,8 @@ pub fn completed_builds(record_file: &Path, observer: &Observer) -> Vec<Build> {
     let mut builds = builds(&records);
     for build in &mut builds {
         if build.end_ms.is_none()
-            && let Some(died) = deaths.get(&build.pid)
+            && let Some(started) = build.started
+            && let Some(died) = deaths.get(&(build.pid, started))
         {
             build.end_ms = Some(*died);
         }
@@ -384,6 +388,7 @@ mod tests {
             attempt: 1,
             argv: atom.into(),
             pid: start as u32,
+            started: Some(start),
             start_ms: start,
             end_ms: Some(end),
             exit: Some(exit),

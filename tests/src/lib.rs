@@ -122,6 +122,9 @@ pub struct Record {
     pub pid: u32,
     /// argv for `start`, exit code for `end`.
     pub rest: String,
+    /// For `start`: the process's start time (clock ticks since boot), which tells it apart
+    /// from a later process that reuses the pid.
+    pub started: Option<u64>,
 }
 
 impl Swarm {
@@ -511,6 +514,7 @@ pub fn read_records(path: &Path) -> Vec<Record> {
                 at_ms: f[4].parse().ok()?,
                 pid: f[5].parse().ok()?,
                 rest: f[6].to_owned(),
+                started: f.get(7).and_then(|v| v.parse().ok()),
             })
         })
         .collect()
@@ -523,8 +527,9 @@ pub struct Build {
     pub drone: String,
     pub attempt: u32,
     pub argv: String,
-    /// The build script's process id.
+    /// The build script's process id and start time (see [`Record::started`]).
     pub pid: u32,
+    pub started: Option<u64>,
     pub start_ms: u64,
     pub end_ms: Option<u64>,
     pub exit: Option<i32>,
@@ -536,7 +541,9 @@ pub fn builds(records: &[Record]) -> Vec<Build> {
     for r in records {
         match r.phase.as_str() {
             "start" => {
-                open.insert(
+                // A pid still open here belonged to a build that was killed (no end record)
+                // and has been reused: that build stays in the list, unfinished.
+                let killed = open.insert(
                     r.pid,
                     Build {
                         atom: r.atom.clone(),
@@ -544,11 +551,13 @@ pub fn builds(records: &[Record]) -> Vec<Build> {
                         attempt: r.attempt,
                         argv: r.rest.clone(),
                         pid: r.pid,
+                        started: r.started,
                         start_ms: r.at_ms,
                         end_ms: None,
                         exit: None,
                     },
                 );
+                done.extend(killed);
             }
             "end" => {
                 if let Some(mut b) = open.remove(&r.pid) {
@@ -653,4 +662,42 @@ async fn submit_with(
     schemas::decode::<schemas::SubmitReply>(&reply.payload)
         .expect("reply")
         .result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(phase: &str, atom: &str, at_ms: u64, pid: u32, rest: &str) -> Record {
+        Record {
+            phase: phase.into(),
+            atom: atom.into(),
+            drone: "d".into(),
+            attempt: 1,
+            at_ms,
+            pid,
+            rest: rest.into(),
+            started: Some(at_ms),
+        }
+    }
+
+    #[test]
+    fn a_killed_build_stays_when_its_pid_is_reused() {
+        let records = [
+            record("start", "a/killed", 10, 7, "a/killed"),
+            record("start", "a/later", 50, 7, "a/later"),
+            record("end", "a/later", 60, 7, "0"),
+        ];
+        let mut builds = builds(&records);
+        builds.sort_by_key(|b| b.start_ms);
+        assert_eq!(builds.len(), 2, "{builds:?}");
+        assert_eq!(
+            (builds[0].atom.as_str(), builds[0].end_ms),
+            ("a/killed", None)
+        );
+        assert_eq!(
+            (builds[1].atom.as_str(), builds[1].end_ms),
+            ("a/later", Some(60))
+        );
+    }
 }
