@@ -73,9 +73,13 @@ pub struct Service {
     retries: BTreeSet<(u64, PackageKey)>,
     drones: HashMap<String, DroneEntry>,
     candidates: HashMap<PackageKey, Candidate>,
-    /// Highest event-stream sequence handled, and those handled out of order by a retry.
-    last_event_seq: u64,
-    unapplied_events: BTreeSet<u64>,
+    /// Every event with a stream sequence up to this one has been applied (or discarded as
+    /// junk). Events are applied mostly in order, but after a restart the events the previous
+    /// coordinator had received and not acknowledged come back only after their AckWait, behind
+    /// newer ones; the reconciler must not take those newer ones for "everything applied".
+    applied_through: u64,
+    /// Events applied above `applied_through`, waiting for the gap below them to close.
+    applied_above: BTreeSet<u64>,
     /// Refused input (malformed, forged) is logged once per kind and window, not per message.
     refused: runtime::throttle::Throttle,
 }
@@ -107,14 +111,14 @@ impl Service {
         let loaded = items.len();
         // Events at or below the consumer's ack floor were applied by an earlier run; without
         // this a restarted coordinator would wait for a new event before it could requeue.
-        let mut last_event_seq = 0;
+        let mut applied_through = 0;
         if let Ok(mut consumer) = topo
             .events
             .get_consumer::<jetstream::consumer::pull::Config>(names::COORDINATOR_EVENTS_CONSUMER)
             .await
             && let Ok(info) = consumer.info().await
         {
-            last_event_seq = info.ack_floor.stream_sequence;
+            applied_through = info.ack_floor.stream_sequence;
         }
         let mut service = Service {
             settings,
@@ -125,8 +129,8 @@ impl Service {
             retries: BTreeSet::new(),
             drones: HashMap::new(),
             candidates: HashMap::new(),
-            last_event_seq,
-            unapplied_events: BTreeSet::new(),
+            applied_through,
+            applied_above: BTreeSet::new(),
             refused: runtime::throttle::Throttle::default(),
         };
         for item in items {
@@ -170,6 +174,7 @@ impl Service {
         let retry_tick_ms = (self.settings.retry_backoff_ms / 4).clamp(20, 1_000);
         let mut retries = tokio::time::interval(Duration::from_millis(retry_tick_ms));
         retries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.catch_up_unacknowledged().await;
         info!("coordinator ready");
         loop {
             tokio::select! {
@@ -536,12 +541,32 @@ impl Service {
 
     async fn handle_event(&mut self, message: jetstream::Message) {
         let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let outcome = match decode::<Event>(&message.payload) {
+        let outcome = self.process_event(&message.subject, &message.payload).await;
+        match outcome {
+            Ok(()) => {
+                self.mark_applied(seq);
+                if let Err(err) = message.ack().await {
+                    debug!(error = %err, "event ack failed; it will be applied again, harmlessly");
+                }
+            }
+            Err(err) => {
+                warn!(error = %err, seq, "event not applied; it will be delivered again");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                    .await;
+            }
+        }
+    }
+
+    /// Decodes and applies one event of the stream; junk and forged events are discarded (and
+    /// count as handled). `Err` only when a package write failed: apply it again later.
+    async fn process_event(&mut self, subject: &str, payload: &[u8]) -> Result<(), WriteError> {
+        match decode::<Event>(payload) {
             Ok(event) => {
-                let subject_drone = names::drone_of_event_subject(&message.subject);
+                let subject_drone = names::drone_of_event_subject(subject);
                 if subject_drone != Some(event.drone.as_str()) {
                     if let Some(suppressed) = self.refused.allow("event from another drone") {
-                        warn!(subject = %message.subject, drone = %event.drone, suppressed, "event claims to come from another drone; discarded");
+                        warn!(%subject, drone = %event.drone, suppressed, "event claims to come from another drone; discarded");
                     }
                     Ok(())
                 } else {
@@ -550,27 +575,101 @@ impl Service {
             }
             Err(err) => {
                 if let Some(suppressed) = self.refused.allow("undecodable event") {
-                    warn!(subject = %message.subject, error = %err, suppressed, "undecodable event discarded");
+                    warn!(%subject, error = %err, suppressed, "undecodable event discarded");
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// A restarted coordinator applies at once the events its predecessor had received and not
+    /// acknowledged. The server gives them back only after their AckWait, and until then their
+    /// packages (results already reported) would wait, and the reconciler with them. They are
+    /// read from the stream by sequence; the redelivery that follows applies them again,
+    /// harmlessly.
+    async fn catch_up_unacknowledged(&mut self) {
+        let Ok(mut consumer) = self
+            .topo
+            .events
+            .get_consumer::<jetstream::consumer::pull::Config>(names::COORDINATOR_EVENTS_CONSUMER)
+            .await
+        else {
+            return;
         };
-        match outcome {
-            Ok(()) => {
-                self.unapplied_events.remove(&seq);
-                if let Err(err) = message.ack().await {
-                    debug!(error = %err, "event ack failed; it will be applied again, harmlessly");
+        let Ok(info) = consumer.info().await else {
+            return;
+        };
+        let (floor, delivered) = (
+            info.ack_floor.stream_sequence,
+            info.delivered.stream_sequence,
+        );
+        if delivered <= floor {
+            return;
+        }
+        info!(
+            from = floor + 1,
+            to = delivered,
+            "applying the events the previous coordinator received but did not acknowledge"
+        );
+        for seq in floor + 1..=delivered {
+            match self.topo.events.get_raw_message(seq).await {
+                Ok(message) => {
+                    if self
+                        .process_event(message.subject.as_str(), &message.payload)
+                        .await
+                        .is_ok()
+                    {
+                        self.mark_applied(seq);
+                    }
+                }
+                // Gone from the stream (aged out): nothing to apply.
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                    ) =>
+                {
+                    self.mark_applied(seq);
+                }
+                // Anything else: the rest comes back by redelivery.
+                Err(err) => {
+                    debug!(seq, error = %err, "cannot read an unacknowledged event; waiting for its redelivery");
+                    return;
                 }
             }
-            Err(err) => {
-                warn!(error = %err, seq, "event not applied; it will be delivered again");
-                self.unapplied_events.insert(seq);
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
-                    .await;
+        }
+    }
+
+    /// Records event `seq` as applied and moves the watermark over every gap that closed.
+    fn mark_applied(&mut self, seq: u64) {
+        if seq <= self.applied_through {
+            return;
+        }
+        self.applied_above.insert(seq);
+        while self.applied_above.remove(&(self.applied_through + 1)) {
+            self.applied_through += 1;
+        }
+    }
+
+    /// The server's ack floor: every event at or below it was acknowledged, so applied. It
+    /// also carries the watermark over sequences the stream no longer holds.
+    async fn refresh_applied_through(&mut self) {
+        if let Ok(mut consumer) = self
+            .topo
+            .events
+            .get_consumer::<jetstream::consumer::pull::Config>(names::COORDINATOR_EVENTS_CONSUMER)
+            .await
+            && let Ok(info) = consumer.info().await
+        {
+            let floor = info.ack_floor.stream_sequence;
+            if floor > self.applied_through {
+                self.applied_through = floor;
+                self.applied_above = self.applied_above.split_off(&(floor + 1));
+                while self.applied_above.remove(&(self.applied_through + 1)) {
+                    self.applied_through += 1;
+                }
             }
         }
-        self.last_event_seq = self.last_event_seq.max(seq);
     }
 
     async fn apply_event(&mut self, event: Event) -> Result<(), WriteError> {
@@ -619,7 +718,7 @@ impl Service {
     }
 
     fn events_applied_through(&self, seq: u64) -> bool {
-        self.last_event_seq >= seq && self.unapplied_events.range(..=seq).next().is_none()
+        self.applied_through >= seq
     }
 
     // ---- retries, dead letters, drones ----
@@ -821,6 +920,7 @@ impl Service {
             .map_err(|e| format!("reading event stream info: {e}"))?
             .state
             .last_sequence;
+        self.refresh_applied_through().await;
 
         let mut requeue = Vec::new();
         let mut next_candidates = HashMap::new();

@@ -119,13 +119,17 @@ fn read_new_lines(path: &Path, offset: u64, alive: &mut HashMap<u32, u64>) -> u6
     consumed
 }
 
-/// The start time (clock ticks since boot) of process `pid`, if it exists.
+/// The start time (clock ticks since boot) of process `pid`, if it exists and has not exited
+/// (a zombie, killed and not yet reaped, has exited).
 fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces; fields after it are
-    // plain, and the start time is field 22.
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(19)?.parse().ok()
+    // plain: the state is field 3 and the start time field 22.
+    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// One result a drone reported: a `finished` event.

@@ -86,15 +86,24 @@ async fn coordinator_killed_and_restarted_mid_run() {
     }
     let atoms = atoms("coord-kill", 300);
     submit_all(&swarm, &atoms).await;
-    wait_finished(&swarm, 60, Duration::from_secs(60)).await;
-    swarm.coordinator.as_mut().expect("coordinator").kill9();
-    // Drones go on building; their events wait in the stream for the next coordinator.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    swarm.spawn_coordinator();
+    // Three times in the run: drones go on building while it is down, their events wait in the
+    // stream, and events the dead coordinator had received but not acknowledged come back to the
+    // next one only after their AckWait, behind newer ones.
+    for done in [60, 120, 180] {
+        wait_finished(&swarm, done, Duration::from_secs(60)).await;
+        swarm.coordinator.as_mut().expect("coordinator").kill9();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        swarm.spawn_coordinator();
+    }
     swarm.wait_final(300, Duration::from_secs(180)).await;
-    invariants::check(&swarm, "coordinator kill -9 and restart", &atoms, &observer)
-        .await
-        .assert_ok();
+    invariants::check(
+        &swarm,
+        "coordinator kill -9 and restart, three times",
+        &atoms,
+        &observer,
+    )
+    .await
+    .assert_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
