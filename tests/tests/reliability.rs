@@ -384,7 +384,8 @@ async fn soak_with_failures_and_dying_drones() {
         seed ^= seed << 17;
         seed % n
     };
-    let until = Instant::now() + Duration::from_secs(soak);
+    let started = Instant::now();
+    let until = started + Duration::from_secs(soak);
     let mut kills = 0;
     while Instant::now() < until && unfinished(&swarm).await > 0 {
         tokio::time::sleep(Duration::from_millis(500 + next(2_000))).await;
@@ -394,12 +395,16 @@ async fn soak_with_failures_and_dying_drones() {
         tokio::time::sleep(Duration::from_millis(200 + next(1_000))).await;
         swarm.spawn_drone(spec);
     }
+    let killing = started.elapsed().as_secs();
     swarm
         .wait_final(packages, Duration::from_secs(300 + soak))
         .await;
     invariants::check(
         &swarm,
-        &format!("soak {soak} s: {kills} drone kills (kill -9, restart 0.2-1.2 s later), 10 % of builds failing"),
+        &format!(
+            "soak, {}: {kills} drone kills (kill -9, restart 0.2-1.2 s later) over {killing} s, 10 % of builds failing",
+            if soak > 60 { "long" } else { "short" }
+        ),
         &atoms,
         &observer,
     )
