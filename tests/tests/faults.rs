@@ -152,6 +152,14 @@ async fn frozen_drone_loses_its_lease_and_reports_nothing() {
         "the frozen build ran until {killed_at}, the takeover started at {taken_at}"
     );
     assert!(overlaps(&completed, runtime::now_ms()).is_empty());
+    swarm_tests::invariants::check(
+        &swarm,
+        "drone frozen (SIGSTOP) past its lease, then thawed",
+        &["=dev-test/frozen-1.0".to_owned()],
+        &observer,
+    )
+    .await
+    .assert_ok();
 
     // From the event log: the frozen drone reported the lost lease and no result.
     let client = swarm.nats.connect().await.expect("connect");
