@@ -82,6 +82,19 @@ pub struct Service {
     applied_above: BTreeSet<u64>,
     /// Refused input (malformed, forged) is logged once per kind and window, not per message.
     refused: runtime::throttle::Throttle,
+    /// Claims not yet written, by package: a claim is written CLAIM_DELAY after it arrived,
+    /// or together with the package's result if that comes first (a short build's claim and
+    /// result then cost one write). Their events stay unacknowledged until written.
+    held: HashMap<PackageKey, (std::time::Instant, Vec<Pending>)>,
+    /// When each held claim is due, in arrival order.
+    held_due: std::collections::VecDeque<(std::time::Instant, PackageKey)>,
+}
+
+/// An event received and not yet acknowledged, with what it does to its package.
+struct Pending {
+    message: jetstream::Message,
+    seq: u64,
+    change: Change,
 }
 
 /// The job's message id: the same record revision always gives the same id, so publishing
@@ -132,6 +145,8 @@ impl Service {
             applied_through,
             applied_above: BTreeSet::new(),
             refused: runtime::throttle::Throttle::default(),
+            held: HashMap::new(),
+            held_due: std::collections::VecDeque::new(),
         };
         for item in items {
             let key = item.value.atom.key();
@@ -158,8 +173,13 @@ impl Service {
                     subject: names::SUBMIT_SUBJECT.to_owned(),
                     reason: e.to_string(),
                 })?;
-        let mut events =
-            Box::pin(open_consumer(&self.topo.events, names::COORDINATOR_EVENTS_CONSUMER).await);
+        // Events are taken in batches of whatever has arrived (up to EVENT_BATCH), so that the
+        // writes of one batch go out together.
+        let mut events = Box::pin(
+            open_consumer(&self.topo.events, names::COORDINATOR_EVENTS_CONSUMER)
+                .await
+                .ready_chunks(EVENT_BATCH),
+        );
         let mut deadletters = Box::pin(
             open_consumer(
                 &self.topo.deadletter,
@@ -180,13 +200,21 @@ impl Service {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(request) = submissions.next() => self.handle_submit(&client, request).await,
-                message = events.next() => match message {
-                    Some(Ok(message)) => self.handle_event(message).await,
-                    Some(Err(err)) => warn!(error = %err, "event consumer"),
+                batch = events.next() => match batch {
+                    Some(batch) => {
+                        let mut messages = Vec::with_capacity(batch.len());
+                        for item in batch {
+                            match item {
+                                Ok(message) => messages.push(message),
+                                Err(err) => warn!(error = %err, "event consumer"),
+                            }
+                        }
+                        self.handle_events(messages).await;
+                    }
                     None => {
                         warn!("event consumer ended, reopening");
                         tokio::time::sleep(Duration::from_millis(200)).await;
-                        events = Box::pin(open_consumer(&self.topo.events, names::COORDINATOR_EVENTS_CONSUMER).await);
+                        events = Box::pin(open_consumer(&self.topo.events, names::COORDINATOR_EVENTS_CONSUMER).await.ready_chunks(EVENT_BATCH));
                     }
                 },
                 message = deadletters.next() => match message {
@@ -204,6 +232,7 @@ impl Service {
                         drone_watch = self.topo.drones.watch_all().await.ok();
                     }
                 },
+                _ = sleep_until_first(&self.held_due) => self.write_due_claims().await,
                 _ = retries.tick() => self.publish_due_retries().await,
                 _ = reconcile.tick() => {
                     self.mark_lost_drones().await;
@@ -246,41 +275,17 @@ impl Service {
     /// Writes a record with compare-and-set on the revision this task last saw, and only then
     /// updates the in-memory copy: memory never runs ahead of the bucket.
     async fn write(&mut self, key: &PackageKey, record: PackageRecord) -> Result<(), WriteError> {
-        let bytes = encode(&record).map_err(|e| WriteError::Encode(e.to_string()))?;
-        let result = match self.packages.get(key) {
-            Some(entry) => self
-                .topo
-                .packages
-                .update(key.as_str(), bytes.into(), entry.revision)
-                .await
-                .map_err(|e| {
-                    (
-                        matches!(e.kind(), kv::UpdateErrorKind::WrongLastRevision),
-                        e.to_string(),
-                    )
-                }),
-            None => self
-                .topo
-                .packages
-                .create(key.as_str(), bytes.into())
-                .await
-                .map_err(|e| {
-                    (
-                        matches!(e.kind(), kv::CreateErrorKind::AlreadyExists),
-                        e.to_string(),
-                    )
-                }),
-        };
-        match result {
+        let revision = self.packages.get(key).map(|entry| entry.revision);
+        match write_record(&self.topo.packages, key, revision, &record).await {
             Ok(revision) => {
                 self.store(key, Some(Entry { record, revision }));
                 Ok(())
             }
-            Err((true, _)) => {
+            Err(WriteError::Conflict) => {
                 self.refresh(key).await;
                 Err(WriteError::Conflict)
             }
-            Err((false, reason)) => Err(WriteError::Nats(reason)),
+            Err(err) => Err(err),
         }
     }
 
@@ -461,28 +466,27 @@ impl Service {
             );
             return SubmitResult::Rejected { rejections };
         }
-        let mut queued = 0u32;
         let mut already = 0u32;
         let mut seen = HashSet::new();
         let now = runtime::now_ms();
-        let mut to_publish = Vec::new();
+        let mut records = Vec::new();
         for (atom, estimate) in atoms {
             let key = atom.key();
             if !seen.insert(key.clone()) {
                 already += 1;
                 continue;
             }
-            let submission = match self.packages.get(&key) {
+            let (submission, revision) = match self.packages.get(&key) {
                 Some(entry) if !entry.record.state.is_final() => {
                     already += 1;
                     continue;
                 }
-                Some(entry) => entry.record.submission + 1,
-                None => 1,
+                Some(entry) => (entry.record.submission + 1, Some(entry.revision)),
+                None => (1, None),
             };
             let record = PackageRecord {
                 v: SCHEMA_VERSION,
-                atom: atom.clone(),
+                atom,
                 arch: arch.clone(),
                 submission,
                 state: PackageState::Queued { attempt: 1 },
@@ -491,24 +495,55 @@ impl Service {
                 submitted_ms: now,
                 updated_ms: now,
             };
-            // State first, then the job: a crash between the two leaves a queued package with
-            // no job, which the reconciler re-publishes; the reverse could build a package the
-            // coordinator does not know.
-            match self.write(&key, record).await {
-                Ok(()) => {
+            records.push((key, revision, record));
+        }
+        // State first, then the job: a crash between the two leaves a queued package with no
+        // job, which the reconciler re-publishes; the reverse could build a package the
+        // coordinator does not know. The records are written concurrently (each a
+        // compare-and-set on its own key), then the jobs of those written are published.
+        let bucket = self.topo.packages.clone();
+        let written: Vec<_> =
+            futures::stream::iter(records.into_iter().map(|(key, revision, record)| {
+                let bucket = bucket.clone();
+                async move {
+                    let result = write_record(&bucket, &key, revision, &record).await;
+                    (key, record, result)
+                }
+            }))
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut queued = 0u32;
+        let mut to_publish = Vec::new();
+        let mut failures = Vec::new();
+        for (key, record, result) in written {
+            match result {
+                Ok(revision) => {
+                    self.store(&key, Some(Entry { record, revision }));
                     queued += 1;
                     to_publish.push(key);
                 }
                 Err(err) => {
-                    return SubmitResult::Error {
-                        message: format!(
-                            "cannot record package {atom}: {err}; {queued} packages were queued before it"
-                        ),
-                    };
+                    if matches!(err, WriteError::Conflict) {
+                        self.refresh(&key).await;
+                    }
+                    failures.push(format!("{}: {err}", record.atom));
                 }
             }
         }
         self.publish_many(&to_publish, 1).await;
+        if let Some(first) = failures.first() {
+            warn!(
+                failed = failures.len(),
+                queued, "submission partly recorded"
+            );
+            return SubmitResult::Error {
+                message: format!(
+                    "cannot record {} packages (first: {first}); the other {queued} were queued",
+                    failures.len()
+                ),
+            };
+        }
         info!(queued, already_queued = already, "submission accepted");
         SubmitResult::Accepted {
             queued,
@@ -539,21 +574,218 @@ impl Service {
 
     // ---- events ----
 
-    async fn handle_event(&mut self, message: jetstream::Message) {
-        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let outcome = self.process_event(&message.subject, &message.payload).await;
-        match outcome {
-            Ok(()) => {
-                self.mark_applied(seq);
-                if let Err(err) = message.ack().await {
-                    debug!(error = %err, "event ack failed; it will be applied again, harmlessly");
+    /// Applies a batch of events. Events are grouped by package; each package's events are
+    /// applied in stream order to its in-memory record, and the package is written once, all
+    /// packages of the batch concurrently (each a compare-and-set on its own key). An event is
+    /// acknowledged only after its package's write succeeded; a package whose write conflicts
+    /// is re-read and its events applied one by one; one whose write failed is given back to
+    /// be delivered again.
+    async fn handle_events(&mut self, messages: Vec<jetstream::Message>) {
+        // Per package, in order of first appearance: the events and what they do to it.
+        let mut groups: Vec<(PackageKey, Vec<Pending>)> = Vec::new();
+        let mut index: HashMap<PackageKey, usize> = HashMap::new();
+        for message in messages {
+            let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let change = self
+                .decode_event(&message.subject, &message.payload)
+                .and_then(package_change);
+            match change {
+                Some(change) => {
+                    let at = *index.entry(change.key.clone()).or_insert_with(|| {
+                        groups.push((change.key.clone(), Vec::new()));
+                        groups.len() - 1
+                    });
+                    groups[at].1.push(Pending {
+                        message,
+                        seq,
+                        change,
+                    });
+                }
+                // Junk, forged, or an event no package state depends on: handled.
+                None => self.acknowledge(&message, seq).await,
+            }
+        }
+        let now = std::time::Instant::now();
+        let mut ready = Vec::new();
+        for (key, mut events) in groups {
+            // Held claims of the package come first: they are older in the stream.
+            // (A held package keeps its place in `held_due`.)
+            let (due, fresh) = match self.held.remove(&key) {
+                Some((due, mut held)) => {
+                    held.append(&mut events);
+                    events = held;
+                    (due, false)
+                }
+                None => (now + CLAIM_DELAY, true),
+            };
+            let only_claims = events
+                .iter()
+                .all(|p| matches!(p.change.event, PackageEvent::Claimed { .. }));
+            if only_claims && self.packages.contains_key(&key) {
+                if fresh {
+                    self.held_due.push_back((due, key.clone()));
+                }
+                self.held.insert(key, (due, events));
+            } else {
+                ready.push((key, events));
+            }
+        }
+        self.write_groups(ready).await;
+    }
+
+    /// Writes the claims whose delay is over.
+    async fn write_due_claims(&mut self) {
+        let now = std::time::Instant::now();
+        let mut ready = Vec::new();
+        while let Some((due, _)) = self.held_due.front() {
+            if *due > now {
+                break;
+            }
+            let Some((due, key)) = self.held_due.pop_front() else {
+                break;
+            };
+            // A key re-held later carries a later entry; this one is stale then.
+            if self
+                .held
+                .get(&key)
+                .is_some_and(|(held_due, _)| *held_due == due)
+                && let Some((_, events)) = self.held.remove(&key)
+            {
+                ready.push((key, events));
+            }
+        }
+        self.write_groups(ready).await;
+    }
+
+    /// Folds each package's events into its next record and writes the packages that moved,
+    /// all at once; see `handle_events`.
+    async fn write_groups(&mut self, groups: Vec<(PackageKey, Vec<Pending>)>) {
+        let now = runtime::now_ms();
+        let mut writes = Vec::new();
+        let mut done = Vec::new();
+        for (key, events) in groups {
+            let Some(entry) = self.packages.get(&key) else {
+                debug!(key = %key, "events for an unknown package");
+                done.push(events);
+                continue;
+            };
+            let mut record = entry.record.clone();
+            let mut moved = false;
+            for pending in &events {
+                if self.fold_change(&mut record, &pending.change, now) {
+                    moved = true;
+                }
+            }
+            if moved {
+                writes.push((key, entry.revision, record, events));
+            } else {
+                done.push(events);
+            }
+        }
+        for events in done {
+            for pending in events {
+                self.acknowledge(&pending.message, pending.seq).await;
+            }
+        }
+        if writes.is_empty() {
+            return;
+        }
+        let bucket = self.topo.packages.clone();
+        let results: Vec<_> =
+            futures::stream::iter(writes.into_iter().map(|(key, revision, record, events)| {
+                let bucket = bucket.clone();
+                async move {
+                    let result = write_record(&bucket, &key, Some(revision), &record).await;
+                    (key, record, events, result)
+                }
+            }))
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        for (key, record, events, result) in results {
+            match result {
+                Ok(revision) => {
+                    for pending in &events {
+                        if let Some(atom) = &pending.change.result_of {
+                            info!(package = %atom, state = record.state.label(), "build result recorded");
+                        }
+                    }
+                    self.store(&key, Some(Entry { record, revision }));
+                    for pending in events {
+                        self.acknowledge(&pending.message, pending.seq).await;
+                    }
+                }
+                Err(WriteError::Conflict) => {
+                    self.refresh(&key).await;
+                    for pending in events {
+                        let change = pending.change;
+                        match self.apply(&change.key, change.event, change.attempt).await {
+                            Ok(_) => self.acknowledge(&pending.message, pending.seq).await,
+                            Err(err) => self.give_back(&pending.message, pending.seq, &err).await,
+                        }
+                    }
+                }
+                Err(err) => {
+                    for pending in events {
+                        self.give_back(&pending.message, pending.seq, &err).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one change to `record` in memory; whether it moved the package.
+    fn fold_change(&self, record: &mut PackageRecord, change: &Change, now: u64) -> bool {
+        match transition(&record.state, &change.event, &self.policy, now) {
+            Ok(next) => {
+                record.state = next;
+                record.updated_ms = now;
+                if let Some(attempt) = &change.attempt {
+                    record.history.push(attempt.clone());
+                }
+                true
+            }
+            Err(err) => {
+                // A late or repeated event: safe to drop, the package has moved on.
+                debug!(package = %record.atom, error = %err, "event does not move the package");
+                false
+            }
+        }
+    }
+
+    async fn acknowledge(&mut self, message: &jetstream::Message, seq: u64) {
+        self.mark_applied(seq);
+        if let Err(err) = message.ack().await {
+            debug!(error = %err, "event ack failed; it will be applied again, harmlessly");
+        }
+    }
+
+    async fn give_back(&self, message: &jetstream::Message, seq: u64, err: &WriteError) {
+        warn!(error = %err, seq, "event not applied; it will be delivered again");
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+            .await;
+    }
+
+    /// Decodes an event of the stream; junk and events forged under another drone's subject
+    /// are logged (throttled) and dropped.
+    fn decode_event(&self, subject: &str, payload: &[u8]) -> Option<Event> {
+        match decode::<Event>(payload) {
+            Ok(event) => {
+                if names::drone_of_event_subject(subject) == Some(event.drone.as_str()) {
+                    Some(event)
+                } else {
+                    if let Some(suppressed) = self.refused.allow("event from another drone") {
+                        warn!(%subject, drone = %event.drone, suppressed, "event claims to come from another drone; discarded");
+                    }
+                    None
                 }
             }
             Err(err) => {
-                warn!(error = %err, seq, "event not applied; it will be delivered again");
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
-                    .await;
+                if let Some(suppressed) = self.refused.allow("undecodable event") {
+                    warn!(%subject, error = %err, suppressed, "undecodable event discarded");
+                }
+                None
             }
         }
     }
@@ -561,25 +793,17 @@ impl Service {
     /// Decodes and applies one event of the stream; junk and forged events are discarded (and
     /// count as handled). `Err` only when a package write failed: apply it again later.
     async fn process_event(&mut self, subject: &str, payload: &[u8]) -> Result<(), WriteError> {
-        match decode::<Event>(payload) {
-            Ok(event) => {
-                let subject_drone = names::drone_of_event_subject(subject);
-                if subject_drone != Some(event.drone.as_str()) {
-                    if let Some(suppressed) = self.refused.allow("event from another drone") {
-                        warn!(%subject, drone = %event.drone, suppressed, "event claims to come from another drone; discarded");
-                    }
-                    Ok(())
-                } else {
-                    self.apply_event(event).await
-                }
-            }
-            Err(err) => {
-                if let Some(suppressed) = self.refused.allow("undecodable event") {
-                    warn!(%subject, error = %err, suppressed, "undecodable event discarded");
-                }
-                Ok(())
-            }
+        let Some(change) = self.decode_event(subject, payload).and_then(package_change) else {
+            return Ok(());
+        };
+        if let Some(state) = self
+            .apply(&change.key, change.event, change.attempt)
+            .await?
+            && let Some(atom) = change.result_of
+        {
+            info!(package = %atom, state = state.label(), "build result recorded");
         }
+        Ok(())
     }
 
     /// A restarted coordinator applies at once the events its predecessor had received and not
@@ -670,51 +894,6 @@ impl Service {
                 }
             }
         }
-    }
-
-    async fn apply_event(&mut self, event: Event) -> Result<(), WriteError> {
-        let drone = event.drone.clone();
-        match event.kind {
-            EventKind::Claimed { atom, attempt, .. } => {
-                self.apply(&atom.key(), PackageEvent::Claimed { drone, attempt }, None)
-                    .await?;
-            }
-            EventKind::Finished {
-                atom,
-                attempt,
-                outcome,
-                duration_ms,
-                ..
-            } => {
-                let history = AttemptRecord {
-                    attempt,
-                    drone: drone.clone(),
-                    outcome: outcome.clone(),
-                    duration_ms,
-                    ended_ms: event.at_ms,
-                };
-                let package_event = match &outcome {
-                    BuildOutcome::Succeeded => PackageEvent::Succeeded { drone, attempt },
-                    BuildOutcome::Failed { exit, .. } => PackageEvent::Failed {
-                        drone,
-                        attempt,
-                        exit: exit.clone(),
-                    },
-                };
-                if let Some(state) = self
-                    .apply(&atom.key(), package_event, Some(history))
-                    .await?
-                {
-                    info!(package = %atom, attempt, state = state.label(), "build result recorded");
-                }
-            }
-            EventKind::HandedBack { atom, attempt, .. } => {
-                self.apply(&atom.key(), PackageEvent::HandedBack { attempt }, None)
-                    .await?;
-            }
-            _ => {}
-        }
-        Ok(())
     }
 
     fn events_applied_through(&self, seq: u64) -> bool {
@@ -983,6 +1162,116 @@ impl Service {
         Ok(())
     }
 }
+
+/// Writes a package record by compare-and-set: an update of `revision`, or a create when the
+/// coordinator knows no record for the key.
+async fn write_record(
+    bucket: &kv::Store,
+    key: &PackageKey,
+    revision: Option<u64>,
+    record: &PackageRecord,
+) -> Result<u64, WriteError> {
+    let bytes = encode(record).map_err(|e| WriteError::Encode(e.to_string()))?;
+    match revision {
+        Some(revision) => bucket
+            .update(key.as_str(), bytes.into(), revision)
+            .await
+            .map_err(|e| {
+                if matches!(e.kind(), kv::UpdateErrorKind::WrongLastRevision) {
+                    WriteError::Conflict
+                } else {
+                    WriteError::Nats(e.to_string())
+                }
+            }),
+        None => bucket
+            .create(key.as_str(), bytes.into())
+            .await
+            .map_err(|e| {
+                if matches!(e.kind(), kv::CreateErrorKind::AlreadyExists) {
+                    WriteError::Conflict
+                } else {
+                    WriteError::Nats(e.to_string())
+                }
+            }),
+    }
+}
+
+/// What one drone event does to one package.
+struct Change {
+    key: PackageKey,
+    event: PackageEvent,
+    /// The attempt's record, for a result.
+    attempt: Option<AttemptRecord>,
+    /// The atom, for a result (logged when it is recorded).
+    result_of: Option<Atom>,
+}
+
+/// The package change an event asks for; `None` for events only observers read.
+fn package_change(event: Event) -> Option<Change> {
+    let drone = event.drone;
+    match event.kind {
+        // Drones since 0.1 send `started` for claim and start together.
+        EventKind::Claimed { atom, attempt, .. } | EventKind::Started { atom, attempt, .. } => {
+            Some(Change {
+                key: atom.key(),
+                event: PackageEvent::Claimed { drone, attempt },
+                attempt: None,
+                result_of: None,
+            })
+        }
+        EventKind::Finished {
+            atom,
+            attempt,
+            outcome,
+            duration_ms,
+            ..
+        } => {
+            let history = AttemptRecord {
+                attempt,
+                drone: drone.clone(),
+                outcome: outcome.clone(),
+                duration_ms,
+                ended_ms: event.at_ms,
+            };
+            let package_event = match outcome {
+                BuildOutcome::Succeeded => PackageEvent::Succeeded { drone, attempt },
+                BuildOutcome::Failed { exit, .. } => PackageEvent::Failed {
+                    drone,
+                    attempt,
+                    exit,
+                },
+            };
+            Some(Change {
+                key: atom.key(),
+                event: package_event,
+                attempt: Some(history),
+                result_of: Some(atom),
+            })
+        }
+        EventKind::HandedBack { atom, attempt, .. } => Some(Change {
+            key: atom.key(),
+            event: PackageEvent::HandedBack { attempt },
+            attempt: None,
+            result_of: None,
+        }),
+        _ => None,
+    }
+}
+
+/// Events applied together at most.
+const EVENT_BATCH: usize = 256;
+/// How long a claim waits to be written together with its package's result.
+const CLAIM_DELAY: Duration = Duration::from_millis(200);
+
+/// Sleeps until the first held claim is due; never returns while none is held.
+async fn sleep_until_first(due: &std::collections::VecDeque<(std::time::Instant, PackageKey)>) {
+    match due.front() {
+        Some((at, _)) => tokio::time::sleep_until((*at).into()).await,
+        None => futures::future::pending().await,
+    }
+}
+/// Package writes in flight at once.
+const WRITE_CONCURRENCY: usize = 128;
 
 /// When a package's retry may be published, if it is waiting for one.
 fn retry_due(state: &PackageState) -> Option<u64> {

@@ -176,6 +176,9 @@ impl DroneGen {
                 argv: vec!["emerge".into(), "--oneshot".into(), atom.to_string()],
                 atom,
                 attempt: 1,
+                jobs: 4,
+                delivery: 1,
+                lease_rev: 1,
             }),
             _ => {
                 self.building.retain(|b| b.atom != atom);
@@ -195,6 +198,7 @@ impl DroneGen {
                     lease_rev: self.build,
                     outcome,
                     duration_ms: 30_000,
+                    jobs: 4,
                 })
             }
         }

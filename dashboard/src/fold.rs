@@ -846,6 +846,7 @@ mod tests {
                 }
             },
             duration_ms: 10,
+            jobs: 4,
         }
     }
 
@@ -1293,6 +1294,7 @@ mod tests {
                     log_tail: long,
                 },
                 duration_ms: 1,
+                jobs: 4,
             },
         ));
         let tail = &swarm.failures[0].log_tail;

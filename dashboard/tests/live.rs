@@ -311,6 +311,7 @@ async fn health_and_metrics_follow_nats_and_the_fold() {
                 log_tail: "make: *** [all] Error 2".into(),
             },
             duration_ms: 1_000,
+            jobs: 4,
         })
         .await;
     let dashboard = Dashboard::start(&nats, None).await;
@@ -416,6 +417,9 @@ async fn a_dashboard_started_later_replays_the_same_history() {
                 atom: atom(&pkg),
                 attempt: 1,
                 argv: vec!["build".into(), pkg.clone()],
+                jobs: 4,
+                delivery: 1,
+                lease_rev: 1,
             })
             .await;
         let outcome = if i % 7 == 3 {
@@ -443,6 +447,7 @@ async fn a_dashboard_started_later_replays_the_same_history() {
                 lease_rev: 2,
                 outcome,
                 duration_ms: 100 + i,
+                jobs: 4,
             })
             .await;
         put_package(&topo.packages, &pkg, final_state, now).await;

@@ -22,6 +22,7 @@ use crate::config::Settings;
 
 /// Publishes this drone's events on its own subject, numbered per boot.
 pub struct Reporter {
+    client: async_nats::Client,
     js: jetstream::Context,
     name: DroneName,
     subject: String,
@@ -30,10 +31,11 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(js: jetstream::Context, name: DroneName, boot_ms: u64) -> Reporter {
+    pub fn new(client: async_nats::Client, name: DroneName, boot_ms: u64) -> Reporter {
         Reporter {
             subject: names::event_subject(&name),
-            js,
+            js: jetstream::new(client.clone()),
+            client,
             name,
             boot_ms,
             seq: AtomicU64::new(0),
@@ -48,8 +50,7 @@ impl Reporter {
         self.seq.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Publishes an event and waits for the stream to store it.
-    pub async fn send(&self, kind: EventKind) -> Result<(), String> {
+    fn encode(&self, kind: EventKind) -> Result<Vec<u8>, String> {
         let event = Event {
             v: SCHEMA_VERSION,
             drone: self.name.clone(),
@@ -58,7 +59,13 @@ impl Reporter {
             at_ms: runtime::now_ms(),
             kind,
         };
-        let bytes = encode(&event).map_err(|e| e.to_string())?;
+        encode(&event).map_err(|e| e.to_string())
+    }
+
+    /// Publishes an event and waits for the stream to store it: for results, which must be
+    /// stored before the job is acknowledged.
+    pub async fn send(&self, kind: EventKind) -> Result<(), String> {
+        let bytes = self.encode(kind)?;
         self.js
             .publish(self.subject.clone(), bytes.into())
             .await
@@ -68,12 +75,92 @@ impl Reporter {
         Ok(())
     }
 
-    /// Best effort: an informational event that is lost costs nothing but a line on the
-    /// dashboard.
+    /// Publishes an event without waiting for the stream's acknowledgement: for events that
+    /// observers read but no decision depends on. The stream still stores it (the subject is
+    /// the stream's), and in order: one connection delivers a drone's messages in the order it
+    /// sent them, so a `started` sent before a `finished` is stored before it.
     pub async fn note(&self, kind: EventKind) {
-        if let Err(err) = self.send(kind).await {
+        let published = match self.encode(kind) {
+            Ok(bytes) => self
+                .client
+                .publish(self.subject.clone(), bytes.into())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = published {
             debug!(error = %err, "event not published");
         }
+    }
+}
+
+/// A build task's hold on its slots. The main loop counts a slot free again as soon as the
+/// build's process has ended (`process_exited`): committing, reporting and acknowledging use
+/// the network, not the build's cores.
+pub struct SlotHandle {
+    pub key: schemas::PackageKey,
+    tx: tokio::sync::mpsc::UnboundedSender<SlotEvent>,
+    /// When the slot this job took had freed, until a build starts in it.
+    freed_at: Option<Instant>,
+    exited: bool,
+}
+
+/// What a build task tells the main loop about its slots.
+#[derive(Debug)]
+pub enum SlotEvent {
+    /// The build's process ended at `at`; its slots are free. `outcome` is the build's result
+    /// when it ran to its end (`None` when it was killed because its lease was lost).
+    Exited {
+        key: schemas::PackageKey,
+        at: Instant,
+        outcome: Option<BuildOutcome>,
+    },
+    /// The job left this drone. `unused` is when its slot had freed if no build started in it.
+    Done {
+        key: schemas::PackageKey,
+        report: BuildReport,
+        unused: Option<Instant>,
+    },
+}
+
+impl SlotHandle {
+    pub fn new(
+        key: schemas::PackageKey,
+        tx: tokio::sync::mpsc::UnboundedSender<SlotEvent>,
+        freed_at: Option<Instant>,
+    ) -> SlotHandle {
+        SlotHandle {
+            key,
+            tx,
+            freed_at,
+            exited: false,
+        }
+    }
+
+    fn build_started(&mut self, probe: Option<&crate::probe::Probe>) {
+        if let (Some(probe), Some(freed_at)) = (probe, self.freed_at.take()) {
+            probe.record_slot_gap(freed_at.elapsed());
+        }
+    }
+
+    fn process_exited(&mut self, outcome: Option<&BuildOutcome>) {
+        if !self.exited {
+            self.exited = true;
+            let _ = self.tx.send(SlotEvent::Exited {
+                key: self.key.clone(),
+                at: Instant::now(),
+                outcome: outcome.cloned(),
+            });
+        }
+    }
+
+    /// Tells the main loop the job is gone, with the report.
+    pub fn done(self, report: BuildReport) {
+        let _ = self.tx.send(SlotEvent::Done {
+            key: self.key,
+            report,
+            unused: self.freed_at,
+        });
     }
 }
 
@@ -91,6 +178,7 @@ pub struct Ctx {
     pub lease_ttl: Duration,
     /// One timer renews the lease and progress-acks the job.
     pub renew_every: Duration,
+    pub probe: Option<Arc<crate::probe::Probe>>,
 }
 
 /// How a job left this drone.
@@ -117,14 +205,18 @@ async fn nak(message: &jetstream::Message, delay: Option<Duration>) {
     }
 }
 
-/// Runs one received job to its end.
+/// How long one job acknowledgement waits for the server's confirmation.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Runs one received job to its end. The caller has decoded `job` from `message` and checked
-/// that it was published under its own package's subject.
+/// that it was published under its own package's subject. `jobs` is the cores the build gets.
 pub async fn run(
     ctx: Arc<Ctx>,
     message: jetstream::Message,
     job: Job,
     handback: CancellationToken,
+    slot: &mut SlotHandle,
+    jobs: u32,
 ) -> BuildReport {
     let (stream_seq, delivery) = match message.info() {
         Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
@@ -145,12 +237,14 @@ pub async fn run(
         return BuildReport::NotBuilt;
     }
 
-    // Claim: the lease is created only if no live lease exists.
+    // Claim: the lease is created only if no live lease exists, or taken over from a finished
+    // build of an earlier attempt or submission (finished leases are kept until they expire).
     let mut lease = Lease {
         v: SCHEMA_VERSION,
         drone: ctx.name.clone(),
         atom: job.atom.clone(),
         attempt: job.attempt,
+        submission: job.submission,
         stream_seq,
         delivery,
         phase: LeasePhase::Building,
@@ -160,12 +254,24 @@ pub async fn run(
         return BuildReport::NotBuilt;
     };
     let claimed_at = Instant::now();
-    let mut revision = match ctx.leases.create(key.as_str(), lease_bytes.into()).await {
+    // The lease and the package state in one round trip: the state read is a filter for stale
+    // jobs, not a fence (the lease is), and a package that finishes between the two reads is
+    // caught by the same check a moment later (its result commit needs this lease).
+    let (created, state) = tokio::join!(
+        ctx.leases.create(key.as_str(), lease_bytes.clone().into()),
+        current_state(&ctx, &key)
+    );
+    let mut revision = match created {
         Ok(revision) => revision,
         Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
-            debug!(package = %job.atom, "another drone holds the lease");
-            nak(&message, Some(ctx.lease_ttl / 2)).await;
-            return BuildReport::NotBuilt;
+            match take_over_finished(&ctx, &key, &job, lease_bytes).await {
+                Some(revision) => revision,
+                None => {
+                    debug!(package = %job.atom, "the lease is held or holds this attempt's result");
+                    nak(&message, Some(ctx.lease_ttl / 2)).await;
+                    return BuildReport::NotBuilt;
+                }
+            }
         }
         Err(err) => {
             warn!(package = %job.atom, error = %err, "cannot create lease");
@@ -186,13 +292,16 @@ pub async fn run(
         }
     };
 
-    // Only build what the coordinator still wants built: this exact attempt, unfinished.
-    match current_state(&ctx, &key).await {
-        Ok(Some(PackageState::Queued { attempt } | PackageState::Building { attempt, .. }))
-            if attempt == job.attempt => {}
-        Ok(Some(state)) => {
+    // Only build what the coordinator still wants built: this exact attempt of this
+    // submission, unfinished.
+    match state {
+        Ok(Some((
+            PackageState::Queued { attempt } | PackageState::Building { attempt, .. },
+            submission,
+        ))) if attempt == job.attempt && submission == job.submission => {}
+        Ok(Some((state, _))) => {
             info!(package = %job.atom, attempt = job.attempt, state = state.label(), "stale job acknowledged without building");
-            let _ = message.double_ack().await;
+            let _ = runtime::ack::double_ack(&message, ACK_TIMEOUT).await;
             release(revision).await;
             return BuildReport::NotBuilt;
         }
@@ -210,20 +319,11 @@ pub async fn run(
         }
     }
 
-    ctx.reporter
-        .note(EventKind::Claimed {
-            atom: job.atom.clone(),
-            attempt: job.attempt,
-            stream_seq,
-            delivery,
-            lease_rev: revision,
-        })
-        .await;
     let env = BuildEnv {
         atom: job.atom.clone(),
         attempt: job.attempt,
         drone: ctx.name.to_string(),
-        jobs: ctx.settings.cores_per_slot(),
+        jobs,
         estimate_secs: job.estimate_secs,
         // The supervisor kills the build when the drone stops renewing, at the same margin
         // the drone itself keeps: a frozen drone's build is dead before its lease expires.
@@ -247,24 +347,22 @@ pub async fn run(
             warn!(package = %job.atom, error = %reason, "builder did not start; handing the job back");
             release(revision).await;
             nak(&message, None).await;
-            ctx.reporter
-                .note(EventKind::HandedBack {
-                    atom: job.atom.clone(),
-                    attempt: job.attempt,
-                    reason: reason.clone(),
-                })
-                .await;
+            hand_back(&ctx, &job, reason.clone()).await;
             return BuildReport::BuilderBroken {
                 atom: job.atom,
                 reason,
             };
         }
     };
+    slot.build_started(ctx.probe.as_deref());
     ctx.reporter
         .note(EventKind::Started {
             atom: job.atom.clone(),
             attempt: job.attempt,
             argv,
+            jobs,
+            delivery,
+            lease_rev: revision,
         })
         .await;
     info!(package = %job.atom, attempt = job.attempt, delivery, "build started");
@@ -281,20 +379,19 @@ pub async fn run(
     let started = Instant::now();
     let outcome = loop {
         tokio::select! {
-            outcome = running.wait() => break outcome,
+            outcome = running.wait() => {
+                slot.process_exited(Some(&outcome));
+                break outcome;
+            }
             _ = tokio::time::sleep_until(deadline.into()) => {
-                return lose(&ctx, &mut running, &job, "lease deadline passed without a renewal").await;
+                return lose(&ctx, &mut running, slot, &job, "lease deadline passed without a renewal").await;
             }
             _ = handback.cancelled() => {
                 running.kill().await;
                 release(revision).await;
                 nak(&message, None).await;
                 info!(package = %job.atom, "build handed back at shutdown");
-                ctx.reporter.note(EventKind::HandedBack {
-                    atom: job.atom.clone(),
-                    attempt: job.attempt,
-                    reason: "drone shut down before the build finished".to_owned(),
-                }).await;
+                hand_back(&ctx, &job, "drone shut down before the build finished".to_owned()).await;
                 return BuildReport::HandedBack;
             }
             _ = renew.tick() => {
@@ -311,10 +408,10 @@ pub async fn run(
                         }
                     }
                     Ok(Err(err)) => {
-                        return lose(&ctx, &mut running, &job, &format!("lease renewal refused: {err}")).await;
+                        return lose(&ctx, &mut running, slot, &job, &format!("lease renewal refused: {err}")).await;
                     }
                     Err(_) => {
-                        return lose(&ctx, &mut running, &job, "lease renewal timed out").await;
+                        return lose(&ctx, &mut running, slot, &job, "lease renewal timed out").await;
                     }
                 }
             }
@@ -328,7 +425,7 @@ pub async fn run(
         outcome: outcome.clone(),
     };
     let Ok(bytes) = encode(&lease) else {
-        return lose(&ctx, &mut running, &job, "cannot encode the lease").await;
+        return lose(&ctx, &mut running, slot, &job, "cannot encode the lease").await;
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(
@@ -342,12 +439,13 @@ pub async fn run(
             return lose(
                 &ctx,
                 &mut running,
+                slot,
                 &job,
                 &format!("result commit refused: {err}"),
             )
             .await;
         }
-        Err(_) => return lose(&ctx, &mut running, &job, "result commit timed out").await,
+        Err(_) => return lose(&ctx, &mut running, slot, &job, "result commit timed out").await,
     }
     let finished = EventKind::Finished {
         atom: job.atom.clone(),
@@ -355,6 +453,7 @@ pub async fn run(
         lease_rev: revision,
         outcome: outcome.clone(),
         duration_ms,
+        jobs,
     };
     // The result must be stored before the job is acknowledged; if it cannot be, the job is
     // left to be redelivered and built again, which is safe, rather than lost.
@@ -375,10 +474,25 @@ pub async fn run(
         warn!(package = %job.atom, "result could not be published; the job will be built again");
         return BuildReport::LeaseLost;
     }
-    if let Err(err) = message.double_ack().await {
-        debug!(package = %job.atom, error = %err, "job ack not confirmed; a redelivery will find the package finished");
+    // The result is stored; the job can go. The finished lease is kept until it expires: if
+    // this acknowledgement is lost (a stream leader dying, say) the job is redelivered, and
+    // the kept lease stops it being built again before the coordinator has applied the result.
+    // An acknowledgement is idempotent, so an unconfirmed one is sent again until a redelivery
+    // could be due anyway: a consumer whose leader died answers once a new one is elected.
+    let ack_until = Instant::now() + (ctx.lease_ttl * 2).max(Duration::from_secs(5));
+    loop {
+        match runtime::ack::double_ack(&message, ACK_TIMEOUT).await {
+            Ok(()) => break,
+            Err(err) if Instant::now() < ack_until => {
+                debug!(package = %job.atom, error = %err, "job ack not confirmed; sending it again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => {
+                warn!(package = %job.atom, error = %err, "job ack not confirmed; the kept lease stops a rebuild until it expires");
+                break;
+            }
+        }
     }
-    release(revision).await;
     match &outcome {
         BuildOutcome::Succeeded => {
             info!(package = %job.atom, attempt = job.attempt, duration_ms, "build succeeded")
@@ -393,9 +507,29 @@ pub async fn run(
     }
 }
 
+/// Reports a job given back unbuilt, waiting for the stream to store it: the coordinator
+/// requeues the package at once instead of waiting for the reconciler.
+async fn hand_back(ctx: &Ctx, job: &Job, reason: String) {
+    let event = EventKind::HandedBack {
+        atom: job.atom.clone(),
+        attempt: job.attempt,
+        reason,
+    };
+    if let Err(err) = ctx.reporter.send(event).await {
+        debug!(package = %job.atom, error = %err, "hand-back not reported; the reconciler requeues the package");
+    }
+}
+
 /// The lease is gone: kill the build, acknowledge nothing, report nothing as a result.
-async fn lose(ctx: &Ctx, running: &mut Running, job: &Job, reason: &str) -> BuildReport {
+async fn lose(
+    ctx: &Ctx,
+    running: &mut Running,
+    slot: &mut SlotHandle,
+    job: &Job,
+    reason: &str,
+) -> BuildReport {
     running.kill().await;
+    slot.process_exited(None);
     warn!(package = %job.atom, attempt = job.attempt, reason, "lease lost; build killed");
     ctx.reporter
         .note(EventKind::LeaseLost {
@@ -407,13 +541,43 @@ async fn lose(ctx: &Ctx, running: &mut Running, job: &Job, reason: &str) -> Buil
     BuildReport::LeaseLost
 }
 
+/// Takes over a lease that holds the result of an earlier attempt or submission of the package
+/// by compare-and-set on its revision. `None` when the lease is live, holds this very job's
+/// result (a redelivery after a lost acknowledgement), or cannot be read or replaced.
+async fn take_over_finished(
+    ctx: &Ctx,
+    key: &schemas::PackageKey,
+    job: &Job,
+    lease_bytes: Vec<u8>,
+) -> Option<u64> {
+    let entry = ctx.leases.entry(key.as_str()).await.ok()??;
+    if entry.operation != kv::Operation::Put {
+        // Deleted since the create failed: try creating again.
+        return ctx
+            .leases
+            .create(key.as_str(), lease_bytes.into())
+            .await
+            .ok();
+    }
+    let held = decode::<Lease>(&entry.value).ok()?;
+    let earlier = (held.submission, held.attempt) != (job.submission, job.attempt);
+    if !matches!(held.phase, LeasePhase::Finished { .. }) || !earlier {
+        return None;
+    }
+    ctx.leases
+        .update(key.as_str(), lease_bytes.into(), entry.revision)
+        .await
+        .ok()
+}
+
+/// The package's state and submission number, if the coordinator knows the package.
 async fn current_state(
     ctx: &Ctx,
     key: &schemas::PackageKey,
-) -> Result<Option<PackageState>, String> {
+) -> Result<Option<(PackageState, u64)>, String> {
     match ctx.packages.get(key.as_str()).await {
         Ok(Some(bytes)) => decode::<PackageRecord>(&bytes)
-            .map(|r| Some(r.state))
+            .map(|r| Some((r.state, r.submission)))
             .map_err(|e| e.to_string()),
         Ok(None) => Ok(None),
         Err(err) => Err(err.to_string()),

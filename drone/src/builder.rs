@@ -2,8 +2,8 @@
 //! shell), or a simulated build. The argv depends on the atom alone, so every attempt of a
 //! package runs the byte-identical command.
 
-use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,12 +25,45 @@ pub enum Builder {
         /// with the drone; `None` runs the build directly (unit tests).
         supervisor: Option<PathBuf>,
     },
-    Simulate(Simulate),
+    Simulate {
+        settings: Simulate,
+        /// Modelled seconds on 8 cores by atom, from `model_file`.
+        model: Arc<HashMap<String, f64>>,
+    },
+}
+
+/// Reads a workload model: `atom<TAB>seconds` per line, `#` comments and blank lines skipped,
+/// further columns ignored. Every error names the file and the line.
+pub fn load_model(path: &Path) -> Result<HashMap<String, f64>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut model = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split('\t');
+        let atom = fields.next().unwrap_or_default().trim();
+        let secs = fields
+            .next()
+            .and_then(|f| f.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .ok_or_else(|| {
+                format!(
+                    "{} line {}: expected `atom<TAB>seconds` with seconds a number >= 0",
+                    path.display(),
+                    number + 1
+                )
+            })?;
+        model.insert(atom.to_owned(), secs);
+    }
+    Ok(model)
 }
 
 impl Builder {
-    pub fn from_settings(settings: &Settings) -> Builder {
-        match settings.builder {
+    pub fn from_settings(settings: &Settings) -> Result<Builder, String> {
+        Ok(match settings.builder {
             BuilderKind::Command => Builder::Process {
                 template: settings.command.clone(),
                 supervisor: None,
@@ -48,8 +81,14 @@ impl Builder {
                     supervisor: None,
                 }
             }
-            BuilderKind::Simulate => Builder::Simulate(settings.simulate.clone()),
-        }
+            BuilderKind::Simulate => Builder::Simulate {
+                settings: settings.simulate.clone(),
+                model: Arc::new(match &settings.simulate.model_file {
+                    Some(path) => load_model(path)?,
+                    None => HashMap::new(),
+                }),
+            },
+        })
     }
 
     /// The argv for `atom`: `{atom}` inside a template argument is replaced by the atom, and the
@@ -60,7 +99,7 @@ impl Builder {
                 .iter()
                 .map(|arg| arg.replace("{atom}", atom.as_str()))
                 .collect(),
-            Builder::Simulate(_) => vec!["simulate".to_owned(), atom.as_str().to_owned()],
+            Builder::Simulate { .. } => vec!["simulate".to_owned(), atom.as_str().to_owned()],
         }
     }
 }
@@ -112,9 +151,14 @@ pub fn start(
     log_file: Option<PathBuf>,
 ) -> Result<Running, StartError> {
     match builder {
-        Builder::Simulate(sim) => {
-            let estimate = env
-                .estimate_secs
+        Builder::Simulate {
+            settings: sim,
+            model,
+        } => {
+            let estimate = model
+                .get(env.atom.as_str())
+                .copied()
+                .or(env.estimate_secs)
                 .unwrap_or(sim.default_estimate_secs)
                 .max(0.0);
             // Modelled as perfectly parallel: twice the cores, half the time.
@@ -393,7 +437,9 @@ mod tests {
         };
         let atom = Atom::parse("sys-libs/zlib").expect("valid");
         assert_eq!(
-            Builder::from_settings(&settings).argv(&atom),
+            Builder::from_settings(&settings)
+                .expect("valid settings")
+                .argv(&atom),
             vec![
                 "emerge",
                 "--oneshot",
@@ -435,10 +481,11 @@ mod tests {
                 time_scale: 1.0,
                 failure_rate: 0.0,
                 default_estimate_secs: 0.3,
+                model_file: None,
             },
             ..Settings::default()
         };
-        let builder = Builder::from_settings(&settings);
+        let builder = Builder::from_settings(&settings).expect("valid settings");
         let env = BuildEnv {
             atom: Atom::parse("sys-libs/zlib").expect("valid"),
             attempt: 1,
@@ -507,5 +554,75 @@ mod tests {
             t.drain(..excess);
         }
         assert_eq!(tail_text(&tail), "6789");
+    }
+
+    #[test]
+    fn a_workload_model_is_read_by_atom_and_its_errors_name_file_and_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let good = dir.path().join("model.tsv");
+        std::fs::write(
+            &good,
+            "# atom\test_seconds_8_cores\tkind\nsys-libs/zlib\t20\tsmall\n\nwww-client/chromium\t21600\tgiant\n",
+        )
+        .expect("write model");
+        let model = load_model(&good).expect("a valid model");
+        assert_eq!(model.len(), 2);
+        assert_eq!(model.get("www-client/chromium"), Some(&21_600.0));
+        for (text, line) in [
+            ("sys-libs/zlib\tfast\n", 1),
+            ("# header\nsys-libs/zlib\t-1\n", 2),
+            ("sys-libs/zlib\n", 1),
+        ] {
+            let bad = dir.path().join("bad.tsv");
+            std::fs::write(&bad, text).expect("write model");
+            let err = load_model(&bad).expect_err(text);
+            assert!(
+                err.contains("bad.tsv") && err.contains(&format!("line {line}")),
+                "{err}"
+            );
+        }
+        let missing = load_model(&dir.path().join("absent.tsv")).expect_err("missing file");
+        assert!(missing.contains("absent.tsv"), "{missing}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_model_decides_a_simulated_build_time_over_the_jobs_estimate() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("model.tsv");
+        std::fs::write(&path, "a-b/slow\t100\n").expect("write model");
+        let settings = Settings {
+            builder: crate::config::BuilderKind::Simulate,
+            simulate: crate::config::Simulate {
+                time_scale: 0.01,
+                failure_rate: 0.0,
+                default_estimate_secs: 1.0,
+                model_file: Some(path),
+            },
+            ..Settings::default()
+        };
+        let builder = Builder::from_settings(&settings).expect("valid settings");
+        let env = |atom: &str, jobs: u32| BuildEnv {
+            atom: Atom::parse(atom).expect("valid atom"),
+            attempt: 1,
+            drone: "d".to_owned(),
+            jobs,
+            estimate_secs: Some(1.0),
+            supervise_deadline: None,
+        };
+        // 100 s on 8 cores, at 0.01: 1 s on 8 cores, 0.5 s on 16; unlisted: the job's 1 s → 10 ms.
+        for (atom, jobs, expected_ms) in [
+            ("a-b/slow", 8, 1_000),
+            ("a-b/slow", 16, 500),
+            ("a-b/other", 8, 10),
+        ] {
+            let started = tokio::time::Instant::now();
+            let mut running = start(&builder, &env(atom, jobs), 64, None).expect("starts");
+            assert_eq!(running.wait().await, BuildOutcome::Succeeded);
+            assert_eq!(
+                started.elapsed().as_millis(),
+                expected_ms,
+                "{atom} on {jobs} cores"
+            );
+        }
     }
 }

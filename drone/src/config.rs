@@ -37,6 +37,11 @@ pub struct Simulate {
     pub failure_rate: f64,
     /// Modelled time on an 8-core slot for jobs that carry no estimate.
     pub default_estimate_secs: f64,
+    /// A workload model: a TSV file of `atom<TAB>seconds on 8 cores` lines (`#` comments and
+    /// further columns ignored), such as `world-152.tsv`. When set, a package listed there
+    /// takes its modelled time whatever the job says, so the coordinator's estimates can be
+    /// tested against a truth they do not know.
+    pub model_file: Option<PathBuf>,
 }
 
 impl Default for Simulate {
@@ -45,6 +50,7 @@ impl Default for Simulate {
             time_scale: 1.0,
             failure_rate: 0.0,
             default_estimate_secs: 60.0,
+            model_file: None,
         }
     }
 }
@@ -191,6 +197,10 @@ impl Config {
                 "drone.simulate.failure_rate",
                 "must be between 0 and 1",
             ));
+        }
+        if let Some(path) = &s.simulate.model_file {
+            crate::builder::load_model(path)
+                .map_err(|reason| ConfigError::invalid("drone.simulate.model_file", reason))?;
         }
         if s.simulate.time_scale.is_nan() || s.simulate.time_scale < 0.0 {
             return Err(ConfigError::invalid(

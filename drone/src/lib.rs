@@ -6,8 +6,10 @@ pub mod builder;
 pub mod config;
 pub mod disk;
 pub mod health;
+pub mod probe;
 pub mod service;
 pub mod supervise;
 
 pub use config::Config;
-pub use service::{DroneError, run};
+pub use probe::Probe;
+pub use service::{DroneError, run, run_with_probe};

@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::build::{self, BuildReport, Ctx, Reporter};
+use crate::build::{self, BuildReport, Ctx, Reporter, SlotEvent, SlotHandle};
 use crate::builder::Builder;
 use crate::config::Config;
 use crate::health::{HealthEvent, Lifecycle, transition};
+use crate::probe::Probe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DroneError {
@@ -33,6 +34,8 @@ pub enum DroneError {
     Topology { what: String, reason: String },
     #[error("cannot subscribe to {subject}: {reason}")]
     Subscribe { subject: String, reason: String },
+    #[error("invalid {key}: {reason}")]
+    Config { key: &'static str, reason: String },
 }
 
 struct Slot {
@@ -40,10 +43,40 @@ struct Slot {
     attempt: u32,
     started_ms: u64,
     handback: CancellationToken,
+    /// Slots the build holds while its process runs.
+    weight: usize,
+    /// The process ended; the task is committing, reporting and acknowledging.
+    exited: bool,
 }
+
+/// Slots held by running build processes.
+fn occupied(running: &HashMap<PackageKey, Slot>) -> usize {
+    running
+        .values()
+        .filter(|slot| !slot.exited)
+        .map(|slot| slot.weight)
+        .sum()
+}
+
+/// The drone record is rewritten at most this often for changes of its builds (a queue of
+/// short builds changes them hundreds of times a second); changes of the drone's own state
+/// (grounded, draining) are written at once.
+const RECORD_MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// How long pulls pause after the consumer answered with an error status (a cluster electing a
+/// new leader answers 503 at once; asking again at once would spin).
+const PULL_PAUSE: Duration = Duration::from_millis(250);
 
 /// Runs a drone until `shutdown` is cancelled and its builds are finished or handed back.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DroneError> {
+    run_with_probe(config, shutdown, None).await
+}
+
+/// [`run`], recording measurements into `probe` (benchmarks run drones in their own process).
+pub async fn run_with_probe(
+    config: Config,
+    shutdown: CancellationToken,
+    probe: Option<Arc<Probe>>,
+) -> Result<(), DroneError> {
     let settings = config.drone.clone();
     let name = DroneName::parse(&settings.name).map_err(|e| DroneError::Topology {
         what: "drone.name".into(),
@@ -100,14 +133,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
     let ctx = Arc::new(Ctx {
         name: name.clone(),
         settings: settings.clone(),
-        builder: with_supervisor(Builder::from_settings(&settings)),
+        builder: with_supervisor(Builder::from_settings(&settings).map_err(|reason| {
+            DroneError::Config {
+                key: "drone.simulate.model_file",
+                reason,
+            }
+        })?),
         leases,
         packages,
         drones: drones.clone(),
-        reporter: Reporter::new(js.clone(), name.clone(), boot_ms),
+        reporter: Reporter::new(client.clone(), name.clone(), boot_ms),
         refused: runtime::throttle::Throttle::default(),
         lease_ttl,
         renew_every,
+        probe,
     });
     let inbox = Subject::from(client.new_inbox());
     let mut jobs_in = client
@@ -138,12 +177,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
     let build_dir = settings.effective_build_dir();
     let mut running: HashMap<PackageKey, Slot> = HashMap::new();
     let tracker = TaskTracker::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(PackageKey, BuildReport)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<SlotEvent>();
     let mut requested: usize = 0;
+    // When each free slot freed, oldest first: the next build started takes the oldest.
+    let mut freed: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
     let mut last_pull_activity = Instant::now();
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     let mut heartbeat_tick = tokio::time::interval(heartbeat);
     heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut record_pending = false;
+    // After a pull status that means the consumer cannot serve (no leader, 503), the next pull
+    // waits a moment instead of spinning.
+    let mut pull_paused_until: Option<Instant> = None;
+    // The first record is written at once.
+    let mut last_record = Instant::now()
+        .checked_sub(RECORD_MIN_INTERVAL)
+        .unwrap_or_else(Instant::now);
 
     info!(drone = %name, cores = settings.cores, slots, arch = %settings.arch, lease_ttl_ms = lease_ttl.as_millis() as u64, "drone online");
     ctx.reporter
@@ -163,8 +212,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
 
     loop {
         // Ask for exactly the free slots not already asked for.
-        if lifecycle.pulls() {
-            let free = slots.saturating_sub(running.len() + requested);
+        if lifecycle.pulls() && pull_paused_until.is_none_or(|at| Instant::now() >= at) {
+            pull_paused_until = None;
+            let free = slots.saturating_sub(occupied(&running) + requested);
             if free > 0 {
                 let request = BatchConfig {
                     batch: free,
@@ -195,7 +245,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
         let watchdog = tokio::time::Instant::from(last_pull_activity + pull_silence);
         let drain_at = drain_deadline
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        // A change of the drone's own state is written at once, a change of its builds at most
+        // every RECORD_MIN_INTERVAL.
+        let mut record_urgent = false;
         let mut record_dirty = false;
+        let record_at = tokio::time::Instant::from(last_record + RECORD_MIN_INTERVAL);
         tokio::select! {
             _ = shutdown.cancelled(), if !matches!(lifecycle, Lifecycle::Draining) => {
                 info!(running = running.len(), grace_ms = settings.shutdown_grace_ms, "draining: no more pulls");
@@ -204,7 +258,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
                 }
                 drain_deadline = Some(tokio::time::Instant::now() + Duration::from_millis(settings.shutdown_grace_ms));
                 ctx.reporter.note(EventKind::Draining).await;
-                record_dirty = true;
+                record_urgent = true;
             }
             _ = tokio::time::sleep_until(drain_at), if drain_deadline.is_some() => {
                 info!(running = running.len(), "grace period over: handing back running builds");
@@ -229,8 +283,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
                         }
                     }
                     Some(status) => {
-                        debug!(%status, "pull status");
+                        debug!(%status, "pull status; pausing pulls for {} ms", PULL_PAUSE.as_millis());
                         requested = 0;
+                        pull_paused_until = Some(Instant::now() + PULL_PAUSE);
                     }
                     None => {
                         requested = requested.saturating_sub(1);
@@ -246,44 +301,61 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
                             // machine is not.
                             let _ = message.ack_with(AckKind::Nak(None)).await;
                             ground_unhealthy(&ctx, &mut lifecycle, threshold, reason).await;
-                            record_dirty = true;
-                        } else if !lifecycle.pulls() || running.len() >= slots {
+                            record_urgent = true;
+                        } else if !lifecycle.pulls() || occupied(&running) >= slots {
                             // Delivered by a pull this drone had already given up on.
                             let _ = message.ack_with(AckKind::Nak(None)).await;
                         } else {
-                            start_build(&ctx, &tracker, &done_tx, &mut running, message);
+                            start_build(&ctx, &tracker, &done_tx, &mut running, message, freed.pop_front());
                             record_dirty = true;
                         }
                     }
                 }
             }
-            Some((key, report)) = done_rx.recv() => {
-                if let Some(slot) = running.remove(&key) {
-                    let event = match &report {
-                        BuildReport::Finished { outcome: schemas::BuildOutcome::Succeeded, .. } => Some(HealthEvent::BuildSucceeded),
-                        BuildReport::Finished { atom, outcome: schemas::BuildOutcome::Failed { exit, .. } } => Some(HealthEvent::BuildFailed { atom: atom.clone(), why: exit.to_string() }),
-                        BuildReport::BuilderBroken { atom, reason } => Some(HealthEvent::BuildFailed { atom: atom.clone(), why: reason.clone() }),
-                        _ => None,
-                    };
-                    debug!(package = %slot.atom, ?report, "slot freed");
-                    if let Some(event) = event
-                        && let Ok(next) = transition(&lifecycle, &event, threshold)
+            Some(event) = done_rx.recv() => match event {
+                SlotEvent::Exited { key, at, outcome } => {
+                    if let Some(slot) = running.get_mut(&key)
+                        && !slot.exited
                     {
-                        if let (Lifecycle::Working { .. }, Lifecycle::Grounded { reason }) = (&lifecycle, &next) {
-                            warn!(drone = %name, reason = %reason, "grounded: no more pulls until `swarmctl unground`");
-                            ctx.reporter.note(EventKind::Grounded { reason: reason.clone() }).await;
+                        slot.exited = true;
+                        freed.extend(std::iter::repeat_n(at, slot.weight));
+                        // The verdict on the machine is taken as the build ends, before its
+                        // slot is filled again: a drone that grounds itself takes nothing more.
+                        let event = match outcome {
+                            Some(schemas::BuildOutcome::Succeeded) => Some(HealthEvent::BuildSucceeded),
+                            Some(schemas::BuildOutcome::Failed { exit, .. }) => Some(HealthEvent::BuildFailed { atom: slot.atom.clone(), why: exit.to_string() }),
+                            None => None,
+                        };
+                        if let Some(event) = event {
+                            record_urgent |= apply_health(&ctx, &mut lifecycle, &event, threshold).await;
                         }
-                        lifecycle = next;
                     }
+                    record_dirty = true;
                 }
-                record_dirty = true;
-            }
+                SlotEvent::Done { key, report, unused } => {
+                    if let Some(slot) = running.remove(&key) {
+                        if !slot.exited {
+                            // No build ran in the slot: it is free since it was last freed.
+                            let at = unused.unwrap_or_else(Instant::now);
+                            for _ in 0..slot.weight {
+                                freed.push_front(at);
+                            }
+                        }
+                        debug!(package = %slot.atom, ?report, "job done");
+                        if let BuildReport::BuilderBroken { atom, reason } = &report {
+                            let event = HealthEvent::BuildFailed { atom: atom.clone(), why: reason.clone() };
+                            record_urgent |= apply_health(&ctx, &mut lifecycle, &event, threshold).await;
+                        }
+                    }
+                    record_dirty = true;
+                }
+            },
             Some(request) = control.next() => {
                 let reply = handle_control(&mut lifecycle, threshold, &request.payload, &ctx.refused);
                 if reply.ok {
                     info!(drone = %name, "ungrounded by operator");
                     ctx.reporter.note(EventKind::Ungrounded).await;
-                    record_dirty = true;
+                    record_urgent = true;
                 }
                 if let (Some(to), Ok(bytes)) = (request.reply, encode(&reply)) {
                     let _ = client.publish(to, bytes.into()).await;
@@ -293,9 +365,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
                 debug!(requested, "pull went silent; asking again");
                 requested = 0;
             }
+            _ = tokio::time::sleep_until(pull_paused_until.unwrap_or_else(Instant::now).into()), if pull_paused_until.is_some() => {}
             _ = heartbeat_tick.tick() => record_dirty = true,
+            _ = tokio::time::sleep_until(record_at), if record_pending => {}
         }
-        if record_dirty {
+        record_pending |= record_dirty;
+        if record_urgent || (record_pending && last_record.elapsed() >= RECORD_MIN_INTERVAL) {
+            record_pending = false;
+            last_record = Instant::now();
             let record = drone_record(
                 &ctx,
                 &lifecycle,
@@ -324,6 +401,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Dron
     let _ = client.flush().await;
     info!(drone = %name, "drone offline");
     Ok(())
+}
+
+/// Applies a build's verdict to the lifecycle; true when the drone has just grounded itself.
+async fn apply_health(
+    ctx: &Ctx,
+    lifecycle: &mut Lifecycle,
+    event: &HealthEvent,
+    threshold: u32,
+) -> bool {
+    let Ok(next) = transition(lifecycle, event, threshold) else {
+        return false;
+    };
+    let grounded = match (&*lifecycle, &next) {
+        (Lifecycle::Working { .. }, Lifecycle::Grounded { reason }) => {
+            warn!(drone = %ctx.name, reason = %reason, "grounded: no more pulls until `swarmctl unground`");
+            ctx.reporter
+                .note(EventKind::Grounded {
+                    reason: reason.clone(),
+                })
+                .await;
+            true
+        }
+        _ => false,
+    };
+    *lifecycle = next;
+    grounded
 }
 
 /// Grounds the drone because the machine cannot build (`reason` names the build directory and
@@ -362,9 +465,10 @@ fn missing(what: &str, err: impl std::fmt::Display) -> DroneError {
 fn start_build(
     ctx: &Arc<Ctx>,
     tracker: &TaskTracker,
-    done: &mpsc::UnboundedSender<(PackageKey, BuildReport)>,
+    done: &mpsc::UnboundedSender<SlotEvent>,
     running: &mut HashMap<PackageKey, Slot>,
     message: jetstream::Message,
+    freed_at: Option<Instant>,
 ) {
     let job = match decode::<Job>(&message.payload) {
         Ok(job) => job,
@@ -402,13 +506,16 @@ fn start_build(
             attempt: job.attempt,
             started_ms: runtime::now_ms(),
             handback: handback.clone(),
+            weight: 1,
+            exited: false,
         },
     );
     let ctx = ctx.clone();
-    let done = done.clone();
+    let mut slot = SlotHandle::new(key, done.clone(), freed_at);
+    let jobs = ctx.settings.cores_per_slot();
     tracker.spawn(async move {
-        let report = build::run(ctx, message, job, handback).await;
-        let _ = done.send((key, report));
+        let report = build::run(ctx, message, job, handback, &mut slot, jobs).await;
+        slot.done(report);
     });
 }
 

@@ -4,6 +4,7 @@
 //! It exists so that credentials, TLS and config precedence are implemented once; the wire
 //! contract stays in `schemas`, which must not depend on an async runtime.
 
+pub mod ack;
 pub mod config;
 pub mod daemon;
 pub mod kv;

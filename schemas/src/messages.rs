@@ -84,6 +84,9 @@ pub struct Lease {
     pub drone: DroneName,
     pub atom: Atom,
     pub attempt: u32,
+    /// The submission the job belongs to (0 from drones that predate the field).
+    #[serde(default)]
+    pub submission: u64,
     /// Stream sequence of the job message being built.
     pub stream_seq: u64,
     /// Delivery count of that message when it was claimed.
@@ -212,19 +215,30 @@ pub enum EventKind {
         delivery: u64,
         lease_rev: u64,
     },
-    /// The build process started with this argv.
+    /// The drone holds the lease (revision `lease_rev`) and the build process started with
+    /// this argv and `jobs` cores (`MAKEOPTS=-j<jobs>`). Drones since 0.1 send this one event
+    /// for claim and start; the coordinator takes either as the claim.
     Started {
         atom: Atom,
         attempt: u32,
         argv: Vec<String>,
+        #[serde(default)]
+        jobs: u32,
+        #[serde(default)]
+        delivery: u64,
+        #[serde(default)]
+        lease_rev: u64,
     },
-    /// The build ended and its result was committed on the lease.
+    /// The build ended and its result was committed on the lease. `jobs` is the cores it ran
+    /// with (0 when unknown), from which the coordinator learns the package's build cost.
     Finished {
         atom: Atom,
         attempt: u32,
         lease_rev: u64,
         outcome: BuildOutcome,
         duration_ms: u64,
+        #[serde(default)]
+        jobs: u32,
     },
     /// The drone gave the job back unbuilt (shutdown, or a fault of its own); the attempt is not
     /// consumed.
@@ -456,6 +470,7 @@ mod tests {
             drone: drone("d1"),
             atom: atom("sys-libs/zlib"),
             attempt: 1,
+            submission: 3,
             stream_seq: 7,
             delivery: 1,
             phase: LeasePhase::Finished {
@@ -501,6 +516,9 @@ mod tests {
                 atom: atom("a-b/c"),
                 attempt: 1,
                 argv: vec!["emerge".into(), "a-b/c".into()],
+                jobs: 4,
+                delivery: 1,
+                lease_rev: 1,
             },
             EventKind::Finished {
                 atom: atom("a-b/c"),
@@ -508,6 +526,7 @@ mod tests {
                 lease_rev: 5,
                 outcome: failed.clone(),
                 duration_ms: 10,
+                jobs: 4,
             },
             EventKind::Finished {
                 atom: atom("a-b/c"),
@@ -515,6 +534,7 @@ mod tests {
                 lease_rev: 5,
                 outcome: BuildOutcome::Succeeded,
                 duration_ms: 10,
+                jobs: 4,
             },
             EventKind::HandedBack {
                 atom: atom("a-b/c"),
