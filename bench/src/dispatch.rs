@@ -19,6 +19,7 @@ use crate::harness::{DroneSpec, Swarm, quantile};
 pub fn noop_items(prefix: &str, n: usize) -> Vec<schemas::SubmitItem> {
     (0..n)
         .map(|i| schemas::SubmitItem {
+            class: None,
             atom: format!("bench-{prefix}/p{i:06}"),
             estimate_secs: Some(0.0),
         })

@@ -346,7 +346,7 @@ impl Drop for Swarm {
 }
 
 /// SIGTERM, the way an operator stops a daemon.
-fn nix_kill(pid: u32) -> std::io::Result<()> {
+pub fn nix_kill(pid: u32) -> std::io::Result<()> {
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(pid.to_string())

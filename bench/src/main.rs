@@ -9,14 +9,18 @@ use clap::{Parser, ValueEnum};
 use serde_json::json;
 
 mod dispatch;
+mod footprint;
 mod harness;
 mod report;
+mod scale;
 
 use report::{Report, fmt_opt, verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Part {
     Dispatch,
+    Scale,
+    Footprint,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,7 +40,7 @@ enum SyncMode {
 )]
 struct Args {
     /// Parts to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Part::Dispatch])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Part::Dispatch, Part::Scale, Part::Footprint])]
     only: Vec<Part>,
     /// Server fsync setting for the dispatch part.
     #[arg(long, value_enum, default_value_t = SyncMode::Both)]
@@ -75,9 +79,14 @@ async fn main() -> anyhow::Result<()> {
         ),
         machine.clone(),
     );
+    // The coordinator's memory with the big queue, measured by the scale part and reused by the
+    // footprint part.
+    let mut queued = None;
     for part in &args.only {
         match part {
             Part::Dispatch => run_dispatch(&args, &mut report).await?,
+            Part::Scale => queued = run_scale(&args, &mut report).await?,
+            Part::Footprint => run_footprint(&args, &mut report, queued).await?,
         }
     }
     std::fs::create_dir_all(&args.out)
@@ -153,5 +162,47 @@ async fn run_dispatch(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         ));
     }
     report.section("dispatch", markdown, json!(results));
+    Ok(())
+}
+
+async fn run_scale(args: &Args, report: &mut Report) -> anyhow::Result<Option<footprint::Queued>> {
+    let sizes = if args.quick {
+        scale::Sizes::quick()
+    } else {
+        scale::Sizes::full()
+    };
+    let result = scale::run(&sizes).await?;
+    let queued = result
+        .queued_memory()
+        .map(|(idle_kib, queued_kib, packages)| footprint::Queued {
+            idle_kib,
+            queued_kib,
+            packages,
+            from_scale: true,
+        });
+    report.section(
+        "scale",
+        scale::markdown(&result, &sizes),
+        serde_json::to_value(&result)?,
+    );
+    Ok(queued)
+}
+
+async fn run_footprint(
+    args: &Args,
+    report: &mut Report,
+    queued: Option<footprint::Queued>,
+) -> anyhow::Result<()> {
+    let sizes = if args.quick {
+        footprint::Sizes::quick()
+    } else {
+        footprint::Sizes::full()
+    };
+    let result = footprint::run(&sizes, queued).await?;
+    report.section(
+        "footprint",
+        footprint::markdown(&result, &sizes),
+        serde_json::to_value(&result)?,
+    );
     Ok(())
 }

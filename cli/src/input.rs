@@ -48,7 +48,13 @@ pub struct Collected {
 }
 
 impl Collected {
-    fn push(&mut self, origin: Origin, atom: &str, estimate_secs: Option<f64>) {
+    fn push(
+        &mut self,
+        origin: Origin,
+        atom: &str,
+        estimate_secs: Option<f64>,
+        class: Option<schemas::SizeClass>,
+    ) {
         match Atom::parse(atom) {
             Ok(atom) => {
                 let atom = String::from(atom);
@@ -58,6 +64,7 @@ impl Collected {
                     self.items.push(SubmitItem {
                         atom,
                         estimate_secs,
+                        class,
                     });
                 }
             }
@@ -71,13 +78,14 @@ impl Collected {
     /// Adds the ATOM arguments.
     pub fn add_arguments<S: AsRef<str>>(&mut self, atoms: &[S]) {
         for (i, atom) in atoms.iter().enumerate() {
-            self.push(Origin::Argument(i + 1), atom.as_ref(), None);
+            self.push(Origin::Argument(i + 1), atom.as_ref(), None, None);
         }
     }
 
     /// Adds an atom list: one atom per line; blank lines and lines starting with `#` are
-    /// skipped; a line may be tab-separated `atom<TAB>estimate_seconds<TAB>...`, where the second
-    /// column is taken as the build-time estimate on an 8-core drone when it is a number.
+    /// skipped; a line may be tab-separated `atom<TAB>estimate_seconds<TAB>class`, where the second
+    /// column is taken as the build-time estimate on an 8-core drone when it is a number, and the
+    /// third as the size class (`small`, `medium`, `heavy`, `giant`) when it names one.
     pub fn add_atom_list(&mut self, path: &Path, text: &str) {
         for (i, line) in text.lines().enumerate() {
             let line = line.trim_end_matches('\r');
@@ -89,6 +97,7 @@ impl Collected {
             // Surrounding spaces are forgiven; anything inside the atom is the parser's business.
             let atom = columns.next().unwrap_or_default().trim_matches(' ');
             let estimate_secs = columns.next().and_then(parse_estimate);
+            let class = columns.next().and_then(schemas::SizeClass::parse);
             self.push(
                 Origin::Line {
                     path: path.to_owned(),
@@ -96,6 +105,7 @@ impl Collected {
                 },
                 atom,
                 estimate_secs,
+                class,
             );
         }
     }
@@ -111,7 +121,7 @@ impl Collected {
             };
             match pretend_line(line) {
                 PretendLine::Other => {}
-                PretendLine::Package(cpv) => self.push(origin, &format!("={cpv}"), None),
+                PretendLine::Package(cpv) => self.push(origin, &format!("={cpv}"), None, None),
                 PretendLine::Malformed => self.invalid.push(InvalidAtom {
                     origin,
                     reason: format!(
@@ -442,6 +452,7 @@ dev-build/make\t40\tsmall\n\
         assert_eq!(collected.items.len(), 6);
         assert_eq!(collected.items[0].atom, "sys-libs/zlib");
         assert_eq!(collected.items[0].estimate_secs, Some(20.0));
+        assert_eq!(collected.items[0].class, Some(schemas::SizeClass::Small));
         assert!(collected.items.iter().all(|i| i.estimate_secs.is_some()));
     }
 }

@@ -274,6 +274,7 @@ mod tests {
 
     fn drone(n: &str, cores: u32, state: DroneState, building: &[&str]) -> DroneRecord {
         DroneRecord {
+            big_builds: false,
             v: SCHEMA_VERSION,
             name: name(n),
             cores,
@@ -312,6 +313,8 @@ mod tests {
 
     fn package(a: &str, state: PackageState, history: Vec<AttemptRecord>) -> PackageRecord {
         PackageRecord {
+            class: None,
+            learned_secs: None,
             v: SCHEMA_VERSION,
             atom: atom(a),
             arch: Arch::default(),

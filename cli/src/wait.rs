@@ -148,6 +148,8 @@ mod tests {
     #[test]
     fn the_report_names_failed_packages() {
         let failed = PackageRow::from_record(&PackageRecord {
+            class: None,
+            learned_secs: None,
             v: SCHEMA_VERSION,
             atom: Atom::parse("dev-libs/broken").expect("valid"),
             arch: Arch::default(),

@@ -31,6 +31,7 @@ fn drone(
     interval_ms: u64,
 ) -> DroneRecord {
     DroneRecord {
+        big_builds: false,
         v: SCHEMA_VERSION,
         name: name(n),
         cores,
@@ -58,6 +59,8 @@ fn drone(
 
 fn package(a: &str, state: PackageState, history: Vec<AttemptRecord>) -> PackageRecord {
     PackageRecord {
+        class: None,
+        learned_secs: None,
         v: SCHEMA_VERSION,
         atom: atom(a),
         arch: Arch::default(),

@@ -24,6 +24,17 @@ pub enum Storage {
     Memory,
 }
 
+/// The order in which queued packages are handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// Each submission's jobs in order of their estimates, longest first, with jobs too long for
+    /// any drone's slot queued apart for the drones that take big builds.
+    LongestFirst,
+    /// Submission order, nothing queued apart.
+    Fifo,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -54,6 +65,8 @@ pub struct Settings {
     pub events_max_age_secs: u64,
     /// Window in which a re-published job with the same message id is dropped as a duplicate.
     pub duplicate_window_ms: u64,
+    /// Order of the queue: `longest-first` or `fifo`.
+    pub schedule: Schedule,
 }
 
 impl Default for Settings {
@@ -71,6 +84,7 @@ impl Default for Settings {
             replicas: 1,
             events_max_age_secs: 7 * 24 * 3600,
             duplicate_window_ms: 120_000,
+            schedule: Schedule::LongestFirst,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod lifecycle;
+pub mod schedule;
 pub mod service;
 pub mod topology;
 

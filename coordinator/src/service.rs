@@ -16,8 +16,9 @@ use schemas::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::Settings;
+use crate::config::{Schedule, Settings};
 use crate::lifecycle::{PackageEvent, Policy, transition};
+use crate::schedule;
 use crate::topology::Topology;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,8 +101,15 @@ struct Pending {
 /// The job's message id: the same record revision always gives the same id, so publishing
 /// twice after a crash is deduplicated by the server, while a re-publish after the record moved
 /// on (a requeue of a lost job) is a new message.
-fn msg_id(key: &PackageKey, record: &PackageRecord, revision: u64, attempt: u32) -> String {
-    format!("{key}:{}:{attempt}:{revision}", record.submission)
+fn msg_id(
+    key: &PackageKey,
+    record: &PackageRecord,
+    revision: u64,
+    attempt: u32,
+    big: bool,
+) -> String {
+    let queue = if big { ":big" } else { "" };
+    format!("{key}:{}:{attempt}:{revision}{queue}", record.submission)
 }
 
 impl Service {
@@ -319,6 +327,7 @@ impl Service {
         key: &PackageKey,
         event: PackageEvent,
         attempt_record: Option<AttemptRecord>,
+        learned: Option<f64>,
     ) -> Result<Option<PackageState>, WriteError> {
         for _ in 0..2 {
             let Some(entry) = self.packages.get(key) else {
@@ -340,6 +349,9 @@ impl Service {
             if let Some(attempt) = &attempt_record {
                 record.history.push(attempt.clone());
             }
+            if let Some(observed) = learned {
+                record.learned_secs = Some(schedule::learn(record.learned_secs, observed));
+            }
             match self.write(key, record).await {
                 Ok(()) => return Ok(Some(next)),
                 Err(WriteError::Conflict) => continue,
@@ -351,12 +363,62 @@ impl Service {
 
     // ---- jobs ----
 
+    /// The estimate above which a job of `arch` is big now (see `schedule::big_above`); `None`
+    /// under the FIFO schedule or when no drone online takes big builds.
+    fn big_above(&self, arch: &Arch) -> Option<f64> {
+        if self.settings.schedule != Schedule::LongestFirst {
+            return None;
+        }
+        let now = runtime::now_ms();
+        let mut capacity = schedule::Capacity::default();
+        for drone in self.drones.values() {
+            let state = schemas::summary::effective_state(
+                &drone.record,
+                now.saturating_sub(drone.written_ms),
+            );
+            if drone.record.arch == *arch
+                && matches!(state, DroneState::Idle | DroneState::Building)
+            {
+                capacity.add(
+                    drone.record.cores,
+                    drone.record.slots,
+                    drone.record.big_builds,
+                );
+            }
+        }
+        let work: f64 = self
+            .packages
+            .values()
+            .filter(|e| e.record.arch == *arch && !e.record.state.is_final())
+            .map(|e| schedule::estimate_secs(&e.record))
+            .sum();
+        schedule::big_above(&capacity, work)
+    }
+
+    /// Whether the package's job goes to the big queue, given `big_above`.
+    fn is_big(record: &PackageRecord, big_above: Option<f64>) -> bool {
+        big_above.is_some_and(|above| schedule::estimate_secs(record) > above)
+    }
+
+    /// Publishes one package's job, deciding its queue now.
+    async fn publish_one(
+        &self,
+        key: &PackageKey,
+        record: &PackageRecord,
+        revision: u64,
+        attempt: u32,
+    ) -> Result<PublishOutcome, String> {
+        let big = Self::is_big(record, self.big_above(&record.arch));
+        self.publish_job(key, record, revision, attempt, big).await
+    }
+
     async fn publish_job(
         &self,
         key: &PackageKey,
         record: &PackageRecord,
         revision: u64,
         attempt: u32,
+        big: bool,
     ) -> Result<PublishOutcome, String> {
         let avoid = record
             .history
@@ -373,10 +435,14 @@ impl Service {
             estimate_secs: record.estimate_secs,
         };
         let payload = encode(&job).map_err(|e| e.to_string())?;
-        let subject = names::build_subject(&record.arch, key);
+        let subject = if big {
+            names::big_build_subject(&record.arch, key)
+        } else {
+            names::build_subject(&record.arch, key)
+        };
         let publish = PublishMessage::build()
             .payload(payload.into())
-            .message_id(msg_id(key, record, revision, attempt));
+            .message_id(msg_id(key, record, revision, attempt, big));
         let ack = self
             .js
             .send_publish(subject, publish)
@@ -452,7 +518,7 @@ impl Service {
         let mut rejections = Vec::new();
         for item in &request.items {
             match Atom::parse(&item.atom) {
-                Ok(atom) => atoms.push((atom, item.estimate_secs)),
+                Ok(atom) => atoms.push((atom, item.estimate_secs, item.class)),
                 Err(err) => rejections.push(AtomRejection {
                     input: schemas::shorten(&item.atom, 80),
                     reason: err.to_string(),
@@ -470,21 +536,28 @@ impl Service {
         let mut seen = HashSet::new();
         let now = runtime::now_ms();
         let mut records = Vec::new();
-        for (atom, estimate) in atoms {
+        for (atom, estimate, class) in atoms {
             let key = atom.key();
             if !seen.insert(key.clone()) {
                 already += 1;
                 continue;
             }
-            let (submission, revision) = match self.packages.get(&key) {
+            // A rebuild keeps what earlier builds taught about the package's build time.
+            let (submission, revision, learned_secs) = match self.packages.get(&key) {
                 Some(entry) if !entry.record.state.is_final() => {
                     already += 1;
                     continue;
                 }
-                Some(entry) => (entry.record.submission + 1, Some(entry.revision)),
-                None => (1, None),
+                Some(entry) => (
+                    entry.record.submission + 1,
+                    Some(entry.revision),
+                    entry.record.learned_secs,
+                ),
+                None => (1, None, None),
             };
             let record = PackageRecord {
+                class,
+                learned_secs,
                 v: SCHEMA_VERSION,
                 atom,
                 arch: arch.clone(),
@@ -555,11 +628,35 @@ impl Service {
     /// left to the reconciler.
     async fn publish_many(&self, keys: &[PackageKey], attempt: u32) {
         let this = self;
-        let mut results = futures::stream::iter(keys.iter().filter_map(|key| {
-            this.packages.get(key).map(|entry| async move {
+        let mut ordered: Vec<(&PackageKey, f64)> = keys
+            .iter()
+            .filter_map(|key| {
+                let entry = this.packages.get(key)?;
+                Some((key, schedule::estimate_secs(&entry.record)))
+            })
+            .collect();
+        let mut big_above = HashMap::new();
+        if self.settings.schedule == Schedule::LongestFirst {
+            schedule::longest_first(&mut ordered);
+            for (key, _) in &ordered {
+                if let Some(entry) = this.packages.get(*key) {
+                    let arch = &entry.record.arch;
+                    if !big_above.contains_key(arch) {
+                        big_above.insert(arch.clone(), this.big_above(arch));
+                    }
+                }
+            }
+        }
+        let mut results = futures::stream::iter(ordered.into_iter().filter_map(|(key, _)| {
+            let entry = this.packages.get(key)?;
+            let big = Self::is_big(
+                &entry.record,
+                big_above.get(&entry.record.arch).copied().flatten(),
+            );
+            Some(async move {
                 (
                     key,
-                    this.publish_job(key, &entry.record, entry.revision, attempt)
+                    this.publish_job(key, &entry.record, entry.revision, attempt, big)
                         .await,
                 )
             })
@@ -719,7 +816,10 @@ impl Service {
                     self.refresh(&key).await;
                     for pending in events {
                         let change = pending.change;
-                        match self.apply(&change.key, change.event, change.attempt).await {
+                        match self
+                            .apply(&change.key, change.event, change.attempt, change.learned)
+                            .await
+                        {
                             Ok(_) => self.acknowledge(&pending.message, pending.seq).await,
                             Err(err) => self.give_back(&pending.message, pending.seq, &err).await,
                         }
@@ -742,6 +842,9 @@ impl Service {
                 record.updated_ms = now;
                 if let Some(attempt) = &change.attempt {
                     record.history.push(attempt.clone());
+                }
+                if let Some(observed) = change.learned {
+                    record.learned_secs = Some(schedule::learn(record.learned_secs, observed));
                 }
                 true
             }
@@ -797,7 +900,7 @@ impl Service {
             return Ok(());
         };
         if let Some(state) = self
-            .apply(&change.key, change.event, change.attempt)
+            .apply(&change.key, change.event, change.attempt, change.learned)
             .await?
             && let Some(atom) = change.result_of
         {
@@ -918,11 +1021,14 @@ impl Service {
                 continue;
             };
             match self
-                .publish_job(&key, &entry.record, entry.revision, attempt)
+                .publish_one(&key, &entry.record, entry.revision, attempt)
                 .await
             {
                 Ok(PublishOutcome::Published) => {
-                    if let Err(err) = self.apply(&key, PackageEvent::RetryPublished, None).await {
+                    if let Err(err) = self
+                        .apply(&key, PackageEvent::RetryPublished, None, None)
+                        .await
+                    {
                         warn!(key = %key, error = %err, "retry published but not recorded; it will be recorded on the next tick");
                     }
                 }
@@ -969,7 +1075,7 @@ impl Service {
                             attempt: job.attempt,
                             deliveries: advisory.deliveries,
                         };
-                        if let Err(err) = self.apply(&key, event, None).await {
+                        if let Err(err) = self.apply(&key, event, None, None).await {
                             warn!(error = %err, "dead letter not recorded; will retry");
                             let _ = message
                                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -1144,13 +1250,13 @@ impl Service {
             };
             let attempt = entry.record.state.attempt();
             warn!(package = %entry.record.atom, attempt, "package has neither a job nor a lease; re-publishing");
-            match self.apply(&key, PackageEvent::Requeued, None).await {
+            match self.apply(&key, PackageEvent::Requeued, None, None).await {
                 Ok(_) => {
                     let Some(entry) = self.packages.get(&key) else {
                         continue;
                     };
                     if let Err(err) = self
-                        .publish_job(&key, &entry.record, entry.revision, attempt)
+                        .publish_one(&key, &entry.record, entry.revision, attempt)
                         .await
                     {
                         warn!(key = %key, error = %err, "re-publish failed; will retry");
@@ -1204,6 +1310,8 @@ struct Change {
     attempt: Option<AttemptRecord>,
     /// The atom, for a result (logged when it is recorded).
     result_of: Option<Atom>,
+    /// What a successful build says about the package's build time (seconds on 8 cores).
+    learned: Option<f64>,
 }
 
 /// The package change an event asks for; `None` for events only observers read.
@@ -1217,6 +1325,7 @@ fn package_change(event: Event) -> Option<Change> {
                 event: PackageEvent::Claimed { drone, attempt },
                 attempt: None,
                 result_of: None,
+                learned: None,
             })
         }
         EventKind::Finished {
@@ -1224,8 +1333,13 @@ fn package_change(event: Event) -> Option<Change> {
             attempt,
             outcome,
             duration_ms,
+            jobs,
             ..
         } => {
+            let learned = match outcome {
+                BuildOutcome::Succeeded => schedule::observed_secs(duration_ms, jobs),
+                BuildOutcome::Failed { .. } => None,
+            };
             let history = AttemptRecord {
                 attempt,
                 drone: drone.clone(),
@@ -1246,6 +1360,7 @@ fn package_change(event: Event) -> Option<Change> {
                 event: package_event,
                 attempt: Some(history),
                 result_of: Some(atom),
+                learned,
             })
         }
         EventKind::HandedBack { atom, attempt, .. } => Some(Change {
@@ -1253,6 +1368,7 @@ fn package_change(event: Event) -> Option<Change> {
             event: PackageEvent::HandedBack { attempt },
             attempt: None,
             result_of: None,
+            learned: None,
         }),
         _ => None,
     }

@@ -96,6 +96,16 @@ pub fn builders_consumer(settings: &Settings, arch: &schemas::Arch) -> consumer:
     }
 }
 
+/// The consumer of one arch's big jobs: the same settings, its own subjects. Only drones that
+/// take big builds pull from it.
+pub fn big_builders_consumer(settings: &Settings, arch: &schemas::Arch) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(names::big_builders_consumer(arch)),
+        filter_subject: names::big_build_filter(arch),
+        ..builders_consumer(settings, arch)
+    }
+}
+
 async fn ensure_stream(
     js: &jetstream::Context,
     config: stream::Config,
@@ -199,15 +209,19 @@ pub async fn ensure(
     let packages =
         ensure_bucket(js, bucket(settings, names::PACKAGES_BUCKET, Duration::ZERO)).await?;
     for arch in &settings.arches {
-        let config = builders_consumer(settings, arch);
-        let name = names::builders_consumer(arch);
-        builds
-            .create_consumer(config)
-            .await
-            .map_err(|e| TopologyError::Consumer {
-                name,
-                reason: e.to_string(),
-            })?;
+        for config in [
+            builders_consumer(settings, arch),
+            big_builders_consumer(settings, arch),
+        ] {
+            let name = config.durable_name.clone().unwrap_or_default();
+            builds
+                .create_consumer(config)
+                .await
+                .map_err(|e| TopologyError::Consumer {
+                    name,
+                    reason: e.to_string(),
+                })?;
+        }
     }
     events
         .create_consumer(consumer::pull::Config {

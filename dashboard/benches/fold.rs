@@ -126,6 +126,7 @@ impl DroneGen {
         if self.seq > 0 && self.seq.is_multiple_of(21) {
             self.seq += 1;
             let record = DroneRecord {
+                big_builds: false,
                 v: SCHEMA_VERSION,
                 name: self.name.clone(),
                 cores: 16,

@@ -268,6 +268,7 @@ impl DroneView {
     fn unknown(name: DroneName) -> DroneView {
         let base = Shown {
             record: DroneRecord {
+                big_builds: false,
                 v: SCHEMA_VERSION,
                 name,
                 cores: 0,
@@ -855,6 +856,7 @@ mod tests {
             key: drone.to_owned(),
             written_ms: boot + seq,
             record: DroneRecord {
+                big_builds: false,
                 v: SCHEMA_VERSION,
                 name: name(drone),
                 cores: 16,
@@ -1321,6 +1323,8 @@ mod tests {
     fn packages_follow_revisions() {
         let mut swarm = Swarm::new(3);
         let pkg = |state: PackageState| PackageRecord {
+            class: None,
+            learned_secs: None,
             v: SCHEMA_VERSION,
             atom: atom("x-y/z"),
             arch: Arch::default(),

@@ -158,6 +158,7 @@ mod tests {
             key: "a".into(),
             written_ms: 1_000,
             record: DroneRecord {
+                big_builds: false,
                 v: SCHEMA_VERSION,
                 name: DroneName::parse("a").expect("valid"),
                 cores: 24,

@@ -359,6 +359,7 @@ mod tests {
             key: drone.into(),
             written_ms: 10_000,
             record: DroneRecord {
+                big_builds: false,
                 v: SCHEMA_VERSION,
                 name: name(drone),
                 cores,
@@ -389,6 +390,8 @@ mod tests {
             key: atom.key().to_string(),
             revision: updated,
             record: PackageRecord {
+                class: None,
+                learned_secs: None,
                 v: SCHEMA_VERSION,
                 atom,
                 arch: Arch::default(),

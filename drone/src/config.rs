@@ -65,6 +65,11 @@ pub struct Settings {
     pub cores: u32,
     /// Builds run at once; 0 means one per 4 cores. Each build gets `MAKEOPTS=-j<cores/slots>`.
     pub slots: u32,
+    /// Whether this drone takes big builds: jobs the coordinator judged too long for one slot
+    /// of any drone. A big build gets every slot and `MAKEOPTS=-j<cores>`; while one is queued
+    /// the drone takes no other work until it is free to start it. Unset: yes when the drone
+    /// has at least 16 cores and more than one slot.
+    pub big_builds: Option<bool>,
     pub arch: Arch,
     pub builder: BuilderKind,
     /// The argv template of the `command` builder, e.g. `["/usr/local/bin/build", "{atom}"]`.
@@ -101,6 +106,7 @@ impl Default for Settings {
             name: default_name(),
             cores: default_cores(),
             slots: 0,
+            big_builds: None,
             arch: Arch::default(),
             builder: BuilderKind::Emerge,
             command: Vec::new(),
@@ -249,6 +255,12 @@ impl Settings {
     }
 
     /// Cores each build gets: MAKEOPTS=-j<this>.
+    /// Whether this drone pulls big builds (see `big_builds`).
+    pub fn takes_big_builds(&self) -> bool {
+        self.big_builds
+            .unwrap_or(self.cores >= 16 && self.slots() > 1)
+    }
+
     pub fn cores_per_slot(&self) -> u32 {
         (self.cores / self.slots()).max(1)
     }

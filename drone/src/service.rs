@@ -62,6 +62,17 @@ fn occupied(running: &HashMap<PackageKey, Slot>) -> usize {
 /// short builds changes them hundreds of times a second); changes of the drone's own state
 /// (grounded, draining) are written at once.
 const RECORD_MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a drone that takes big builds asks whether any are queued.
+const BIG_CHECK: Duration = Duration::from_secs(1);
+
+/// What the big-builds tasks tell the main loop.
+enum BigEvent {
+    /// Whether the big consumer has jobs waiting.
+    Pending(bool),
+    /// The answer to a fetch of one big job.
+    Job(Option<Box<jetstream::Message>>),
+}
+
 /// How long pulls pause after the consumer answered with an error status (a cluster electing a
 /// new leader answers 503 at once; asking again at once would spin).
 const PULL_PAUSE: Duration = Duration::from_millis(250);
@@ -85,7 +96,7 @@ pub async fn run_with_probe(
     let client = config.nats.connect(&format!("swarm-drone {name}")).await?;
     let js = jetstream::new(client.clone());
     // Wait for the coordinator to have created the topology: drones may start first.
-    let (leases, packages, drones, consumer) = loop {
+    let (leases, packages, drones, consumer, big) = loop {
         let attempt = async {
             let leases = js
                 .get_key_value(names::LEASES_BUCKET)
@@ -108,7 +119,19 @@ pub async fn run_with_probe(
                 .get_consumer::<jetstream::consumer::pull::Config>(&consumer_name)
                 .await
                 .map_err(|e| missing(&consumer_name, e))?;
-            Ok::<_, DroneError>((leases, packages, drones, consumer))
+            // A coordinator that predates big builds has no such consumer: the drone then
+            // takes normal work only.
+            let big = if settings.takes_big_builds() {
+                stream
+                    .get_consumer::<jetstream::consumer::pull::Config>(
+                        &names::big_builders_consumer(&settings.arch),
+                    )
+                    .await
+                    .ok()
+            } else {
+                None
+            };
+            Ok::<_, DroneError>((leases, packages, drones, consumer, big))
         };
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -189,6 +212,13 @@ pub async fn run_with_probe(
     // After a pull status that means the consumer cannot serve (no leader, 503), the next pull
     // waits a moment instead of spinning.
     let mut pull_paused_until: Option<Instant> = None;
+    // Big builds: while the big consumer has jobs waiting, this drone takes no normal work and,
+    // once it is empty, fetches one big job and gives it every slot.
+    let (big_tx, mut big_rx) = mpsc::unbounded_channel::<BigEvent>();
+    let mut big_pending = false;
+    let mut big_asking = false;
+    let mut big_check = tokio::time::interval(BIG_CHECK);
+    big_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first record is written at once.
     let mut last_record = Instant::now()
         .checked_sub(RECORD_MIN_INTERVAL)
@@ -212,7 +242,28 @@ pub async fn run_with_probe(
 
     loop {
         // Ask for exactly the free slots not already asked for.
-        if lifecycle.pulls() && pull_paused_until.is_none_or(|at| Instant::now() >= at) {
+        let hold_for_big = big.is_some() && big_pending;
+        if let Some(big) = &big
+            && hold_for_big
+            && lifecycle.pulls()
+            && !big_asking
+            && occupied(&running) == 0
+        {
+            big_asking = true;
+            let big = big.clone();
+            let tx = big_tx.clone();
+            tokio::spawn(async move {
+                let message = match big.fetch().max_messages(1).messages().await {
+                    Ok(mut batch) => batch.next().await.and_then(Result::ok).map(Box::new),
+                    Err(_) => None,
+                };
+                let _ = tx.send(BigEvent::Job(message));
+            });
+        }
+        if lifecycle.pulls()
+            && !hold_for_big
+            && pull_paused_until.is_none_or(|at| Instant::now() >= at)
+        {
             pull_paused_until = None;
             let free = slots.saturating_sub(occupied(&running) + requested);
             if free > 0 {
@@ -302,11 +353,17 @@ pub async fn run_with_probe(
                             let _ = message.ack_with(AckKind::Nak(None)).await;
                             ground_unhealthy(&ctx, &mut lifecycle, threshold, reason).await;
                             record_urgent = true;
+                        } else if big_pending || (big.is_some() && occupied(&running) == 0 && big_waiting(big.as_ref()).await) {
+                            // An idle drone that takes big builds looks at the big queue before
+                            // it fills up with normal work: a big job waiting gets the whole
+                            // drone first, and this one goes back to the queue for others.
+                            big_pending = true;
+                            let _ = message.ack_with(AckKind::Nak(None)).await;
                         } else if !lifecycle.pulls() || occupied(&running) >= slots {
                             // Delivered by a pull this drone had already given up on.
                             let _ = message.ack_with(AckKind::Nak(None)).await;
                         } else {
-                            start_build(&ctx, &tracker, &done_tx, &mut running, message, freed.pop_front());
+                            start_build(&ctx, &tracker, &done_tx, &mut running, message, (freed.pop_front(), 1, ctx.settings.cores_per_slot()));
                             record_dirty = true;
                         }
                     }
@@ -366,6 +423,34 @@ pub async fn run_with_probe(
                 requested = 0;
             }
             _ = tokio::time::sleep_until(pull_paused_until.unwrap_or_else(Instant::now).into()), if pull_paused_until.is_some() => {}
+            _ = big_check.tick(), if big.is_some() && !big_asking && !big_pending => {
+                if let Some(big) = &big {
+                    big_asking = true;
+                    let mut big = big.clone();
+                    let tx = big_tx.clone();
+                    tokio::spawn(async move {
+                        let pending = big.info().await.map(|i| i.num_pending > 0).unwrap_or(false);
+                        let _ = tx.send(BigEvent::Pending(pending));
+                    });
+                }
+            }
+            Some(event) = big_rx.recv() => {
+                big_asking = false;
+                match event {
+                    BigEvent::Pending(pending) => big_pending = pending,
+                    BigEvent::Job(None) => big_pending = false,
+                    BigEvent::Job(Some(message)) => {
+                        if lifecycle.pulls() && occupied(&running) == 0 {
+                            let weight = slots;
+                            start_build(&ctx, &tracker, &done_tx, &mut running, *message, (freed.pop_front(), weight, settings.cores));
+                            freed.drain(..freed.len().min(weight - 1));
+                            record_dirty = true;
+                        } else {
+                            let _ = message.ack_with(AckKind::Nak(None)).await;
+                        }
+                    }
+                }
+            }
             _ = heartbeat_tick.tick() => record_dirty = true,
             _ = tokio::time::sleep_until(record_at), if record_pending => {}
         }
@@ -401,6 +486,16 @@ pub async fn run_with_probe(
     let _ = client.flush().await;
     info!(drone = %name, "drone offline");
     Ok(())
+}
+
+/// Whether the big consumer has jobs waiting (false when it cannot be asked).
+async fn big_waiting(big: Option<&jetstream::consumer::PullConsumer>) -> bool {
+    let Some(big) = big else { return false };
+    let mut big = big.clone();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), big.info()).await,
+        Ok(Ok(info)) if info.num_pending > 0
+    )
 }
 
 /// Applies a build's verdict to the lifecycle; true when the drone has just grounded itself.
@@ -468,7 +563,8 @@ fn start_build(
     done: &mpsc::UnboundedSender<SlotEvent>,
     running: &mut HashMap<PackageKey, Slot>,
     message: jetstream::Message,
-    freed_at: Option<Instant>,
+    // When the slot freed (for the probe), the slots the build takes, the cores it gets.
+    (freed_at, weight, jobs): (Option<Instant>, usize, u32),
 ) {
     let job = match decode::<Job>(&message.payload) {
         Ok(job) => job,
@@ -506,13 +602,12 @@ fn start_build(
             attempt: job.attempt,
             started_ms: runtime::now_ms(),
             handback: handback.clone(),
-            weight: 1,
+            weight,
             exited: false,
         },
     );
     let ctx = ctx.clone();
     let mut slot = SlotHandle::new(key, done.clone(), freed_at);
-    let jobs = ctx.settings.cores_per_slot();
     tracker.spawn(async move {
         let report = build::run(ctx, message, job, handback, &mut slot, jobs).await;
         slot.done(report);
@@ -586,6 +681,7 @@ fn drone_record(
         .collect();
     building.sort_by(|a, b| a.atom.cmp(&b.atom));
     DroneRecord {
+        big_builds: ctx.settings.takes_big_builds(),
         v: SCHEMA_VERSION,
         name: ctx.name.clone(),
         cores: ctx.settings.cores,

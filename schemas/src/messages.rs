@@ -168,6 +168,9 @@ pub struct DroneRecord {
     pub heartbeat_ms: u64,
     /// How often the drone heartbeats, so readers can tell a stopped heartbeat.
     pub heartbeat_interval_ms: u64,
+    /// Whether the drone takes big builds (given the whole drone) from the big-builds consumer.
+    #[serde(default)]
+    pub big_builds: bool,
     /// Identifies one run of the drone process; with `seq` it orders the drone's reports.
     pub boot_ms: u64,
     /// Drawn from the same per-boot counter as the drone's events, so a reader that follows both
@@ -342,6 +345,13 @@ pub struct PackageRecord {
     pub history: Vec<AttemptRecord>,
     #[serde(default)]
     pub estimate_secs: Option<f64>,
+    /// The size class the submitter gave, the scheduler's fallback when nothing better is known.
+    #[serde(default)]
+    pub class: Option<SizeClass>,
+    /// Learned build time in seconds on 8 cores: a running average over this package's successful
+    /// builds (duration × cores used / 8), kept across resubmissions.
+    #[serde(default)]
+    pub learned_secs: Option<f64>,
     pub submitted_ms: u64,
     pub updated_ms: u64,
 }
@@ -357,6 +367,45 @@ pub struct SubmitItem {
     pub atom: String,
     #[serde(default)]
     pub estimate_secs: Option<f64>,
+    /// Size class (`small`, `medium`, `heavy`, `giant`), used when there is no estimate.
+    #[serde(default)]
+    pub class: Option<SizeClass>,
+}
+
+/// How big a package is to build, as a submitter knows it without timings. Each class stands for
+/// a default estimate (seconds on 8 cores), the scheduler's last fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SizeClass {
+    Small,
+    Medium,
+    Heavy,
+    Giant,
+}
+
+impl SizeClass {
+    pub const ALL: [SizeClass; 4] = [
+        SizeClass::Small,
+        SizeClass::Medium,
+        SizeClass::Heavy,
+        SizeClass::Giant,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SizeClass::Small => "small",
+            SizeClass::Medium => "medium",
+            SizeClass::Heavy => "heavy",
+            SizeClass::Giant => "giant",
+        }
+    }
+
+    /// The class named `text` (case-insensitive).
+    pub fn parse(text: &str) -> Option<SizeClass> {
+        SizeClass::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(text.trim()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -478,6 +527,7 @@ mod tests {
             },
         });
         round_trip(DroneRecord {
+            big_builds: false,
             v: SCHEMA_VERSION,
             name: drone("d1"),
             cores: 24,
@@ -581,6 +631,8 @@ mod tests {
             },
         ] {
             round_trip(PackageRecord {
+                class: None,
+                learned_secs: None,
                 v: SCHEMA_VERSION,
                 atom: atom("a-b/c"),
                 arch: Arch::default(),
@@ -601,6 +653,7 @@ mod tests {
         round_trip(SubmitRequest {
             v: SCHEMA_VERSION,
             items: vec![SubmitItem {
+                class: None,
                 atom: "not an atom".into(),
                 estimate_secs: None,
             }],

@@ -33,9 +33,29 @@ pub fn build_subject(arch: &Arch, key: &PackageKey) -> String {
     format!("{BUILD_SUBJECT_PREFIX}.{arch}.{key}")
 }
 
-/// Filter of one arch's jobs, for that arch's consumer.
+/// Subject of a big job: one that no normal slot finishes within the run's horizon, given the
+/// whole of a big drone. Only drones that take big builds pull these.
+pub fn big_build_subject(arch: &Arch, key: &PackageKey) -> String {
+    format!("{BUILD_SUBJECT_PREFIX}.{arch}.{BIG_TOKEN}.{key}")
+}
+
+/// The subject token that marks a big job (never a package key: keys hold no dots and every
+/// atom has a category, so a key is never this bare word).
+pub const BIG_TOKEN: &str = "big";
+
+/// Filter of one arch's normal jobs, for that arch's consumer (one token: the package key).
 pub fn build_filter(arch: &Arch) -> String {
-    format!("{BUILD_SUBJECT_PREFIX}.{arch}.>")
+    format!("{BUILD_SUBJECT_PREFIX}.{arch}.*")
+}
+
+/// Filter of one arch's big jobs.
+pub fn big_build_filter(arch: &Arch) -> String {
+    format!("{BUILD_SUBJECT_PREFIX}.{arch}.{BIG_TOKEN}.*")
+}
+
+/// Name of the pull consumer of one arch's big jobs.
+pub fn big_builders_consumer(arch: &Arch) -> String {
+    format!("builders-{arch}-big")
 }
 
 /// Name of the pull consumer that every drone of one arch shares.
@@ -74,7 +94,11 @@ pub fn key_of_build_subject(subject: &str) -> Option<&str> {
         .strip_prefix(BUILD_SUBJECT_PREFIX)?
         .strip_prefix('.')?;
     let (_arch, key) = rest.split_once('.')?;
-    Some(key)
+    let key = key
+        .strip_prefix(BIG_TOKEN)
+        .and_then(|k| k.strip_prefix('.'))
+        .unwrap_or(key);
+    (!key.is_empty() && !key.contains('.')).then_some(key)
 }
 
 #[cfg(test)]
@@ -88,6 +112,10 @@ mod tests {
         let subject = build_subject(&Arch::default(), &atom.key());
         assert_eq!(subject.split('.').count(), 4, "{subject}");
         assert_eq!(key_of_build_subject(&subject), Some(atom.key().as_str()));
+        let big = big_build_subject(&Arch::default(), &atom.key());
+        assert_eq!(big.split('.').count(), 5, "{big}");
+        assert_eq!(key_of_build_subject(&big), Some(atom.key().as_str()));
+        assert_eq!(key_of_build_subject("swarm.build.amd64.a.b"), None);
         let drone = DroneName::parse("drone-Izar").expect("valid");
         assert_eq!(
             drone_of_event_subject(&event_subject(&drone)),

@@ -165,6 +165,7 @@ mod tests {
 
     fn record(name: &str, cores: u32, state: DroneState) -> DroneRecord {
         DroneRecord {
+            big_builds: false,
             v: SCHEMA_VERSION,
             name: DroneName::parse(name).expect("valid"),
             cores,

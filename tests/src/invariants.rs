@@ -372,6 +372,8 @@ mod tests {
         (
             atom.to_owned(),
             PackageRecord {
+                class: None,
+                learned_secs: None,
                 v: SCHEMA_VERSION,
                 atom: Atom::parse(atom).expect("valid"),
                 arch: Arch::default(),

@@ -637,6 +637,7 @@ async fn submit_with(
         items: atoms
             .iter()
             .map(|(a, e)| schemas::SubmitItem {
+                class: None,
                 atom: a.clone(),
                 estimate_secs: *e,
             })

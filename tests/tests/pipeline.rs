@@ -124,3 +124,64 @@ async fn two_thousand_noop_packages_each_built_once() {
     assert_eq!(drones.len(), 4, "{drones:?}");
     let _ = PackageState::Queued { attempt: 1 };
 }
+
+/// A job too long for any slot (chromium beside a dozen small packages, one small drone and one
+/// big one) is queued apart and built by the big drone with every core, while the small drone
+/// takes the small packages; each success teaches the coordinator the package's build time
+/// scaled to 8 cores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_giant_is_built_by_a_big_drone_with_every_core() {
+    let mut swarm = Swarm::start().await;
+    swarm.spawn_drone(&DroneSpec::new("small", 4, 1).env("SWARM_TEST_SLEEP", "0.3"));
+    swarm.spawn_drone(&DroneSpec::new("big", 16, 4).env("SWARM_TEST_SLEEP", "0.3"));
+    // The coordinator decides a job's queue from the drones it sees online.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = swarm.swarmctl(&["drones", "--json"]);
+        let drones: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let online = drones
+            .as_array()
+            .map(|a| a.iter().filter(|d| d["state"] == "idle").count())
+            .unwrap_or(0);
+        if online == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "drones not online: {drones}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut items = vec![("www-client/chromium".to_owned(), Some(21_600.0))];
+    items.extend((0..12).map(|i| (format!("=dev-test/small-1.{i}"), Some(60.0))));
+    assert!(matches!(
+        swarm.submit(&items).await,
+        SubmitResult::Accepted { queued: 13, .. }
+    ));
+    let packages = swarm.wait_final(13, Duration::from_secs(60)).await;
+    assert!(all_succeeded(&packages), "{packages:?}");
+    let builds = builds(&swarm.records());
+    let chromium: Vec<_> = builds
+        .iter()
+        .filter(|b| b.atom == "www-client/chromium")
+        .collect();
+    assert_eq!(chromium.len(), 1, "{builds:?}");
+    assert_eq!(chromium[0].drone, "big", "{builds:?}");
+    assert!(
+        builds.iter().any(|b| b.drone == "small"),
+        "the small drone took the small packages: {builds:?}"
+    );
+    // Learned estimates: duration × cores used / 8. Chromium had all 16 cores of the big
+    // drone; a small package had one slot's share (4 cores) wherever it ran.
+    let learned = |atom: &str, cores: f64| {
+        let record = &packages[atom];
+        let duration = record.history.last().expect("a build").duration_ms as f64 / 1000.0;
+        let learned = record.learned_secs.expect("learned");
+        assert!(
+            (learned - duration * cores / 8.0).abs() < 1e-6,
+            "{atom}: learned {learned} from {duration} s on {cores} cores"
+        );
+    };
+    learned("www-client/chromium", 16.0);
+    learned("=dev-test/small-1.0", 4.0);
+}

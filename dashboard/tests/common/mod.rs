@@ -172,6 +172,7 @@ impl Reporter {
     pub async fn record(&mut self, state: DroneState, building: &[&str]) {
         self.seq += 1;
         let record = DroneRecord {
+            big_builds: false,
             v: SCHEMA_VERSION,
             name: self.name.clone(),
             cores: self.cores,
@@ -211,6 +212,8 @@ pub async fn put_package(
 ) {
     let atom = atom(atom_text);
     let record = PackageRecord {
+        class: None,
+        learned_secs: None,
         v: SCHEMA_VERSION,
         atom: atom.clone(),
         arch: Arch::default(),
