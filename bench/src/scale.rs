@@ -31,17 +31,21 @@ pub struct Sizes {
     pub fleet_slots: u32,
     /// Packages of each fleet run (and of the 4 × 8 control run at the same size).
     pub fleet_packages: usize,
+    /// How many times the control and each fleet run (each on a fresh swarm); the row is the
+    /// median run.
+    pub fleet_repeats: usize,
 }
 
 impl Sizes {
     pub fn full() -> Sizes {
         Sizes {
             reference_packages: 1_000,
-            reference_repeats: 3,
+            reference_repeats: 5,
             queued_packages: 100_000,
             fleets: vec![10, 100, 500],
             fleet_slots: 2,
             fleet_packages: 20_000,
+            fleet_repeats: 3,
         }
     }
 
@@ -53,6 +57,7 @@ impl Sizes {
             fleets: vec![10, 100],
             fleet_slots: 2,
             fleet_packages: 200,
+            fleet_repeats: 1,
         }
     }
 }
@@ -73,8 +78,11 @@ pub enum Role {
 pub struct Row {
     pub label: String,
     pub role: Role,
+    /// The median run of the row's repeats (the figures below are its).
     pub run: SwarmRun,
-    /// Throughput over the reference's (median) throughput.
+    /// Packages per second of every repeat, in the order they ran.
+    pub runs_per_sec: Vec<f64>,
+    /// Throughput (the median run's) over the reference's (median) throughput.
     pub ratio: f64,
     /// Coordinator memory per queued package (ΔRSS / packages), in bytes.
     pub bytes_per_package: Option<f64>,
@@ -82,7 +90,7 @@ pub struct Row {
     /// queue empty), timed separately: how much of the drain its start-up can account for.
     pub fleet_online_secs: Option<f64>,
     /// CPU seconds the machine spent outside this benchmark's processes (this one, its server
-    /// and coordinator) while the row ran: another workload competing for the cores.
+    /// and coordinator) while the row's repeats ran: another workload competing for the cores.
     pub other_cpu_secs: Option<f64>,
     /// The target this row is held to, if any, and whether it was met.
     pub ratio_target_met: Option<bool>,
@@ -91,7 +99,6 @@ pub struct Row {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Scale {
-    pub reference_runs_per_sec: Vec<f64>,
     pub reference_per_sec: f64,
     pub rows: Vec<Row>,
     pub wall_secs: f64,
@@ -209,63 +216,71 @@ async fn fleet_online_secs(
     Ok(secs)
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+struct Repeated {
+    run: SwarmRun,
+    online: Option<f64>,
+    other_cpu_secs: Option<f64>,
+    runs_per_sec: Vec<f64>,
+}
+
+/// `repeats` runs of one configuration, each on a fresh swarm: the median run (the lower
+/// middle one for an even count), with every run's throughput and the other processes' CPU of
+/// them all.
+async fn repeated(
+    label: &str,
+    packages: usize,
+    drones: usize,
+    slots: u32,
+    time_online: bool,
+    repeats: usize,
+) -> anyhow::Result<Repeated> {
+    let mut runs = Vec::new();
+    for i in 0..repeats.max(1) {
+        let run = one(&format!("{label}{i}"), packages, drones, slots, time_online).await?;
+        eprintln!(
+            "scale: {label} ({} of {}): {:.0} pkg/s",
+            i + 1,
+            repeats.max(1),
+            run.run.packages_per_sec
+        );
+        runs.push(run);
     }
+    let runs_per_sec: Vec<f64> = runs.iter().map(|r| r.run.packages_per_sec).collect();
+    let other_cpu_secs = runs.iter().map(|r| r.other_cpu_secs).sum::<Option<f64>>();
+    runs.sort_by(|a, b| a.run.packages_per_sec.total_cmp(&b.run.packages_per_sec));
+    let middle = runs.swap_remove((runs.len() - 1) / 2);
+    Ok(Repeated {
+        run: middle.run,
+        online: middle.online,
+        other_cpu_secs,
+        runs_per_sec,
+    })
 }
 
 pub async fn run(sizes: &Sizes) -> anyhow::Result<Scale> {
     let started = Instant::now();
     let (drones, slots) = (4usize, 8u32);
 
-    let mut reference_runs = Vec::new();
-    for i in 0..sizes.reference_repeats.max(1) {
-        let one = one(
-            &format!("reference{i}"),
-            sizes.reference_packages,
-            drones,
-            slots,
-            false,
-        )
-        .await?;
-        eprintln!(
-            "scale: reference {}: {:.0} pkg/s",
-            i + 1,
-            one.run.packages_per_sec
-        );
-        reference_runs.push(one);
-    }
-    let reference_runs_per_sec: Vec<f64> = reference_runs
-        .iter()
-        .map(|one| one.run.packages_per_sec)
-        .collect();
-    let reference_per_sec = median(&reference_runs_per_sec);
-    // The reference row shown is the run closest to the median.
-    let reference = reference_runs
-        .into_iter()
-        .min_by(|a, b| {
-            (a.run.packages_per_sec - reference_per_sec)
-                .abs()
-                .total_cmp(&(b.run.packages_per_sec - reference_per_sec).abs())
-        })
-        .expect("at least one reference run");
+    let reference = repeated(
+        "reference",
+        sizes.reference_packages,
+        drones,
+        slots,
+        false,
+        sizes.reference_repeats,
+    )
+    .await?;
+    let reference_per_sec = reference.run.packages_per_sec;
 
     let largest_fleet = sizes.fleets.iter().copied().max().unwrap_or(0);
     let mut rows = Vec::new();
-    let mut push = |label: String, role: Role, one: One| {
-        let One {
+    let mut push = |label: String, role: Role, repeats: Repeated| {
+        let Repeated {
             run,
             online,
             other_cpu_secs,
-        } = one;
+            runs_per_sec,
+        } = repeats;
         let ratio = run.packages_per_sec / reference_per_sec;
         let bytes_per_package = run.coordinator_bytes_per_package();
         let held = role == Role::Queued || (role == Role::Fleet && run.drones == largest_fleet);
@@ -276,6 +291,7 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Scale> {
         rows.push(Row {
             label,
             role,
+            runs_per_sec,
             ratio,
             bytes_per_package,
             fleet_online_secs: online,
@@ -288,34 +304,53 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Scale> {
     };
     push("reference".to_owned(), Role::Reference, reference);
 
-    let run = one("queued", sizes.queued_packages, drones, slots, false).await?;
+    let run = repeated("queued", sizes.queued_packages, drones, slots, false, 1).await?;
     push(
         format!("{} queued", sizes.queued_packages),
         Role::Queued,
         run,
     );
 
-    let run = one("control", sizes.fleet_packages, drones, slots, true).await?;
+    let run = repeated(
+        "control",
+        sizes.fleet_packages,
+        drones,
+        slots,
+        true,
+        sizes.fleet_repeats,
+    )
+    .await?;
     push("control".to_owned(), Role::Control, run);
 
     for &fleet in &sizes.fleets {
-        let run = one(
+        let run = repeated(
             &format!("fleet{fleet}"),
             sizes.fleet_packages,
             fleet,
             sizes.fleet_slots,
             true,
+            sizes.fleet_repeats,
         )
         .await?;
         push(format!("{fleet} drones"), Role::Fleet, run);
     }
 
     Ok(Scale {
-        reference_runs_per_sec,
         reference_per_sec,
         rows,
         wall_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// "5321 (5026–5469)": the median run's throughput and the range of every run's.
+fn per_sec(median: f64, runs: &[f64]) -> String {
+    let min = runs.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if runs.len() > 1 {
+        format!("{median:.0} ({min:.0}–{max:.0})")
+    } else {
+        format!("{median:.0}")
+    }
 }
 
 fn mib(kib: Option<u64>) -> String {
@@ -325,20 +360,15 @@ fn mib(kib: Option<u64>) -> String {
 pub fn markdown(scale: &Scale, sizes: &Sizes) -> String {
     let largest = sizes.fleets.iter().copied().max().unwrap_or(0);
     let mut md = format!(
-        "## Scale\n\nZero-duration `simulate` builds, end to end: on a fresh swarm per row (server fsync at its default interval), the whole queue is submitted with no drone online, then the drones start (in this process, each with its own NATS connection) and the drain is timed until the coordinator has applied every result. Reference: 4 drones × 8 slots, {} packages, median of {} runs on fresh swarms ({} pkg/s). Fleets: {} slots per drone (so that {} drones have {} slots against 32 in the reference: the fleet, not its slots, is what grows), {} packages each; the control row is 4 × 8 on the same {} packages, so that the fleets' ratios can be told apart from the effect of the queue size. \"Online\" is the time the same fleet took to come online afterwards on the drained swarm, measured separately: it is part of that row's drain. \"Other processes' CPU\" is the time the machine was busy outside the benchmark's own processes (this one, its server and its coordinator) while the row ran, from `/proc/stat`: anything well above zero means another workload competed for the cores and the row's throughput is understated.\n\n| run | drones × slots | packages | submit pkg/s | drain s | pkg/s | / reference | online s | coordinator RSS idle → queued MiB | bytes per queued pkg | CPU s per 1k pkgs: server / coordinator / drones | other processes' CPU s | target |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "## Scale\n\nZero-duration `simulate` builds, end to end: on a fresh swarm per row (server fsync at its default interval), the whole queue is submitted with no drone online, then the drones start (in this process, each with its own NATS connection) and the drain is timed until the coordinator has applied every result. Reference: 4 drones × 8 slots, {} packages, the median of {} runs. Fleets: {} slots per drone (so that {} drones have {} slots against 32 in the reference: the fleet, not its slots, is what grows), {} packages each; the control row is 4 × 8 on the same {} packages, so that the fleets' ratios can be told apart from the effect of the queue size; the control and each fleet are the median of {} runs. Every run is on a fresh swarm; pkg/s is the median run's, with the range of the runs in brackets. \"Online\" is the time the same fleet took to come online afterwards on the drained swarm, measured separately: it is part of that row's drain. \"Other processes' CPU\" is the time the machine was busy outside the benchmark's own processes (this one, its server and its coordinator) while the row ran, from `/proc/stat`: anything well above zero means another workload competed for the cores and the row's throughput is understated.\n\n| run | drones × slots | packages | submit pkg/s | drain s | pkg/s | / reference | online s | coordinator RSS idle → queued MiB | bytes per queued pkg | CPU s per 1k pkgs: server / coordinator / drones | other processes' CPU s | target |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         sizes.reference_packages,
-        scale.reference_runs_per_sec.len(),
-        scale
-            .reference_runs_per_sec
-            .iter()
-            .map(|v| format!("{v:.0}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        sizes.reference_repeats,
         sizes.fleet_slots,
         largest,
         largest * sizes.fleet_slots as usize,
         sizes.fleet_packages,
         sizes.fleet_packages,
+        sizes.fleet_repeats,
     );
     for row in &scale.rows {
         let run = &row.run;
@@ -350,14 +380,14 @@ pub fn markdown(scale: &Scale, sizes: &Sizes) -> String {
             targets.push(format!("≤ 1 KiB per pkg: {}", verdict(met)));
         }
         md.push_str(&format!(
-            "| {} | {} × {} | {} | {:.0} | {:.2} | {:.0} | {:.2} | {} | {} → {} | {} | {:.2} / {:.2} / {:.2} | {} | {} |\n",
+            "| {} | {} × {} | {} | {:.0} | {:.2} | {} | {:.2} | {} | {} → {} | {} | {:.2} / {:.2} / {:.2} | {} | {} |\n",
             row.label,
             run.drones,
             run.slots_per_drone,
             run.packages,
             run.submit_per_sec,
             run.drain_secs,
-            run.packages_per_sec,
+            per_sec(run.packages_per_sec, &row.runs_per_sec),
             row.ratio,
             fmt_opt(row.fleet_online_secs, 2),
             mib(run.coordinator_rss_idle_kib),

@@ -29,6 +29,10 @@ pub struct PackageRow {
     /// Why the package failed; only on failed packages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The build time the scheduler learned from the package's successful builds, in seconds
+    /// on 8 cores; `null` before the first success.
+    #[serde(default)]
+    pub learned_secs: Option<f64>,
 }
 
 /// One ended attempt of a package.
@@ -58,6 +62,7 @@ impl PackageRow {
             ),
         };
         PackageRow {
+            learned_secs: record.learned_secs,
             atom: record.atom.clone(),
             state: record.state.label().to_owned(),
             attempts,
@@ -476,7 +481,14 @@ mod tests {
             assert_eq!(row.drone.as_ref().map(|d| d.as_str()), drone, "{row:?}");
             assert_eq!(row.reason.is_some(), has_reason, "{row:?}");
             let json = serde_json::to_value(&row).expect("serializes");
-            let mut expected = vec!["atom", "attempts", "drone", "history", "state"];
+            let mut expected = vec![
+                "atom",
+                "attempts",
+                "drone",
+                "history",
+                "learned_secs",
+                "state",
+            ];
             if has_reason {
                 expected.push("reason");
                 expected.sort_unstable();

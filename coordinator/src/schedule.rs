@@ -82,6 +82,20 @@ pub fn big_above(capacity: &Capacity, work_secs: f64) -> Option<f64> {
     Some(horizon * f64::from(capacity.max_slot_cores) / 8.0)
 }
 
+/// Whether a job is big, given `big_above`: its estimate is above it, or all that is known is
+/// that it is a giant. A class stands for its typical member, and a giant's build time has no
+/// upper end (a chromium is three times a typical giant): a giant not yet measured goes to a big
+/// drone, where it cannot end up alone on a small slot. Once built, its learned time decides.
+pub fn is_big(record: &PackageRecord, big_above: Option<f64>) -> bool {
+    let Some(above) = big_above else {
+        return false;
+    };
+    let unmeasured_giant = record.learned_secs.is_none()
+        && record.estimate_secs.is_none()
+        && record.class == Some(SizeClass::Giant);
+    unmeasured_giant || estimate_secs(record) > above
+}
+
 /// Sorts jobs longest first; equal estimates keep their submission order.
 pub fn longest_first<T>(jobs: &mut [(T, f64)]) {
     jobs.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -113,6 +127,32 @@ mod tests {
         assert_eq!(estimate_secs(&record), 21_600.0);
         record.learned_secs = Some(20_000.0);
         assert_eq!(estimate_secs(&record), 20_000.0);
+    }
+
+    #[test]
+    fn an_unmeasured_giant_is_big_and_a_measured_one_by_its_time() {
+        let mut record = PackageRecord {
+            v: schemas::SCHEMA_VERSION,
+            atom: schemas::Atom::parse("dev-lang/rust").expect("valid"),
+            arch: schemas::Arch::default(),
+            submission: 1,
+            state: schemas::PackageState::Queued { attempt: 1 },
+            history: Vec::new(),
+            estimate_secs: None,
+            class: Some(SizeClass::Giant),
+            learned_secs: None,
+            submitted_ms: 0,
+            updated_ms: 0,
+        };
+        assert!(!is_big(&record, None), "no big drone online");
+        assert!(is_big(&record, Some(10_000.0)));
+        record.learned_secs = Some(3_900.0);
+        assert!(!is_big(&record, Some(10_000.0)));
+        record.learned_secs = Some(21_600.0);
+        assert!(is_big(&record, Some(10_000.0)));
+        record.class = Some(SizeClass::Heavy);
+        record.learned_secs = None;
+        assert!(!is_big(&record, Some(10_000.0)));
     }
 
     #[test]

@@ -395,11 +395,6 @@ impl Service {
         schedule::big_above(&capacity, work)
     }
 
-    /// Whether the package's job goes to the big queue, given `big_above`.
-    fn is_big(record: &PackageRecord, big_above: Option<f64>) -> bool {
-        big_above.is_some_and(|above| schedule::estimate_secs(record) > above)
-    }
-
     /// Publishes one package's job, deciding its queue now.
     async fn publish_one(
         &self,
@@ -408,7 +403,7 @@ impl Service {
         revision: u64,
         attempt: u32,
     ) -> Result<PublishOutcome, String> {
-        let big = Self::is_big(record, self.big_above(&record.arch));
+        let big = schedule::is_big(record, self.big_above(&record.arch));
         self.publish_job(key, record, revision, attempt, big).await
     }
 
@@ -649,7 +644,7 @@ impl Service {
         }
         let mut results = futures::stream::iter(ordered.into_iter().filter_map(|(key, _)| {
             let entry = this.packages.get(key)?;
-            let big = Self::is_big(
+            let big = schedule::is_big(
                 &entry.record,
                 big_above.get(&entry.record.arch).copied().flatten(),
             );

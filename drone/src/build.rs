@@ -103,6 +103,11 @@ pub struct SlotHandle {
     /// When the slot this job took had freed, until a build starts in it.
     freed_at: Option<Instant>,
     exited: bool,
+    /// For the probe: the build's process start, its slots and cores, and the probe.
+    started: Option<(Instant, String)>,
+    slots: usize,
+    jobs: u32,
+    probe: Option<Arc<crate::probe::Probe>>,
 }
 
 /// What a build task tells the main loop about its slots.
@@ -128,24 +133,42 @@ impl SlotHandle {
         key: schemas::PackageKey,
         tx: tokio::sync::mpsc::UnboundedSender<SlotEvent>,
         freed_at: Option<Instant>,
+        (slots, jobs): (usize, u32),
+        probe: Option<Arc<crate::probe::Probe>>,
     ) -> SlotHandle {
         SlotHandle {
             key,
             tx,
             freed_at,
             exited: false,
+            started: None,
+            slots,
+            jobs,
+            probe,
         }
     }
 
-    fn build_started(&mut self, probe: Option<&crate::probe::Probe>) {
-        if let (Some(probe), Some(freed_at)) = (probe, self.freed_at.take()) {
-            probe.record_slot_gap(freed_at.elapsed());
+    fn build_started(&mut self, atom: &schemas::Atom) {
+        if let Some(probe) = &self.probe {
+            if let Some(freed_at) = self.freed_at.take() {
+                probe.record_slot_gap(freed_at.elapsed());
+            }
+            self.started = Some((Instant::now(), atom.to_string()));
         }
     }
 
     fn process_exited(&mut self, outcome: Option<&BuildOutcome>) {
         if !self.exited {
             self.exited = true;
+            if let (Some(probe), Some((start, atom))) = (&self.probe, self.started.take()) {
+                probe.record_build(crate::probe::BuildSpan {
+                    atom,
+                    start,
+                    end: Instant::now(),
+                    slots: self.slots,
+                    jobs: self.jobs,
+                });
+            }
             let _ = self.tx.send(SlotEvent::Exited {
                 key: self.key.clone(),
                 at: Instant::now(),
@@ -354,7 +377,7 @@ pub async fn run(
             };
         }
     };
-    slot.build_started(ctx.probe.as_deref());
+    slot.build_started(&job.atom);
     ctx.reporter
         .note(EventKind::Started {
             atom: job.atom.clone(),

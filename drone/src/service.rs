@@ -62,14 +62,23 @@ fn occupied(running: &HashMap<PackageKey, Slot>) -> usize {
 /// short builds changes them hundreds of times a second); changes of the drone's own state
 /// (grounded, draining) are written at once.
 const RECORD_MIN_INTERVAL: Duration = Duration::from_millis(250);
-/// How often a drone that takes big builds asks whether any are queued.
-const BIG_CHECK: Duration = Duration::from_secs(1);
+/// How often a drone that takes big builds looks at the queues it does not wait on: the big
+/// queue while it builds, the normal queue while it is idle.
+const BIG_CHECK: Duration = Duration::from_millis(250);
+/// The longest a drone that takes big builds waits on a normal pull: when it goes idle, a pull it
+/// left waiting would take normal work ahead of a big job published a moment later.
+const BIG_DRONE_PULL_EXPIRES: Duration = Duration::from_secs(1);
+/// A big job that reaches a drone whose builds all started at most this long ago makes the drone
+/// hand them back and take the big job.
+const BIG_HANDBACK_WINDOW: Duration = Duration::from_secs(2);
 
 /// What the big-builds tasks tell the main loop.
 enum BigEvent {
-    /// Whether the big consumer has jobs waiting.
-    Pending(bool),
-    /// The answer to a fetch of one big job.
+    /// Whether the big consumer has jobs waiting (asked while building).
+    BigPending(bool),
+    /// Whether the normal consumer has jobs waiting (asked while idle).
+    NormalPending(bool),
+    /// The answer to a pull of one big job.
     Job(Option<Box<jetstream::Message>>),
 }
 
@@ -191,7 +200,14 @@ pub async fn run_with_probe(
     let slots = settings.slots() as usize;
     let heartbeat = Duration::from_millis(settings.heartbeat_ms);
     let pull_expires = Duration::from_millis(settings.pull_expires_ms);
-    let idle_heartbeat = (pull_expires / 2)
+    // A drone that takes big builds waits on a normal pull for a shorter time (see
+    // BIG_DRONE_PULL_EXPIRES); a pull's idle heartbeat must be shorter than its expiry.
+    let normal_expires = if big.is_some() {
+        pull_expires.min(BIG_DRONE_PULL_EXPIRES)
+    } else {
+        pull_expires
+    };
+    let idle_heartbeat = (normal_expires / 2)
         .min(heartbeat)
         .max(Duration::from_millis(50));
     let threshold = settings.ground_after_failures;
@@ -212,11 +228,19 @@ pub async fn run_with_probe(
     // After a pull status that means the consumer cannot serve (no leader, 503), the next pull
     // waits a moment instead of spinning.
     let mut pull_paused_until: Option<Instant> = None;
-    // Big builds: while the big consumer has jobs waiting, this drone takes no normal work and,
-    // once it is empty, fetches one big job and gives it every slot.
+    // Big builds (a drone with a big consumer). Idle, the drone waits on the big queue only, and
+    // asks for normal work once it has seen some queued: so a big job published with normal
+    // ones finds it idle instead of busy with the first normal jobs. Building, it pulls normal
+    // work and looks at the big queue; while a big job waits it takes no normal work, and once
+    // idle it takes the big job with every slot.
     let (big_tx, mut big_rx) = mpsc::unbounded_channel::<BigEvent>();
     let mut big_pending = false;
-    let mut big_asking = false;
+    let mut normal_pending = false;
+    let mut big_pull_out = false;
+    // A big job received while builds that had just started were being handed back.
+    let mut held_big: Option<Box<jetstream::Message>> = None;
+    let mut record_dirty_start = false;
+    let mut asking = false;
     let mut big_check = tokio::time::interval(BIG_CHECK);
     big_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first record is written at once.
@@ -242,34 +266,65 @@ pub async fn run_with_probe(
 
     loop {
         // Ask for exactly the free slots not already asked for.
-        let hold_for_big = big.is_some() && big_pending;
+        let idle = occupied(&running) == 0;
+        if let Some(message) = held_big.take() {
+            if !lifecycle.pulls() {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            } else if idle {
+                start_build(
+                    &ctx,
+                    &tracker,
+                    &done_tx,
+                    &mut running,
+                    *message,
+                    (freed.pop_front(), slots, settings.cores),
+                );
+                freed.drain(..freed.len().min(slots - 1));
+                record_dirty_start = true;
+            } else {
+                held_big = Some(message);
+            }
+        }
+        let idle = occupied(&running) == 0;
         if let Some(big) = &big
-            && hold_for_big
             && lifecycle.pulls()
-            && !big_asking
-            && occupied(&running) == 0
+            && idle
+            && !big_pull_out
         {
-            big_asking = true;
+            big_pull_out = true;
             let big = big.clone();
             let tx = big_tx.clone();
             tokio::spawn(async move {
-                let message = match big.fetch().max_messages(1).messages().await {
+                let pull = big.batch().max_messages(1).expires(pull_expires).messages();
+                let message = match pull.await {
                     Ok(mut batch) => batch.next().await.and_then(Result::ok).map(Box::new),
                     Err(_) => None,
                 };
                 let _ = tx.send(BigEvent::Job(message));
             });
         }
+        let normal_allowed = match (&big, idle) {
+            _ if held_big.is_some() => false,
+            (None, _) => true,
+            (Some(_), true) => normal_pending || requested > 0,
+            (Some(_), false) => !big_pending,
+        };
         if lifecycle.pulls()
-            && !hold_for_big
+            && normal_allowed
             && pull_paused_until.is_none_or(|at| Instant::now() >= at)
         {
             pull_paused_until = None;
             let free = slots.saturating_sub(occupied(&running) + requested);
             if free > 0 {
+                normal_pending = false;
+                if idle {
+                    // Idle and asking for normal work: a big job seen before went elsewhere
+                    // (this drone's big pull would have had it).
+                    big_pending = false;
+                }
                 let request = BatchConfig {
                     batch: free,
-                    expires: Some(pull_expires),
+                    expires: Some(normal_expires),
                     idle_heartbeat,
                     ..Default::default()
                 };
@@ -299,7 +354,7 @@ pub async fn run_with_probe(
         // A change of the drone's own state is written at once, a change of its builds at most
         // every RECORD_MIN_INTERVAL.
         let mut record_urgent = false;
-        let mut record_dirty = false;
+        let mut record_dirty = std::mem::take(&mut record_dirty_start);
         let record_at = tokio::time::Instant::from(last_record + RECORD_MIN_INTERVAL);
         tokio::select! {
             _ = shutdown.cancelled(), if !matches!(lifecycle, Lifecycle::Draining) => {
@@ -353,11 +408,8 @@ pub async fn run_with_probe(
                             let _ = message.ack_with(AckKind::Nak(None)).await;
                             ground_unhealthy(&ctx, &mut lifecycle, threshold, reason).await;
                             record_urgent = true;
-                        } else if big_pending || (big.is_some() && occupied(&running) == 0 && big_waiting(big.as_ref()).await) {
-                            // An idle drone that takes big builds looks at the big queue before
-                            // it fills up with normal work: a big job waiting gets the whole
-                            // drone first, and this one goes back to the queue for others.
-                            big_pending = true;
+                        } else if held_big.is_some() || (big_pending && big.is_some()) {
+                            // A big job waits for this drone to be free: no more normal work.
                             let _ = message.ack_with(AckKind::Nak(None)).await;
                         } else if !lifecycle.pulls() || occupied(&running) >= slots {
                             // Delivered by a pull this drone had already given up on.
@@ -423,28 +475,51 @@ pub async fn run_with_probe(
                 requested = 0;
             }
             _ = tokio::time::sleep_until(pull_paused_until.unwrap_or_else(Instant::now).into()), if pull_paused_until.is_some() => {}
-            _ = big_check.tick(), if big.is_some() && !big_asking && !big_pending => {
+            _ = big_check.tick(), if big.is_some() && !asking && lifecycle.pulls() => {
                 if let Some(big) = &big {
-                    big_asking = true;
-                    let mut big = big.clone();
+                    asking = true;
                     let tx = big_tx.clone();
+                    // Idle: is there normal work? Building: is a big job waiting?
+                    let (mut queue, idle) = if occupied(&running) == 0 {
+                        (consumer.clone(), true)
+                    } else {
+                        (big.clone(), false)
+                    };
                     tokio::spawn(async move {
-                        let pending = big.info().await.map(|i| i.num_pending > 0).unwrap_or(false);
-                        let _ = tx.send(BigEvent::Pending(pending));
+                        let pending = matches!(
+                            tokio::time::timeout(Duration::from_secs(2), queue.info()).await,
+                            Ok(Ok(info)) if info.num_pending > 0
+                        );
+                        let _ = tx.send(if idle { BigEvent::NormalPending(pending) } else { BigEvent::BigPending(pending) });
                     });
                 }
             }
             Some(event) = big_rx.recv() => {
-                big_asking = false;
                 match event {
-                    BigEvent::Pending(pending) => big_pending = pending,
-                    BigEvent::Job(None) => big_pending = false,
+                    BigEvent::BigPending(pending) => { asking = false; big_pending = pending; }
+                    BigEvent::NormalPending(pending) => { asking = false; normal_pending = pending; }
+                    BigEvent::Job(None) => { big_pull_out = false; big_pending = false; }
                     BigEvent::Job(Some(message)) => {
-                        if lifecycle.pulls() && occupied(&running) == 0 {
-                            let weight = slots;
-                            start_build(&ctx, &tracker, &done_tx, &mut running, *message, (freed.pop_front(), weight, settings.cores));
-                            freed.drain(..freed.len().min(weight - 1));
-                            record_dirty = true;
+                        big_pull_out = false;
+                        big_pending = false;
+                        let now = runtime::now_ms();
+                        let building: Vec<&Slot> = running.values().filter(|s| !s.exited).collect();
+                        let just_started = building
+                            .iter()
+                            .all(|s| now.saturating_sub(s.started_ms) <= BIG_HANDBACK_WINDOW.as_millis() as u64);
+                        if !lifecycle.pulls() {
+                            let _ = message.ack_with(AckKind::Nak(None)).await;
+                        } else if building.is_empty() || just_started {
+                            // Builds started a moment ago (normal jobs taken as the big one was
+                            // published) are handed back, costing seconds; the big job, which
+                            // sets the run's length, waits only for them to stop.
+                            for slot in &building {
+                                slot.handback.cancel();
+                            }
+                            if !building.is_empty() {
+                                info!(handed_back = building.len(), "big build taken: handing back the builds started just now");
+                            }
+                            held_big = Some(message);
                         } else {
                             let _ = message.ack_with(AckKind::Nak(None)).await;
                         }
@@ -486,16 +561,6 @@ pub async fn run_with_probe(
     let _ = client.flush().await;
     info!(drone = %name, "drone offline");
     Ok(())
-}
-
-/// Whether the big consumer has jobs waiting (false when it cannot be asked).
-async fn big_waiting(big: Option<&jetstream::consumer::PullConsumer>) -> bool {
-    let Some(big) = big else { return false };
-    let mut big = big.clone();
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), big.info()).await,
-        Ok(Ok(info)) if info.num_pending > 0
-    )
 }
 
 /// Applies a build's verdict to the lifecycle; true when the drone has just grounded itself.
@@ -607,7 +672,13 @@ fn start_build(
         },
     );
     let ctx = ctx.clone();
-    let mut slot = SlotHandle::new(key, done.clone(), freed_at);
+    let mut slot = SlotHandle::new(
+        key,
+        done.clone(),
+        freed_at,
+        (weight, jobs),
+        ctx.probe.clone(),
+    );
     tracker.spawn(async move {
         let report = build::run(ctx, message, job, handback, &mut slot, jobs).await;
         slot.done(report);
