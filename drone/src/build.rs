@@ -453,7 +453,8 @@ pub async fn run(
     let remaining = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(
         remaining,
-        ctx.leases.update(key.as_str(), bytes.into(), revision),
+        ctx.leases
+            .update(key.as_str(), bytes.clone().into(), revision),
     )
     .await
     {
@@ -500,14 +501,33 @@ pub async fn run(
     // The result is stored; the job can go. The finished lease is kept until it expires: if
     // this acknowledgement is lost (a stream leader dying, say) the job is redelivered, and
     // the kept lease stops it being built again before the coordinator has applied the result.
-    // An acknowledgement is idempotent, so an unconfirmed one is sent again until a redelivery
-    // could be due anyway: a consumer whose leader died answers once a new one is elected.
-    let ack_until = Instant::now() + (ctx.lease_ttl * 2).max(Duration::from_secs(5));
+    // An acknowledgement is idempotent, so an unconfirmed one is sent again: a consumer whose
+    // leader died answers once a new one is elected. Meanwhile the finished lease is kept alive:
+    // the new leader may redeliver the job before the acknowledgement gets through, and the
+    // redelivery must find this result on the lease, not an expired lease to build under.
+    let ack_until = Instant::now() + (ctx.lease_ttl * 4).max(Duration::from_secs(10));
+    let mut lease_written = Instant::now();
     loop {
         match runtime::ack::double_ack(&message, ACK_TIMEOUT).await {
             Ok(()) => break,
             Err(err) if Instant::now() < ack_until => {
                 debug!(package = %job.atom, error = %err, "job ack not confirmed; sending it again");
+                if lease_written.elapsed() >= ctx.renew_every {
+                    lease_written = Instant::now();
+                    match tokio::time::timeout(
+                        ctx.renew_every,
+                        ctx.leases
+                            .update(key.as_str(), bytes.clone().into(), revision),
+                    )
+                    .await
+                    {
+                        Ok(Ok(next)) => revision = next,
+                        Ok(Err(err)) => {
+                            debug!(package = %job.atom, error = %err, "finished lease not renewed")
+                        }
+                        Err(_) => debug!(package = %job.atom, "finished lease renewal timed out"),
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(err) => {

@@ -61,7 +61,7 @@ fn occupied(running: &HashMap<PackageKey, Slot>) -> usize {
 /// The drone record is rewritten at most this often for changes of its builds (a queue of
 /// short builds changes them hundreds of times a second); changes of the drone's own state
 /// (grounded, draining) are written at once.
-const RECORD_MIN_INTERVAL: Duration = Duration::from_millis(250);
+const RECORD_MIN_INTERVAL: Duration = Duration::from_millis(1_000);
 /// How often a drone that takes big builds looks at the queues it does not wait on: the big
 /// queue while it builds, the normal queue while it is idle.
 const BIG_CHECK: Duration = Duration::from_millis(250);
