@@ -112,7 +112,8 @@ pub struct SubmitArgs {
     #[arg(value_name = "ATOM")]
     pub atoms: Vec<String>,
     /// A file with one atom per line (`-` for stdin); `#` starts a comment line; a tab-separated
-    /// line `atom<TAB>seconds<TAB>...` gives the build-time estimate on 8 cores
+    /// line `atom<TAB>seconds<TAB>class` gives the build-time estimate on 8 cores and the size
+    /// class (small, medium, heavy, giant), either may be empty
     #[arg(long, value_name = "FILE")]
     pub file: Vec<PathBuf>,
     /// Saved `emerge --pretend` output (`-` for stdin): every `[ebuild ...] cat/pkg-ver` line is

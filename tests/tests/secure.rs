@@ -85,8 +85,10 @@ async fn every_component_works_with_its_own_credential() {
         &coordinator_env,
     )
     .await;
-    for name in ["drone-Izar", "drone-Tarn"] {
-        let mut spec = DroneSpec::new(name, 8, 2).env("RUST_LOG", "trace");
+    // drone-Izar has 16 cores and 4 slots, so it takes big builds: its credential must let it
+    // pull the big queue too.
+    for (name, cores, slots) in [("drone-Izar", 16, 4), ("drone-Tarn", 8, 2)] {
+        let mut spec = DroneSpec::new(name, cores, slots).env("RUST_LOG", "trace");
         for (k, v) in credential(name) {
             spec = spec.env(&k, &v);
         }
@@ -101,9 +103,27 @@ async fn every_component_works_with_its_own_credential() {
         .collect();
     swarm.spawn_dashboard_with(port, &dashboard_env);
 
-    // The operator submits through swarmctl, as a user would.
+    // The coordinator queues a job apart only for a big drone it sees online.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let drones = swarm.swarmctl_json(&["drones"]);
+        let idle = drones
+            .as_array()
+            .map(|a| a.iter().filter(|d| d["state"] == "idle").count())
+            .unwrap_or(0);
+        if idle == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "drones not online: {drones}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The operator submits through swarmctl, as a user would: twelve packages and, from an atom
+    // list with a size class, one giant, which goes to the big queue.
     let atoms: Vec<String> = (0..12).map(|i| format!("=dev-test/secure-1.{i}")).collect();
-    let mut args = vec!["submit"];
+    let list = dir.path().join("giant.tsv");
+    std::fs::write(&list, "www-client/chromium\t\tgiant\n").expect("atom list");
+    let list = list.display().to_string();
+    let mut args = vec!["submit", "--file", list.as_str()];
     args.extend(atoms.iter().map(String::as_str));
     let submitted = swarm.swarmctl(&args);
     assert!(
@@ -111,10 +131,21 @@ async fn every_component_works_with_its_own_credential() {
         "submit as operator: {}",
         String::from_utf8_lossy(&submitted.stderr)
     );
-    let packages = swarm.wait_final(12, Duration::from_secs(60)).await;
+    let packages = swarm.wait_final(13, Duration::from_secs(60)).await;
     assert!(all_succeeded(&packages), "{packages:?}");
     let status = swarm.swarmctl_json(&["status"]);
-    assert_eq!(status["packages"]["succeeded"], 12, "{status}");
+    assert_eq!(status["packages"]["succeeded"], 13, "{status}");
+    // The giant was pulled from the big queue by drone-Izar and given all 16 cores: what the
+    // coordinator learned is its duration scaled by 16 / 8.
+    let giant = &packages["www-client/chromium"];
+    let build = giant.history.last().expect("a build");
+    assert_eq!(build.drone.as_str(), "drone-Izar", "{giant:?}");
+    let learned = giant.learned_secs.expect("learned");
+    let duration = build.duration_ms as f64 / 1000.0;
+    assert!(
+        (learned - duration * 2.0).abs() < 1e-6,
+        "learned {learned} from {duration} s: not all 16 cores"
+    );
     let drones = swarm.swarmctl_json(&["drones"]);
     assert_eq!(drones.as_array().map(Vec::len), Some(2), "{drones}");
     // A control request reaches the drone and its answer comes back to the operator.
@@ -136,10 +167,10 @@ async fn every_component_works_with_its_own_credential() {
             .ok()
             .and_then(|r| r.json().ok());
         if let Some(state) = &state
-            && state["summary"]["packages"]["succeeded"] == 12
+            && state["summary"]["packages"]["succeeded"] == 13
             && state["drones"].as_array().map(Vec::len) == Some(2)
             && state["fold"]["caught_up"] == true
-            && state["builds"]["succeeded"] == 12
+            && state["builds"]["succeeded"] == 13
         {
             break;
         }
