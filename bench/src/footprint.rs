@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::dispatch::noop_items;
-use crate::harness::{DroneSpec, Options, Swarm, nix_kill, rss_kib, sibling};
+use crate::harness::{DroneSpec, Options, Swarm, rss_kib, sibling};
 use crate::report::{fmt_opt, verdict};
 
 /// Resident memory an idle drone must stay within, in KiB.
@@ -139,17 +139,8 @@ impl Daemon {
 
     /// SIGTERM, then SIGKILL after 10 s.
     async fn stop(mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix_kill(child.id());
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            crate::harness::stop_child(child).await;
         }
     }
 }

@@ -321,17 +321,8 @@ impl Swarm {
     }
 
     pub async fn stop(mut self) {
-        if let Some(mut child) = self.coordinator.take() {
-            let _ = nix_kill(child.id());
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.coordinator.take() {
+            stop_child(child).await;
         }
     }
 }
@@ -343,6 +334,20 @@ impl Drop for Swarm {
             let _ = child.wait();
         }
     }
+}
+
+/// Stops a child process: SIGTERM, then SIGKILL if it has not exited within 10 s.
+pub async fn stop_child(mut child: Child) {
+    let _ = nix_kill(child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// SIGTERM, the way an operator stops a daemon.

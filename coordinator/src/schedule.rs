@@ -105,21 +105,26 @@ pub fn longest_first<T>(jobs: &mut [(T, f64)]) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn estimates_fall_back_from_learned_to_submitted_to_class() {
-        let mut record = PackageRecord {
+    /// A queued package of `class` with nothing else known.
+    fn queued(atom: &str, class: Option<SizeClass>) -> PackageRecord {
+        PackageRecord {
             v: schemas::SCHEMA_VERSION,
-            atom: schemas::Atom::parse("www-client/chromium").expect("valid"),
+            atom: schemas::Atom::parse(atom).expect("valid"),
             arch: schemas::Arch::default(),
             submission: 1,
             state: schemas::PackageState::Queued { attempt: 1 },
             history: Vec::new(),
             estimate_secs: None,
-            class: None,
+            class,
             learned_secs: None,
             submitted_ms: 0,
             updated_ms: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn estimates_fall_back_from_learned_to_submitted_to_class() {
+        let mut record = queued("www-client/chromium", None);
         assert_eq!(estimate_secs(&record), UNKNOWN_SECS);
         record.class = Some(SizeClass::Giant);
         assert_eq!(estimate_secs(&record), 7_200.0);
@@ -131,19 +136,7 @@ mod tests {
 
     #[test]
     fn an_unmeasured_giant_is_big_and_a_measured_one_by_its_time() {
-        let mut record = PackageRecord {
-            v: schemas::SCHEMA_VERSION,
-            atom: schemas::Atom::parse("dev-lang/rust").expect("valid"),
-            arch: schemas::Arch::default(),
-            submission: 1,
-            state: schemas::PackageState::Queued { attempt: 1 },
-            history: Vec::new(),
-            estimate_secs: None,
-            class: Some(SizeClass::Giant),
-            learned_secs: None,
-            submitted_ms: 0,
-            updated_ms: 0,
-        };
+        let mut record = queued("dev-lang/rust", Some(SizeClass::Giant));
         assert!(!is_big(&record, None), "no big drone online");
         assert!(is_big(&record, Some(10_000.0)));
         record.learned_secs = Some(3_900.0);

@@ -395,15 +395,25 @@ impl Service {
         schedule::big_above(&capacity, work)
     }
 
-    /// Publishes one package's job, deciding its queue now.
+    /// Whether the package's job goes to the big queue. `cache` keeps `big_above` per arch for
+    /// a batch of publications: computing it reads every package record.
+    fn is_big(&self, record: &PackageRecord, cache: &mut HashMap<Arch, Option<f64>>) -> bool {
+        let above = *cache
+            .entry(record.arch.clone())
+            .or_insert_with(|| self.big_above(&record.arch));
+        schedule::is_big(record, above)
+    }
+
+    /// Publishes one package's job, deciding its queue now (`cache`: see `is_big`).
     async fn publish_one(
         &self,
         key: &PackageKey,
         record: &PackageRecord,
         revision: u64,
         attempt: u32,
+        cache: &mut HashMap<Arch, Option<f64>>,
     ) -> Result<PublishOutcome, String> {
-        let big = schedule::is_big(record, self.big_above(&record.arch));
+        let big = self.is_big(record, cache);
         self.publish_job(key, record, revision, attempt, big).await
     }
 
@@ -630,33 +640,26 @@ impl Service {
                 Some((key, schedule::estimate_secs(&entry.record)))
             })
             .collect();
-        let mut big_above = HashMap::new();
         if self.settings.schedule == Schedule::LongestFirst {
             schedule::longest_first(&mut ordered);
-            for (key, _) in &ordered {
-                if let Some(entry) = this.packages.get(*key) {
-                    let arch = &entry.record.arch;
-                    if !big_above.contains_key(arch) {
-                        big_above.insert(arch.clone(), this.big_above(arch));
-                    }
-                }
-            }
         }
-        let mut results = futures::stream::iter(ordered.into_iter().filter_map(|(key, _)| {
-            let entry = this.packages.get(key)?;
-            let big = schedule::is_big(
-                &entry.record,
-                big_above.get(&entry.record.arch).copied().flatten(),
-            );
-            Some(async move {
+        let mut cache = HashMap::new();
+        let jobs: Vec<_> = ordered
+            .into_iter()
+            .filter_map(|(key, _)| {
+                let entry = this.packages.get(key)?;
+                Some((key, entry, this.is_big(&entry.record, &mut cache)))
+            })
+            .collect();
+        let mut results =
+            futures::stream::iter(jobs.into_iter().map(|(key, entry, big)| async move {
                 (
                     key,
                     this.publish_job(key, &entry.record, entry.revision, attempt, big)
                         .await,
                 )
-            })
-        }))
-        .buffer_unordered(128);
+            }))
+            .buffer_unordered(128);
         while let Some((key, result)) = results.next().await {
             if let Err(err) = result {
                 warn!(key = %key, error = %err, "job not published; the reconciler will retry");
@@ -1011,12 +1014,13 @@ impl Service {
                 Some((key.clone(), attempt))
             })
             .collect();
+        let mut cache = HashMap::new();
         for (key, attempt) in due {
             let Some(entry) = self.packages.get(&key) else {
                 continue;
             };
             match self
-                .publish_one(&key, &entry.record, entry.revision, attempt)
+                .publish_one(&key, &entry.record, entry.revision, attempt, &mut cache)
                 .await
             {
                 Ok(PublishOutcome::Published) => {
@@ -1239,6 +1243,7 @@ impl Service {
             }
         }
         self.candidates = next_candidates;
+        let mut cache = HashMap::new();
         for key in requeue {
             let Some(entry) = self.packages.get(&key) else {
                 continue;
@@ -1251,7 +1256,7 @@ impl Service {
                         continue;
                     };
                     if let Err(err) = self
-                        .publish_one(&key, &entry.record, entry.revision, attempt)
+                        .publish_one(&key, &entry.record, entry.revision, attempt, &mut cache)
                         .await
                     {
                         warn!(key = %key, error = %err, "re-publish failed; will retry");

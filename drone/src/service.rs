@@ -265,12 +265,11 @@ pub async fn run_with_probe(
     }
 
     loop {
-        // Ask for exactly the free slots not already asked for.
-        let idle = occupied(&running) == 0;
+        // A big job held while the builds it displaced were handed back starts once they ended.
         if let Some(message) = held_big.take() {
             if !lifecycle.pulls() {
                 let _ = message.ack_with(AckKind::Nak(None)).await;
-            } else if idle {
+            } else if occupied(&running) == 0 {
                 start_build(
                     &ctx,
                     &tracker,
@@ -309,6 +308,7 @@ pub async fn run_with_probe(
             (Some(_), true) => normal_pending || requested > 0,
             (Some(_), false) => !big_pending,
         };
+        // Ask for exactly the free slots not already asked for.
         if lifecycle.pulls()
             && normal_allowed
             && pull_paused_until.is_none_or(|at| Instant::now() >= at)
