@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind, kv};
+use async_nats::jetstream::{self, AckKind, kv, message::PublishMessage};
 use schemas::{
     BuildOutcome, DroneName, DroneState, Event, EventKind, Job, Lease, LeasePhase, PackageRecord,
     PackageState, SCHEMA_VERSION, decode, encode, names,
@@ -51,28 +51,49 @@ impl Reporter {
     }
 
     fn encode(&self, kind: EventKind) -> Result<Vec<u8>, String> {
+        self.encode_as(kind, self.next_seq())
+    }
+
+    fn encode_as(&self, kind: EventKind, seq: u64) -> Result<Vec<u8>, String> {
         let event = Event {
             v: SCHEMA_VERSION,
             drone: self.name.clone(),
             boot_ms: self.boot_ms,
-            seq: self.next_seq(),
+            seq,
             at_ms: runtime::now_ms(),
             kind,
         };
         encode(&event).map_err(|e| e.to_string())
     }
 
-    /// Publishes an event and waits for the stream to store it: for results, which must be
-    /// stored before the job is acknowledged.
-    pub async fn send(&self, kind: EventKind) -> Result<(), String> {
-        let bytes = self.encode(kind)?;
-        self.js
-            .publish(self.subject.clone(), bytes.into())
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(())
+    /// Publishes an event and waits for the stream to store it, trying up to `attempts` times:
+    /// for results, which must be stored before the job is acknowledged. Every attempt carries
+    /// the same message id, so one whose store was not confirmed but happened is dropped by the
+    /// stream as a duplicate: the event is stored once.
+    pub async fn send(&self, kind: EventKind, attempts: u32) -> Result<(), String> {
+        let seq = self.next_seq();
+        let bytes = self.encode_as(kind, seq)?;
+        let id = format!("{}.{}.{seq}", self.name, self.boot_ms);
+        let mut last = String::new();
+        for attempt in 1..=attempts.max(1) {
+            let publish = PublishMessage::build()
+                .payload(bytes.clone().into())
+                .message_id(id.as_str());
+            let stored = match self.js.send_publish(self.subject.clone(), publish).await {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            match stored {
+                Ok(()) => return Ok(()),
+                Err(err) if attempt < attempts => {
+                    warn!(error = %err, "event not stored yet; sending it again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    last = err;
+                }
+                Err(err) => last = err,
+            }
+        }
+        Err(last)
     }
 
     /// Publishes an event without waiting for the stream's acknowledgement: for events that
@@ -479,62 +500,41 @@ pub async fn run(
         duration_ms,
         jobs,
     };
-    // The result must be stored before the job is acknowledged; if it cannot be, the job is
-    // left to be redelivered and built again, which is safe, rather than lost.
-    let mut reported = false;
-    for _ in 0..5 {
-        match ctx.reporter.send(finished.clone()).await {
-            Ok(()) => {
-                reported = true;
-                break;
-            }
-            Err(err) => {
-                warn!(package = %job.atom, error = %err, "result not published yet");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+    // From here until the job is acknowledged, the finished lease is kept alive: while the
+    // result waits to be stored or the acknowledgement to be confirmed (a cluster electing a
+    // new leader takes seconds), a redelivered job must find this result on the lease, not an
+    // expired lease to build under. After that it is left to expire.
+    let keeper = keep_lease(&ctx, &key, bytes, revision);
+    let report_and_ack = async {
+        // The result must be stored before the job is acknowledged; if it cannot be, the job
+        // is left to be redelivered and built again, which is safe, rather than lost.
+        if let Err(err) = ctx.reporter.send(finished, 5).await {
+            warn!(package = %job.atom, error = %err, "result could not be published; the job will be built again");
+            return false;
         }
-    }
-    if !reported {
-        warn!(package = %job.atom, "result could not be published; the job will be built again");
-        return BuildReport::LeaseLost;
-    }
-    // The result is stored; the job can go. The finished lease is kept until it expires: if
-    // this acknowledgement is lost (a stream leader dying, say) the job is redelivered, and
-    // the kept lease stops it being built again before the coordinator has applied the result.
-    // An acknowledgement is idempotent, so an unconfirmed one is sent again: a consumer whose
-    // leader died answers once a new one is elected. Meanwhile the finished lease is kept alive:
-    // the new leader may redeliver the job before the acknowledgement gets through, and the
-    // redelivery must find this result on the lease, not an expired lease to build under.
-    let ack_until = Instant::now() + (ctx.lease_ttl * 4).max(Duration::from_secs(10));
-    let mut lease_written = Instant::now();
-    loop {
-        match runtime::ack::double_ack(&message, ACK_TIMEOUT).await {
-            Ok(()) => break,
-            Err(err) if Instant::now() < ack_until => {
-                debug!(package = %job.atom, error = %err, "job ack not confirmed; sending it again");
-                if lease_written.elapsed() >= ctx.renew_every {
-                    lease_written = Instant::now();
-                    match tokio::time::timeout(
-                        ctx.renew_every,
-                        ctx.leases
-                            .update(key.as_str(), bytes.clone().into(), revision),
-                    )
-                    .await
-                    {
-                        Ok(Ok(next)) => revision = next,
-                        Ok(Err(err)) => {
-                            debug!(package = %job.atom, error = %err, "finished lease not renewed")
-                        }
-                        Err(_) => debug!(package = %job.atom, "finished lease renewal timed out"),
-                    }
+        // An acknowledgement is idempotent, so an unconfirmed one is sent again: a consumer
+        // whose leader died answers once a new one is elected.
+        let ack_until = Instant::now() + (ctx.lease_ttl * 4).max(Duration::from_secs(10));
+        loop {
+            match runtime::ack::double_ack(&message, ACK_TIMEOUT).await {
+                Ok(()) => return true,
+                Err(err) if Instant::now() < ack_until => {
+                    debug!(package = %job.atom, error = %err, "job ack not confirmed; sending it again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(err) => {
-                warn!(package = %job.atom, error = %err, "job ack not confirmed; the kept lease stops a rebuild until it expires");
-                break;
+                Err(err) => {
+                    warn!(package = %job.atom, error = %err, "job ack not confirmed; the kept lease stops a rebuild until it expires");
+                    return true;
+                }
             }
         }
+    };
+    let reported = tokio::select! {
+        reported = report_and_ack => reported,
+        never = keeper => match never {},
+    };
+    if !reported {
+        return BuildReport::LeaseLost;
     }
     match &outcome {
         BuildOutcome::Succeeded => {
@@ -550,6 +550,27 @@ pub async fn run(
     }
 }
 
+/// Renews a finished lease every renewal period, for as long as it is polled; a failed renewal
+/// is tried again at the next period (the lease may come back within its TTL).
+async fn keep_lease(
+    ctx: &Ctx,
+    key: &schemas::PackageKey,
+    bytes: Vec<u8>,
+    mut revision: u64,
+) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(ctx.renew_every).await;
+        let update = ctx
+            .leases
+            .update(key.as_str(), bytes.clone().into(), revision);
+        match tokio::time::timeout(ctx.renew_every, update).await {
+            Ok(Ok(next)) => revision = next,
+            Ok(Err(err)) => debug!(key = %key, error = %err, "finished lease not renewed"),
+            Err(_) => debug!(key = %key, "finished lease renewal timed out"),
+        }
+    }
+}
+
 /// Reports a job given back unbuilt, waiting for the stream to store it: the coordinator
 /// requeues the package at once instead of waiting for the reconciler.
 async fn hand_back(ctx: &Ctx, job: &Job, reason: String) {
@@ -558,7 +579,7 @@ async fn hand_back(ctx: &Ctx, job: &Job, reason: String) {
         attempt: job.attempt,
         reason,
     };
-    if let Err(err) = ctx.reporter.send(event).await {
+    if let Err(err) = ctx.reporter.send(event, 1).await {
         debug!(package = %job.atom, error = %err, "hand-back not reported; the reconciler requeues the package");
     }
 }
