@@ -3,7 +3,7 @@
 //! package runs the byte-identical command.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,37 +32,8 @@ pub enum Builder {
     },
 }
 
-/// Reads a workload model: `atom<TAB>seconds` per line, `#` comments and blank lines skipped,
-/// further columns ignored. Every error names the file and the line.
-pub fn load_model(path: &Path) -> Result<HashMap<String, f64>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut model = HashMap::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.split('\t');
-        let atom = fields.next().unwrap_or_default().trim();
-        let secs = fields
-            .next()
-            .and_then(|f| f.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .ok_or_else(|| {
-                format!(
-                    "{} line {}: expected `atom<TAB>seconds` with seconds a number >= 0",
-                    path.display(),
-                    number + 1
-                )
-            })?;
-        model.insert(atom.to_owned(), secs);
-    }
-    Ok(model)
-}
-
 impl Builder {
-    pub fn from_settings(settings: &Settings) -> Result<Builder, String> {
+    pub fn from_settings(settings: &Settings) -> Result<Builder, crate::model::ModelError> {
         Ok(match settings.builder {
             BuilderKind::Command => Builder::Process {
                 template: settings.command.clone(),
@@ -84,7 +55,7 @@ impl Builder {
             BuilderKind::Simulate => Builder::Simulate {
                 settings: settings.simulate.clone(),
                 model: Arc::new(match &settings.simulate.model_file {
-                    Some(path) => load_model(path)?,
+                    Some(path) => crate::model::load(path)?,
                     None => HashMap::new(),
                 }),
             },
@@ -554,35 +525,6 @@ mod tests {
             t.drain(..excess);
         }
         assert_eq!(tail_text(&tail), "6789");
-    }
-
-    #[test]
-    fn a_workload_model_is_read_by_atom_and_its_errors_name_file_and_line() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let good = dir.path().join("model.tsv");
-        std::fs::write(
-            &good,
-            "# atom\test_seconds_8_cores\tkind\nsys-libs/zlib\t20\tsmall\n\nwww-client/chromium\t21600\tgiant\n",
-        )
-        .expect("write model");
-        let model = load_model(&good).expect("a valid model");
-        assert_eq!(model.len(), 2);
-        assert_eq!(model.get("www-client/chromium"), Some(&21_600.0));
-        for (text, line) in [
-            ("sys-libs/zlib\tfast\n", 1),
-            ("# header\nsys-libs/zlib\t-1\n", 2),
-            ("sys-libs/zlib\n", 1),
-        ] {
-            let bad = dir.path().join("bad.tsv");
-            std::fs::write(&bad, text).expect("write model");
-            let err = load_model(&bad).expect_err(text);
-            assert!(
-                err.contains("bad.tsv") && err.contains(&format!("line {line}")),
-                "{err}"
-            );
-        }
-        let missing = load_model(&dir.path().join("absent.tsv")).expect_err("missing file");
-        assert!(missing.contains("absent.tsv"), "{missing}");
     }
 
     #[tokio::test(start_paused = true)]

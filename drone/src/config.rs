@@ -205,8 +205,9 @@ impl Config {
             ));
         }
         if let Some(path) = &s.simulate.model_file {
-            crate::builder::load_model(path)
-                .map_err(|reason| ConfigError::invalid("drone.simulate.model_file", reason))?;
+            crate::model::load(path).map_err(|err| {
+                ConfigError::invalid("drone.simulate.model_file", err.to_string())
+            })?;
         }
         if s.simulate.time_scale.is_nan() || s.simulate.time_scale < 0.0 {
             return Err(ConfigError::invalid(

@@ -6,6 +6,7 @@ pub mod builder;
 pub mod config;
 pub mod disk;
 pub mod health;
+pub mod model;
 pub mod probe;
 pub mod service;
 pub mod supervise;

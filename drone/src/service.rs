@@ -165,10 +165,10 @@ pub async fn run_with_probe(
     let ctx = Arc::new(Ctx {
         name: name.clone(),
         settings: settings.clone(),
-        builder: with_supervisor(Builder::from_settings(&settings).map_err(|reason| {
+        builder: with_supervisor(Builder::from_settings(&settings).map_err(|err| {
             DroneError::Config {
                 key: "drone.simulate.model_file",
-                reason,
+                reason: err.to_string(),
             }
         })?),
         leases,

@@ -5,6 +5,8 @@
 //! agrees on, and it must be usable from a fuzzer or a pure unit test.
 
 pub mod codec;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod fuzzing;
 pub mod ids;
 pub mod messages;

@@ -160,26 +160,8 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::SCHEMA_VERSION;
-    use crate::ids::{Arch, DroneName};
-
     fn record(name: &str, cores: u32, state: DroneState) -> DroneRecord {
-        DroneRecord {
-            big_builds: false,
-            v: SCHEMA_VERSION,
-            name: DroneName::parse(name).expect("valid"),
-            cores,
-            slots: 1,
-            arch: Arch::default(),
-            version: "t".into(),
-            state,
-            building: vec![],
-            consecutive_failures: 0,
-            heartbeat_ms: 0,
-            heartbeat_interval_ms: 1000,
-            boot_ms: 0,
-            seq: 0,
-        }
+        crate::fixtures::drone_record(name, cores, state)
     }
 
     #[test]
