@@ -302,12 +302,12 @@ impl Swarm {
         let mut handles = Vec::with_capacity(specs.len());
         let mut probes = Vec::with_capacity(specs.len());
         for spec in specs {
-            let probe = Arc::new(drone::Probe::new());
+            let probe = Arc::new(crate::probe::Probe::new());
             let config = spec.config(&self.server.client_url());
             let token = token.clone();
             let task_probe = probe.clone();
             handles.push(tokio::spawn(async move {
-                drone::run_with_probe(config, token, Some(task_probe))
+                drone::run_observed(config, token, task_probe)
                     .await
                     .map_err(|e| e.to_string())
             }));
@@ -404,7 +404,7 @@ impl DroneSpec {
 pub struct Drones {
     token: CancellationToken,
     handles: Vec<JoinHandle<Result<(), String>>>,
-    pub probes: Vec<Arc<drone::Probe>>,
+    pub probes: Vec<Arc<crate::probe::Probe>>,
 }
 
 impl Drones {

@@ -11,6 +11,7 @@ use serde_json::json;
 mod dispatch;
 mod footprint;
 mod harness;
+mod probe;
 mod report;
 mod scale;
 mod scheduling;

@@ -89,12 +89,25 @@ pub struct BuildEnv {
     pub supervise_deadline: Option<Duration>,
 }
 
+/// Why a build could not start: a fault of the drone, never of the package.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot start builder {program:?}: {reason}")]
-    Spawn { program: String, reason: String },
-    #[error("cannot create build log {path}: {reason}")]
-    Log { path: PathBuf, reason: String },
+    #[error("cannot start builder: its argv is empty")]
+    EmptyArgv,
+    #[error("cannot start builder {program:?}: not found or not executable")]
+    NotFound { program: String },
+    #[error("cannot start builder {program:?}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create build log {}: {source}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running build; `wait` ends it normally, `kill` ends it at once.
@@ -143,16 +156,12 @@ pub fn start(
         }
         Builder::Process { supervisor, .. } => {
             let argv = builder.argv(&env.atom);
-            let (program, args) = argv.split_first().ok_or_else(|| StartError::Spawn {
-                program: String::new(),
-                reason: "empty argv".to_owned(),
-            })?;
+            let (program, args) = argv.split_first().ok_or(StartError::EmptyArgv)?;
             // A missing builder is the drone's fault, not the package's: report it as such
             // before the supervisor would turn it into an ordinary failed build.
             if find_program(program).is_none() {
-                return Err(StartError::Spawn {
+                return Err(StartError::NotFound {
                     program: program.clone(),
-                    reason: "not found or not executable".to_owned(),
                 });
             }
             let mut command = match supervisor {
@@ -184,9 +193,9 @@ pub fn start(
                 // Its own process group, so that killing the build kills everything it started.
                 .process_group(0)
                 .kill_on_drop(true);
-            let mut child = command.spawn().map_err(|e| StartError::Spawn {
+            let mut child = command.spawn().map_err(|source| StartError::Spawn {
                 program: program.clone(),
-                reason: e.to_string(),
+                source,
             })?;
             let pgid = child.id().map(|id| id as i32);
             // Held open for the build's life: the supervisor kills the build when it closes.
@@ -196,9 +205,9 @@ pub fn start(
                 Some(path) => Some(Arc::new(tokio::sync::Mutex::new(
                     std::fs::File::create(&path)
                         .map(tokio::fs::File::from_std)
-                        .map_err(|e| StartError::Log {
+                        .map_err(|source| StartError::Log {
                             path: path.clone(),
-                            reason: e.to_string(),
+                            source,
                         })?,
                 ))),
                 None => None,
@@ -366,205 +375,5 @@ fn pseudo_random(env: &BuildEnv) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(atom: &str) -> BuildEnv {
-        BuildEnv {
-            atom: Atom::parse(atom).expect("valid"),
-            attempt: 2,
-            drone: "d1".into(),
-            jobs: 4,
-            estimate_secs: None,
-            supervise_deadline: None,
-        }
-    }
-
-    #[test]
-    fn atom_is_one_argument_and_argv_never_changes() {
-        let builder = Builder::Process {
-            template: vec!["build".into(), "--pkg={atom}".into(), "{atom}".into()],
-            supervisor: None,
-        };
-        let atom = Atom::parse(">=dev-libs/foo-1.0:0::gentoo").expect("valid");
-        let argv = builder.argv(&atom);
-        assert_eq!(
-            argv,
-            vec![
-                "build",
-                "--pkg=>=dev-libs/foo-1.0:0::gentoo",
-                ">=dev-libs/foo-1.0:0::gentoo"
-            ]
-        );
-        assert_eq!(builder.argv(&atom), argv);
-    }
-
-    #[test]
-    fn emerge_preset() {
-        let settings = Settings {
-            builder: BuilderKind::Emerge,
-            emerge_args: vec!["--usepkg=n".into()],
-            ..Settings::default()
-        };
-        let atom = Atom::parse("sys-libs/zlib").expect("valid");
-        assert_eq!(
-            Builder::from_settings(&settings)
-                .expect("valid settings")
-                .argv(&atom),
-            vec![
-                "emerge",
-                "--oneshot",
-                "--buildpkg",
-                "--usepkg=n",
-                "sys-libs/zlib"
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn runs_with_env_and_captures_tail() {
-        let builder = Builder::Process {
-            template: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "echo \"$SWARM_ATOM $SWARM_ATTEMPT $SWARM_DRONE $MAKEOPTS\"; echo oops >&2; exit 3"
-                    .into(),
-                "{atom}".into(),
-            ],
-            supervisor: None,
-        };
-        let mut running = start(&builder, &env("sys-libs/zlib"), 4096, None).expect("starts");
-        match running.wait().await {
-            BuildOutcome::Failed { exit, log_tail } => {
-                assert_eq!(exit.code, Some(3));
-                assert!(log_tail.contains("sys-libs/zlib 2 d1 -j4"), "{log_tail}");
-                assert!(log_tail.contains("oops"), "{log_tail}");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_simulated_build_ends_on_time_however_often_it_is_waited_for() {
-        let settings = Settings {
-            builder: crate::config::BuilderKind::Simulate,
-            simulate: crate::config::Simulate {
-                time_scale: 1.0,
-                failure_rate: 0.0,
-                default_estimate_secs: 0.3,
-                model_file: None,
-            },
-            ..Settings::default()
-        };
-        let builder = Builder::from_settings(&settings).expect("valid settings");
-        let env = BuildEnv {
-            atom: Atom::parse("sys-libs/zlib").expect("valid"),
-            attempt: 1,
-            drone: "d".into(),
-            jobs: 8,
-            estimate_secs: None,
-            supervise_deadline: None,
-        };
-        let mut running = start(&builder, &env, 100, None).expect("starts");
-        let started = std::time::Instant::now();
-        // The build loop waits beside a renewal timer; each tick drops the wait and starts it
-        // again. The build must still end after 0.3 s, not 0.3 s after the last tick.
-        let outcome = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                tokio::select! {
-                    outcome = running.wait() => break outcome,
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                }
-            }
-        })
-        .await
-        .expect("the simulated build ends within 5 s");
-        assert_eq!(outcome, BuildOutcome::Succeeded);
-        let took = started.elapsed();
-        assert!(
-            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
-            "{took:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn kill_takes_the_whole_process_group() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let marker = dir.path().join("grandchild-alive");
-        let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
-        let builder = Builder::Process {
-            template: vec!["/bin/sh".into(), "-c".into(), script, "{atom}".into()],
-            supervisor: None,
-        };
-        let mut running = start(&builder, &env("sys-libs/zlib"), 64, None).expect("starts");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        running.kill().await;
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
-        assert!(!marker.exists(), "a process of the killed build survived");
-    }
-
-    #[tokio::test]
-    async fn missing_program_is_a_start_error() {
-        let builder = Builder::Process {
-            template: vec!["/nonexistent/builder".into(), "{atom}".into()],
-            supervisor: None,
-        };
-        assert!(matches!(
-            start(&builder, &env("sys-libs/zlib"), 64, None),
-            Err(StartError::Spawn { .. })
-        ));
-    }
-
-    #[test]
-    fn tail_keeps_the_last_bytes() {
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
-        {
-            let mut t = tail.lock().expect("lock");
-            t.extend(b"0123456789");
-            let excess = t.len().saturating_sub(4);
-            t.drain(..excess);
-        }
-        assert_eq!(tail_text(&tail), "6789");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_model_decides_a_simulated_build_time_over_the_jobs_estimate() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("model.tsv");
-        std::fs::write(&path, "a-b/slow\t100\n").expect("write model");
-        let settings = Settings {
-            builder: crate::config::BuilderKind::Simulate,
-            simulate: crate::config::Simulate {
-                time_scale: 0.01,
-                failure_rate: 0.0,
-                default_estimate_secs: 1.0,
-                model_file: Some(path),
-            },
-            ..Settings::default()
-        };
-        let builder = Builder::from_settings(&settings).expect("valid settings");
-        let env = |atom: &str, jobs: u32| BuildEnv {
-            atom: Atom::parse(atom).expect("valid atom"),
-            attempt: 1,
-            drone: "d".to_owned(),
-            jobs,
-            estimate_secs: Some(1.0),
-            supervise_deadline: None,
-        };
-        // 100 s on 8 cores, at 0.01: 1 s on 8 cores, 0.5 s on 16; unlisted: the job's 1 s → 10 ms.
-        for (atom, jobs, expected_ms) in [
-            ("a-b/slow", 8, 1_000),
-            ("a-b/slow", 16, 500),
-            ("a-b/other", 8, 10),
-        ] {
-            let started = tokio::time::Instant::now();
-            let mut running = start(&builder, &env(atom, jobs), 64, None).expect("starts");
-            assert_eq!(running.wait().await, BuildOutcome::Succeeded);
-            assert_eq!(
-                started.elapsed().as_millis(),
-                expected_ms,
-                "{atom} on {jobs} cores"
-            );
-        }
-    }
-}
+#[path = "builder_tests.rs"]
+mod tests;

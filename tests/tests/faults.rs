@@ -162,12 +162,29 @@ async fn frozen_drone_loses_its_lease_and_reports_nothing() {
     .assert_ok();
 
     // From the event log: the frozen drone reported the lost lease and no result.
+    let kinds = event_kinds(&swarm, &frozen).await;
+    assert!(
+        kinds
+            .iter()
+            .any(|k| matches!(k, EventKind::LeaseLost { .. })),
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, EventKind::Finished { .. })),
+        "{kinds:?}"
+    );
+}
+
+/// Every event a drone published, in stream order.
+async fn event_kinds(swarm: &Swarm, drone: &str) -> Vec<EventKind> {
     let client = swarm.nats.connect().await.expect("connect");
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream(names::EVENTS_STREAM).await.expect("events");
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            filter_subject: format!("{}.{frozen}", names::EVENT_SUBJECT_PREFIX),
+            filter_subject: format!("{}.{drone}", names::EVENT_SUBJECT_PREFIX),
             ..Default::default()
         })
         .await
@@ -184,16 +201,58 @@ async fn frozen_drone_loses_its_lease_and_reports_nothing() {
             kinds.push(event.kind);
         }
     }
-    assert!(
-        kinds
-            .iter()
-            .any(|k| matches!(k, EventKind::LeaseLost { .. })),
-        "{kinds:?}"
+    kinds
+}
+
+/// A drone frozen past its lease while four builds run wakes to find them killed by their
+/// supervisors (and its own deadline passed). Those ends are lost leases, not failed builds:
+/// even a drone set to ground itself after one failure stays at work and builds the packages
+/// again. (Counting them as failures grounded healthy drones in the soak: four builds of
+/// different packages "failing" at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thawed_drone_is_not_grounded_by_the_builds_its_supervisors_killed() {
+    let mut swarm = Swarm::start().await;
+    swarm.spawn_drone(
+        &DroneSpec::new("t-a", 4, 4)
+            .env("SWARM_TEST_SLEEP", "4")
+            .env("SWARM_DRONE__GROUND_AFTER_FAILURES", "1"),
     );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let atoms: Vec<(String, Option<f64>)> = (0..4)
+        .map(|i| (format!("=dev-test/thawed-1.{i}"), None))
+        .collect();
+    assert!(matches!(
+        submit(&swarm.nats, &atoms).await,
+        SubmitResult::Accepted { queued: 4, .. }
+    ));
+    wait_for(
+        &swarm,
+        "four builds to start",
+        Duration::from_secs(20),
+        |b| b.len() == 4,
+    )
+    .await;
+    // Frozen past the supervisors' deadline (lease TTL 1.5 s less a tenth) and the lease.
+    swarm.drone("t-a").signal(Signal::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    swarm.drone("t-a").signal(Signal::SIGCONT);
+    let packages = swarm.wait_final(4, Duration::from_secs(60)).await;
+    assert!(all_succeeded(&packages), "{packages:?}");
+    let builds = builds(&swarm.records());
+    assert!(
+        builds.len() >= 8,
+        "the killed builds were built again: {builds:?}"
+    );
+    let kinds = event_kinds(&swarm, "t-a").await;
+    let lost = kinds
+        .iter()
+        .filter(|k| matches!(k, EventKind::LeaseLost { .. }))
+        .count();
+    assert_eq!(lost, 4, "{kinds:?}");
     assert!(
         !kinds
             .iter()
-            .any(|k| matches!(k, EventKind::Finished { .. })),
+            .any(|k| matches!(k, EventKind::Grounded { .. })),
         "{kinds:?}"
     );
 }

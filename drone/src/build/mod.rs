@@ -1,0 +1,279 @@
+//! One job from receipt to acknowledgement, in stages that each do one thing:
+//! [`claim`](claim::claim) the package with a lease (the fencing token), [`prepare`] the build
+//! (start the builder, say so), [`run`](watch::watch) it while renewing the lease and
+//! progress-acking the job on one timer, [`report`](report::report) the result (commit it on the
+//! lease by compare-and-set, store the `finished` event, acknowledge the job), and release the
+//! lease on every path that built nothing.
+//!
+//! **Invariant:** a build whose lease renewal fails, or whose lease deadline passes without a
+//! renewal, is killed at once, and nothing is acknowledged or reported as a result for it.
+
+mod claim;
+mod report;
+mod watch;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind, kv};
+use schemas::{Atom, BuildOutcome, DroneName, EventKind, Job, PackageKey};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::builder::{self, BuildEnv, Builder, Running};
+use crate::config::Settings;
+use crate::observer::{BuildSpan, Observer};
+use crate::reporter::Reporter;
+
+pub use watch::RunEnd;
+
+/// Everything a build task needs, shared by all of them.
+pub struct Ctx {
+    pub name: DroneName,
+    pub settings: Settings,
+    pub builder: Builder,
+    pub leases: kv::Store,
+    pub packages: kv::Store,
+    pub drones: kv::Store,
+    pub reporter: Reporter,
+    /// Refused input is logged once per kind and window, not per message.
+    pub refused: runtime::throttle::Throttle,
+    pub lease_ttl: Duration,
+    /// One timer renews the lease and progress-acks the job.
+    pub renew_every: Duration,
+    pub observer: Arc<dyn Observer>,
+}
+
+/// How a job left this drone.
+#[derive(Debug)]
+pub enum BuildReport {
+    /// Built, result committed and reported, job acknowledged.
+    Finished { atom: Atom, outcome: BuildOutcome },
+    /// Not built here: another drone holds it, it is stale, or it was left to another drone.
+    NotBuilt,
+    /// Handed back unbuilt (shutdown grace over, or displaced by a big job).
+    HandedBack,
+    /// The builder could not start: a fault of this drone, not of the package.
+    BuilderBroken { atom: Atom, reason: String },
+    /// The lease was lost and the build killed, or its result could not be stored.
+    LeaseLost,
+}
+
+/// What a build task tells the main loop about its slots.
+#[derive(Debug)]
+pub enum SlotEvent {
+    /// The build's process ended at `at`; its slots are free. `outcome` is the build's result
+    /// when it ran to its end within its lease (`None` when it was killed because its lease was
+    /// lost, or ended only after its lease deadline: no verdict on the machine then).
+    Exited {
+        key: PackageKey,
+        at: Instant,
+        outcome: Option<BuildOutcome>,
+    },
+    /// The job left this drone. `unused` is when its slot had freed if no build started in it.
+    Done {
+        key: PackageKey,
+        report: BuildReport,
+        unused: Option<Instant>,
+    },
+}
+
+/// A build task's hold on its slots. The main loop counts a slot free again as soon as the
+/// build's process has ended (`process_exited`): committing, reporting and acknowledging use
+/// the network, not the build's cores.
+pub struct SlotHandle {
+    pub key: PackageKey,
+    tx: UnboundedSender<SlotEvent>,
+    /// When the slot this job took had freed, until a build starts in it.
+    freed_at: Option<Instant>,
+    exited: bool,
+    /// The build's process start and atom, for the observer.
+    started: Option<(Instant, String)>,
+    slots: usize,
+    jobs: u32,
+    observer: Arc<dyn Observer>,
+}
+
+impl SlotHandle {
+    /// `freed_at`: when the slot had freed; `slots` and `jobs`: the slots the build takes and
+    /// the cores it gets.
+    pub fn new(
+        key: PackageKey,
+        tx: UnboundedSender<SlotEvent>,
+        freed_at: Option<Instant>,
+        (slots, jobs): (usize, u32),
+        observer: Arc<dyn Observer>,
+    ) -> SlotHandle {
+        SlotHandle {
+            key,
+            tx,
+            freed_at,
+            exited: false,
+            started: None,
+            slots,
+            jobs,
+            observer,
+        }
+    }
+
+    fn build_started(&mut self, atom: &Atom) {
+        if let Some(freed_at) = self.freed_at.take() {
+            self.observer.slot_filled(freed_at.elapsed());
+        }
+        self.started = Some((Instant::now(), atom.to_string()));
+    }
+
+    fn process_exited(&mut self, outcome: Option<&BuildOutcome>) {
+        if self.exited {
+            return;
+        }
+        self.exited = true;
+        if let Some((start, atom)) = self.started.take() {
+            self.observer.build_ended(BuildSpan {
+                atom,
+                start,
+                end: Instant::now(),
+                slots: self.slots,
+                jobs: self.jobs,
+            });
+        }
+        let _ = self.tx.send(SlotEvent::Exited {
+            key: self.key.clone(),
+            at: Instant::now(),
+            outcome: outcome.cloned(),
+        });
+    }
+
+    /// Tells the main loop the job is gone, with the report.
+    pub fn done(self, report: BuildReport) {
+        let _ = self.tx.send(SlotEvent::Done {
+            key: self.key,
+            report,
+            unused: self.freed_at,
+        });
+    }
+}
+
+/// Gives a job back to be delivered again after `delay`.
+async fn nak(message: &jetstream::Message, delay: Option<Duration>) {
+    if let Err(err) = message.ack_with(AckKind::Nak(delay)).await {
+        debug!(error = %err, "nak not sent; the job is redelivered after its ack wait");
+    }
+}
+
+/// How long one job acknowledgement waits for the server's confirmation.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs one received job to its end. The caller has decoded `job` from `message` and checked
+/// that it was published under its own package's subject. `jobs` is the cores the build gets.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    message: jetstream::Message,
+    job: Job,
+    handback: CancellationToken,
+    slot: &mut SlotHandle,
+    jobs: u32,
+) -> BuildReport {
+    let claim = match claim::claim(&ctx, &message, &job).await {
+        Ok(claim) => claim,
+        Err(report) => return report,
+    };
+    let running = match prepare(&ctx, &job, &claim, jobs, slot).await {
+        Ok(running) => running,
+        Err(reason) => {
+            warn!(package = %job.atom, error = %reason, "builder did not start; handing the job back");
+            claim.release(&ctx).await;
+            nak(&message, None).await;
+            hand_back(&ctx, &job, reason.clone()).await;
+            return BuildReport::BuilderBroken {
+                atom: job.atom,
+                reason,
+            };
+        }
+    };
+    info!(package = %job.atom, attempt = job.attempt, delivery = claim.delivery, "build started");
+    match watch::watch(&ctx, &message, &job, claim, running, &handback, slot).await {
+        RunEnd::Exited {
+            claim,
+            outcome,
+            duration_ms,
+        } => report::report(&ctx, &message, &job, claim, outcome, duration_ms, jobs).await,
+        RunEnd::LeaseLost { reason } => {
+            warn!(package = %job.atom, attempt = job.attempt, reason, "lease lost; build killed");
+            ctx.reporter
+                .note(EventKind::LeaseLost {
+                    atom: job.atom.clone(),
+                    attempt: job.attempt,
+                    reason,
+                })
+                .await;
+            BuildReport::LeaseLost
+        }
+        RunEnd::HandedBack { claim } => {
+            claim.release(&ctx).await;
+            nak(&message, None).await;
+            info!(package = %job.atom, "build handed back");
+            hand_back(
+                &ctx,
+                &job,
+                "drone shut down before the build finished".to_owned(),
+            )
+            .await;
+            BuildReport::HandedBack
+        }
+    }
+}
+
+/// Starts the builder and announces the claim (`started` is the claim event); the error is
+/// the reason the builder could not start.
+async fn prepare(
+    ctx: &Ctx,
+    job: &Job,
+    claim: &claim::Claim,
+    jobs: u32,
+    slot: &mut SlotHandle,
+) -> Result<Running, String> {
+    let env = BuildEnv {
+        atom: job.atom.clone(),
+        attempt: job.attempt,
+        drone: ctx.name.to_string(),
+        jobs,
+        estimate_secs: job.estimate_secs,
+        // The supervisor kills the build when the drone stops renewing, at the same margin
+        // the drone itself keeps: a frozen drone's build is dead before its lease expires.
+        supervise_deadline: Some(ctx.lease_ttl - ctx.lease_ttl / 10),
+    };
+    let log_file = ctx
+        .settings
+        .log_dir
+        .as_ref()
+        .map(|dir| dir.join(format!("{}-{}.log", job.atom.key(), job.attempt)));
+    let running = builder::start(&ctx.builder, &env, ctx.settings.log_tail_bytes, log_file)
+        .map_err(|err| err.to_string())?;
+    slot.build_started(&job.atom);
+    ctx.reporter
+        .note(EventKind::Started {
+            atom: job.atom.clone(),
+            attempt: job.attempt,
+            argv: ctx.builder.argv(&job.atom),
+            jobs,
+            delivery: claim.delivery,
+            lease_rev: claim.revision,
+        })
+        .await;
+    Ok(running)
+}
+
+/// Reports a job given back unbuilt, waiting for the stream to store it: the coordinator
+/// requeues the package at once instead of waiting for the reconciler.
+async fn hand_back(ctx: &Ctx, job: &Job, reason: String) {
+    let event = EventKind::HandedBack {
+        atom: job.atom.clone(),
+        attempt: job.attempt,
+        reason,
+    };
+    if let Err(err) = ctx.reporter.send(event, 1).await {
+        debug!(package = %job.atom, error = %err, "hand-back not reported; the reconciler requeues the package");
+    }
+}

@@ -1,0 +1,150 @@
+//! The report stage: the result is committed on the lease by compare-and-set (a drone whose
+//! lease was taken over fails here and reports nothing), the `finished` event is stored, and
+//! only then is the job acknowledged. From the commit until the acknowledgement is confirmed
+//! the finished lease is kept alive, so a redelivered job finds this result on it.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use schemas::{BuildOutcome, EventKind, Job, LeasePhase, PackageKey, encode};
+use tracing::{debug, info, warn};
+
+use super::claim::Claim;
+use super::{ACK_TIMEOUT, BuildReport, Ctx};
+
+/// Tries to store a result before the job is left to be built again.
+const RESULT_SEND_ATTEMPTS: u32 = 5;
+/// Pause between two tries to acknowledge a job.
+const ACK_RESEND_PAUSE: Duration = Duration::from_millis(250);
+
+/// Commits, reports and acknowledges the result of a build that ran to its end.
+pub async fn report(
+    ctx: &Ctx,
+    message: &jetstream::Message,
+    job: &Job,
+    mut claim: Claim,
+    outcome: BuildOutcome,
+    duration_ms: u64,
+    jobs: u32,
+) -> BuildReport {
+    claim.lease.phase = LeasePhase::Finished {
+        outcome: outcome.clone(),
+    };
+    let committed = commit(ctx, &claim).await;
+    let (bytes, revision) = match committed {
+        Ok(done) => done,
+        Err(reason) => {
+            warn!(package = %job.atom, attempt = job.attempt, reason, "lease lost; result not reported");
+            ctx.reporter
+                .note(EventKind::LeaseLost {
+                    atom: job.atom.clone(),
+                    attempt: job.attempt,
+                    reason,
+                })
+                .await;
+            return BuildReport::LeaseLost;
+        }
+    };
+    let finished = EventKind::Finished {
+        atom: job.atom.clone(),
+        attempt: job.attempt,
+        lease_rev: revision,
+        outcome: outcome.clone(),
+        duration_ms,
+        jobs,
+    };
+    // From here until the job is acknowledged, the finished lease is kept alive: while the
+    // result waits to be stored or the acknowledgement to be confirmed (a cluster electing a
+    // new leader takes seconds), a redelivered job must find this result on the lease, not an
+    // expired lease to build under. After that it is left to expire.
+    let keeper = keep_lease(ctx, &claim.key, bytes, revision);
+    let stored = tokio::select! {
+        stored = store_and_acknowledge(ctx, message, job, finished) => stored,
+        never = keeper => match never {},
+    };
+    if !stored {
+        return BuildReport::LeaseLost;
+    }
+    match &outcome {
+        BuildOutcome::Succeeded => {
+            info!(package = %job.atom, attempt = job.attempt, duration_ms, "build succeeded")
+        }
+        BuildOutcome::Failed { exit, .. } => {
+            warn!(package = %job.atom, attempt = job.attempt, %exit, "build failed")
+        }
+    }
+    BuildReport::Finished {
+        atom: job.atom.clone(),
+        outcome,
+    }
+}
+
+/// Writes the finished lease at the claim's revision before the lease deadline; the encoded
+/// lease and its new revision, or why it could not be committed.
+async fn commit(ctx: &Ctx, claim: &Claim) -> Result<(Vec<u8>, u64), String> {
+    let bytes = encode(&claim.lease).map_err(|err| format!("cannot encode the lease: {err}"))?;
+    // The run stage returns only before the deadline; what is left of it bounds the commit.
+    let remaining = claim
+        .deadline(ctx.lease_ttl)
+        .saturating_duration_since(Instant::now());
+    let update = ctx
+        .leases
+        .update(claim.key.as_str(), bytes.clone().into(), claim.revision);
+    match tokio::time::timeout(remaining, update).await {
+        Ok(Ok(revision)) => Ok((bytes, revision)),
+        Ok(Err(err)) => Err(format!("result commit refused: {err}")),
+        Err(_) => Err("result commit timed out".to_owned()),
+    }
+}
+
+/// Stores the `finished` event, then acknowledges the job with the server's confirmation;
+/// false when the event could not be stored (the job is left to be redelivered and built
+/// again, which is safe, rather than lost).
+async fn store_and_acknowledge(
+    ctx: &Ctx,
+    message: &jetstream::Message,
+    job: &Job,
+    finished: EventKind,
+) -> bool {
+    if let Err(err) = ctx.reporter.send(finished, RESULT_SEND_ATTEMPTS).await {
+        warn!(package = %job.atom, error = %err, "result could not be published; the job will be built again");
+        return false;
+    }
+    // An acknowledgement is idempotent, so an unconfirmed one is sent again: a consumer whose
+    // leader died answers once a new one is elected.
+    let ack_until = Instant::now() + (ctx.lease_ttl * 4).max(Duration::from_secs(10));
+    loop {
+        match runtime::ack::double_ack(message, ACK_TIMEOUT).await {
+            Ok(()) => return true,
+            Err(err) if Instant::now() < ack_until => {
+                debug!(package = %job.atom, error = %err, "job ack not confirmed; sending it again");
+                tokio::time::sleep(ACK_RESEND_PAUSE).await;
+            }
+            Err(err) => {
+                warn!(package = %job.atom, error = %err, "job ack not confirmed; the kept lease stops a rebuild until it expires");
+                return true;
+            }
+        }
+    }
+}
+
+/// Renews a finished lease every renewal period, for as long as it is polled; a failed renewal
+/// is tried again at the next period (the lease may come back within its TTL).
+async fn keep_lease(
+    ctx: &Ctx,
+    key: &PackageKey,
+    bytes: Vec<u8>,
+    mut revision: u64,
+) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(ctx.renew_every).await;
+        let update = ctx
+            .leases
+            .update(key.as_str(), bytes.clone().into(), revision);
+        match tokio::time::timeout(ctx.renew_every, update).await {
+            Ok(Ok(next)) => revision = next,
+            Ok(Err(err)) => debug!(key = %key, error = %err, "finished lease not renewed"),
+            Err(_) => debug!(key = %key, "finished lease renewal timed out"),
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! What the drone hears about itself: its build tasks' slot events (and the health verdicts
+//! they carry) and the operator's control requests.
+
+use schemas::{
+    DroneCommand, DroneControl, DroneControlReply, EventKind, SCHEMA_VERSION, decode, encode,
+};
+use tracing::{debug, info, warn};
+
+use super::Shell;
+use crate::build::{self, SlotEvent};
+use crate::health::HealthEvent;
+use crate::state::verdict;
+
+impl Shell {
+    /// A build task's news about its slots. True when the drone grounded itself.
+    pub(super) async fn slot_event(&mut self, event: SlotEvent) -> bool {
+        self.drone.touch();
+        match event {
+            SlotEvent::Exited { key, at, outcome } => {
+                // The verdict on the machine is taken as the build ends, before its slot is
+                // filled again: a drone that grounds itself takes nothing more.
+                let event = self
+                    .drone
+                    .slots
+                    .exited(&key, at)
+                    .and_then(|slot| verdict(&slot.atom, outcome.as_ref()));
+                match event {
+                    Some(event) => self.health(event).await,
+                    None => false,
+                }
+            }
+            SlotEvent::Done {
+                key,
+                report,
+                unused,
+            } => {
+                let Some(slot) = self.drone.slots.done(&key, unused) else {
+                    return false;
+                };
+                debug!(package = %slot.atom, ?report, "job done");
+                match report {
+                    build::BuildReport::BuilderBroken { atom, reason } => {
+                        self.health(HealthEvent::BuildFailed { atom, why: reason })
+                            .await
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    /// Applies a build's verdict; true when the drone has just grounded itself.
+    async fn health(&mut self, event: HealthEvent) -> bool {
+        let Some(reason) = self.drone.health(&event) else {
+            return false;
+        };
+        warn!(drone = %self.ctx.name, reason = %reason, "grounded: no more pulls until `swarmctl unground`");
+        self.ctx.reporter.note(EventKind::Grounded { reason }).await;
+        true
+    }
+
+    /// Grounds the drone because the machine cannot build (`reason` names the build directory
+    /// and the fault), and says so in the log and the event stream.
+    pub(super) async fn ground_unhealthy(&mut self, reason: String) {
+        if let Some(reason) = self.drone.health(&HealthEvent::Unhealthy { reason }) {
+            warn!(drone = %self.ctx.name, %reason, "grounded: this machine cannot build; no more pulls until `swarmctl unground`");
+            self.ctx.reporter.note(EventKind::Grounded { reason }).await;
+        }
+    }
+
+    /// An operator's request. True when the drone's own state changed.
+    pub(super) async fn control(&mut self, request: async_nats::Message) -> bool {
+        let (ok, message) = match decode::<DroneControl>(&request.payload) {
+            Ok(DroneControl {
+                command: DroneCommand::Unground,
+                ..
+            }) => match self.drone.unground() {
+                Ok(()) => (true, "ungrounded: pulling work again".to_owned()),
+                Err(err) => (false, err.to_string()),
+            },
+            Err(err) => {
+                if let Some(suppressed) = self.ctx.refused.allow("malformed control request") {
+                    warn!(error = %err, suppressed, "malformed control request discarded");
+                }
+                (false, err.to_string())
+            }
+        };
+        if ok {
+            info!(drone = %self.ctx.name, "ungrounded by operator");
+            self.ctx.reporter.note(EventKind::Ungrounded).await;
+        }
+        let reply = DroneControlReply {
+            v: SCHEMA_VERSION,
+            ok,
+            message,
+        };
+        if let (Some(to), Ok(bytes)) = (request.reply, encode(&reply)) {
+            let _ = self.client.publish(to, bytes.into()).await;
+        }
+        ok
+    }
+}

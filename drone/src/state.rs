@@ -1,0 +1,466 @@
+//! The drone's state and the decisions taken on it, without I/O: its health lifecycle (working,
+//! grounded, draining), its slots, its reservation for big builds, its pull gate and when its
+//! record is due. The main loop (`service.rs`) feeds it what happened and carries out what it
+//! decides; every decision here is a table test.
+
+use std::time::{Duration, Instant};
+
+use schemas::{Atom, DroneState};
+
+use crate::health::{HealthEvent, Lifecycle, LifecycleError, transition};
+use crate::slots::Slots;
+
+/// The drone record is rewritten at most this often for changes of its builds (a queue of
+/// short builds changes them hundreds of times a second); changes of the drone's own state
+/// (grounded, draining) are written at once.
+pub const RECORD_MIN_INTERVAL: Duration = Duration::from_millis(1_000);
+/// How long pulls pause after the consumer answered with an error status (a cluster electing a
+/// new leader answers 503 at once; asking again at once would spin).
+pub const PULL_PAUSE: Duration = Duration::from_millis(250);
+/// A big job that reaches a drone whose builds all started at most this long ago makes the drone
+/// hand them back and take the big job.
+pub const BIG_HANDBACK_WINDOW: Duration = Duration::from_secs(2);
+
+/// Where a drone that takes big builds stands with the big queue. `M` is the job message (a
+/// type parameter so the decisions are testable without a server).
+#[derive(Debug, PartialEq)]
+pub enum Reservation<M> {
+    /// No big job is known to wait: normal work as usual.
+    Clear,
+    /// A big job waits on the big queue: no normal work until this drone is idle and pulls it.
+    Reserved,
+    /// A big job was received while builds that had just started were being handed back; it
+    /// starts once they have stopped.
+    Holding(M),
+}
+
+/// A request to the server that at most one of is out at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    None,
+    Out,
+}
+
+/// Which queue a look at the pending count is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// Idle: is there normal work? (An idle big drone waits on the big queue and asks for
+    /// normal work only once it has seen some queued.)
+    Normal,
+    /// Building: does a big job wait?
+    Big,
+}
+
+/// The big-builds part of a drone that takes them.
+#[derive(Debug)]
+pub struct BigQueue<M> {
+    pub reservation: Reservation<M>,
+    /// What the last look at the normal queue, taken while idle, found.
+    normal_waiting: bool,
+    /// A pull of one big job.
+    pull: Request,
+    /// A look at a queue's pending count.
+    look: Request,
+}
+
+/// What the pulls may do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullGate {
+    Open,
+    /// After an error status, until this instant.
+    Paused {
+        until: Instant,
+    },
+}
+
+/// What a pull's reply without a job says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullStatus {
+    /// The server is still holding the request open.
+    Heartbeat,
+    /// The request is over (expired, terminated, nothing to deliver) with this many jobs not
+    /// delivered, when the server says.
+    Ended { unfilled: Option<usize> },
+    /// The consumer cannot serve now (a cluster without a leader).
+    Error,
+}
+
+/// What to do with a normal job that has just arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admit {
+    /// Start it in one slot.
+    Start,
+    /// The machine cannot build: give the job back (no attempt used) and ground the drone.
+    Unfit { reason: String },
+    /// A big job waits for this drone to be free: give the job back.
+    Reserved,
+    /// Delivered by a pull the drone had given up on, or while it does not pull: give it back.
+    Unwanted,
+}
+
+/// What to do with a big job that has just arrived.
+#[derive(Debug, PartialEq)]
+pub enum BigJob<M> {
+    /// Give it back: the drone does not pull, or its builds are too far along to hand back.
+    GiveBack(M),
+    /// Held until the handed-back builds (if any) have stopped; `hand_back` of them.
+    Hold { hand_back: usize },
+}
+
+/// What to do with a held big job now.
+#[derive(Debug, PartialEq)]
+pub enum Held<M> {
+    Start(M),
+    GiveBack(M),
+}
+
+/// Everything the main loop knows, and nothing it must ask the network for.
+#[derive(Debug)]
+pub struct Drone<M> {
+    pub lifecycle: Lifecycle,
+    pub slots: Slots,
+    /// `None` for a drone that takes no big builds.
+    pub big: Option<BigQueue<M>>,
+    pub gate: PullGate,
+    /// When a job or a pull status last arrived (or a pull was sent with none outstanding):
+    /// a pull that stays silent past its heartbeats is forgotten.
+    pub last_pull_activity: Instant,
+    /// Set while draining, until the grace period ends and running builds are handed back.
+    pub drain_deadline: Option<Instant>,
+    threshold: u32,
+    record: RecordClock,
+}
+
+/// When the drone record is due.
+#[derive(Debug)]
+struct RecordClock {
+    last_written: Instant,
+    /// Something changed since the last write.
+    stale: bool,
+}
+
+impl<M> Drone<M> {
+    /// A working drone with `slots` slots, grounded after `threshold` different packages fail
+    /// in a row; `takes_big`: it has a big consumer.
+    pub fn new(slots: usize, threshold: u32, takes_big: bool, now: Instant) -> Drone<M> {
+        Drone {
+            lifecycle: Lifecycle::start(),
+            slots: Slots::new(slots),
+            big: takes_big.then(|| BigQueue {
+                reservation: Reservation::Clear,
+                normal_waiting: false,
+                pull: Request::None,
+                look: Request::None,
+            }),
+            gate: PullGate::Open,
+            last_pull_activity: now,
+            drain_deadline: None,
+            threshold,
+            // The first record is written at once.
+            record: RecordClock {
+                last_written: now.checked_sub(RECORD_MIN_INTERVAL).unwrap_or(now),
+                stale: true,
+            },
+        }
+    }
+
+    pub fn pulls(&self) -> bool {
+        self.lifecycle.pulls()
+    }
+
+    /// A held big job whose displaced builds have stopped starts now; one held by a drone that
+    /// no longer pulls goes back.
+    pub fn take_held(&mut self) -> Option<Held<M>> {
+        let big = self.big.as_mut()?;
+        if !matches!(big.reservation, Reservation::Holding(_)) {
+            return None;
+        }
+        let pulls = self.lifecycle.pulls();
+        if pulls && !self.slots.idle() {
+            return None;
+        }
+        let Reservation::Holding(message) =
+            std::mem::replace(&mut big.reservation, Reservation::Clear)
+        else {
+            return None;
+        };
+        Some(if pulls {
+            Held::Start(message)
+        } else {
+            Held::GiveBack(message)
+        })
+    }
+
+    /// Whether to send a pull for one big job now (an idle big drone waits on the big queue);
+    /// when it says yes, the pull counts as out.
+    pub fn begin_big_pull(&mut self) -> bool {
+        let ready = self.lifecycle.pulls() && self.slots.idle();
+        match self.big.as_mut() {
+            Some(big) if ready && big.pull == Request::None => {
+                big.pull = Request::Out;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether normal work may be asked for, as far as big builds go.
+    fn normal_allowed(&self) -> bool {
+        match &self.big {
+            None => true,
+            Some(big) => match (&big.reservation, self.slots.idle()) {
+                (Reservation::Holding(_), _) => false,
+                (_, true) => big.normal_waiting || self.slots.requested() > 0,
+                (reservation, false) => !matches!(reservation, Reservation::Reserved),
+            },
+        }
+    }
+
+    /// How many normal jobs to ask for now, if any: exactly the free slots not already asked
+    /// for. Asking for normal work while idle means a big job seen before went elsewhere (this
+    /// drone's big pull would have had it).
+    pub fn normal_pull(&mut self, now: Instant) -> Option<usize> {
+        if !self.lifecycle.pulls() || !self.normal_allowed() {
+            return None;
+        }
+        if let PullGate::Paused { until } = self.gate {
+            if now < until {
+                return None;
+            }
+            self.gate = PullGate::Open;
+        }
+        let free = self.slots.to_ask();
+        if free == 0 {
+            return None;
+        }
+        let idle = self.slots.idle();
+        if let Some(big) = self.big.as_mut() {
+            big.normal_waiting = false;
+            if idle && matches!(big.reservation, Reservation::Reserved) {
+                big.reservation = Reservation::Clear;
+            }
+        }
+        Some(free)
+    }
+
+    /// A pull request for `n` jobs went out.
+    pub fn asked(&mut self, n: usize, now: Instant) {
+        if self.slots.requested() == 0 {
+            self.last_pull_activity = now;
+        }
+        self.slots.asked(n);
+    }
+
+    /// A status arrived on the pull inbox.
+    pub fn pull_status(&mut self, status: PullStatus, now: Instant) {
+        self.last_pull_activity = now;
+        match status {
+            PullStatus::Heartbeat => {}
+            PullStatus::Ended { unfilled } => self.slots.pull_ended(unfilled),
+            PullStatus::Error => {
+                self.slots.forget_requests();
+                self.gate = PullGate::Paused {
+                    until: now + PULL_PAUSE,
+                };
+            }
+        }
+    }
+
+    /// A normal job arrived. `unfit` is the build directory's fault, when the drone pulls and
+    /// has one to check.
+    pub fn admit(&mut self, unfit: Option<String>, now: Instant) -> Admit {
+        self.last_pull_activity = now;
+        self.slots.delivered();
+        if let Some(reason) = unfit {
+            return Admit::Unfit { reason };
+        }
+        let reserved = self
+            .big
+            .as_ref()
+            .is_some_and(|big| !matches!(big.reservation, Reservation::Clear));
+        if reserved {
+            Admit::Reserved
+        } else if !self.lifecycle.pulls() || self.slots.full() {
+            Admit::Unwanted
+        } else {
+            Admit::Start
+        }
+    }
+
+    /// When a silent pull is forgotten, if one is outstanding (`silence`: a few of its
+    /// heartbeats).
+    pub fn pull_watchdog(&self, silence: Duration) -> Option<Instant> {
+        (self.slots.requested() > 0).then(|| self.last_pull_activity + silence)
+    }
+
+    /// Whether a look at a queue's pending count may go out (a drone that takes big builds and
+    /// pulls, with no look out).
+    pub fn may_look(&self) -> bool {
+        self.lifecycle.pulls()
+            && self
+                .big
+                .as_ref()
+                .is_some_and(|big| big.look == Request::None)
+    }
+
+    /// Which queue to look at on the big-check tick, if a look may go out; the look then
+    /// counts as out.
+    pub fn begin_look(&mut self) -> Option<Look> {
+        if !self.may_look() {
+            return None;
+        }
+        let idle = self.slots.idle();
+        let big = self.big.as_mut()?;
+        big.look = Request::Out;
+        Some(if idle { Look::Normal } else { Look::Big })
+    }
+
+    /// What a look found.
+    pub fn looked(&mut self, look: Look, pending: bool) {
+        if let Some(big) = self.big.as_mut() {
+            big.look = Request::None;
+            match look {
+                Look::Normal => big.normal_waiting = pending,
+                // A job held already waits for its builds; another one waiting changes nothing.
+                Look::Big => match (&big.reservation, pending) {
+                    (Reservation::Holding(_), _) => {}
+                    (_, true) => big.reservation = Reservation::Reserved,
+                    (_, false) => big.reservation = Reservation::Clear,
+                },
+            }
+        }
+    }
+
+    /// The big pull ended with nothing: no big job waits.
+    pub fn big_pull_empty(&mut self) {
+        if let Some(big) = self.big.as_mut() {
+            big.pull = Request::None;
+            if matches!(big.reservation, Reservation::Reserved) {
+                big.reservation = Reservation::Clear;
+            }
+        }
+    }
+
+    /// A big job arrived (`now_ms`: the drone's clock, as the builds' start times). Builds that
+    /// started a moment ago (normal jobs taken as the big one was published) are handed back,
+    /// costing seconds: the big job, which sets the run's length, waits only for them to stop.
+    pub fn big_job(&mut self, message: M, now_ms: u64) -> BigJob<M> {
+        let pulls = self.lifecycle.pulls();
+        let window = BIG_HANDBACK_WINDOW.as_millis() as u64;
+        let building: Vec<u64> = self.slots.building().map(|s| s.started_ms).collect();
+        let just_started = building
+            .iter()
+            .all(|started| now_ms.saturating_sub(*started) <= window);
+        let Some(big) = self.big.as_mut() else {
+            return BigJob::GiveBack(message);
+        };
+        big.pull = Request::None;
+        if matches!(big.reservation, Reservation::Reserved) {
+            big.reservation = Reservation::Clear;
+        }
+        if !pulls || !just_started || matches!(big.reservation, Reservation::Holding(_)) {
+            return BigJob::GiveBack(message);
+        }
+        big.reservation = Reservation::Holding(message);
+        BigJob::Hold {
+            hand_back: building.len(),
+        }
+    }
+
+    /// Applies a health event; returns the grounding reason when the drone has just grounded
+    /// itself (the caller says so in the log and the event stream).
+    pub fn health(&mut self, event: &HealthEvent) -> Option<String> {
+        let next = transition(&self.lifecycle, event, self.threshold).ok()?;
+        let grounded = match (&self.lifecycle, &next) {
+            (Lifecycle::Working { .. }, Lifecycle::Grounded { reason }) => Some(reason.clone()),
+            _ => None,
+        };
+        self.lifecycle = next;
+        grounded
+    }
+
+    /// The operator's `unground`.
+    pub fn unground(&mut self) -> Result<(), LifecycleError> {
+        self.lifecycle = transition(&self.lifecycle, &HealthEvent::Unground, self.threshold)?;
+        Ok(())
+    }
+
+    /// Shutdown asked: no more pulls; running builds get until `deadline`.
+    pub fn drain(&mut self, deadline: Instant) {
+        if let Ok(next) = transition(&self.lifecycle, &HealthEvent::Shutdown, self.threshold) {
+            self.lifecycle = next;
+        }
+        self.drain_deadline = Some(deadline);
+    }
+
+    pub fn draining(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Draining)
+    }
+
+    /// Draining and every job has left: the drone can go offline.
+    pub fn drained(&self) -> bool {
+        self.draining() && self.slots.is_empty()
+    }
+
+    /// The state the drone record shows.
+    pub fn record_state(&self) -> DroneState {
+        match &self.lifecycle {
+            Lifecycle::Working { .. } if self.slots.is_empty() => DroneState::Idle,
+            Lifecycle::Working { .. } => DroneState::Building,
+            Lifecycle::Grounded { reason } => DroneState::Grounded {
+                reason: reason.clone(),
+            },
+            Lifecycle::Draining => DroneState::Draining,
+        }
+    }
+
+    /// Packages that failed in a row, as the record shows.
+    pub fn failed_streak(&self) -> u32 {
+        match &self.lifecycle {
+            Lifecycle::Working { failed_streak } => failed_streak.len() as u32,
+            _ => 0,
+        }
+    }
+
+    /// Something the record shows changed.
+    pub fn touch(&mut self) {
+        self.record.stale = true;
+    }
+
+    /// When a stale record may next be written, if it is stale.
+    pub fn record_due_at(&self) -> Option<Instant> {
+        self.record
+            .stale
+            .then(|| self.record.last_written + RECORD_MIN_INTERVAL)
+    }
+
+    /// Whether to write the record now: at once for a change of the drone's own state
+    /// (`urgent`), else at most every `RECORD_MIN_INTERVAL` while something changed. Saying yes
+    /// counts it as written.
+    pub fn record_due(&mut self, urgent: bool, now: Instant) -> bool {
+        let due = urgent
+            || (self.record.stale
+                && now.duration_since(self.record.last_written) >= RECORD_MIN_INTERVAL);
+        if due {
+            self.record.stale = false;
+            self.record.last_written = now;
+        }
+        due
+    }
+}
+
+/// The health verdict on a build whose process ended with `outcome`; `None` for a build that
+/// did not run to its end (it was killed because its lease was lost).
+pub fn verdict(atom: &Atom, outcome: Option<&schemas::BuildOutcome>) -> Option<HealthEvent> {
+    match outcome? {
+        schemas::BuildOutcome::Succeeded => Some(HealthEvent::BuildSucceeded),
+        schemas::BuildOutcome::Failed { exit, .. } => Some(HealthEvent::BuildFailed {
+            atom: atom.clone(),
+            why: exit.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;
