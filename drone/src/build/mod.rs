@@ -199,17 +199,7 @@ pub async fn run(
             outcome,
             duration_ms,
         } => report::report(&ctx, &message, &job, claim, outcome, duration_ms, jobs).await,
-        RunEnd::LeaseLost { reason } => {
-            warn!(package = %job.atom, attempt = job.attempt, reason, "lease lost; build killed");
-            ctx.reporter
-                .note(EventKind::LeaseLost {
-                    atom: job.atom.clone(),
-                    attempt: job.attempt,
-                    reason,
-                })
-                .await;
-            BuildReport::LeaseLost
-        }
+        RunEnd::LeaseLost { reason } => lease_lost(&ctx, &job, reason).await,
         RunEnd::HandedBack { claim } => {
             claim.release(&ctx).await;
             nak(&message, None).await;
@@ -263,6 +253,20 @@ async fn prepare(
         })
         .await;
     Ok(running)
+}
+
+/// The lease is lost (or may be): nothing of the build is acknowledged or reported as a
+/// result; the loss is logged and reported for observers.
+async fn lease_lost(ctx: &Ctx, job: &Job, reason: String) -> BuildReport {
+    warn!(package = %job.atom, attempt = job.attempt, reason, "lease lost; nothing of the build is reported");
+    ctx.reporter
+        .note(EventKind::LeaseLost {
+            atom: job.atom.clone(),
+            attempt: job.attempt,
+            reason,
+        })
+        .await;
+    BuildReport::LeaseLost
 }
 
 /// Reports a job given back unbuilt, waiting for the stream to store it: the coordinator

@@ -33,17 +33,7 @@ pub async fn report(
     let committed = commit(ctx, &claim).await;
     let (bytes, revision) = match committed {
         Ok(done) => done,
-        Err(reason) => {
-            warn!(package = %job.atom, attempt = job.attempt, reason, "lease lost; result not reported");
-            ctx.reporter
-                .note(EventKind::LeaseLost {
-                    atom: job.atom.clone(),
-                    attempt: job.attempt,
-                    reason,
-                })
-                .await;
-            return BuildReport::LeaseLost;
-        }
+        Err(reason) => return super::lease_lost(ctx, job, reason).await,
     };
     let finished = EventKind::Finished {
         atom: job.atom.clone(),
