@@ -235,6 +235,21 @@ pub fn start(
     }
 }
 
+/// How long a build's output readers may take to finish once its process has ended: a build
+/// that leaves a daemon behind holding its pipes must not block the result.
+const READER_DRAIN: Duration = Duration::from_secs(2);
+
+/// A build's output readers never outlive it: whatever `wait` did not collect is stopped.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Running::Child { readers, .. } = self {
+            for reader in readers.drain(..) {
+                reader.abort();
+            }
+        }
+    }
+}
+
 impl Running {
     /// Tells the build's supervisor the drone still holds the lease (after each renewal), which
     /// keeps the build alive for another deadline.
@@ -273,7 +288,7 @@ impl Running {
                 // The output pipes close when the process group's last writer exits; a build
                 // that leaves a daemon behind holding them must not block the result.
                 for reader in readers.drain(..) {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+                    let _ = tokio::time::timeout(READER_DRAIN, reader).await;
                 }
                 let log_tail = tail_text(tail);
                 match status {
@@ -302,11 +317,21 @@ impl Running {
 
     /// Kills the whole process group and reaps the child.
     pub async fn kill(&mut self) {
-        if let Running::Child { child, pgid, .. } = self {
+        if let Running::Child {
+            child,
+            pgid,
+            readers,
+            ..
+        } = self
+        {
             if let Some(pgid) = pgid {
                 let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
             }
             let _ = child.kill().await;
+            // The killed group's pipes close; the readers write out what they hold.
+            for reader in readers.drain(..) {
+                let _ = tokio::time::timeout(READER_DRAIN, reader).await;
+            }
         }
     }
 }
