@@ -39,8 +39,9 @@ struct Advisory {
 
 impl Service {
     pub(crate) async fn publish_due_retries(&mut self) {
-        let due = self.table.due_retries(runtime::now_ms());
-        let mut batch = BigJobs::new(self.settings.schedule, runtime::now_ms());
+        let now = runtime::now_ms();
+        let due = self.table.due_retries(now);
+        let mut batch = BigJobs::new(self.settings.schedule, now);
         for (key, attempt) in due {
             let Some(entry) = self.table.get(&key) else {
                 continue;
