@@ -412,7 +412,7 @@ mod tests {
         // (state, event, with attempt live-1, live, live+1); an event without an attempt has
         // one expectation, repeated.
         #[rustfmt::skip]
-        let cases: Vec<(&Option<S>, &str, [&str; 3])> = vec![
+        let mut cases: Vec<(&Option<S>, &str, [&str; 3])> = vec![
             (&unknown, "claimed", ["unknown", "unknown", "unknown"]),
             (&unknown, "succeeded", ["unknown", "unknown", "unknown"]),
             (&unknown, "failed", ["unknown", "unknown", "unknown"]),
@@ -449,7 +449,6 @@ mod tests {
             (&waiting, "requeued", ["invalid"; 3]),
             (&waiting, "submitted", ["unfinished"; 3]),
         ];
-        let mut cases = cases;
         // A finished package refuses everything but a new submission, which starts it over.
         for finished in [&succeeded, &failed] {
             for (name, _) in &with_attempt {
