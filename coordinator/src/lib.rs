@@ -1,11 +1,30 @@
 //! The coordinator: creates the JetStream topology, accepts submissions, owns every package's
 //! state and keeps it consistent with the work stream and the leases.
+//!
+//! Pure parts (no I/O, table-tested): `lifecycle`, `table`, `retry`, `watermark`, `hold`,
+//! `reconcile`, `drones`, `big_jobs`, `schedule`, `events`. I/O: `store` and `publish` (one
+//! request each), `topology`, and the service (`service` wiring, with its handlers in
+//! `submit`, `apply` and `upkeep`).
 
+mod apply;
+pub mod big_jobs;
 pub mod config;
+pub mod drones;
+pub mod events;
+pub mod hold;
 pub mod lifecycle;
+pub mod publish;
+pub mod reconcile;
+pub mod retry;
 pub mod schedule;
 pub mod service;
+pub mod store;
+pub mod submission;
+mod submit;
+pub mod table;
 pub mod topology;
+mod upkeep;
+pub mod watermark;
 
 use tokio_util::sync::CancellationToken;
 

@@ -1,6 +1,6 @@
 //! The package lifecycle as a pure state machine: `transition(state, event)` is the only place
-//! that decides what a package's next state is. The coordinator's service applies it; nothing
-//! else writes package state.
+//! that decides what a package's next state is, from its submission to its end. The coordinator's
+//! service applies it; nothing else writes package state.
 
 use schemas::{DroneName, ExitInfo, PackageState};
 
@@ -25,6 +25,28 @@ pub enum PackageEvent {
     Requeued,
     /// The server gave up delivering the job for `attempt`.
     DeadLettered { attempt: u32, deliveries: u64 },
+    /// An operator submitted the package: a new one, or a finished one to be built again.
+    Submitted,
+}
+
+/// Where a package stands before an event: unknown to the coordinator (no record yet), or known
+/// in a state. Only a submission moves an unknown package.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Current<'a> {
+    Unknown,
+    Known(&'a PackageState),
+}
+
+impl<'a> From<&'a PackageState> for Current<'a> {
+    fn from(state: &'a PackageState) -> Self {
+        Current::Known(state)
+    }
+}
+
+impl<'a> From<Option<&'a PackageState>> for Current<'a> {
+    fn from(state: Option<&'a PackageState>) -> Self {
+        state.map_or(Current::Unknown, Current::Known)
+    }
 }
 
 /// Policy the transition needs: how many attempts, and when a retry may start.
@@ -60,6 +82,14 @@ pub enum TransitionError {
         event: &'static str,
         state: &'static str,
     },
+    /// The event is about a package the coordinator has no record of; only a submission
+    /// creates one.
+    #[error("event {event} is about a package that was never submitted")]
+    Unknown { event: &'static str },
+    /// A submission of a package that is still queued, building or waiting for its retry: it
+    /// is left as it is (the submission counts it as already queued).
+    #[error("package is still {state}; a new submission leaves it as it is")]
+    Unfinished { state: &'static str },
 }
 
 fn event_name(event: &PackageEvent) -> &'static str {
@@ -71,18 +101,37 @@ fn event_name(event: &PackageEvent) -> &'static str {
         PackageEvent::RetryPublished => "retry_published",
         PackageEvent::Requeued => "requeued",
         PackageEvent::DeadLettered { .. } => "dead_lettered",
+        PackageEvent::Submitted => "submitted",
     }
 }
 
 /// The next state of a package, or why the event does not move it. `now_ms` dates a retry.
-pub fn transition(
-    state: &PackageState,
+/// `current` is a package's state (`&PackageState`) or, for a package without a record,
+/// `Current::Unknown` (`Option<&PackageState>` converts to either).
+pub fn transition<'a>(
+    current: impl Into<Current<'a>>,
     event: &PackageEvent,
     policy: &Policy,
     now_ms: u64,
 ) -> Result<PackageState, TransitionError> {
     use PackageEvent as E;
     use PackageState as S;
+    let state = match current.into() {
+        Current::Known(state) => state,
+        Current::Unknown => {
+            return match event {
+                E::Submitted => Ok(S::Queued { attempt: 1 }),
+                _ => Err(TransitionError::Unknown {
+                    event: event_name(event),
+                }),
+            };
+        }
+    };
+    // A submission starts a finished package over at attempt 1; nothing else moves a finished
+    // package.
+    if *event == E::Submitted && state.is_final() {
+        return Ok(S::Queued { attempt: 1 });
+    }
     let stale = |attempt: u32| TransitionError::Stale {
         state: state.label(),
         attempt,
@@ -172,6 +221,10 @@ pub fn transition(
             }),
             _ => Err(stale(*attempt)),
         },
+        // An unfinished package is left alone: its job (or its retry) is still on the way.
+        E::Submitted => Err(TransitionError::Unfinished {
+            state: state.label(),
+        }),
     }
 }
 
@@ -278,10 +331,161 @@ mod tests {
                         TransitionError::Stale { .. } => "stale",
                         TransitionError::Finished { .. } => "finished",
                         TransitionError::Invalid { .. } => "invalid",
+                        TransitionError::Unknown { .. } => "unknown",
+                        TransitionError::Unfinished { .. } => "unfinished",
                     };
                     assert_eq!(got_kind, *kind, "{from:?} + {event:?}");
                 }
                 _ => panic!("{from:?} + {event:?}: got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    /// A result in one word or three, so the matrix below reads as a table.
+    fn outcome(result: &Result<PackageState, TransitionError>) -> String {
+        use PackageState as S;
+        match result {
+            Ok(S::Building { attempt, drone, .. } | S::Succeeded { attempt, drone }) => {
+                format!("{} {attempt} {drone}", result.as_ref().map_or("", S::label))
+            }
+            Ok(S::RetryWait {
+                attempt,
+                not_before_ms,
+            }) => format!("retry_wait {attempt} {not_before_ms}"),
+            Ok(state) => format!("{} {}", state.label(), state.attempt()),
+            Err(TransitionError::Stale { .. }) => "stale".into(),
+            Err(TransitionError::Finished { .. }) => "finished".into(),
+            Err(TransitionError::Invalid { .. }) => "invalid".into(),
+            Err(TransitionError::Unknown { .. }) => "unknown".into(),
+            Err(TransitionError::Unfinished { .. }) => "unfinished".into(),
+        }
+    }
+
+    /// Every state (and "no record") against every event, each event with an attempt number
+    /// one behind, equal to and one ahead of the package's. The drone of every event is `e`.
+    #[test]
+    fn every_state_against_every_event() {
+        use PackageEvent as E;
+        use PackageState as S;
+        type Make = fn(u32) -> PackageEvent;
+        let with_attempt: [(&str, Make); 5] = [
+            ("claimed", |attempt| E::Claimed {
+                drone: d("e"),
+                attempt,
+            }),
+            ("succeeded", |attempt| E::Succeeded {
+                drone: d("e"),
+                attempt,
+            }),
+            ("failed", |attempt| E::Failed {
+                drone: d("e"),
+                attempt,
+                exit: ExitInfo::code(2),
+            }),
+            ("handed_back", |attempt| E::HandedBack { attempt }),
+            ("dead_lettered", |attempt| E::DeadLettered {
+                attempt,
+                deliveries: 5,
+            }),
+        ];
+        let without: [(&str, E); 3] = [
+            ("retry_published", E::RetryPublished),
+            ("requeued", E::Requeued),
+            ("submitted", E::Submitted),
+        ];
+        let unknown = None;
+        let queued = Some(S::Queued { attempt: 2 });
+        let in_build = Some(building(2, "a"));
+        let last = Some(building(3, "a"));
+        let waiting = Some(S::RetryWait {
+            attempt: 3,
+            not_before_ms: 5,
+        });
+        let succeeded = Some(S::Succeeded {
+            attempt: 2,
+            drone: d("a"),
+        });
+        let failed = Some(S::Failed {
+            attempt: 2,
+            reason: "x".into(),
+        });
+        // (state, event, with attempt live-1, live, live+1); an event without an attempt has
+        // one expectation, repeated.
+        #[rustfmt::skip]
+        let mut cases: Vec<(&Option<S>, &str, [&str; 3])> = vec![
+            (&unknown, "claimed", ["unknown", "unknown", "unknown"]),
+            (&unknown, "succeeded", ["unknown", "unknown", "unknown"]),
+            (&unknown, "failed", ["unknown", "unknown", "unknown"]),
+            (&unknown, "handed_back", ["unknown", "unknown", "unknown"]),
+            (&unknown, "dead_lettered", ["unknown", "unknown", "unknown"]),
+            (&unknown, "retry_published", ["unknown"; 3]),
+            (&unknown, "requeued", ["unknown"; 3]),
+            (&unknown, "submitted", ["queued 1"; 3]),
+            (&queued, "claimed", ["stale", "building 2 e", "stale"]),
+            (&queued, "succeeded", ["stale", "succeeded 2 e", "stale"]),
+            (&queued, "failed", ["stale", "retry_wait 3 1200", "stale"]),
+            (&queued, "handed_back", ["stale", "queued 2", "stale"]),
+            (&queued, "dead_lettered", ["stale", "failed 2", "stale"]),
+            (&queued, "retry_published", ["invalid"; 3]),
+            (&queued, "requeued", ["queued 2"; 3]),
+            (&queued, "submitted", ["unfinished"; 3]),
+            (&in_build, "claimed", ["stale", "building 2 e", "stale"]),
+            (&in_build, "succeeded", ["stale", "succeeded 2 e", "stale"]),
+            (&in_build, "failed", ["stale", "retry_wait 3 1200", "stale"]),
+            (&in_build, "handed_back", ["stale", "queued 2", "stale"]),
+            (&in_build, "dead_lettered", ["stale", "failed 2", "stale"]),
+            (&in_build, "retry_published", ["invalid"; 3]),
+            (&in_build, "requeued", ["queued 2"; 3]),
+            (&in_build, "submitted", ["unfinished"; 3]),
+            // The last attempt: a failure fails the package instead of scheduling a retry.
+            (&last, "failed", ["stale", "failed 3", "stale"]),
+            (&waiting, "claimed", ["stale", "stale", "stale"]),
+            // Only a success of the attempt before the awaited retry counts.
+            (&waiting, "succeeded", ["succeeded 2 e", "stale", "stale"]),
+            (&waiting, "failed", ["stale", "stale", "stale"]),
+            (&waiting, "handed_back", ["stale", "stale", "stale"]),
+            (&waiting, "dead_lettered", ["stale", "stale", "stale"]),
+            (&waiting, "retry_published", ["queued 3"; 3]),
+            (&waiting, "requeued", ["invalid"; 3]),
+            (&waiting, "submitted", ["unfinished"; 3]),
+        ];
+        // A finished package refuses everything but a new submission, which starts it over.
+        for finished in [&succeeded, &failed] {
+            for (name, _) in &with_attempt {
+                cases.push((finished, name, ["finished"; 3]));
+            }
+            cases.push((finished, "retry_published", ["finished"; 3]));
+            cases.push((finished, "requeued", ["finished"; 3]));
+            cases.push((finished, "submitted", ["queued 1"; 3]));
+        }
+        let states = [&unknown, &queued, &in_build, &waiting, &succeeded, &failed];
+        for state in states {
+            for name in with_attempt
+                .iter()
+                .map(|e| e.0)
+                .chain(without.iter().map(|e| e.0))
+            {
+                assert!(
+                    cases.iter().any(|(s, n, _)| s == &state && *n == name),
+                    "no case for {state:?} + {name}"
+                );
+            }
+        }
+        for (state, name, expected) in cases {
+            // The live attempt: the queued or building one, or the one a retry waits for.
+            let live = state.as_ref().map_or(1, PackageState::attempt);
+            for (i, want) in expected.iter().enumerate() {
+                let attempt = live + i as u32 - 1;
+                let event = match with_attempt.iter().find(|e| e.0 == name) {
+                    Some((_, make)) => make(attempt),
+                    None => without
+                        .iter()
+                        .find(|e| e.0 == name)
+                        .map(|e| e.1.clone())
+                        .expect("event"),
+                };
+                let got = transition(state.as_ref(), &event, &POLICY, 1_000);
+                assert_eq!(outcome(&got), *want, "{state:?} + {event:?}");
             }
         }
     }

@@ -9,14 +9,28 @@ use schemas::names;
 
 use crate::config::{Settings, Storage};
 
+/// Why an asset could not be created or updated. The source is the client's error of the step
+/// that failed (reading, creating or updating the asset), each its own type, so it is boxed.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    #[error("cannot create or update stream {name}: {reason}")]
-    Stream { name: String, reason: String },
-    #[error("cannot create or update bucket {name}: {reason}")]
-    Bucket { name: String, reason: String },
-    #[error("cannot create or update consumer {name}: {reason}")]
-    Consumer { name: String, reason: String },
+    #[error("cannot create or update stream {name}: {source}")]
+    Stream {
+        name: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("cannot create or update bucket {name}: {source}")]
+    Bucket {
+        name: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("cannot create or update consumer {name}: {source}")]
+    Consumer {
+        name: String,
+        #[source]
+        source: stream::ConsumerError,
+    },
 }
 
 fn storage(settings: &Settings) -> stream::StorageType {
@@ -111,19 +125,24 @@ async fn ensure_stream(
     config: stream::Config,
 ) -> Result<stream::Stream, TopologyError> {
     let name = config.name.clone();
-    let err = |e: &dyn std::fmt::Display| TopologyError::Stream {
+    let err = |source: async_nats::Error| TopologyError::Stream {
         name: name.clone(),
-        reason: e.to_string(),
+        source,
     };
     match js.get_stream(&name).await {
         Ok(mut existing) => {
-            let current = existing.info().await.map_err(|e| err(&e))?.config.clone();
+            let current = existing
+                .info()
+                .await
+                .map_err(|e| err(e.into()))?
+                .config
+                .clone();
             if current != config {
-                js.update_stream(&config).await.map_err(|e| err(&e))?;
+                js.update_stream(&config).await.map_err(|e| err(e.into()))?;
             }
             Ok(existing)
         }
-        Err(_) => js.create_stream(config).await.map_err(|e| err(&e)),
+        Err(_) => js.create_stream(config).await.map_err(|e| err(e.into())),
     }
 }
 
@@ -132,23 +151,21 @@ async fn ensure_bucket(
     config: kv::Config,
 ) -> Result<kv::Store, TopologyError> {
     let name = config.bucket.clone();
+    let err = |source: async_nats::Error| TopologyError::Bucket {
+        name: name.clone(),
+        source,
+    };
     match js.get_key_value(&name).await {
         Ok(store) => {
             // A bucket is a stream named KV_<bucket>; keep its limits in step with the config.
-            let mut stream =
-                js.get_stream(format!("KV_{name}"))
-                    .await
-                    .map_err(|e| TopologyError::Bucket {
-                        name: name.clone(),
-                        reason: e.to_string(),
-                    })?;
+            let mut stream = js
+                .get_stream(format!("KV_{name}"))
+                .await
+                .map_err(|e| err(e.into()))?;
             let mut current = stream
                 .info()
                 .await
-                .map_err(|e| TopologyError::Bucket {
-                    name: name.clone(),
-                    reason: e.to_string(),
-                })?
+                .map_err(|e| err(e.into()))?
                 .config
                 .clone();
             if current.max_age != config.max_age || current.num_replicas != config.num_replicas {
@@ -161,20 +178,11 @@ async fn ensure_bucket(
                 }
                 js.update_stream(&current)
                     .await
-                    .map_err(|e| TopologyError::Bucket {
-                        name: name.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    .map_err(|e| err(e.into()))?;
             }
             Ok(store)
         }
-        Err(_) => js
-            .create_key_value(config)
-            .await
-            .map_err(|e| TopologyError::Bucket {
-                name,
-                reason: e.to_string(),
-            }),
+        Err(_) => js.create_key_value(config).await.map_err(|e| err(e.into())),
     }
 }
 
@@ -217,10 +225,7 @@ pub async fn ensure(
             builds
                 .create_consumer(config)
                 .await
-                .map_err(|e| TopologyError::Consumer {
-                    name,
-                    reason: e.to_string(),
-                })?;
+                .map_err(|source| TopologyError::Consumer { name, source })?;
         }
     }
     events
@@ -233,9 +238,9 @@ pub async fn ensure(
             ..Default::default()
         })
         .await
-        .map_err(|e| TopologyError::Consumer {
+        .map_err(|source| TopologyError::Consumer {
             name: names::COORDINATOR_EVENTS_CONSUMER.to_owned(),
-            reason: e.to_string(),
+            source,
         })?;
     deadletter
         .create_consumer(consumer::pull::Config {
@@ -245,9 +250,9 @@ pub async fn ensure(
             ..Default::default()
         })
         .await
-        .map_err(|e| TopologyError::Consumer {
+        .map_err(|source| TopologyError::Consumer {
             name: names::COORDINATOR_DEADLETTER_CONSUMER.to_owned(),
-            reason: e.to_string(),
+            source,
         })?;
     Ok(Topology {
         builds,

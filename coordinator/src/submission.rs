@@ -1,0 +1,309 @@
+//! The plan of a submission, pure: validate its arch, its items and every atom (one invalid
+//! atom refuses the whole request, nothing is written), and produce the package records to
+//! write, each through `lifecycle::transition` (`PackageEvent::Submitted`).
+
+use std::collections::HashSet;
+
+use schemas::{
+    Arch, Atom, AtomRejection, PackageKey, PackageRecord, SCHEMA_VERSION, SubmitRequest,
+};
+
+use crate::lifecycle::{PackageEvent, Policy, transition};
+use crate::table::PackageTable;
+
+impl PackageTable {
+    /// Validates a submission and plans the records to write: a new or finished package gets a
+    /// record queued for attempt 1 (a finished one as its next submission, keeping what it
+    /// taught about its build time); a package named twice, or still unfinished, is counted as
+    /// already queued. `arches[0]` is the default arch.
+    pub fn plan_submission(
+        &self,
+        request: &SubmitRequest,
+        arches: &[Arch],
+        policy: &Policy,
+        now_ms: u64,
+    ) -> Result<Submission, SubmitRefusal> {
+        let arch = match (&request.arch, arches.first()) {
+            (Some(arch), _) => arch.clone(),
+            (None, Some(default)) => default.clone(),
+            (None, None) => return Err(SubmitRefusal::NoArch),
+        };
+        if !arches.contains(&arch) {
+            return Err(SubmitRefusal::UnknownArch {
+                arch,
+                configured: arches.to_vec(),
+            });
+        }
+        if request.items.is_empty() {
+            return Err(SubmitRefusal::Empty);
+        }
+        let mut atoms = Vec::with_capacity(request.items.len());
+        let mut rejections = Vec::new();
+        for item in &request.items {
+            match Atom::parse(&item.atom) {
+                Ok(atom) => atoms.push((atom, item.estimate_secs, item.class)),
+                Err(err) => rejections.push(AtomRejection {
+                    input: schemas::shorten(&item.atom, 80),
+                    reason: err.to_string(),
+                }),
+            }
+        }
+        if !rejections.is_empty() {
+            return Err(SubmitRefusal::InvalidAtoms(rejections));
+        }
+        let mut plan = Submission::default();
+        let mut seen = HashSet::new();
+        for (atom, estimate_secs, class) in atoms {
+            let key = atom.key();
+            if !seen.insert(key.clone()) {
+                plan.already_queued += 1;
+                continue;
+            }
+            let known = self.get(&key);
+            let state = match transition(
+                known.map(|e| &e.record.state),
+                &PackageEvent::Submitted,
+                policy,
+                now_ms,
+            ) {
+                Ok(state) => state,
+                Err(_) => {
+                    plan.already_queued += 1;
+                    continue;
+                }
+            };
+            let record = PackageRecord {
+                v: SCHEMA_VERSION,
+                atom,
+                arch: arch.clone(),
+                submission: known.map_or(1, |e| e.record.submission + 1),
+                state,
+                history: Vec::new(),
+                estimate_secs,
+                class,
+                // A rebuild keeps what earlier builds taught about the package's build time.
+                learned_secs: known.and_then(|e| e.record.learned_secs),
+                submitted_ms: now_ms,
+                updated_ms: now_ms,
+            };
+            plan.records.push(NewRecord {
+                key,
+                revision: known.map(|e| e.revision),
+                record,
+            });
+        }
+        Ok(plan)
+    }
+}
+
+/// The records a submission writes, in submission order.
+#[derive(Debug, Default, PartialEq)]
+pub struct Submission {
+    pub records: Vec<NewRecord>,
+    /// Packages named twice, or still queued, building or waiting for a retry.
+    pub already_queued: u32,
+}
+
+/// One record to write: a create (`revision` `None`) or a compare-and-set update.
+#[derive(Debug, PartialEq)]
+pub struct NewRecord {
+    pub key: PackageKey,
+    pub revision: Option<u64>,
+    pub record: PackageRecord,
+}
+
+/// Why a submission is refused as a whole; nothing of it is written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubmitRefusal {
+    #[error(
+        "arch {arch} is not built by this swarm (configured: {})",
+        join(configured)
+    )]
+    UnknownArch { arch: Arch, configured: Vec<Arch> },
+    /// Configuration validation refuses an empty arch list; this is its last line of defence.
+    #[error("this swarm is configured to build no arch")]
+    NoArch,
+    #[error("the submission names no package")]
+    Empty,
+    #[error("{} invalid atoms", .0.len())]
+    InvalidAtoms(Vec<AtomRejection>),
+}
+
+fn join(arches: &[Arch]) -> String {
+    arches
+        .iter()
+        .map(Arch::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::{AttemptRecord, BuildOutcome, PackageState, SizeClass, SubmitItem, fixtures};
+
+    use crate::table::Entry;
+
+    const POLICY: Policy = Policy {
+        max_attempts: 3,
+        backoff_ms: 100,
+        backoff_max_ms: 1_000,
+    };
+
+    fn entry(atom: &str, state: PackageState, revision: u64) -> (PackageKey, Entry) {
+        let record = fixtures::package_record(atom, state);
+        (record.atom.key(), Entry { record, revision })
+    }
+
+    fn table(entries: Vec<(PackageKey, Entry)>) -> PackageTable {
+        let mut table = PackageTable::default();
+        for (key, entry) in entries {
+            table.store(&key, Some(entry));
+        }
+        table
+    }
+
+    fn request(atoms: &[&str], arch: Option<&str>) -> SubmitRequest {
+        SubmitRequest {
+            v: SCHEMA_VERSION,
+            items: atoms
+                .iter()
+                .map(|atom| SubmitItem {
+                    atom: (*atom).into(),
+                    estimate_secs: Some(60.0),
+                    class: Some(SizeClass::Small),
+                })
+                .collect(),
+            arch: arch.map(|a| Arch::parse(a).expect("arch")),
+        }
+    }
+
+    #[test]
+    fn a_submission_is_refused_as_a_whole() {
+        let table = PackageTable::default();
+        let arches = [Arch::default()];
+        let plan =
+            |req: &SubmitRequest, arches: &[Arch]| table.plan_submission(req, arches, &POLICY, 9);
+        let err = plan(&request(&["a/p"], Some("arm64")), &arches).expect_err("arch");
+        assert_eq!(
+            err.to_string(),
+            "arch arm64 is not built by this swarm (configured: amd64)"
+        );
+        assert_eq!(
+            plan(&request(&["a/p"], None), &[]),
+            Err(SubmitRefusal::NoArch)
+        );
+        let err = plan(&request(&[], None), &arches).expect_err("empty");
+        assert_eq!(err.to_string(), "the submission names no package");
+        let long = "!".repeat(200);
+        match plan(&request(&["a/ok", "not an atom", &long], None), &arches) {
+            Err(SubmitRefusal::InvalidAtoms(rejections)) => {
+                let inputs: Vec<_> = rejections.iter().map(|r| r.input.as_str()).collect();
+                // Every invalid atom is named, a long one shortened to 80 bytes.
+                let shortened = format!("{}...", "!".repeat(80));
+                assert_eq!(inputs, ["not an atom", shortened.as_str()]);
+                assert!(rejections.iter().all(|r| !r.reason.is_empty()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Every kind of package a submission can name: new, named twice, unfinished in each
+    /// state, and finished (resubmitted).
+    #[test]
+    fn a_submission_queues_new_and_finished_packages_only() {
+        let mut done = entry(
+            "a/done",
+            PackageState::Succeeded {
+                attempt: 2,
+                drone: fixtures::drone_name("d"),
+            },
+            7,
+        );
+        done.1.record.submission = 3;
+        done.1.record.learned_secs = Some(99.0);
+        done.1.record.history = vec![AttemptRecord {
+            attempt: 1,
+            drone: fixtures::drone_name("d"),
+            outcome: BuildOutcome::Succeeded,
+            duration_ms: 1,
+            ended_ms: 1,
+        }];
+        let table = table(vec![
+            done,
+            entry(
+                "a/failed",
+                PackageState::Failed {
+                    attempt: 3,
+                    reason: "x".into(),
+                },
+                4,
+            ),
+            entry("a/queued", PackageState::Queued { attempt: 1 }, 1),
+            entry(
+                "a/building",
+                PackageState::Building {
+                    attempt: 1,
+                    drone: fixtures::drone_name("d"),
+                    since_ms: 0,
+                },
+                1,
+            ),
+            entry(
+                "a/waiting",
+                PackageState::RetryWait {
+                    attempt: 2,
+                    not_before_ms: 5,
+                },
+                1,
+            ),
+        ]);
+        let names = [
+            "a/new",
+            "a/new",
+            "a/done",
+            "a/failed",
+            "a/queued",
+            "a/building",
+            "a/waiting",
+        ];
+        let plan = table
+            .plan_submission(
+                &request(&names, Some("amd64")),
+                &[Arch::default()],
+                &POLICY,
+                9,
+            )
+            .expect("accepted");
+        assert_eq!(plan.already_queued, 4);
+        let got: Vec<(String, Option<u64>, u64)> = plan
+            .records
+            .iter()
+            .map(|r| (r.record.atom.to_string(), r.revision, r.record.submission))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a/new".into(), None, 1),
+                ("a/done".into(), Some(7), 4),
+                ("a/failed".into(), Some(4), 2)
+            ]
+        );
+        for new in &plan.records {
+            assert_eq!(new.key, new.record.atom.key());
+            assert_eq!(new.record.state, PackageState::Queued { attempt: 1 });
+            assert!(new.record.history.is_empty());
+            assert_eq!((new.record.submitted_ms, new.record.updated_ms), (9, 9));
+            assert_eq!(
+                (new.record.estimate_secs, new.record.class),
+                (Some(60.0), Some(SizeClass::Small))
+            );
+        }
+        assert_eq!(
+            plan.records[1].record.learned_secs,
+            Some(99.0),
+            "kept across submissions"
+        );
+        assert_eq!(plan.records[0].record.learned_secs, None);
+    }
+}

@@ -1,0 +1,238 @@
+//! The service's housekeeping handlers: retries whose backoff is over, dead letters, the drones
+//! bucket's watch and lost drones, and the reconcile pass. Each reads what it needs, asks the
+//! pure part for a decision (`table`, `drones`, `reconcile`) and writes it.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, kv, stream};
+use futures::StreamExt;
+use schemas::{Job, decode, encode, names};
+use tracing::{debug, warn};
+
+use crate::big_jobs::BigJobs;
+use crate::drones::{DroneRefusal, WatchEntry};
+use crate::lifecycle::PackageEvent;
+use crate::publish::PublishOutcome;
+use crate::reconcile::{Action, Evidence};
+use crate::service::Service;
+use crate::table::Change;
+
+/// Why a reconcile pass could not read what it needs; it is tried again next interval.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("listing jobs: {0}")]
+    Jobs(#[source] stream::InfoError),
+    #[error("listing leases: {0}")]
+    Leases(#[source] kv::HistoryError),
+    #[error("listing leases: {0}")]
+    LeaseKeys(#[source] kv::WatcherError),
+    #[error("reading event stream info: {0}")]
+    Events(#[source] stream::InfoError),
+}
+
+/// The part of the server's max-deliveries advisory the coordinator reads.
+#[derive(serde::Deserialize)]
+struct Advisory {
+    stream_seq: u64,
+    deliveries: u64,
+}
+
+impl Service {
+    pub(crate) async fn publish_due_retries(&mut self) {
+        let now = runtime::now_ms();
+        let due = self.table.due_retries(now);
+        let mut batch = BigJobs::new(self.settings.schedule, now);
+        for (key, attempt) in due {
+            let Some(entry) = self.table.get(&key) else {
+                continue;
+            };
+            match self.publish_one(&key, entry, attempt, &mut batch).await {
+                Ok(PublishOutcome::Published) => {
+                    let change = Change::new(key.clone(), PackageEvent::RetryPublished);
+                    if let Err(err) = self.apply(&change).await {
+                        warn!(key = %key, error = %err, "retry published but not recorded; it will be recorded on the next tick");
+                    }
+                }
+                // The previous attempt's job is still acknowledged-pending; try on the next tick.
+                Ok(PublishOutcome::SubjectBusy) => {
+                    debug!(key = %key, "previous job still in the stream")
+                }
+                Err(err) => warn!(key = %key, error = %err, "cannot publish retry"),
+            }
+        }
+    }
+
+    /// Removes a job the server gave up delivering (a WorkQueue stream keeps it, blocking its
+    /// package's subject for ever) and fails its package. The advisory is acknowledged only
+    /// when that is done.
+    pub(crate) async fn handle_deadletter(&mut self, message: async_nats::jetstream::Message) {
+        let advisory = match serde_json::from_slice::<Advisory>(&message.payload) {
+            Ok(a) => a,
+            Err(err) => {
+                if let Some(suppressed) = self.refused.allow("undecodable advisory") {
+                    warn!(error = %err, suppressed, "undecodable max-deliveries advisory discarded");
+                }
+                let _ = message.ack().await;
+                return;
+            }
+        };
+        let retry_later = || message.ack_with(AckKind::Nak(Some(Duration::from_secs(1))));
+        match self.topo.builds.get_raw_message(advisory.stream_seq).await {
+            Ok(raw) => {
+                let job = decode::<Job>(&raw.payload);
+                if let Err(err) = self.topo.builds.delete_message(advisory.stream_seq).await {
+                    warn!(error = %err, seq = advisory.stream_seq, "cannot delete dead-lettered job; will retry");
+                    let _ = retry_later().await;
+                    return;
+                }
+                match job {
+                    Ok(job) => {
+                        warn!(package = %job.atom, attempt = job.attempt, deliveries = advisory.deliveries, "job dead-lettered");
+                        let event = PackageEvent::DeadLettered {
+                            attempt: job.attempt,
+                            deliveries: advisory.deliveries,
+                        };
+                        if let Err(err) = self.apply(&Change::new(job.atom.key(), event)).await {
+                            warn!(error = %err, "dead letter not recorded; will retry");
+                            let _ = retry_later().await;
+                            return;
+                        }
+                    }
+                    Err(err) => {
+                        if let Some(suppressed) =
+                            self.refused.allow("undecodable dead-lettered job")
+                        {
+                            warn!(error = %err, suppressed, "undecodable dead-lettered job removed");
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                debug!(error = %err, seq = advisory.stream_seq, "dead-lettered job already gone")
+            }
+        }
+        let _ = message.ack().await;
+    }
+
+    pub(crate) fn handle_drone_entry(&mut self, entry: kv::Entry) {
+        let watched = if entry.operation == kv::Operation::Put {
+            WatchEntry::Put {
+                key: &entry.key,
+                value: &entry.value,
+                revision: entry.revision,
+                written_ms: (entry.created.unix_timestamp_nanos() / 1_000_000) as u64,
+            }
+        } else {
+            WatchEntry::Delete { key: &entry.key }
+        };
+        let Err(refusal) = self.drones.apply(watched) else {
+            return;
+        };
+        let Some(suppressed) = self.refused.allow(refusal.kind()) else {
+            return;
+        };
+        match refusal {
+            DroneRefusal::ForeignKey { name } => {
+                warn!(key = %entry.key, %name, suppressed, "drone record under another drone's key ignored")
+            }
+            DroneRefusal::Undecodable(err) => {
+                warn!(key = %entry.key, error = %err, suppressed, "undecodable drone record ignored")
+            }
+        }
+    }
+
+    /// A drone whose heartbeat stopped is marked lost. Its builds need nothing from here: their
+    /// leases expire on their own and the server redelivers their jobs.
+    pub(crate) async fn mark_lost_drones(&mut self) {
+        for lost in self.drones.newly_lost(runtime::now_ms()) {
+            warn!(drone = %lost.name, building = lost.record.building.len(), "drone heartbeat stopped; marked lost");
+            let Ok(bytes) = encode(&lost.record) else {
+                continue;
+            };
+            // Compare-and-set: if the drone wrote meanwhile it is alive and its word wins.
+            if let Err(err) = self
+                .topo
+                .drones
+                .update(&lost.name, bytes.into(), lost.revision)
+                .await
+            {
+                debug!(drone = %lost.name, error = %err, "lost mark not written");
+            }
+        }
+    }
+
+    /// One reconcile pass: read the evidence, plan, requeue and re-publish what the plan says.
+    pub(crate) async fn reconcile_once(&mut self) -> Result<(), ReconcileError> {
+        if self.table.live().next().is_none() {
+            self.reconciler.forget();
+            return Ok(());
+        }
+        let evidence = self.read_evidence().await?;
+        self.refresh_applied_through().await;
+        let actions = self
+            .reconciler
+            .plan(&self.table, &evidence, &self.watermark);
+        let mut batch = BigJobs::new(self.settings.schedule, runtime::now_ms());
+        for Action::Requeue { key, attempt } in actions {
+            let Some(entry) = self.table.get(&key) else {
+                continue;
+            };
+            warn!(package = %entry.record.atom, attempt, "package has neither a job nor a lease; re-publishing");
+            match self
+                .apply(&Change::new(key.clone(), PackageEvent::Requeued))
+                .await
+            {
+                Ok(_) => {
+                    let Some(entry) = self.table.get(&key) else {
+                        continue;
+                    };
+                    if let Err(err) = self.publish_one(&key, entry, attempt, &mut batch).await {
+                        warn!(key = %key, error = %err, "re-publish failed; will retry");
+                    }
+                }
+                Err(err) => warn!(key = %key, error = %err, "requeue not recorded"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads, in this order, the jobs in the work stream, the leases, and the event stream's
+    /// last sequence. A drone publishes its result before it acknowledges the job and before
+    /// it drops the lease, so a package missing from both lists has its result (if any) at or
+    /// below that sequence.
+    async fn read_evidence(&mut self) -> Result<Evidence, ReconcileError> {
+        let mut evidence = Evidence::default();
+        let mut subjects = self
+            .topo
+            .builds
+            .info_with_subjects(format!("{}.>", names::BUILD_SUBJECT_PREFIX))
+            .await
+            .map_err(ReconcileError::Jobs)?;
+        while let Some(item) = subjects.next().await {
+            let (subject, _) = item.map_err(ReconcileError::Jobs)?;
+            if let Some(key) = names::key_of_build_subject(&subject) {
+                evidence.jobs.insert(key.to_owned());
+            }
+        }
+        let mut keys = self
+            .topo
+            .leases
+            .keys()
+            .await
+            .map_err(ReconcileError::Leases)?;
+        while let Some(key) = keys.next().await {
+            evidence
+                .leases
+                .insert(key.map_err(ReconcileError::LeaseKeys)?);
+        }
+        evidence.events_seq = self
+            .topo
+            .events
+            .info()
+            .await
+            .map_err(ReconcileError::Events)?
+            .state
+            .last_sequence;
+        Ok(evidence)
+    }
+}
