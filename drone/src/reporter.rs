@@ -3,7 +3,7 @@
 //! tell which report is newer) and publishes them on the drone's own subject.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishError, message::PublishMessage};
 use schemas::{DroneName, EncodeError, Event, EventKind, SCHEMA_VERSION, encode, names};
@@ -68,16 +68,15 @@ impl Reporter {
         })
     }
 
-    /// Publishes an event and waits for the stream to store it, trying up to `attempts` times:
-    /// for results, which must be stored before the job is acknowledged. Every attempt carries
-    /// the same message id, so one whose store was not confirmed but happened is dropped by the
-    /// stream as a duplicate: the event is stored once.
-    pub async fn send(&self, kind: EventKind, attempts: u32) -> Result<(), ReportError> {
+    /// Publishes an event and waits for the stream to store it, trying again until `until` (once
+    /// when it is `None`): for results, which must be stored before the job is acknowledged,
+    /// through a stream electing a new leader, which takes seconds. Every try carries the same
+    /// message id, so one whose store was not confirmed but happened is dropped by the stream as
+    /// a duplicate: the event is stored once.
+    pub async fn send(&self, kind: EventKind, until: Option<Instant>) -> Result<(), ReportError> {
         let seq = self.next_seq();
         let bytes = self.encode_as(kind, seq)?;
         let id = format!("{}.{}.{seq}", self.name, self.boot_ms);
-        let attempts = attempts.max(1);
-        let mut attempt = 1;
         loop {
             let publish = PublishMessage::build()
                 .payload(bytes.clone().into())
@@ -88,10 +87,9 @@ impl Reporter {
             };
             match stored {
                 Ok(()) => return Ok(()),
-                Err(err) if attempt < attempts => {
+                Err(err) if until.is_some_and(|until| Instant::now() < until) => {
                     warn!(error = %err, "event not stored yet; sending it again");
                     tokio::time::sleep(RESEND_PAUSE).await;
-                    attempt += 1;
                 }
                 Err(err) => return Err(err.into()),
             }

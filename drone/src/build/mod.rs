@@ -277,7 +277,7 @@ async fn hand_back(ctx: &Ctx, job: &Job, reason: String) {
         attempt: job.attempt,
         reason,
     };
-    if let Err(err) = ctx.reporter.send(event, 1).await {
+    if let Err(err) = ctx.reporter.send(event, None).await {
         debug!(package = %job.atom, error = %err, "hand-back not reported; the reconciler requeues the package");
     }
 }

@@ -12,8 +12,6 @@ use tracing::{debug, info, warn};
 use super::claim::Claim;
 use super::{ACK_TIMEOUT, BuildReport, Ctx};
 
-/// Tries to store a result before the job is left to be built again.
-const RESULT_SEND_ATTEMPTS: u32 = 5;
 /// Pause between two tries to acknowledge a job.
 const ACK_RESEND_PAUSE: Duration = Duration::from_millis(250);
 
@@ -96,13 +94,20 @@ async fn store_and_acknowledge(
     job: &Job,
     finished: EventKind,
 ) -> bool {
-    if let Err(err) = ctx.reporter.send(finished, RESULT_SEND_ATTEMPTS).await {
+    // The result and then the acknowledgement are each tried again for as long as a stream or
+    // a consumer may take to elect a new leader, the finished lease kept meanwhile.
+    let persist = (ctx.lease_ttl * 4).max(Duration::from_secs(10));
+    if let Err(err) = ctx
+        .reporter
+        .send(finished, Some(Instant::now() + persist))
+        .await
+    {
         warn!(package = %job.atom, error = %err, "result could not be published; the job will be built again");
         return false;
     }
     // An acknowledgement is idempotent, so an unconfirmed one is sent again: a consumer whose
     // leader died answers once a new one is elected.
-    let ack_until = Instant::now() + (ctx.lease_ttl * 4).max(Duration::from_secs(10));
+    let ack_until = Instant::now() + persist;
     loop {
         match runtime::ack::double_ack(message, ACK_TIMEOUT).await {
             Ok(()) => return true,
