@@ -273,7 +273,9 @@ impl Shell {
                 _ = tokio::time::sleep_until(at(paused)), if paused.is_some() => {}
                 _ = big_check.tick(), if self.drone.may_look() => self.look(),
                 Some(event) = inputs.big_rx.recv() => self.big_event(event).await,
-                _ = heartbeat.tick() => self.drone.touch(),
+                // A heartbeat is written on time whatever the throttle on build changes: readers
+                // judge a drone lost after three heartbeat intervals of silence.
+                _ = heartbeat.tick() => urgent = true,
                 _ = tokio::time::sleep_until(at(record_at)), if record_at.is_some() => {}
             }
             if self.drone.record_due(urgent, Instant::now()) {
