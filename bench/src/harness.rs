@@ -167,7 +167,6 @@ impl Swarm {
         self.coordinator_pid().and_then(rss_kib)
     }
 
-    #[allow(dead_code)]
     pub fn work_dir(&self) -> &Path {
         self.work.path()
     }
@@ -245,22 +244,7 @@ impl Swarm {
         Ok(counts)
     }
 
-    /// Every package record.
-    #[allow(dead_code)]
-    pub async fn packages(&self) -> anyhow::Result<Vec<PackageRecord>> {
-        let bucket = self
-            .js
-            .get_key_value(schemas::names::PACKAGES_BUCKET)
-            .await?;
-        Ok(runtime::kv::read_bucket::<PackageRecord>(&bucket)
-            .await?
-            .into_iter()
-            .map(|item| item.value)
-            .collect())
-    }
-
     /// Waits until `n` drones have written a record saying they are idle or building.
-    #[allow(dead_code)]
     pub async fn wait_online(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         let bucket = self.js.get_key_value(schemas::names::DRONES_BUCKET).await?;
@@ -290,8 +274,8 @@ impl Swarm {
         let addr = format!("127.0.0.1:{}", self.server.monitor_port()).parse()?;
         let response = testkit::http::get(addr, "/varz", Duration::from_secs(5))
             .await
-            .map_err(|e| anyhow!("reading /varz: {e}"))?;
-        let varz = response.json().map_err(|e| anyhow!("parsing /varz: {e}"))?;
+            .context("reading /varz")?;
+        let varz = response.json().context("parsing /varz")?;
         let field = |name: &str| varz.get(name).and_then(|v| v.as_u64()).unwrap_or(0);
         Ok((field("in_msgs"), field("out_msgs")))
     }
@@ -309,7 +293,7 @@ impl Swarm {
             handles.push(tokio::spawn(async move {
                 drone::run_with_probe(config, token, Some(task_probe))
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| anyhow!("{e}"))
             }));
             probes.push(probe);
         }
@@ -403,7 +387,7 @@ impl DroneSpec {
 
 pub struct Drones {
     token: CancellationToken,
-    handles: Vec<JoinHandle<Result<(), String>>>,
+    handles: Vec<JoinHandle<anyhow::Result<()>>>,
     pub probes: Vec<Arc<drone::Probe>>,
 }
 
@@ -421,7 +405,7 @@ impl Drones {
         for handle in self.handles {
             match handle.await {
                 Ok(Ok(())) => {}
-                Ok(Err(err)) => bail!("a drone failed: {err}"),
+                Ok(Err(err)) => bail!("a drone failed: {err:#}"),
                 Err(err) => bail!("a drone task panicked: {err}"),
             }
         }
