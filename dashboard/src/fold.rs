@@ -788,29 +788,14 @@ fn tail(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use schemas::Arch;
-
-    fn name(s: &str) -> DroneName {
-        DroneName::parse(s).expect("valid drone name")
-    }
-
-    fn atom(s: &str) -> Atom {
-        Atom::parse(s).expect("valid atom")
-    }
+    use schemas::fixtures::{self, atom, claimed, drone_name as name};
 
     fn event(drone: &str, boot: u64, seq: u64, kind: EventKind) -> Input {
         Input::Event {
             subject_drone: drone.to_owned(),
             stream_seq: seq,
             stored_ms: boot + seq,
-            event: Event {
-                v: SCHEMA_VERSION,
-                drone: name(drone),
-                boot_ms: boot,
-                seq,
-                at_ms: boot + seq,
-                kind,
-            },
+            event: fixtures::event(drone, boot, seq, kind),
         }
     }
 
@@ -820,16 +805,6 @@ mod tests {
             slots,
             arch: Arch::default(),
             version: "1".into(),
-        }
-    }
-
-    fn claimed(a: &str, attempt: u32) -> EventKind {
-        EventKind::Claimed {
-            atom: atom(a),
-            attempt,
-            stream_seq: 1,
-            delivery: 1,
-            lease_rev: 1,
         }
     }
 
@@ -856,27 +831,11 @@ mod tests {
             key: drone.to_owned(),
             written_ms: boot + seq,
             record: DroneRecord {
-                big_builds: false,
-                v: SCHEMA_VERSION,
-                name: name(drone),
-                cores: 16,
                 slots: 4,
-                arch: Arch::default(),
-                version: "1".into(),
-                state,
-                building: building
-                    .iter()
-                    .map(|a| RunningBuild {
-                        atom: atom(a),
-                        attempt: 1,
-                        started_ms: boot,
-                    })
-                    .collect(),
-                consecutive_failures: 0,
-                heartbeat_ms: boot + seq,
-                heartbeat_interval_ms: 1_000,
+                building: fixtures::running(building, boot),
                 boot_ms: boot,
                 seq,
+                ..fixtures::drone_record(drone, 16, state)
             },
         }
     }
@@ -1125,14 +1084,7 @@ mod tests {
                     subject_drone: "b".into(),
                     stream_seq: 1,
                     stored_ms: 1,
-                    event: Event {
-                        v: SCHEMA_VERSION,
-                        drone: name("a"),
-                        boot_ms: 1,
-                        seq: 1,
-                        at_ms: 1,
-                        kind: online(8, 2),
-                    },
+                    event: fixtures::event("a", 1, 1, online(8, 2)),
                 }],
                 expect: vec![],
                 expect_applied_last: Some(Applied::Rejected(
@@ -1322,19 +1274,7 @@ mod tests {
     #[test]
     fn packages_follow_revisions() {
         let mut swarm = Swarm::new(3);
-        let pkg = |state: PackageState| PackageRecord {
-            class: None,
-            learned_secs: None,
-            v: SCHEMA_VERSION,
-            atom: atom("x-y/z"),
-            arch: Arch::default(),
-            submission: 1,
-            state,
-            history: vec![],
-            estimate_secs: None,
-            submitted_ms: 1,
-            updated_ms: 2,
-        };
+        let pkg = |state: PackageState| fixtures::package_record("x-y/z", state);
         let key = atom("x-y/z").key().to_string();
         let queued = Input::Package {
             key: key.clone(),
@@ -1387,19 +1327,7 @@ mod tests {
         swarm.apply(poll(1, 3, 3));
         assert!(!swarm.events.caught_up());
         swarm.apply(event("a", 1, 1, online(8, 2)));
-        swarm.apply(Input::Event {
-            subject_drone: "a".into(),
-            stream_seq: 2,
-            stored_ms: 2,
-            event: Event {
-                v: SCHEMA_VERSION,
-                drone: name("a"),
-                boot_ms: 1,
-                seq: 2,
-                at_ms: 2,
-                kind: EventKind::Draining,
-            },
-        });
+        swarm.apply(event("a", 1, 2, EventKind::Draining));
         assert!(swarm.events.caught_up());
         assert_eq!(swarm.events.lag(), 1);
         // A failed poll leaves the position unknown: not caught up until polls succeed again.

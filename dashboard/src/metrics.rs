@@ -149,7 +149,8 @@ pub fn parse(text: &str) -> Vec<(String, f64)> {
 mod tests {
     use super::*;
     use crate::fold::{Input, Swarm};
-    use schemas::{Arch, DroneName, DroneRecord, DroneState, SCHEMA_VERSION};
+    use schemas::fixtures;
+    use schemas::{DroneRecord, DroneState};
 
     #[test]
     fn every_family_has_help_type_and_the_snapshot_values() {
@@ -158,20 +159,10 @@ mod tests {
             key: "a".into(),
             written_ms: 1_000,
             record: DroneRecord {
-                big_builds: false,
-                v: SCHEMA_VERSION,
-                name: DroneName::parse("a").expect("valid"),
-                cores: 24,
                 slots: 6,
-                arch: Arch::default(),
-                version: "1".into(),
-                state: DroneState::Idle,
-                building: vec![],
-                consecutive_failures: 0,
-                heartbeat_ms: 1_000,
-                heartbeat_interval_ms: 1_000,
                 boot_ms: 1,
                 seq: 1,
+                ..fixtures::drone_record("a", 24, DroneState::Idle)
             },
         });
         let text = render(&Snapshot::of(&swarm, 1_100, true));
