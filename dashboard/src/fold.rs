@@ -95,6 +95,23 @@ pub struct BuildCounts {
     pub lease_lost: u64,
 }
 
+impl BuildCounts {
+    /// Counts what one event says about builds; events that start or end no build count nothing.
+    fn count(&mut self, kind: &EventKind) {
+        let counter = match kind {
+            EventKind::Started { .. } => &mut self.started,
+            EventKind::Finished { outcome, .. } => match outcome {
+                BuildOutcome::Succeeded => &mut self.succeeded,
+                BuildOutcome::Failed { .. } => &mut self.failed,
+            },
+            EventKind::HandedBack { .. } => &mut self.handed_back,
+            EventKind::LeaseLost { .. } => &mut self.lease_lost,
+            _ => return,
+        };
+        *counter += 1;
+    }
+}
+
 /// How a drone's most recent build ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -115,6 +132,51 @@ pub struct LastResult {
     pub at_ms: u64,
     /// How long the build ran; only for builds that ran to their end.
     pub duration_ms: Option<u64>,
+}
+
+impl LastResult {
+    /// The end of a build an event reports; `None` for events that end no build.
+    fn of(event: &Event) -> Option<LastResult> {
+        let (atom, attempt, kind, duration_ms) = match &event.kind {
+            EventKind::Finished {
+                atom,
+                attempt,
+                outcome,
+                duration_ms,
+                ..
+            } => {
+                let kind = match outcome {
+                    BuildOutcome::Succeeded => ResultKind::Succeeded,
+                    BuildOutcome::Failed { exit, .. } => ResultKind::Failed { exit: exit.clone() },
+                };
+                (atom, attempt, kind, Some(*duration_ms))
+            }
+            EventKind::HandedBack {
+                atom,
+                attempt,
+                reason,
+            } => {
+                let reason = reason.clone();
+                (atom, attempt, ResultKind::HandedBack { reason }, None)
+            }
+            EventKind::LeaseLost {
+                atom,
+                attempt,
+                reason,
+            } => {
+                let reason = reason.clone();
+                (atom, attempt, ResultKind::LeaseLost { reason }, None)
+            }
+            _ => return None,
+        };
+        Some(LastResult {
+            atom: atom.clone(),
+            attempt: *attempt,
+            kind,
+            at_ms: event.at_ms,
+            duration_ms,
+        })
+    }
 }
 
 /// One failed build, for the list of recent failures.
@@ -607,80 +669,32 @@ impl Swarm {
         }
         view.last_heard_ms = view.last_heard_ms.max(stored_ms);
         // History: counted once per event, whatever its order.
-        let result = match &event.kind {
-            EventKind::Started { .. } => {
-                view.builds.started += 1;
-                self.builds.started += 1;
-                None
-            }
-            EventKind::Finished {
-                atom,
-                attempt,
-                outcome,
-                duration_ms,
-                ..
-            } => {
-                let kind = match outcome {
-                    BuildOutcome::Succeeded => {
-                        view.builds.succeeded += 1;
-                        self.builds.succeeded += 1;
-                        ResultKind::Succeeded
-                    }
-                    BuildOutcome::Failed { exit, log_tail } => {
-                        view.builds.failed += 1;
-                        self.builds.failed += 1;
-                        let failure = Failure {
-                            drone: name.clone(),
-                            atom: atom.clone(),
-                            attempt: *attempt,
-                            exit: exit.clone(),
-                            log_tail: tail(log_tail, FAILURE_TAIL_CHARS),
-                            at_ms: event.at_ms,
-                            duration_ms: *duration_ms,
-                        };
-                        insert_failure(&mut self.failures, failure, self.failures_kept);
-                        ResultKind::Failed { exit: exit.clone() }
-                    }
-                };
-                Some((atom, *attempt, kind, Some(*duration_ms)))
-            }
-            EventKind::HandedBack {
-                atom,
-                attempt,
-                reason,
-            } => {
-                view.builds.handed_back += 1;
-                self.builds.handed_back += 1;
-                let kind = ResultKind::HandedBack {
-                    reason: reason.clone(),
-                };
-                Some((atom, *attempt, kind, None))
-            }
-            EventKind::LeaseLost {
-                atom,
-                attempt,
-                reason,
-            } => {
-                view.builds.lease_lost += 1;
-                self.builds.lease_lost += 1;
-                let kind = ResultKind::LeaseLost {
-                    reason: reason.clone(),
-                };
-                Some((atom, *attempt, kind, None))
-            }
-            _ => None,
-        };
-        if let Some((atom, attempt, kind, duration_ms)) = result
+        view.builds.count(&event.kind);
+        self.builds.count(&event.kind);
+        if let EventKind::Finished {
+            atom,
+            attempt,
+            outcome: BuildOutcome::Failed { exit, log_tail },
+            duration_ms,
+            ..
+        } = &event.kind
+        {
+            let failure = Failure {
+                drone: name.clone(),
+                atom: atom.clone(),
+                attempt: *attempt,
+                exit: exit.clone(),
+                log_tail: tail(log_tail, FAILURE_TAIL_CHARS),
+                at_ms: event.at_ms,
+                duration_ms: *duration_ms,
+            };
+            insert_failure(&mut self.failures, failure, self.failures_kept);
+        }
+        if let Some(result) = LastResult::of(&event)
             && id > view.last_result_id
         {
             view.last_result_id = id;
-            view.last_result = Some(LastResult {
-                atom: atom.clone(),
-                attempt,
-                kind,
-                at_ms: event.at_ms,
-                duration_ms,
-            });
+            view.last_result = Some(result);
         }
         // State: on top of the newest record, in the drone's order.
         if view.add_event(id, event.at_ms, &event.kind) {

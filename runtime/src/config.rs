@@ -148,6 +148,7 @@ pub enum SampleError {
         missing: Vec<String>,
         unknown: Vec<String>,
     },
+    /// The sample does not load, or (see `runtime::daemon::check_sample`) a value is invalid.
     #[error("sample config {path}: {source}", path = path.display())]
     Load {
         path: PathBuf,
