@@ -476,12 +476,6 @@ impl Swarm {
         let client = self.client().await;
         submit_with(&client, atoms).await
     }
-
-    /// Keeps the logs of a failed test: call at the start of a test to leak the temp dir.
-    pub fn keep_logs(&mut self) {
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        let _ = dir.keep();
-    }
 }
 
 impl Drop for Swarm {

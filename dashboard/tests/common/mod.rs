@@ -2,8 +2,6 @@
 //! the coordinator creates it), the dashboard running in-process on a free port, and a reporter
 //! that publishes drone records and events exactly as a drone does.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
