@@ -25,11 +25,31 @@ pub trait DaemonConfig: Serialize + DeserializeOwned + Default {
 /// key. `Config::validate` checks the connection settings, then the own table; the type is a
 /// [`DaemonConfig`].
 ///
-/// ```ignore
-/// runtime::daemon_config! {
-///     /// The coordinator's configuration.
-///     pub struct Config { coordinator: Settings }
+/// ```
+/// use swarm_runtime::config::ConfigError;
+///
+/// #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+/// #[serde(deny_unknown_fields, default)]
+/// pub struct Settings {
+///     pub slots: u32,
 /// }
+///
+/// impl Settings {
+///     pub fn validate(&self) -> Result<(), ConfigError> {
+///         match self.slots {
+///             0 => Err(ConfigError::invalid("probe.slots", "must be at least 1")),
+///             _ => Ok(()),
+///         }
+///     }
+/// }
+///
+/// swarm_runtime::daemon_config! {
+///     /// A daemon whose own table is `[probe]`.
+///     pub struct Config { probe: Settings }
+/// }
+///
+/// let config = Config::default();
+/// assert!(config.validate().is_err());
 /// ```
 ///
 /// The three daemons' configurations differ only in the name and type of that table, which a

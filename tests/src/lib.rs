@@ -419,13 +419,9 @@ impl Swarm {
             let read = async {
                 let client = self.client().await;
                 let js = async_nats::jetstream::new(client);
-                let kv = js
-                    .get_key_value(names::PACKAGES_BUCKET)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                runtime::kv::read_bucket::<PackageRecord>(&kv)
-                    .await
-                    .map_err(|e| e.to_string())
+                let kv = runtime::kv::open_bucket(&js, names::PACKAGES_BUCKET).await?;
+                let items = runtime::kv::read_bucket::<PackageRecord>(&kv).await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(items)
             };
             match read.await {
                 Ok(items) => {
