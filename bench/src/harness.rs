@@ -135,6 +135,9 @@ impl Swarm {
         Ok(())
     }
 
+    /// Waits until the coordinator has created the topology and listens for submissions. It
+    /// subscribes only after loading its state, so a topology alone does not mean that a
+    /// submission finds it (it would fail with "no responders").
     async fn wait_for_topology(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -148,15 +151,34 @@ impl Swarm {
                     .get_stream(schemas::names::DEADLETTER_STREAM)
                     .await
                     .is_ok()
+                && self.submissions_heard().await
             {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         bail!(
-            "the coordinator did not create the topology within 30 s; its log: {}",
+            "the coordinator did not create the topology and listen for submissions within 30 s; its log: {}",
             self.work.path().join("coordinator.log").display()
         )
+    }
+
+    /// Whether anyone subscribes to the submission subject, by the server's `/subsz`.
+    async fn submissions_heard(&self) -> bool {
+        let Ok(addr) = format!("127.0.0.1:{}", self.server.monitor_port()).parse() else {
+            return false;
+        };
+        let Ok(response) =
+            testkit::http::get(addr, "/subsz?subs=1&limit=100000", Duration::from_secs(5)).await
+        else {
+            return false;
+        };
+        response.json().is_ok_and(|subsz| {
+            subsz["subscriptions_list"].as_array().is_some_and(|subs| {
+                subs.iter()
+                    .any(|sub| sub["subject"] == schemas::names::SUBMIT_SUBJECT)
+            })
+        })
     }
 
     pub fn coordinator_pid(&self) -> Option<u32> {
