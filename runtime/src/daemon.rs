@@ -54,7 +54,8 @@ pub trait DaemonConfig: Serialize + DeserializeOwned + Default {
 ///
 /// The three daemons' configurations differ only in the name and type of that table, which a
 /// generic struct cannot express: the table's name is the key in the TOML file and in the
-/// `SWARM_` variables, so it must be the field's name.
+/// `SWARM_` variables, so it must be the field's name. The serde derives expand in the calling
+/// crate, which therefore depends on `serde`.
 #[macro_export]
 macro_rules! daemon_config {
     ($(#[$meta:meta])* pub struct $name:ident { $table:ident: $settings:ty }) => {
@@ -115,7 +116,8 @@ struct DaemonArgs {
 /// Why a daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError<E> {
-    /// The configuration does not load or is invalid; nothing was started.
+    /// The configuration does not load or is invalid; nothing was started. The message is a
+    /// headline: what is wrong, naming the key, is the source that follows it.
     #[error("configuration")]
     Config(#[source] ConfigError),
     /// The daemon's library returned an error.
