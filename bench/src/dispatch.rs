@@ -55,7 +55,6 @@ pub struct SwarmRun {
 
 impl SwarmRun {
     /// Coordinator memory per queued package, in bytes.
-    #[allow(dead_code)]
     pub fn coordinator_bytes_per_package(&self) -> Option<f64> {
         match (
             self.coordinator_rss_idle_kib,

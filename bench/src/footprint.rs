@@ -312,13 +312,11 @@ fn online_drones(state: &Value) -> Option<usize> {
 }
 
 async fn api_state(addr: SocketAddr) -> anyhow::Result<Value> {
-    let response = testkit::http::get(addr, "/api/state", Duration::from_secs(5))
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let response = testkit::http::get(addr, "/api/state", Duration::from_secs(5)).await?;
     if response.status != 200 {
         bail!("/api/state answered {}", response.status);
     }
-    response.json().map_err(|e| anyhow!(e))
+    Ok(response.json()?)
 }
 
 /// (d): the dashboard started, then following in-process drones, then after they built a

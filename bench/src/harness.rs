@@ -135,6 +135,9 @@ impl Swarm {
         Ok(())
     }
 
+    /// Waits until the coordinator has created the topology and listens for submissions. It
+    /// subscribes only after loading its state, so a topology alone does not mean that a
+    /// submission finds it (it would fail with "no responders").
     async fn wait_for_topology(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -148,15 +151,34 @@ impl Swarm {
                     .get_stream(schemas::names::DEADLETTER_STREAM)
                     .await
                     .is_ok()
+                && self.submissions_heard().await
             {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         bail!(
-            "the coordinator did not create the topology within 30 s; its log: {}",
+            "the coordinator did not create the topology and listen for submissions within 30 s; its log: {}",
             self.work.path().join("coordinator.log").display()
         )
+    }
+
+    /// Whether anyone subscribes to the submission subject, by the server's `/subsz`.
+    async fn submissions_heard(&self) -> bool {
+        let Ok(addr) = format!("127.0.0.1:{}", self.server.monitor_port()).parse() else {
+            return false;
+        };
+        let Ok(response) =
+            testkit::http::get(addr, "/subsz?subs=1&limit=100000", Duration::from_secs(5)).await
+        else {
+            return false;
+        };
+        response.json().is_ok_and(|subsz| {
+            subsz["subscriptions_list"].as_array().is_some_and(|subs| {
+                subs.iter()
+                    .any(|sub| sub["subject"] == schemas::names::SUBMIT_SUBJECT)
+            })
+        })
     }
 
     pub fn coordinator_pid(&self) -> Option<u32> {
@@ -167,7 +189,6 @@ impl Swarm {
         self.coordinator_pid().and_then(rss_kib)
     }
 
-    #[allow(dead_code)]
     pub fn work_dir(&self) -> &Path {
         self.work.path()
     }
@@ -245,22 +266,7 @@ impl Swarm {
         Ok(counts)
     }
 
-    /// Every package record.
-    #[allow(dead_code)]
-    pub async fn packages(&self) -> anyhow::Result<Vec<PackageRecord>> {
-        let bucket = self
-            .js
-            .get_key_value(schemas::names::PACKAGES_BUCKET)
-            .await?;
-        Ok(runtime::kv::read_bucket::<PackageRecord>(&bucket)
-            .await?
-            .into_iter()
-            .map(|item| item.value)
-            .collect())
-    }
-
     /// Waits until `n` drones have written a record saying they are idle or building.
-    #[allow(dead_code)]
     pub async fn wait_online(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         let bucket = self.js.get_key_value(schemas::names::DRONES_BUCKET).await?;
@@ -290,8 +296,8 @@ impl Swarm {
         let addr = format!("127.0.0.1:{}", self.server.monitor_port()).parse()?;
         let response = testkit::http::get(addr, "/varz", Duration::from_secs(5))
             .await
-            .map_err(|e| anyhow!("reading /varz: {e}"))?;
-        let varz = response.json().map_err(|e| anyhow!("parsing /varz: {e}"))?;
+            .context("reading /varz")?;
+        let varz = response.json().context("parsing /varz")?;
         let field = |name: &str| varz.get(name).and_then(|v| v.as_u64()).unwrap_or(0);
         Ok((field("in_msgs"), field("out_msgs")))
     }
@@ -309,7 +315,7 @@ impl Swarm {
             handles.push(tokio::spawn(async move {
                 drone::run_observed(config, token, task_probe)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| anyhow!("{e}"))
             }));
             probes.push(probe);
         }
@@ -403,7 +409,7 @@ impl DroneSpec {
 
 pub struct Drones {
     token: CancellationToken,
-    handles: Vec<JoinHandle<Result<(), String>>>,
+    handles: Vec<JoinHandle<anyhow::Result<()>>>,
     pub probes: Vec<Arc<crate::probe::Probe>>,
 }
 
@@ -421,7 +427,7 @@ impl Drones {
         for handle in self.handles {
             match handle.await {
                 Ok(Ok(())) => {}
-                Ok(Err(err)) => bail!("a drone failed: {err}"),
+                Ok(Err(err)) => bail!("a drone failed: {err:#}"),
                 Err(err) => bail!("a drone task panicked: {err}"),
             }
         }

@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
 use crate::input::Collected;
-use crate::{CliError, Outcome};
+use crate::{ArgError, CliError, Outcome};
 
 /// The queue the demo builds: `world-152.tsv`, the workload model of a Gentoo desktop/server.
 const WORLD: &str = include_str!("../../tests/fixtures/world-152.tsv");
@@ -66,10 +66,12 @@ pub struct DemoArgs {
     pub exit_when_done: bool,
 }
 
-fn parse_scale(input: &str) -> Result<f64, String> {
+fn parse_scale(input: &str) -> Result<f64, ArgError> {
     match input.parse::<f64>() {
         Ok(x) if x.is_finite() && (0.0..=100.0).contains(&x) => Ok(x),
-        _ => Err(format!("{input:?} is not a time scale between 0 and 100")),
+        _ => Err(ArgError::NotTimeScale {
+            input: input.to_owned(),
+        }),
     }
 }
 
@@ -764,6 +766,21 @@ mod tests {
         assert!(!version_at_least("nats-server: v2.9.10", (2, 11)));
         assert!(version_at_least("nats-server: v3.0.0", (2, 11)));
         assert!(!version_at_least("garbage", (2, 11)));
+    }
+
+    #[test]
+    fn time_scales_are_between_0_and_100() {
+        assert_eq!(parse_scale("0"), Ok(0.0));
+        assert_eq!(parse_scale("100"), Ok(100.0));
+        for input in ["-0.1", "100.5", "fast", "NaN", "inf"] {
+            assert_eq!(
+                parse_scale(input),
+                Err(ArgError::NotTimeScale {
+                    input: input.to_owned()
+                }),
+                "{input}"
+            );
+        }
     }
 
     #[test]

@@ -61,6 +61,16 @@ pub enum CliError {
     Demo(#[from] crate::demo::DemoError),
 }
 
+/// A command-line value that does not parse; clap prints it after the argument's name and exits
+/// with [`EXIT_ERROR`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("{input:?} is not a positive number of seconds")]
+    NotSeconds { input: String },
+    #[error("{input:?} is not a time scale between 0 and 100")]
+    NotTimeScale { input: String },
+}
+
 impl CliError {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> u8 {

@@ -24,7 +24,7 @@ use schemas::{Arch, DroneName, NameError};
 
 pub use config::Config;
 pub use demo::{DemoArgs, DemoError, demo};
-pub use error::{CliError, EXIT_ERROR};
+pub use error::{ArgError, CliError, EXIT_ERROR};
 pub use input::{InvalidAtom, Origin};
 pub use submit::{Submitted, prepare_submission, submit};
 pub use unground::unground;
@@ -152,12 +152,14 @@ fn parse_arch(input: &str) -> Result<Arch, NameError> {
     Arch::parse(input)
 }
 
-fn parse_timeout(input: &str) -> Result<Duration, String> {
+fn parse_timeout(input: &str) -> Result<Duration, ArgError> {
     match input.parse::<f64>() {
         Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
             Ok(Duration::from_secs_f64(secs))
         }
-        _ => Err(format!("{input:?} is not a positive number of seconds")),
+        _ => Err(ArgError::NotSeconds {
+            input: input.to_owned(),
+        }),
     }
 }
 
@@ -369,6 +371,20 @@ mod tests {
                 (Err(_), None) => {}
                 (got, want) => panic!("{argv:?}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn timeouts_are_positive_seconds() {
+        assert_eq!(parse_timeout("0.25"), Ok(Duration::from_millis(250)));
+        for input in ["0", "-1", "soon", "inf", "NaN", "1e12"] {
+            assert_eq!(
+                parse_timeout(input),
+                Err(ArgError::NotSeconds {
+                    input: input.to_owned()
+                }),
+                "{input}"
+            );
         }
     }
 

@@ -263,43 +263,18 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use schemas::AttemptRecord;
+    use schemas::fixtures::{self, drone_name as name};
     use schemas::summary::SwarmStatus;
-    use schemas::{AttemptRecord, RunningBuild, SCHEMA_VERSION};
     use serde_json::Value;
 
     use super::*;
 
-    fn atom(s: &str) -> Atom {
-        Atom::parse(s).expect("valid atom")
-    }
-
-    fn name(s: &str) -> DroneName {
-        DroneName::parse(s).expect("valid name")
-    }
-
     fn drone(n: &str, cores: u32, state: DroneState, building: &[&str]) -> DroneRecord {
         DroneRecord {
-            big_builds: false,
-            v: SCHEMA_VERSION,
-            name: name(n),
-            cores,
             slots: 2,
-            arch: Arch::default(),
-            version: "0.1.0".into(),
-            state,
-            building: building
-                .iter()
-                .map(|a| RunningBuild {
-                    atom: atom(a),
-                    attempt: 1,
-                    started_ms: 1,
-                })
-                .collect(),
-            consecutive_failures: 0,
-            heartbeat_ms: 1,
-            heartbeat_interval_ms: 1_000,
-            boot_ms: 1,
-            seq: 1,
+            building: fixtures::running(building, 1),
+            ..fixtures::drone_record(n, cores, state)
         }
     }
 
@@ -318,17 +293,8 @@ mod tests {
 
     fn package(a: &str, state: PackageState, history: Vec<AttemptRecord>) -> PackageRecord {
         PackageRecord {
-            class: None,
-            learned_secs: None,
-            v: SCHEMA_VERSION,
-            atom: atom(a),
-            arch: Arch::default(),
-            submission: 1,
-            state,
             history,
-            estimate_secs: None,
-            submitted_ms: 1,
-            updated_ms: 2,
+            ..fixtures::package_record(a, state)
         }
     }
 

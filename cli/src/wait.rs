@@ -141,28 +141,19 @@ pub async fn wait(
 
 #[cfg(test)]
 mod tests {
-    use schemas::{Arch, Atom, PackageState, SCHEMA_VERSION};
+    use schemas::PackageState;
 
     use super::*;
 
     #[test]
     fn the_report_names_failed_packages() {
-        let failed = PackageRow::from_record(&PackageRecord {
-            class: None,
-            learned_secs: None,
-            v: SCHEMA_VERSION,
-            atom: Atom::parse("dev-libs/broken").expect("valid"),
-            arch: Arch::default(),
-            submission: 1,
-            state: PackageState::Failed {
+        let failed = PackageRow::from_record(&schemas::fixtures::package_record(
+            "dev-libs/broken",
+            PackageState::Failed {
                 attempt: 3,
                 reason: "exit status 2".into(),
             },
-            history: vec![],
-            estimate_secs: None,
-            submitted_ms: 0,
-            updated_ms: 0,
-        });
+        ));
         let ok = WaitReport {
             succeeded: 152,
             failed: vec![],

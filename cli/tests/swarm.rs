@@ -6,22 +6,16 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
+use schemas::fixtures::{self, drone_name as name};
 use schemas::names::{DRONES_BUCKET, PACKAGES_BUCKET, SUBMIT_SUBJECT, drone_control_subject};
 use schemas::{
-    Arch, Atom, AttemptRecord, BuildOutcome, DroneControl, DroneControlReply, DroneName,
-    DroneRecord, DroneState, ExitInfo, PackageRecord, PackageState, RunningBuild, SCHEMA_VERSION,
-    SubmitReply, SubmitRequest, SubmitResult,
+    AttemptRecord, BuildOutcome, DroneControl, DroneControlReply, DroneRecord, DroneState,
+    ExitInfo, PackageRecord, PackageState, SCHEMA_VERSION, SubmitReply, SubmitRequest,
+    SubmitResult, Wire,
 };
 use serde_json::Value;
 use swarmctl::{CliError, Command, Config, Outcome, StateFilter, SubmitArgs};
-
-fn atom(s: &str) -> Atom {
-    Atom::parse(s).expect("valid atom")
-}
-
-fn name(s: &str) -> DroneName {
-    DroneName::parse(s).expect("valid name")
-}
+use tokio::task::JoinHandle;
 
 fn drone(
     n: &str,
@@ -31,45 +25,20 @@ fn drone(
     interval_ms: u64,
 ) -> DroneRecord {
     DroneRecord {
-        big_builds: false,
-        v: SCHEMA_VERSION,
-        name: name(n),
-        cores,
         slots: 2,
-        arch: Arch::default(),
-        version: "0.1.0".into(),
-        state,
-        building: building
-            .iter()
-            .map(|a| RunningBuild {
-                atom: atom(a),
-                attempt: 1,
-                started_ms: 1,
-            })
-            .collect(),
-        consecutive_failures: 0,
+        building: fixtures::running(building, 1),
         // The drone's own clock is deliberately absurd: readers must age heartbeats by the
         // server's timestamp.
         heartbeat_ms: 1,
         heartbeat_interval_ms: interval_ms,
-        boot_ms: 1,
-        seq: 1,
+        ..fixtures::drone_record(n, cores, state)
     }
 }
 
 fn package(a: &str, state: PackageState, history: Vec<AttemptRecord>) -> PackageRecord {
     PackageRecord {
-        class: None,
-        learned_secs: None,
-        v: SCHEMA_VERSION,
-        atom: atom(a),
-        arch: Arch::default(),
-        submission: 1,
-        state,
         history,
-        estimate_secs: None,
-        submitted_ms: 1,
-        updated_ms: 1,
+        ..fixtures::package_record(a, state)
     }
 }
 
@@ -154,6 +123,33 @@ impl Swarm {
         let (outcome, out, _) = self.exec(command).await;
         assert_eq!(outcome.expect("succeeds"), Outcome::Success);
         serde_json::from_str(&out).expect("one JSON document")
+    }
+
+    /// Stands in for the coordinator or a drone: answers the next requests on `subject` with
+    /// `replies`, one each in order, and returns the requests it answered.
+    async fn stand_in<Q: Wire + Send + 'static, R: Wire + Send + 'static>(
+        &self,
+        subject: String,
+        replies: Vec<R>,
+    ) -> JoinHandle<Vec<Q>> {
+        let mut requests = self.client.subscribe(subject).await.expect("subscribes");
+        self.client.flush().await.expect("flush");
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for reply in replies {
+                let request = requests.next().await.expect("a request");
+                seen.push(schemas::decode(&request.payload).expect("decodes"));
+                client
+                    .publish(
+                        request.reply.expect("a reply subject"),
+                        schemas::encode(&reply).expect("encodes").into(),
+                    )
+                    .await
+                    .expect("replies");
+            }
+            seen
+        })
     }
 
     fn config(&self) -> Config {
@@ -461,30 +457,16 @@ async fn unground_needs_an_online_drone_and_reports_its_answer() {
     assert_eq!(err.to_string(), "drone drone-Absent is not online");
 
     // A stand-in drone that refuses: the command works, the outcome is a failure (exit 1).
-    let mut requests = swarm
-        .client
-        .subscribe(drone_control_subject(&name("drone-Tarn")))
-        .await
-        .expect("subscribes");
-    let responder_client = swarm.client.clone();
-    let responder = tokio::spawn(async move {
-        let request = requests.next().await.expect("a request");
-        let control: DroneControl = schemas::decode(&request.payload).expect("decodes");
-        let reply = DroneControlReply {
-            v: SCHEMA_VERSION,
-            ok: false,
-            message: "drone-Tarn is not grounded".into(),
-        };
-        responder_client
-            .publish(
-                request.reply.expect("a reply subject"),
-                schemas::encode(&reply).expect("encodes").into(),
-            )
-            .await
-            .expect("replies");
-        control
-    });
-    swarm.client.flush().await.expect("flush");
+    let responder = swarm
+        .stand_in::<DroneControl, _>(
+            drone_control_subject(&name("drone-Tarn")),
+            vec![DroneControlReply {
+                v: SCHEMA_VERSION,
+                ok: false,
+                message: "drone-Tarn is not grounded".into(),
+            }],
+        )
+        .await;
     let (outcome, out, _) = swarm
         .exec(Command::Unground {
             name: name("drone-Tarn"),
@@ -492,7 +474,7 @@ async fn unground_needs_an_online_drone_and_reports_its_answer() {
         .await;
     assert_eq!(outcome.expect("answered"), Outcome::Failure);
     assert_eq!(out, "drone-Tarn is not grounded\n");
-    let control = responder.await.expect("responder ran");
+    let control = responder.await.expect("responder ran").remove(0);
     assert_eq!(control.command, schemas::DroneCommand::Unground);
 }
 
@@ -535,44 +517,25 @@ async fn submit_needs_a_coordinator_and_validates_first() {
     );
 
     // A stand-in coordinator: accepts the first submission, rejects the second.
-    let mut requests = swarm
-        .client
-        .subscribe(SUBMIT_SUBJECT)
-        .await
-        .expect("subscribes");
-    let responder_client = swarm.client.clone();
-    let responder = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        for result in [
-            SubmitResult::Accepted {
-                queued: 1,
-                already_queued: 1,
-            },
-            SubmitResult::Rejected {
-                rejections: vec![schemas::AtomRejection {
-                    input: "sys-libs/zlib".into(),
-                    reason: "not in the tree".into(),
-                }],
-            },
-        ] {
-            let request = requests.next().await.expect("a request");
-            let submitted: SubmitRequest = schemas::decode(&request.payload).expect("decodes");
-            seen.push(submitted);
-            let reply = SubmitReply {
-                v: SCHEMA_VERSION,
-                result,
-            };
-            responder_client
-                .publish(
-                    request.reply.expect("a reply subject"),
-                    schemas::encode(&reply).expect("encodes").into(),
-                )
-                .await
-                .expect("replies");
-        }
-        seen
+    let replies = [
+        SubmitResult::Accepted {
+            queued: 1,
+            already_queued: 1,
+        },
+        SubmitResult::Rejected {
+            rejections: vec![schemas::AtomRejection {
+                input: "sys-libs/zlib".into(),
+                reason: "not in the tree".into(),
+            }],
+        },
+    ]
+    .map(|result| SubmitReply {
+        v: SCHEMA_VERSION,
+        result,
     });
-    swarm.client.flush().await.expect("flush");
+    let responder = swarm
+        .stand_in::<SubmitRequest, _>(SUBMIT_SUBJECT.to_owned(), replies.into())
+        .await;
     let (outcome, out, _) = swarm
         .exec(args(&["sys-libs/zlib", "=dev-libs/openssl-3.3.2"]))
         .await;

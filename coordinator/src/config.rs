@@ -4,17 +4,12 @@
 use std::time::Duration;
 
 use runtime::config::ConfigError;
-use runtime::logging::LogConfig;
-use runtime::nats::NatsConfig;
 use schemas::Arch;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub nats: NatsConfig,
-    pub log: LogConfig,
-    pub coordinator: Settings,
+runtime::daemon_config! {
+    /// The coordinator's configuration: `[nats]`, `[log]` and `[coordinator]`.
+    pub struct Config { coordinator: Settings }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,72 +84,61 @@ impl Default for Settings {
     }
 }
 
-impl runtime::daemon::DaemonConfig for Config {
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
-
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-}
-
-impl Config {
+impl Settings {
+    /// Checks every value of the `[coordinator]` table; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.nats.validate()?;
-        let s = &self.coordinator;
-        if s.arches.is_empty() {
+        if self.arches.is_empty() {
             return Err(ConfigError::invalid(
                 "coordinator.arches",
                 "name at least one arch",
             ));
         }
-        if s.max_attempts == 0 {
+        if self.max_attempts == 0 {
             return Err(ConfigError::invalid(
                 "coordinator.max_attempts",
                 "must be at least 1",
             ));
         }
-        if s.lease_ttl_ms < 100 {
+        if self.lease_ttl_ms < 100 {
             return Err(ConfigError::invalid(
                 "coordinator.lease_ttl_ms",
                 "must be at least 100 ms",
             ));
         }
-        if s.ack_wait_ms < s.lease_ttl_ms {
+        if self.ack_wait_ms < self.lease_ttl_ms {
             return Err(ConfigError::invalid(
                 "coordinator.ack_wait_ms",
                 format!(
                     "must be at least coordinator.lease_ttl_ms ({} ms), or jobs are re-delivered while their lease is alive",
-                    s.lease_ttl_ms
+                    self.lease_ttl_ms
                 ),
             ));
         }
-        if s.max_deliver < 2 {
+        if self.max_deliver < 2 {
             return Err(ConfigError::invalid(
                 "coordinator.max_deliver",
                 "must be at least 2 so a job survives one lost drone",
             ));
         }
-        if s.retry_backoff_max_ms < s.retry_backoff_ms {
+        if self.retry_backoff_max_ms < self.retry_backoff_ms {
             return Err(ConfigError::invalid(
                 "coordinator.retry_backoff_max_ms",
                 "must be at least coordinator.retry_backoff_ms",
             ));
         }
-        if s.reconcile_interval_ms < 50 {
+        if self.reconcile_interval_ms < 50 {
             return Err(ConfigError::invalid(
                 "coordinator.reconcile_interval_ms",
                 "must be at least 50 ms",
             ));
         }
-        if !(1..=5).contains(&s.replicas) {
+        if !(1..=5).contains(&self.replicas) {
             return Err(ConfigError::invalid(
                 "coordinator.replicas",
                 "must be between 1 and 5",
             ));
         }
-        if s.duplicate_window_ms < 100 {
+        if self.duplicate_window_ms < 100 {
             return Err(ConfigError::invalid(
                 "coordinator.duplicate_window_ms",
                 "must be at least 100 ms",
@@ -162,9 +146,7 @@ impl Config {
         }
         Ok(())
     }
-}
 
-impl Settings {
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_millis(self.lease_ttl_ms)
     }
@@ -183,8 +165,9 @@ mod tests {
     fn the_sample_file_documents_every_key_and_is_valid() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/coordinator.toml");
-        let config: Config = runtime::config::load_sample(&path).unwrap_or_else(|e| panic!("{e}"));
-        config.validate().expect("the sample is valid");
+        if let Err(err) = runtime::daemon::check_sample::<Config>(&path) {
+            panic!("{err}");
+        }
     }
 
     #[test]

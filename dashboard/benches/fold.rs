@@ -25,9 +25,10 @@
 
 use std::time::{Duration, Instant};
 
+use schemas::fixtures;
 use schemas::{
     Arch, Atom, BuildOutcome, DroneName, DroneRecord, DroneState, Event, EventKind, ExitInfo,
-    RunningBuild, SCHEMA_VERSION,
+    RunningBuild,
 };
 use swarm_dashboard::fold::{Input, Swarm};
 
@@ -111,12 +112,8 @@ impl DroneGen {
         self.seq += 1;
         self.events += 1;
         let event = Event {
-            v: SCHEMA_VERSION,
-            drone: self.name.clone(),
-            boot_ms: self.boot_ms,
-            seq: self.seq,
             at_ms: self.boot_ms + self.seq * 10,
-            kind,
+            ..fixtures::event(self.name.as_str(), self.boot_ms, self.seq, kind)
         };
         Message::Event(schemas::encode(&event).expect("encodes"))
     }
@@ -125,25 +122,19 @@ impl DroneGen {
     fn next(&mut self) -> Message {
         if self.seq > 0 && self.seq.is_multiple_of(21) {
             self.seq += 1;
+            let state = if self.building.is_empty() {
+                DroneState::Idle
+            } else {
+                DroneState::Building
+            };
             let record = DroneRecord {
-                big_builds: false,
-                v: SCHEMA_VERSION,
-                name: self.name.clone(),
-                cores: 16,
                 slots: 4,
-                arch: Arch::default(),
-                version: "bench".into(),
-                state: if self.building.is_empty() {
-                    DroneState::Idle
-                } else {
-                    DroneState::Building
-                },
                 building: self.building.clone(),
-                consecutive_failures: 0,
                 heartbeat_ms: self.boot_ms + self.seq * 10,
                 heartbeat_interval_ms: 2_000,
                 boot_ms: self.boot_ms,
                 seq: self.seq,
+                ..fixtures::drone_record(self.name.as_str(), 16, state)
             };
             return Message::Record(schemas::encode(&record).expect("encodes"));
         }
@@ -232,6 +223,46 @@ struct InProcess {
     rss_first_batch: u64,
     rss_after: u64,
     peak: u64,
+}
+
+impl InProcess {
+    /// The rows of the report's table for the in-process fold.
+    fn print_rows(&self) {
+        let events = self.events;
+        let records = self.records;
+        let secs = self.timed.as_secs_f64();
+        println!("| events folded in-process | {events} (plus {records} drone records) |");
+        println!("| time decoding and folding | {secs:.3} s |");
+        println!(
+            "| events folded per second (decode + fold) | {:.0} |",
+            events as f64 / secs
+        );
+        println!(
+            "| inputs folded per second, records included | {:.0} |",
+            (events + records) as f64 / secs
+        );
+        println!(
+            "| resident memory before the picture | {:.1} MiB |",
+            mib(self.rss_before)
+        );
+        println!(
+            "| resident memory after the first batch of {BATCH} messages | {:.1} MiB |",
+            mib(self.rss_first_batch)
+        );
+        println!(
+            "| resident memory after all {events} events | {:.1} MiB |",
+            mib(self.rss_after)
+        );
+        println!(
+            "| growth over the last {} events (the picture is bounded per drone) | {:.1} MiB |",
+            events - BATCH as u64 * events / (events + records),
+            mib(self.rss_after.saturating_sub(self.rss_first_batch))
+        );
+        println!(
+            "| peak resident memory (includes the message batches) | {:.1} MiB |",
+            mib(self.peak)
+        );
+    }
 }
 
 fn in_process() -> InProcess {
@@ -368,15 +399,7 @@ fn interning() -> f64 {
 }
 
 fn main() {
-    let InProcess {
-        events,
-        records,
-        timed,
-        rss_before,
-        rss_first_batch,
-        rss_after,
-        peak,
-    } = in_process();
+    let fold = in_process();
     let per_name = interning();
     let per_drone: usize = std::env::var("FOLD_BENCH_NATS_EVENTS")
         .ok()
@@ -389,40 +412,11 @@ fn main() {
         .expect("runtime");
     let (published, publish_time, replay) = runtime.block_on(through_nats(per_drone));
 
-    let rate = events as f64 / timed.as_secs_f64();
-    let inputs_rate = (events + records) as f64 / timed.as_secs_f64();
     println!("## Dashboard fold benchmark\n");
     println!("| measure | value |");
     println!("|---|---|");
     println!("| drones | {DRONES} |");
-    println!("| events folded in-process | {events} (plus {records} drone records) |");
-    println!(
-        "| time decoding and folding | {:.3} s |",
-        timed.as_secs_f64()
-    );
-    println!("| events folded per second (decode + fold) | {rate:.0} |");
-    println!("| inputs folded per second, records included | {inputs_rate:.0} |");
-    println!(
-        "| resident memory before the picture | {:.1} MiB |",
-        mib(rss_before)
-    );
-    println!(
-        "| resident memory after the first batch of {BATCH} messages | {:.1} MiB |",
-        mib(rss_first_batch)
-    );
-    println!(
-        "| resident memory after all {events} events | {:.1} MiB |",
-        mib(rss_after)
-    );
-    println!(
-        "| growth over the last {} events (the picture is bounded per drone) | {:.1} MiB |",
-        events - BATCH as u64 * events / (events + records),
-        mib(rss_after.saturating_sub(rss_first_batch))
-    );
-    println!(
-        "| peak resident memory (includes the message batches) | {:.1} MiB |",
-        mib(peak)
-    );
+    fold.print_rows();
     println!("| events replayed through NATS | {published} ({DRONES} drones × {per_drone}) |");
     println!(
         "| time to store them (publish, acks awaited in windows of 1,000) | {:.2} s |",

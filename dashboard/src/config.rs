@@ -4,16 +4,11 @@
 use std::net::SocketAddr;
 
 use runtime::config::ConfigError;
-use runtime::logging::LogConfig;
-use runtime::nats::NatsConfig;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub nats: NatsConfig,
-    pub log: LogConfig,
-    pub dashboard: Settings,
+runtime::daemon_config! {
+    /// The dashboard's configuration: `[nats]`, `[log]` and `[dashboard]`.
+    pub struct Config { dashboard: Settings }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,24 +56,8 @@ fn default_failures_kept() -> usize {
     20
 }
 
-impl runtime::daemon::DaemonConfig for Config {
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
-
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-}
-
-impl Config {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.nats.validate()?;
-        self.dashboard.validate()
-    }
-}
-
 impl Settings {
+    /// Checks every value of the `[dashboard]` table; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         if !(20..=10_000).contains(&self.tick_ms) {
@@ -130,8 +109,9 @@ mod tests {
     fn the_sample_file_documents_every_key_and_is_valid() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dashboard.toml");
-        let config: Config = runtime::config::load_sample(&path).unwrap_or_else(|e| panic!("{e}"));
-        config.validate().expect("the sample is valid");
+        if let Err(err) = runtime::daemon::check_sample::<Config>(&path) {
+            panic!("{err}");
+        }
     }
 
     #[test]

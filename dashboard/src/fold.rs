@@ -95,6 +95,23 @@ pub struct BuildCounts {
     pub lease_lost: u64,
 }
 
+impl BuildCounts {
+    /// Counts what one event says about builds; events that start or end no build count nothing.
+    fn count(&mut self, kind: &EventKind) {
+        let counter = match kind {
+            EventKind::Started { .. } => &mut self.started,
+            EventKind::Finished { outcome, .. } => match outcome {
+                BuildOutcome::Succeeded => &mut self.succeeded,
+                BuildOutcome::Failed { .. } => &mut self.failed,
+            },
+            EventKind::HandedBack { .. } => &mut self.handed_back,
+            EventKind::LeaseLost { .. } => &mut self.lease_lost,
+            _ => return,
+        };
+        *counter += 1;
+    }
+}
+
 /// How a drone's most recent build ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -115,6 +132,51 @@ pub struct LastResult {
     pub at_ms: u64,
     /// How long the build ran; only for builds that ran to their end.
     pub duration_ms: Option<u64>,
+}
+
+impl LastResult {
+    /// The end of a build an event reports; `None` for events that end no build.
+    fn of(event: &Event) -> Option<LastResult> {
+        let (atom, attempt, kind, duration_ms) = match &event.kind {
+            EventKind::Finished {
+                atom,
+                attempt,
+                outcome,
+                duration_ms,
+                ..
+            } => {
+                let kind = match outcome {
+                    BuildOutcome::Succeeded => ResultKind::Succeeded,
+                    BuildOutcome::Failed { exit, .. } => ResultKind::Failed { exit: exit.clone() },
+                };
+                (atom, attempt, kind, Some(*duration_ms))
+            }
+            EventKind::HandedBack {
+                atom,
+                attempt,
+                reason,
+            } => {
+                let reason = reason.clone();
+                (atom, attempt, ResultKind::HandedBack { reason }, None)
+            }
+            EventKind::LeaseLost {
+                atom,
+                attempt,
+                reason,
+            } => {
+                let reason = reason.clone();
+                (atom, attempt, ResultKind::LeaseLost { reason }, None)
+            }
+            _ => return None,
+        };
+        Some(LastResult {
+            atom: atom.clone(),
+            attempt: *attempt,
+            kind,
+            at_ms: event.at_ms,
+            duration_ms,
+        })
+    }
 }
 
 /// One failed build, for the list of recent failures.
@@ -607,80 +669,32 @@ impl Swarm {
         }
         view.last_heard_ms = view.last_heard_ms.max(stored_ms);
         // History: counted once per event, whatever its order.
-        let result = match &event.kind {
-            EventKind::Started { .. } => {
-                view.builds.started += 1;
-                self.builds.started += 1;
-                None
-            }
-            EventKind::Finished {
-                atom,
-                attempt,
-                outcome,
-                duration_ms,
-                ..
-            } => {
-                let kind = match outcome {
-                    BuildOutcome::Succeeded => {
-                        view.builds.succeeded += 1;
-                        self.builds.succeeded += 1;
-                        ResultKind::Succeeded
-                    }
-                    BuildOutcome::Failed { exit, log_tail } => {
-                        view.builds.failed += 1;
-                        self.builds.failed += 1;
-                        let failure = Failure {
-                            drone: name.clone(),
-                            atom: atom.clone(),
-                            attempt: *attempt,
-                            exit: exit.clone(),
-                            log_tail: tail(log_tail, FAILURE_TAIL_CHARS),
-                            at_ms: event.at_ms,
-                            duration_ms: *duration_ms,
-                        };
-                        insert_failure(&mut self.failures, failure, self.failures_kept);
-                        ResultKind::Failed { exit: exit.clone() }
-                    }
-                };
-                Some((atom, *attempt, kind, Some(*duration_ms)))
-            }
-            EventKind::HandedBack {
-                atom,
-                attempt,
-                reason,
-            } => {
-                view.builds.handed_back += 1;
-                self.builds.handed_back += 1;
-                let kind = ResultKind::HandedBack {
-                    reason: reason.clone(),
-                };
-                Some((atom, *attempt, kind, None))
-            }
-            EventKind::LeaseLost {
-                atom,
-                attempt,
-                reason,
-            } => {
-                view.builds.lease_lost += 1;
-                self.builds.lease_lost += 1;
-                let kind = ResultKind::LeaseLost {
-                    reason: reason.clone(),
-                };
-                Some((atom, *attempt, kind, None))
-            }
-            _ => None,
-        };
-        if let Some((atom, attempt, kind, duration_ms)) = result
+        view.builds.count(&event.kind);
+        self.builds.count(&event.kind);
+        if let EventKind::Finished {
+            atom,
+            attempt,
+            outcome: BuildOutcome::Failed { exit, log_tail },
+            duration_ms,
+            ..
+        } = &event.kind
+        {
+            let failure = Failure {
+                drone: name.clone(),
+                atom: atom.clone(),
+                attempt: *attempt,
+                exit: exit.clone(),
+                log_tail: tail(log_tail, FAILURE_TAIL_CHARS),
+                at_ms: event.at_ms,
+                duration_ms: *duration_ms,
+            };
+            insert_failure(&mut self.failures, failure, self.failures_kept);
+        }
+        if let Some(result) = LastResult::of(&event)
             && id > view.last_result_id
         {
             view.last_result_id = id;
-            view.last_result = Some(LastResult {
-                atom: atom.clone(),
-                attempt,
-                kind,
-                at_ms: event.at_ms,
-                duration_ms,
-            });
+            view.last_result = Some(result);
         }
         // State: on top of the newest record, in the drone's order.
         if view.add_event(id, event.at_ms, &event.kind) {
@@ -788,29 +802,14 @@ fn tail(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use schemas::Arch;
-
-    fn name(s: &str) -> DroneName {
-        DroneName::parse(s).expect("valid drone name")
-    }
-
-    fn atom(s: &str) -> Atom {
-        Atom::parse(s).expect("valid atom")
-    }
+    use schemas::fixtures::{self, atom, claimed, drone_name as name};
 
     fn event(drone: &str, boot: u64, seq: u64, kind: EventKind) -> Input {
         Input::Event {
             subject_drone: drone.to_owned(),
             stream_seq: seq,
             stored_ms: boot + seq,
-            event: Event {
-                v: SCHEMA_VERSION,
-                drone: name(drone),
-                boot_ms: boot,
-                seq,
-                at_ms: boot + seq,
-                kind,
-            },
+            event: fixtures::event(drone, boot, seq, kind),
         }
     }
 
@@ -820,16 +819,6 @@ mod tests {
             slots,
             arch: Arch::default(),
             version: "1".into(),
-        }
-    }
-
-    fn claimed(a: &str, attempt: u32) -> EventKind {
-        EventKind::Claimed {
-            atom: atom(a),
-            attempt,
-            stream_seq: 1,
-            delivery: 1,
-            lease_rev: 1,
         }
     }
 
@@ -856,27 +845,11 @@ mod tests {
             key: drone.to_owned(),
             written_ms: boot + seq,
             record: DroneRecord {
-                big_builds: false,
-                v: SCHEMA_VERSION,
-                name: name(drone),
-                cores: 16,
                 slots: 4,
-                arch: Arch::default(),
-                version: "1".into(),
-                state,
-                building: building
-                    .iter()
-                    .map(|a| RunningBuild {
-                        atom: atom(a),
-                        attempt: 1,
-                        started_ms: boot,
-                    })
-                    .collect(),
-                consecutive_failures: 0,
-                heartbeat_ms: boot + seq,
-                heartbeat_interval_ms: 1_000,
+                building: fixtures::running(building, boot),
                 boot_ms: boot,
                 seq,
+                ..fixtures::drone_record(drone, 16, state)
             },
         }
     }
@@ -1125,14 +1098,7 @@ mod tests {
                     subject_drone: "b".into(),
                     stream_seq: 1,
                     stored_ms: 1,
-                    event: Event {
-                        v: SCHEMA_VERSION,
-                        drone: name("a"),
-                        boot_ms: 1,
-                        seq: 1,
-                        at_ms: 1,
-                        kind: online(8, 2),
-                    },
+                    event: fixtures::event("a", 1, 1, online(8, 2)),
                 }],
                 expect: vec![],
                 expect_applied_last: Some(Applied::Rejected(
@@ -1322,19 +1288,7 @@ mod tests {
     #[test]
     fn packages_follow_revisions() {
         let mut swarm = Swarm::new(3);
-        let pkg = |state: PackageState| PackageRecord {
-            class: None,
-            learned_secs: None,
-            v: SCHEMA_VERSION,
-            atom: atom("x-y/z"),
-            arch: Arch::default(),
-            submission: 1,
-            state,
-            history: vec![],
-            estimate_secs: None,
-            submitted_ms: 1,
-            updated_ms: 2,
-        };
+        let pkg = |state: PackageState| fixtures::package_record("x-y/z", state);
         let key = atom("x-y/z").key().to_string();
         let queued = Input::Package {
             key: key.clone(),
@@ -1387,19 +1341,7 @@ mod tests {
         swarm.apply(poll(1, 3, 3));
         assert!(!swarm.events.caught_up());
         swarm.apply(event("a", 1, 1, online(8, 2)));
-        swarm.apply(Input::Event {
-            subject_drone: "a".into(),
-            stream_seq: 2,
-            stored_ms: 2,
-            event: Event {
-                v: SCHEMA_VERSION,
-                drone: name("a"),
-                boot_ms: 1,
-                seq: 2,
-                at_ms: 2,
-                kind: EventKind::Draining,
-            },
-        });
+        swarm.apply(event("a", 1, 2, EventKind::Draining));
         assert!(swarm.events.caught_up());
         assert_eq!(swarm.events.lag(), 1);
         // A failed poll leaves the position unknown: not caught up until polls succeed again.

@@ -29,12 +29,16 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] runtime::config::ConfigError),
-    #[error("cannot listen on {addr}: {reason}")]
-    Bind { addr: SocketAddr, reason: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Connect(#[from] runtime::nats::ConnectError),
     #[error("HTTP server failed: {0}")]
-    Serve(String),
+    Serve(#[source] std::io::Error),
 }
 
 /// Runs the dashboard on `config.dashboard.listen` until `shutdown` is cancelled.
@@ -42,10 +46,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let addr = config.dashboard.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|err| RunError::Bind {
-            addr,
-            reason: err.to_string(),
-        })?;
+        .map_err(|source| RunError::Bind { addr, source })?;
     serve(config, listener, shutdown).await
 }
 
@@ -86,7 +87,7 @@ pub async fn serve(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
-        .map_err(|err| RunError::Serve(err.to_string()));
+        .map_err(RunError::Serve);
     shutdown.cancel();
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_WAIT, tracker.wait())

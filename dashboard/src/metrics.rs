@@ -8,6 +8,7 @@ use crate::view::Snapshot;
 /// The content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// One metric family: its samples, each with at most one label.
 struct Family<'a> {
     name: &'a str,
     kind: &'a str,
@@ -15,105 +16,127 @@ struct Family<'a> {
     samples: Vec<(Option<(&'a str, &'a str)>, f64)>,
 }
 
+impl<'a> Family<'a> {
+    /// A gauge of one value.
+    fn gauge(name: &'a str, help: &'a str, value: f64) -> Family<'a> {
+        Family {
+            name,
+            kind: "gauge",
+            help,
+            samples: vec![(None, value)],
+        }
+    }
+
+    /// A counter of one value.
+    fn counter(name: &'a str, help: &'a str, value: impl Into<u64>) -> Family<'a> {
+        Family {
+            kind: "counter",
+            ..Family::gauge(name, help, value.into() as f64)
+        }
+    }
+
+    /// A gauge with one value per state, labelled `state`.
+    fn by_state<N: Into<u64> + Copy>(
+        name: &'a str,
+        help: &'a str,
+        states: &[(&'a str, N)],
+    ) -> Family<'a> {
+        Family {
+            name,
+            kind: "gauge",
+            help,
+            samples: states
+                .iter()
+                .map(|&(state, value)| (Some(("state", state)), value.into() as f64))
+                .collect(),
+        }
+    }
+}
+
 /// Renders every metric family of the snapshot.
 pub fn render(s: &Snapshot) -> String {
     let p = &s.summary.packages;
     let d = &s.summary.drones;
+    let flag = |set: bool| f64::from(u8::from(set));
     let families = [
-        Family {
-            name: "swarm_queue_packages",
-            kind: "gauge",
-            help: "Unfinished packages: queued, waiting to retry or building.",
-            samples: vec![(None, s.summary.queue as f64)],
-        },
-        Family {
-            name: "swarm_packages",
-            kind: "gauge",
-            help: "Packages by state.",
-            samples: vec![
-                (
-                    Some(("state", "queued")),
-                    p.queued.saturating_sub(p.retrying) as f64,
-                ),
-                (Some(("state", "retry_wait")), p.retrying as f64),
-                (Some(("state", "building")), p.building as f64),
-                (Some(("state", "succeeded")), p.succeeded as f64),
-                (Some(("state", "failed")), p.failed as f64),
+        Family::gauge(
+            "swarm_queue_packages",
+            "Unfinished packages: queued, waiting to retry or building.",
+            s.summary.queue as f64,
+        ),
+        Family::by_state(
+            "swarm_packages",
+            "Packages by state.",
+            &[
+                ("queued", p.queued.saturating_sub(p.retrying)),
+                ("retry_wait", p.retrying),
+                ("building", p.building),
+                ("succeeded", p.succeeded),
+                ("failed", p.failed),
             ],
-        },
-        Family {
-            name: "swarm_drones",
-            kind: "gauge",
-            help: "Drones by state (lost: silent for three heartbeat intervals).",
-            samples: vec![
-                (Some(("state", "building")), d.active as f64),
-                (Some(("state", "idle")), d.idle as f64),
-                (Some(("state", "grounded")), d.grounded as f64),
-                (Some(("state", "draining")), d.draining as f64),
-                (Some(("state", "lost")), d.lost as f64),
-                (Some(("state", "offline")), d.offline as f64),
+        ),
+        Family::by_state(
+            "swarm_drones",
+            "Drones by state (lost: silent for three heartbeat intervals).",
+            &[
+                ("building", d.active),
+                ("idle", d.idle),
+                ("grounded", d.grounded),
+                ("draining", d.draining),
+                ("lost", d.lost),
+                ("offline", d.offline),
             ],
-        },
-        Family {
-            name: "swarm_cores_active",
-            kind: "gauge",
-            help: "Cores of drones that are building.",
-            samples: vec![(None, s.summary.cores.active as f64)],
-        },
-        Family {
-            name: "swarm_cores_online",
-            kind: "gauge",
-            help: "Cores of drones that are online (building, idle, grounded or draining).",
-            samples: vec![(None, s.summary.cores.total as f64)],
-        },
-        Family {
-            name: "swarm_builds_started_total",
-            kind: "counter",
-            help: "Build processes started, from the events folded.",
-            samples: vec![(None, s.builds.started as f64)],
-        },
-        Family {
-            name: "swarm_builds_succeeded_total",
-            kind: "counter",
-            help: "Builds that succeeded, from the events folded.",
-            samples: vec![(None, s.builds.succeeded as f64)],
-        },
-        Family {
-            name: "swarm_builds_failed_total",
-            kind: "counter",
-            help: "Builds that failed, from the events folded.",
-            samples: vec![(None, s.builds.failed as f64)],
-        },
-        Family {
-            name: "swarm_dashboard_events_folded_total",
-            kind: "counter",
-            help: "Drone events folded since the dashboard started, start-up replay included.",
-            samples: vec![(None, s.fold.events_folded as f64)],
-        },
-        Family {
-            name: "swarm_dashboard_events_rejected_total",
-            kind: "counter",
-            help: "Event stream messages refused: undecodable, or naming another drone.",
-            samples: vec![(None, s.fold.events_rejected as f64)],
-        },
-        Family {
-            name: "swarm_dashboard_event_fold_lag_events",
-            kind: "gauge",
-            help: "Events stored in the stream and not yet folded, by the last poll.",
-            samples: vec![(None, s.fold.lag_events as f64)],
-        },
-        Family {
-            name: "swarm_dashboard_fold_caught_up",
-            kind: "gauge",
-            help: "1 when every event stored one poll interval ago is folded.",
-            samples: vec![(None, f64::from(u8::from(s.fold.caught_up)))],
-        },
-        Family {
-            name: "swarm_dashboard_nats_connected",
-            kind: "gauge",
-            help: "1 while the dashboard is connected to NATS.",
-            samples: vec![(None, f64::from(u8::from(s.fold.nats_connected)))],
-        },
+        ),
+        Family::gauge(
+            "swarm_cores_active",
+            "Cores of drones that are building.",
+            s.summary.cores.active as f64,
+        ),
+        Family::gauge(
+            "swarm_cores_online",
+            "Cores of drones that are online (building, idle, grounded or draining).",
+            s.summary.cores.total as f64,
+        ),
+        Family::counter(
+            "swarm_builds_started_total",
+            "Build processes started, from the events folded.",
+            s.builds.started,
+        ),
+        Family::counter(
+            "swarm_builds_succeeded_total",
+            "Builds that succeeded, from the events folded.",
+            s.builds.succeeded,
+        ),
+        Family::counter(
+            "swarm_builds_failed_total",
+            "Builds that failed, from the events folded.",
+            s.builds.failed,
+        ),
+        Family::counter(
+            "swarm_dashboard_events_folded_total",
+            "Drone events folded since the dashboard started, start-up replay included.",
+            s.fold.events_folded,
+        ),
+        Family::counter(
+            "swarm_dashboard_events_rejected_total",
+            "Event stream messages refused: undecodable, or naming another drone.",
+            s.fold.events_rejected,
+        ),
+        Family::gauge(
+            "swarm_dashboard_event_fold_lag_events",
+            "Events stored in the stream and not yet folded, by the last poll.",
+            s.fold.lag_events as f64,
+        ),
+        Family::gauge(
+            "swarm_dashboard_fold_caught_up",
+            "1 when every event stored one poll interval ago is folded.",
+            flag(s.fold.caught_up),
+        ),
+        Family::gauge(
+            "swarm_dashboard_nats_connected",
+            "1 while the dashboard is connected to NATS.",
+            flag(s.fold.nats_connected),
+        ),
     ];
     let mut out = String::new();
     for family in families {
@@ -149,7 +172,8 @@ pub fn parse(text: &str) -> Vec<(String, f64)> {
 mod tests {
     use super::*;
     use crate::fold::{Input, Swarm};
-    use schemas::{Arch, DroneName, DroneRecord, DroneState, SCHEMA_VERSION};
+    use schemas::fixtures;
+    use schemas::{DroneRecord, DroneState};
 
     #[test]
     fn every_family_has_help_type_and_the_snapshot_values() {
@@ -158,20 +182,10 @@ mod tests {
             key: "a".into(),
             written_ms: 1_000,
             record: DroneRecord {
-                big_builds: false,
-                v: SCHEMA_VERSION,
-                name: DroneName::parse("a").expect("valid"),
-                cores: 24,
                 slots: 6,
-                arch: Arch::default(),
-                version: "1".into(),
-                state: DroneState::Idle,
-                building: vec![],
-                consecutive_failures: 0,
-                heartbeat_ms: 1_000,
-                heartbeat_interval_ms: 1_000,
                 boot_ms: 1,
                 seq: 1,
+                ..fixtures::drone_record("a", 24, DroneState::Idle)
             },
         });
         let text = render(&Snapshot::of(&swarm, 1_100, true));

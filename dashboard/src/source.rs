@@ -16,7 +16,7 @@ use async_nats::jetstream::{
     kv,
 };
 use futures::StreamExt;
-use schemas::{DroneRecord, Event, PackageRecord, names};
+use schemas::{DecodeError, DroneRecord, Event, PackageRecord, names};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +33,56 @@ const CONNECTION_CHECK: Duration = Duration::from_millis(200);
 /// it, and two missed heartbeats make it re-create itself: the fallback when a reconnect is not
 /// seen (the server restarted between two connection checks).
 const EVENTS_MAX_EXPIRES: Duration = Duration::from_secs(10);
+
+/// Why a message read from a source means nothing to the fold. Such a message is refused and
+/// logged (throttled); the source goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("message {stream_seq} on {subject} is not on an event subject")]
+    NotAnEventSubject { stream_seq: u64, subject: String },
+    #[error("message {stream_seq} on {subject}: {source}")]
+    BadEvent {
+        stream_seq: u64,
+        subject: String,
+        #[source]
+        source: DecodeError,
+    },
+    /// A bucket value that does not decode; `what` names the record (`drone record`,
+    /// `package record`).
+    #[error("{what} {key}: {source}")]
+    BadRecord {
+        what: &'static str,
+        key: String,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+/// Why a source cannot be read (yet): the coordinator has not created it, or the server is in
+/// trouble. The source waits and tries again.
+#[derive(Debug, thiserror::Error)]
+enum SourceError {
+    #[error(transparent)]
+    Bucket(#[from] runtime::kv::KvOpenError),
+    #[error("stream {stream}: {source}")]
+    Stream {
+        stream: &'static str,
+        #[source]
+        source: jetstream::context::GetStreamError,
+    },
+    #[error("cannot create a consumer on stream {stream}: {source}")]
+    Consumer {
+        stream: &'static str,
+        #[source]
+        source: jetstream::stream::ConsumerError,
+    },
+    #[error("cannot read stream {stream}: {source}")]
+    Read {
+        stream: &'static str,
+        #[source]
+        source: jetstream::consumer::StreamError,
+    },
+}
 
 /// Follows every source until `shutdown` is cancelled. Waits for the coordinator to have created
 /// the topology first; the dashboard never creates it.
@@ -61,17 +111,16 @@ pub async fn follow(
             }
         }
         let found = async {
-            let drones = runtime::kv::open_bucket(&js, names::DRONES_BUCKET)
-                .await
-                .map_err(|e| e.to_string())?;
-            let packages = runtime::kv::open_bucket(&js, names::PACKAGES_BUCKET)
-                .await
-                .map_err(|e| e.to_string())?;
+            let drones = runtime::kv::open_bucket(&js, names::DRONES_BUCKET).await?;
+            let packages = runtime::kv::open_bucket(&js, names::PACKAGES_BUCKET).await?;
             let events = js
                 .get_stream(names::EVENTS_STREAM)
                 .await
-                .map_err(|e| format!("stream {}: {e}", names::EVENTS_STREAM))?;
-            Ok::<_, String>((drones, packages, events))
+                .map_err(|source| SourceError::Stream {
+                    stream: names::EVENTS_STREAM,
+                    source,
+                })?;
+            Ok::<_, SourceError>((drones, packages, events))
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -166,13 +215,21 @@ async fn watch_connection(
 }
 
 /// What a bucket entry means to the fold; `Err` names why it means nothing.
-type ToInput = fn(kv::Entry) -> Result<Option<Input>, String>;
+type ToInput = fn(kv::Entry) -> Result<Option<Input>, InputError>;
 
-fn drone_input(entry: kv::Entry) -> Result<Option<Input>, String> {
+/// Decodes a bucket value; the error names the record and its key.
+fn decode_value<T: schemas::Wire>(what: &'static str, entry: &kv::Entry) -> Result<T, InputError> {
+    schemas::decode::<T>(&entry.value).map_err(|source| InputError::BadRecord {
+        what,
+        key: schemas::shorten(&entry.key, 80),
+        source,
+    })
+}
+
+fn drone_input(entry: kv::Entry) -> Result<Option<Input>, InputError> {
     match entry.operation {
         kv::Operation::Put => {
-            let record = schemas::decode::<DroneRecord>(&entry.value)
-                .map_err(|e| format!("drone record {}: {e}", schemas::shorten(&entry.key, 80)))?;
+            let record = decode_value::<DroneRecord>("drone record", &entry)?;
             Ok(Some(Input::DroneRecord {
                 key: entry.key,
                 written_ms: unix_ms(entry.created),
@@ -184,11 +241,10 @@ fn drone_input(entry: kv::Entry) -> Result<Option<Input>, String> {
     }
 }
 
-fn package_input(entry: kv::Entry) -> Result<Option<Input>, String> {
+fn package_input(entry: kv::Entry) -> Result<Option<Input>, InputError> {
     match entry.operation {
         kv::Operation::Put => {
-            let record = schemas::decode::<PackageRecord>(&entry.value)
-                .map_err(|e| format!("package record {}: {e}", schemas::shorten(&entry.key, 80)))?;
+            let record = decode_value::<PackageRecord>("package record", &entry)?;
             Ok(Some(Input::Package {
                 key: entry.key,
                 revision: entry.revision,
@@ -300,11 +356,23 @@ async fn follow_events(
             max_expires: EVENTS_MAX_EXPIRES,
             ..Default::default()
         };
-        let messages = match stream.create_consumer(config).await {
-            Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
-            Err(err) => Err(err.to_string()),
-        };
-        let mut messages = match messages {
+        let messages =
+            async {
+                let consumer = stream.create_consumer(config).await.map_err(|source| {
+                    SourceError::Consumer {
+                        stream: names::EVENTS_STREAM,
+                        source,
+                    }
+                })?;
+                consumer
+                    .messages()
+                    .await
+                    .map_err(|source| SourceError::Read {
+                        stream: names::EVENTS_STREAM,
+                        source,
+                    })
+            };
+        let mut messages = match messages.await {
             Ok(messages) => messages,
             Err(reason) => {
                 warn!(stream = names::EVENTS_STREAM, %reason, "cannot read the event stream; trying again");
@@ -361,18 +429,17 @@ pub fn event_input(
     stream_seq: u64,
     stored_ms: u64,
     payload: &[u8],
-) -> Result<Input, String> {
+) -> Result<Input, InputError> {
     let Some(drone) = names::drone_of_event_subject(subject) else {
-        return Err(format!(
-            "message {stream_seq} on {} is not on an event subject",
-            schemas::shorten(subject, 100)
-        ));
+        return Err(InputError::NotAnEventSubject {
+            stream_seq,
+            subject: schemas::shorten(subject, 100),
+        });
     };
-    let event = schemas::decode::<Event>(payload).map_err(|e| {
-        format!(
-            "message {stream_seq} on {}: {e}",
-            schemas::shorten(subject, 100)
-        )
+    let event = schemas::decode::<Event>(payload).map_err(|source| InputError::BadEvent {
+        stream_seq,
+        subject: schemas::shorten(subject, 100),
+        source,
     })?;
     Ok(Input::Event {
         subject_drone: drone.to_owned(),
@@ -457,8 +524,19 @@ mod tests {
             Input::Event { ref subject_drone, stream_seq: 7, stored_ms: 9, .. } if subject_drone == "drone-Izar"
         ));
         let err = event_input("swarm.event.drone-Izar", 8, 9, b"\xc1junk").expect_err("junk");
+        assert!(
+            matches!(&err, InputError::BadEvent { stream_seq: 8, subject, .. }
+                if subject == "swarm.event.drone-Izar"),
+            "{err}"
+        );
+        let err = err.to_string();
         assert!(err.contains("message 8 on swarm.event.drone-Izar"), "{err}");
         let err = event_input("elsewhere", 9, 9, &bytes).expect_err("subject");
+        assert!(
+            matches!(err, InputError::NotAnEventSubject { stream_seq: 9, .. }),
+            "{err}"
+        );
+        let err = err.to_string();
         assert!(err.contains("not on an event subject"), "{err}");
     }
 }

@@ -345,63 +345,33 @@ impl Delta {
 mod tests {
     use super::*;
     use crate::fold::Input;
-    use schemas::{
-        Atom, DroneName, DroneRecord, Event, EventKind, PackageRecord, SCHEMA_VERSION,
-        summary::SwarmStatus,
-    };
-
-    fn name(s: &str) -> DroneName {
-        DroneName::parse(s).expect("valid")
-    }
+    use schemas::fixtures::{self, drone_name as name};
+    use schemas::{DroneRecord, Event, PackageRecord, summary::SwarmStatus};
 
     fn record(drone: &str, cores: u32, state: DroneState, building: &[&str]) -> Input {
         Input::DroneRecord {
             key: drone.into(),
             written_ms: 10_000,
             record: DroneRecord {
-                big_builds: false,
-                v: SCHEMA_VERSION,
-                name: name(drone),
-                cores,
                 slots: 2,
-                arch: Arch::default(),
-                version: "1".into(),
-                state,
-                building: building
-                    .iter()
-                    .map(|a| RunningBuild {
-                        atom: Atom::parse(a).expect("valid"),
-                        attempt: 1,
-                        started_ms: 9_000,
-                    })
-                    .collect(),
-                consecutive_failures: 0,
-                heartbeat_ms: 10_000,
-                heartbeat_interval_ms: 1_000,
+                building: fixtures::running(building, 9_000),
                 boot_ms: 1,
                 seq: 1,
+                ..fixtures::drone_record(drone, cores, state)
             },
         }
     }
 
     fn package(atom: &str, state: PackageState, submitted: u64, updated: u64) -> Input {
-        let atom = Atom::parse(atom).expect("valid");
+        let record = PackageRecord {
+            submitted_ms: submitted,
+            updated_ms: updated,
+            ..fixtures::package_record(atom, state)
+        };
         Input::Package {
-            key: atom.key().to_string(),
+            key: record.atom.key().to_string(),
             revision: updated,
-            record: PackageRecord {
-                class: None,
-                learned_secs: None,
-                v: SCHEMA_VERSION,
-                atom,
-                arch: Arch::default(),
-                submission: 1,
-                state,
-                history: vec![],
-                estimate_secs: None,
-                submitted_ms: submitted,
-                updated_ms: updated,
-            },
+            record,
         }
     }
 
@@ -507,18 +477,8 @@ mod tests {
             stream_seq: 1,
             stored_ms: 10_150,
             event: Event {
-                v: SCHEMA_VERSION,
-                drone: name("b"),
-                boot_ms: 1,
-                seq: 2,
                 at_ms: 10_150,
-                kind: EventKind::Claimed {
-                    atom: Atom::parse("x-y/z").expect("valid"),
-                    attempt: 1,
-                    stream_seq: 1,
-                    delivery: 1,
-                    lease_rev: 1,
-                },
+                ..fixtures::event("b", 1, 2, fixtures::claimed("x-y/z", 1))
             },
         });
         swarm.apply(record("c", 8, DroneState::Idle, &[]));

@@ -211,14 +211,8 @@ async fn websocket_sends_the_picture_then_only_what_changed() {
     assert_eq!(picture.drones.len(), 2);
 
     // One drone starts a build: the deltas that follow carry that drone, never the other.
-    tarn.event(EventKind::Claimed {
-        atom: atom("sys-libs/zlib"),
-        attempt: 1,
-        stream_seq: 1,
-        delivery: 1,
-        lease_rev: 1,
-    })
-    .await;
+    tarn.event(schemas::fixtures::claimed("sys-libs/zlib", 1))
+        .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match next_push(&mut socket).await {
@@ -551,13 +545,7 @@ async fn junk_and_spoofed_events_are_refused_and_counted_and_the_dashboard_keeps
     assert_eq!(state.summary.queue, 0);
     // Still following: a genuine event after the junk is folded.
     victim
-        .event(EventKind::Claimed {
-            atom: atom("sys-libs/zlib"),
-            attempt: 1,
-            stream_seq: 1,
-            delivery: 1,
-            lease_rev: 1,
-        })
+        .event(schemas::fixtures::claimed("sys-libs/zlib", 1))
         .await;
     dashboard
         .wait_for(Duration::from_secs(10), "genuine event after junk", |s| {

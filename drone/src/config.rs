@@ -4,17 +4,12 @@
 use std::path::PathBuf;
 
 use runtime::config::ConfigError;
-use runtime::logging::LogConfig;
-use runtime::nats::NatsConfig;
 use schemas::{Arch, DroneName};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub nats: NatsConfig,
-    pub log: LogConfig,
-    pub drone: Settings,
+runtime::daemon_config! {
+    /// The drone's configuration: `[nats]`, `[log]` and `[drone]`.
+    pub struct Config { drone: Settings }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,74 +155,64 @@ fn default_cores() -> u32 {
         .unwrap_or(1)
 }
 
-impl runtime::daemon::DaemonConfig for Config {
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
-
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-}
-
-impl Config {
+impl Settings {
+    /// Checks every value of the `[drone]` table; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.nats.validate()?;
-        let s = &self.drone;
-        DroneName::parse(&s.name).map_err(|e| ConfigError::invalid("drone.name", e.to_string()))?;
-        if s.cores == 0 {
+        DroneName::parse(&self.name)
+            .map_err(|e| ConfigError::invalid("drone.name", e.to_string()))?;
+        if self.cores == 0 {
             return Err(ConfigError::invalid("drone.cores", "must be at least 1"));
         }
-        if s.slots > s.cores {
+        if self.slots > self.cores {
             return Err(ConfigError::invalid(
                 "drone.slots",
-                format!("must not exceed drone.cores ({})", s.cores),
+                format!("must not exceed drone.cores ({})", self.cores),
             ));
         }
-        if s.builder == BuilderKind::Command {
-            if s.command.is_empty() {
+        if self.builder == BuilderKind::Command {
+            if self.command.is_empty() {
                 return Err(ConfigError::invalid(
                     "drone.command",
                     "the command builder needs an argv, e.g. [\"/usr/local/bin/build\", \"{atom}\"]",
                 ));
             }
-            if !s.command.iter().any(|a| a.contains("{atom}")) {
+            if !self.command.iter().any(|a| a.contains("{atom}")) {
                 return Err(ConfigError::invalid(
                     "drone.command",
                     "no argument contains {atom}",
                 ));
             }
         }
-        if !(0.0..=1.0).contains(&s.simulate.failure_rate) {
+        if !(0.0..=1.0).contains(&self.simulate.failure_rate) {
             return Err(ConfigError::invalid(
                 "drone.simulate.failure_rate",
                 "must be between 0 and 1",
             ));
         }
-        if let Some(path) = &s.simulate.model_file {
+        if let Some(path) = &self.simulate.model_file {
             crate::model::load(path).map_err(|err| {
                 ConfigError::invalid("drone.simulate.model_file", err.to_string())
             })?;
         }
-        if s.simulate.time_scale.is_nan() || s.simulate.time_scale < 0.0 {
+        if self.simulate.time_scale.is_nan() || self.simulate.time_scale < 0.0 {
             return Err(ConfigError::invalid(
                 "drone.simulate.time_scale",
                 "must be 0 or more",
             ));
         }
-        if s.heartbeat_ms < 50 {
+        if self.heartbeat_ms < 50 {
             return Err(ConfigError::invalid(
                 "drone.heartbeat_ms",
                 "must be at least 50 ms",
             ));
         }
-        if s.pull_expires_ms < 100 {
+        if self.pull_expires_ms < 100 {
             return Err(ConfigError::invalid(
                 "drone.pull_expires_ms",
                 "must be at least 100 ms",
             ));
         }
-        if s.ground_after_failures == 0 {
+        if self.ground_after_failures == 0 {
             return Err(ConfigError::invalid(
                 "drone.ground_after_failures",
                 "must be at least 1",
@@ -235,9 +220,7 @@ impl Config {
         }
         Ok(())
     }
-}
 
-impl Settings {
     pub fn slots(&self) -> u32 {
         if self.slots == 0 {
             (self.cores / 4).max(1)
@@ -279,8 +262,9 @@ mod tests {
     #[test]
     fn the_sample_file_documents_every_key_and_is_valid() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/drone.toml");
-        let config: Config = runtime::config::load_sample(&path).unwrap_or_else(|e| panic!("{e}"));
-        config.validate().expect("the sample is valid");
+        if let Err(err) = runtime::daemon::check_sample::<Config>(&path) {
+            panic!("{err}");
+        }
     }
 
     #[test]

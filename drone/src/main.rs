@@ -1,23 +1,6 @@
 //! `swarm-drone`: parses arguments, loads config, sets up logging and runs the library.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
-use clap::Parser;
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "A build machine of the swarm: pulls jobs by free slots and builds them"
-)]
-struct Args {
-    /// TOML config file; `SWARM_` environment variables override it.
-    #[arg(long, env = "SWARM_CONFIG")]
-    config: Option<PathBuf>,
-    /// Load and validate the configuration, then exit.
-    #[arg(long)]
-    check_config: bool,
-}
 
 fn main() -> anyhow::Result<()> {
     // Internal mode: the drone runs each build under itself (see `supervise`).
@@ -35,13 +18,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let Some((config, shutdown)) =
-        runtime::daemon::start::<swarm_drone::Config>(args.config.as_deref(), args.check_config)
-            .context("configuration")?
-    else {
-        return Ok(());
-    };
-    swarm_drone::run(config, shutdown).await?;
+    let about = "A build machine of the swarm: pulls jobs by free slots and builds them";
+    runtime::daemon::run(clap::command!().about(about), swarm_drone::run).await?;
     Ok(())
 }

@@ -129,22 +129,59 @@ pub fn documented_keys(text: &str) -> std::collections::BTreeSet<String> {
     out
 }
 
+/// Why a sample config file fails its test.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    #[error("cannot read sample config {path}: {source}", path = path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sample does not name every key of the type, or names keys the type does not have.
+    #[error(
+        "sample config {path}: undocumented keys {missing:?}, unknown keys {unknown:?}",
+        path = path.display()
+    )]
+    Keys {
+        path: PathBuf,
+        missing: Vec<String>,
+        unknown: Vec<String>,
+    },
+    /// The sample does not load, or (see `runtime::daemon::check_sample`) a value is invalid.
+    #[error("sample config {path}: {source}", path = path.display())]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+}
+
 /// For a test of a sample config file: it must name every key of `T` (set, or commented out at
 /// its default) and nothing else, and load. Returns the loaded configuration for the caller to
-/// validate; `Err` says which keys are missing or unknown, or why it does not load.
-pub fn load_sample<T: Serialize + DeserializeOwned + Default>(path: &Path) -> Result<T, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// validate; the error says which keys are missing or unknown, or why it does not load.
+pub fn load_sample<T: Serialize + DeserializeOwned + Default>(
+    path: &Path,
+) -> Result<T, SampleError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SampleError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let documented = documented_keys(&text);
     let keys = config_keys::<T>();
-    let missing: Vec<_> = keys.difference(&documented).collect();
-    let unknown: Vec<_> = documented.difference(&keys).collect();
+    let missing: Vec<String> = keys.difference(&documented).cloned().collect();
+    let unknown: Vec<String> = documented.difference(&keys).cloned().collect();
     if !missing.is_empty() || !unknown.is_empty() {
-        return Err(format!(
-            "{}: undocumented keys {missing:?}, unknown keys {unknown:?}",
-            path.display()
-        ));
+        return Err(SampleError::Keys {
+            path: path.to_owned(),
+            missing,
+            unknown,
+        });
     }
-    load(Some(path)).map_err(|e| format!("{}: {e}", path.display()))
+    load(Some(path)).map_err(|source| SampleError::Load {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -194,5 +231,34 @@ mod tests {
     fn a_named_file_must_exist() {
         let err = load::<Sample>(Some(Path::new("/nonexistent/swarm.toml"))).expect_err("missing");
         assert!(matches!(err, ConfigError::FileMissing { .. }));
+    }
+
+    #[test]
+    fn a_sample_must_document_every_key_and_nothing_else() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("good.toml", "[nats]\n# url = \"nats://a:1\"\n")?;
+            jail.create_file("missing.toml", "[nats]\n")?;
+            jail.create_file("unknown.toml", "[nats]\nurl = \"x\"\nport = 1\n")?;
+            jail.create_file("bad.toml", "[nats]\nurl = 5\n")?;
+            let sample: Sample = load_sample(Path::new("good.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(sample.nats.url, "");
+            let err = load_sample::<Sample>(Path::new("missing.toml")).expect_err("missing");
+            assert!(
+                matches!(&err, SampleError::Keys { missing, unknown, .. }
+                    if missing == &["nats.url"] && unknown.is_empty()),
+                "{err}"
+            );
+            let err = load_sample::<Sample>(Path::new("unknown.toml")).expect_err("unknown");
+            assert!(
+                matches!(&err, SampleError::Keys { missing, unknown, .. }
+                    if missing.is_empty() && unknown == &["nats.port"]),
+                "{err}"
+            );
+            let err = load_sample::<Sample>(Path::new("bad.toml")).expect_err("bad value");
+            assert!(matches!(err, SampleError::Load { .. }), "{err}");
+            let err = load_sample::<Sample>(Path::new("absent.toml")).expect_err("absent");
+            assert!(matches!(err, SampleError::Read { .. }), "{err}");
+            Ok(())
+        });
     }
 }

@@ -38,49 +38,67 @@ async fn refused_without_leaking(config: &NatsConfig, secret: &str) {
     assert!(!err.contains(secret), "the error repeats the secret: {err}");
 }
 
-#[tokio::test]
-async fn user_and_password() {
+/// A server started with `server_config` accepts the credential `right` and refuses `wrong`,
+/// each put into the client's configuration by `set`, without repeating `wrong` in the error.
+async fn accepts_only(
+    server_config: String,
+    set: impl Fn(&mut NatsConfig, String),
+    right: String,
+    right_works: &str,
+    wrong: String,
+) {
     let server = NatsServer::builder()
-        .extra_config("authorization { users = [ { user: swarm, password: \"right-pw\" } ] }")
+        .extra_config(server_config)
         .start()
         .expect("nats-server");
     let mut c = config(&server);
-    c.user = Some("swarm".into());
-    c.password = Some("right-pw".into());
-    works(&c).await.expect("the right password works");
-    c.password = Some("wrong-pw-123".into());
-    refused_without_leaking(&c, "wrong-pw-123").await;
+    set(&mut c, right);
+    works(&c).await.expect(right_works);
+    set(&mut c, wrong.clone());
+    refused_without_leaking(&c, &wrong).await;
+}
+
+#[tokio::test]
+async fn user_and_password() {
+    accepts_only(
+        "authorization { users = [ { user: swarm, password: \"right-pw\" } ] }".into(),
+        |c, password| {
+            c.user = Some("swarm".into());
+            c.password = Some(password);
+        },
+        "right-pw".into(),
+        "the right password works",
+        "wrong-pw-123".into(),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn token() {
-    let server = NatsServer::builder()
-        .extra_config("authorization { token: \"right-token\" }")
-        .start()
-        .expect("nats-server");
-    let mut c = config(&server);
-    c.token = Some("right-token".into());
-    works(&c).await.expect("the right token works");
-    c.token = Some("wrong-token-456".into());
-    refused_without_leaking(&c, "wrong-token-456").await;
+    accepts_only(
+        "authorization { token: \"right-token\" }".into(),
+        |c, token| c.token = Some(token),
+        "right-token".into(),
+        "the right token works",
+        "wrong-token-456".into(),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn nkey_seed() {
     let user = nkeys::KeyPair::new_user();
-    let server = NatsServer::builder()
-        .extra_config(format!(
+    accepts_only(
+        format!(
             "authorization {{ users = [ {{ nkey: {} }} ] }}",
             user.public_key()
-        ))
-        .start()
-        .expect("nats-server");
-    let mut c = config(&server);
-    c.nkey_seed = Some(user.seed().expect("seed"));
-    works(&c).await.expect("the user's seed works");
-    let stranger = nkeys::KeyPair::new_user().seed().expect("seed");
-    c.nkey_seed = Some(stranger.clone());
-    refused_without_leaking(&c, &stranger).await;
+        ),
+        |c, seed| c.nkey_seed = Some(seed),
+        user.seed().expect("seed"),
+        "the user's seed works",
+        nkeys::KeyPair::new_user().seed().expect("seed"),
+    )
+    .await;
 }
 
 /// Base64url without padding, as JWTs use it.
@@ -117,6 +135,13 @@ fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Val
     );
     let signature = issuer.sign(signing_input.as_bytes()).expect("signs");
     format!("{signing_input}.{}", b64url(&signature))
+}
+
+/// The text of a `.creds` file: a user's JWT and nkey seed.
+fn creds_text(jwt: &str, seed: &str) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    )
 }
 
 #[tokio::test]
@@ -166,13 +191,7 @@ async fn creds_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let creds = dir.path().join("drone.creds");
     let seed = user.seed().expect("seed");
-    std::fs::write(
-        &creds,
-        format!(
-            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
-        ),
-    )
-    .expect("creds written");
+    std::fs::write(&creds, creds_text(&user_jwt, &seed)).expect("creds written");
     let mut c = config(&server);
     c.creds_file = Some(creds.clone());
     works(&c).await.expect("the creds file works");
@@ -187,13 +206,7 @@ async fn creds_file() {
         serde_json::json!({ "type": "user", "version": 2 }),
     );
     let stranger_seed = stranger.seed().expect("seed");
-    std::fs::write(
-        &creds,
-        format!(
-            "-----BEGIN NATS USER JWT-----\n{forged}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{stranger_seed}\n------END USER NKEY SEED------\n"
-        ),
-    )
-    .expect("creds written");
+    std::fs::write(&creds, creds_text(&forged, &stranger_seed)).expect("creds written");
     refused_without_leaking(&c, &stranger_seed).await;
     // A creds file that does not exist is named in the error.
     c.creds_file = Some(dir.path().join("missing.creds"));
@@ -215,26 +228,21 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
-fn certificates(dir: &Path) {
+/// A self-signed CA named `subject`: `<name>-key.pem` and `<name>.pem`.
+fn ca(dir: &Path, subject: &str, name: &str) {
+    let (key, pem) = (format!("{name}-key.pem"), format!("{name}.pem"));
     openssl(
         dir,
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=swarm test CA",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.pem",
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", subject,
+            "-keyout", &key, "-out", &pem,
         ],
     );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
+fn certificates(dir: &Path) {
+    ca(dir, "/CN=swarm test CA", "ca");
     // Extensions make the certificates X.509 v3, the only version rustls accepts.
     std::fs::write(
         dir.join("server.ext"),
@@ -305,32 +313,11 @@ async fn tls_with_a_client_certificate() {
         .await
         .expect_err("no client certificate, no connection");
     // A client that does not trust the server's CA refuses it.
-    certificates_other_ca(dir.path());
+    ca(dir.path(), "/CN=another CA", "other-ca");
     c.tls_ca = Some(path("other-ca.pem"));
     c.tls_cert = Some(path("client.pem"));
     c.tls_key = Some(path("client-key.pem"));
     works(&c)
         .await
         .expect_err("a server signed by another CA is refused");
-}
-
-fn certificates_other_ca(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=another CA",
-            "-keyout",
-            "other-ca-key.pem",
-            "-out",
-            "other-ca.pem",
-        ],
-    );
 }

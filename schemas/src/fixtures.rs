@@ -7,7 +7,9 @@
 
 use crate::codec::SCHEMA_VERSION;
 use crate::ids::{Arch, Atom, DroneName};
-use crate::messages::{DroneRecord, DroneState, PackageRecord, PackageState, RunningBuild};
+use crate::messages::{
+    DroneRecord, DroneState, Event, EventKind, PackageRecord, PackageState, RunningBuild,
+};
 
 /// A valid atom; panics on an invalid one (a fixture is the test's own input).
 pub fn atom(text: &str) -> Atom {
@@ -67,5 +69,30 @@ pub fn package_record(atom_text: &str, state: PackageState) -> PackageRecord {
         learned_secs: None,
         submitted_ms: 0,
         updated_ms: 0,
+    }
+}
+
+/// An event of `drone`'s process started at `boot_ms`, its report number `seq`, made at
+/// `boot_ms + seq` by the drone's clock.
+pub fn event(drone: &str, boot_ms: u64, seq: u64, kind: EventKind) -> Event {
+    Event {
+        v: SCHEMA_VERSION,
+        drone: drone_name(drone),
+        boot_ms,
+        seq,
+        at_ms: boot_ms + seq,
+        kind,
+    }
+}
+
+/// The claim of attempt `attempt` of an atom: the first delivery of stream message 1, under
+/// lease revision 1.
+pub fn claimed(atom_text: &str, attempt: u32) -> EventKind {
+    EventKind::Claimed {
+        atom: atom(atom_text),
+        attempt,
+        stream_seq: 1,
+        delivery: 1,
+        lease_rev: 1,
     }
 }

@@ -51,9 +51,4 @@ impl NatsCluster {
             .collect::<Vec<_>>()
             .join(",")
     }
-
-    /// The index of the node with server name `name`.
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        (0..self.nodes.len()).find(|i| Self::name(*i) == name)
-    }
 }

@@ -7,6 +7,60 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Why a `GET` got no usable response.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("GET {path} from {addr}: no answer within {timeout:?}")]
+    TimedOut {
+        addr: SocketAddr,
+        path: String,
+        timeout: Duration,
+    },
+    /// Connecting, writing the request or reading the response failed.
+    #[error("GET {path} from {addr}: {step}: {source}")]
+    Io {
+        addr: SocketAddr,
+        path: String,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("GET {path} from {addr}: {source}")]
+    Malformed {
+        addr: SocketAddr,
+        path: String,
+        #[source]
+        source: MalformedResponse,
+    },
+    /// [`Response::json`] of a body that is not JSON.
+    #[error("body of status {status} is not JSON: {source}: {body}")]
+    NotJson {
+        status: u16,
+        body: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What is wrong with the bytes of a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedResponse {
+    #[error("no end of headers")]
+    NoEndOfHeaders,
+    #[error("headers are not UTF-8")]
+    HeadersNotUtf8,
+    #[error("bad status line {0:?}")]
+    BadStatusLine(String),
+    #[error("body shorter than its length")]
+    ShortBody,
+    #[error("body is not UTF-8")]
+    BodyNotUtf8,
+    #[error("bad chunk size {0:?}")]
+    BadChunkSize(String),
+    #[error("truncated chunk")]
+    TruncatedChunk,
+}
+
 /// One response.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -25,55 +79,64 @@ impl Response {
     }
 
     /// The body parsed as JSON.
-    pub fn json(&self) -> Result<serde_json::Value, String> {
-        serde_json::from_str(&self.body).map_err(|e| {
-            format!(
-                "body of status {} is not JSON: {e}: {}",
-                self.status, self.body
-            )
+    pub fn json(&self) -> Result<serde_json::Value, HttpError> {
+        serde_json::from_str(&self.body).map_err(|source| HttpError::NotJson {
+            status: self.status,
+            body: self.body.clone(),
+            source,
         })
     }
 }
 
-/// `GET path` from `addr`, within `timeout`. `Err` says what went wrong.
-pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, String> {
+/// `GET path` from `addr`, within `timeout`.
+pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, HttpError> {
     tokio::time::timeout(timeout, get_inner(addr, path))
         .await
-        .map_err(|_| format!("GET {path} from {addr}: no answer within {timeout:?}"))?
+        .map_err(|_| HttpError::TimedOut {
+            addr,
+            path: path.to_owned(),
+            timeout,
+        })?
 }
 
-async fn get_inner(addr: SocketAddr, path: &str) -> Result<Response, String> {
-    let fail = |what: &str, e: std::io::Error| format!("GET {path} from {addr}: {what}: {e}");
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| fail("connect", e))?;
+async fn get_inner(addr: SocketAddr, path: &str) -> Result<Response, HttpError> {
+    let fail = |step: &'static str| {
+        move |source| HttpError::Io {
+            addr,
+            path: path.to_owned(),
+            step,
+            source,
+        }
+    };
+    let mut stream = TcpStream::connect(addr).await.map_err(fail("connect"))?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|e| fail("write", e))?;
+        .map_err(fail("write"))?;
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| fail("read", e))?;
-    parse(&raw).map_err(|reason| format!("GET {path} from {addr}: {reason}"))
+    stream.read_to_end(&mut raw).await.map_err(fail("read"))?;
+    parse(&raw).map_err(|source| HttpError::Malformed {
+        addr,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Parses a whole response as read until the server closed the connection.
-pub fn parse(raw: &[u8]) -> Result<Response, String> {
+pub fn parse(raw: &[u8]) -> Result<Response, MalformedResponse> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "headers are not UTF-8")?;
+        .ok_or(MalformedResponse::NoEndOfHeaders)?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| MalformedResponse::HeadersNotUtf8)?;
     let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or("no status line")?;
+    let status_line = lines.next().unwrap_or_default();
     let status = status_line
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+        .ok_or_else(|| MalformedResponse::BadStatusLine(status_line.to_owned()))?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -90,7 +153,7 @@ pub fn parse(raw: &[u8]) -> Result<Response, String> {
         .and_then(|(_, v)| v.parse::<usize>().ok())
     {
         rest.get(..len)
-            .ok_or("body shorter than its length")?
+            .ok_or(MalformedResponse::ShortBody)?
             .to_vec()
     } else {
         rest.to_vec()
@@ -98,26 +161,28 @@ pub fn parse(raw: &[u8]) -> Result<Response, String> {
     Ok(Response {
         status,
         headers,
-        body: String::from_utf8(body).map_err(|_| "body is not UTF-8")?,
+        body: String::from_utf8(body).map_err(|_| MalformedResponse::BodyNotUtf8)?,
     })
 }
 
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, MalformedResponse> {
     let mut body = Vec::new();
     loop {
         let end = data
             .windows(2)
             .position(|w| w == b"\r\n")
-            .ok_or("truncated chunk size")?;
-        let size_text = std::str::from_utf8(&data[..end]).map_err(|_| "bad chunk size")?;
+            .ok_or(MalformedResponse::TruncatedChunk)?;
+        let size_text = String::from_utf8_lossy(&data[..end]);
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+            .map_err(|_| MalformedResponse::BadChunkSize(size_text.clone().into_owned()))?;
         data = &data[end + 2..];
         if size == 0 {
             return Ok(body);
         }
-        body.extend_from_slice(data.get(..size).ok_or("truncated chunk")?);
-        data = data.get(size + 2..).ok_or("truncated chunk end")?;
+        body.extend_from_slice(data.get(..size).ok_or(MalformedResponse::TruncatedChunk)?);
+        data = data
+            .get(size + 2..)
+            .ok_or(MalformedResponse::TruncatedChunk)?;
     }
 }
 
@@ -136,5 +201,32 @@ mod tests {
         .expect("ok");
         assert_eq!((chunked.status, chunked.body.as_str()), (503, "abcde"));
         assert!(parse(b"garbage").is_err());
+        assert_eq!(
+            parse(b"garbage").expect_err("no headers"),
+            MalformedResponse::NoEndOfHeaders
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1\r\n\r\n").expect_err("no status"),
+            MalformedResponse::BadStatusLine("HTTP/1.1".into())
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nhi").expect_err("short"),
+            MalformedResponse::ShortBody
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n")
+                .expect_err("bad chunk"),
+            MalformedResponse::BadChunkSize("zz".into())
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n9\r\nabc")
+                .expect_err("truncated"),
+            MalformedResponse::TruncatedChunk
+        );
+        let text = parse(b"HTTP/1.1 200 OK\r\n\r\nnot json").expect("ok");
+        assert!(matches!(
+            text.json(),
+            Err(HttpError::NotJson { status: 200, .. })
+        ));
     }
 }

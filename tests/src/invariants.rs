@@ -217,16 +217,10 @@ impl Verdict {
     /// Panics with every violation when there is one; otherwise prints and records the row.
     pub fn assert_ok(&self) {
         self.record();
+        let [packages, succeeded, failed, builds, lost, twice, wrong] = self.figures();
         println!(
-            "{}: {} packages ({} succeeded, {} failed), {} builds; lost {}, built twice {}, wrong final state {}",
-            self.fault,
-            self.packages,
-            self.succeeded,
-            self.failed,
-            self.builds,
-            self.lost.len(),
-            self.built_twice.len(),
-            self.wrong_final.len()
+            "{}: {packages} packages ({succeeded} succeeded, {failed} failed), {builds} builds; lost {lost}, built twice {twice}, wrong final state {wrong}",
+            self.fault
         );
         assert!(
             self.lost.is_empty() && self.built_twice.is_empty() && self.wrong_final.is_empty(),
@@ -238,22 +232,26 @@ impl Verdict {
         );
     }
 
-    /// Appends this run to `artifacts/reliability.tsv`, the figures `docs/reliability.md` shows.
-    fn record(&self) {
-        let dir = testkit::workspace_root().join("artifacts");
-        let _ = std::fs::create_dir_all(&dir);
-        let line = format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            runtime::now_ms(),
-            self.fault,
+    /// The run's figures, in the order of the report's columns: packages, succeeded, failed,
+    /// builds, lost, built twice, wrong final state.
+    fn figures(&self) -> [usize; 7] {
+        [
             self.packages,
             self.succeeded,
             self.failed,
             self.builds,
             self.lost.len(),
             self.built_twice.len(),
-            self.wrong_final.len()
-        );
+            self.wrong_final.len(),
+        ]
+    }
+
+    /// Appends this run to `artifacts/reliability.tsv`, the figures `docs/reliability.md` shows.
+    fn record(&self) {
+        let dir = testkit::workspace_root().join("artifacts");
+        let _ = std::fs::create_dir_all(&dir);
+        let figures = self.figures().map(|n| n.to_string()).join("\t");
+        let line = format!("{}\t{}\t{figures}\n", runtime::now_ms(), self.fault);
         if let Ok(mut file) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -366,25 +364,10 @@ pub fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use schemas::{Arch, Atom, DroneName, SCHEMA_VERSION};
+    use schemas::fixtures::{drone_name, package_record};
 
     fn record(atom: &str, state: PackageState) -> (String, PackageRecord) {
-        (
-            atom.to_owned(),
-            PackageRecord {
-                class: None,
-                learned_secs: None,
-                v: SCHEMA_VERSION,
-                atom: Atom::parse(atom).expect("valid"),
-                arch: Arch::default(),
-                submission: 1,
-                state,
-                history: vec![],
-                estimate_secs: None,
-                submitted_ms: 0,
-                updated_ms: 0,
-            },
-        )
+        (atom.to_owned(), package_record(atom, state))
     }
 
     fn build(atom: &str, drone: &str, start: u64, end: u64, exit: i32) -> Build {
@@ -414,7 +397,7 @@ mod tests {
     fn the_checker_catches_each_kind_of_violation() {
         let done = |drone: &str| PackageState::Succeeded {
             attempt: 1,
-            drone: DroneName::parse(drone).expect("valid"),
+            drone: drone_name(drone),
         };
         let submitted: Vec<String> = ["a-b/ok", "a-b/lost", "a-b/twice", "a-b/stale", "a-b/queued"]
             .iter()

@@ -419,13 +419,9 @@ impl Swarm {
             let read = async {
                 let client = self.client().await;
                 let js = async_nats::jetstream::new(client);
-                let kv = js
-                    .get_key_value(names::PACKAGES_BUCKET)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                runtime::kv::read_bucket::<PackageRecord>(&kv)
-                    .await
-                    .map_err(|e| e.to_string())
+                let kv = runtime::kv::open_bucket(&js, names::PACKAGES_BUCKET).await?;
+                let items = runtime::kv::read_bucket::<PackageRecord>(&kv).await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(items)
             };
             match read.await {
                 Ok(items) => {
@@ -475,12 +471,6 @@ impl Swarm {
     pub async fn submit(&self, atoms: &[(String, Option<f64>)]) -> schemas::SubmitResult {
         let client = self.client().await;
         submit_with(&client, atoms).await
-    }
-
-    /// Keeps the logs of a failed test: call at the start of a test to leak the temp dir.
-    pub fn keep_logs(&mut self) {
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        let _ = dir.keep();
     }
 }
 

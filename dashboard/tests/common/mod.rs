@@ -2,15 +2,13 @@
 //! the coordinator creates it), the dashboard running in-process on a free port, and a reporter
 //! that publishes drone records and events exactly as a drone does.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use schemas::fixtures;
 use schemas::{
-    Arch, Atom, DroneName, DroneRecord, DroneState, Event, EventKind, PackageRecord, PackageState,
-    RunningBuild, SCHEMA_VERSION, names,
+    Arch, DroneName, DroneRecord, DroneState, Event, EventKind, PackageRecord, PackageState, names,
 };
 use swarm_dashboard::view::Snapshot;
 use testkit::NatsServer;
@@ -99,13 +97,7 @@ impl Dashboard {
     }
 }
 
-pub fn name(s: &str) -> DroneName {
-    DroneName::parse(s).expect("valid drone name")
-}
-
-pub fn atom(s: &str) -> Atom {
-    Atom::parse(s).expect("valid atom")
-}
+pub use schemas::fixtures::{atom, drone_name as name};
 
 /// Publishes one drone's records and events over its own connection, numbering them from one
 /// counter as a drone does.
@@ -142,12 +134,8 @@ impl Reporter {
     pub async fn event(&mut self, kind: EventKind) {
         self.seq += 1;
         let event = Event {
-            v: SCHEMA_VERSION,
-            drone: self.name.clone(),
-            boot_ms: self.boot_ms,
-            seq: self.seq,
             at_ms: runtime::now_ms(),
-            kind,
+            ..fixtures::event(self.name.as_str(), self.boot_ms, self.seq, kind)
         };
         let bytes = schemas::encode(&event).expect("encode");
         self.js
@@ -171,29 +159,16 @@ impl Reporter {
     /// Writes the drone's record with `state` and `building`.
     pub async fn record(&mut self, state: DroneState, building: &[&str]) {
         self.seq += 1;
+        let now = runtime::now_ms();
         let record = DroneRecord {
-            big_builds: false,
-            v: SCHEMA_VERSION,
-            name: self.name.clone(),
-            cores: self.cores,
             slots: self.slots,
-            arch: Arch::default(),
-            version: "test".into(),
-            state,
-            building: building
-                .iter()
-                .map(|a| RunningBuild {
-                    atom: atom(a),
-                    attempt: 1,
-                    started_ms: runtime::now_ms(),
-                })
-                .collect(),
-            consecutive_failures: 0,
-            heartbeat_ms: runtime::now_ms(),
+            building: fixtures::running(building, now),
+            heartbeat_ms: now,
             // Long enough that no test drone turns lost while a test runs.
             heartbeat_interval_ms: 60_000,
             boot_ms: self.boot_ms,
             seq: self.seq,
+            ..fixtures::drone_record(self.name.as_str(), self.cores, state)
         };
         let bytes = schemas::encode(&record).expect("encode");
         self.drones
@@ -210,23 +185,14 @@ pub async fn put_package(
     state: PackageState,
     submitted_ms: u64,
 ) {
-    let atom = atom(atom_text);
     let record = PackageRecord {
-        class: None,
-        learned_secs: None,
-        v: SCHEMA_VERSION,
-        atom: atom.clone(),
-        arch: Arch::default(),
-        submission: 1,
-        state,
-        history: vec![],
-        estimate_secs: None,
         submitted_ms,
         updated_ms: runtime::now_ms(),
+        ..fixtures::package_record(atom_text, state)
     };
     store
         .put(
-            atom.key().as_str(),
+            record.atom.key().as_str(),
             schemas::encode(&record).expect("encode").into(),
         )
         .await
