@@ -142,26 +142,7 @@ mod tests {
     use super::*;
     use schemas::{AttemptRecord, BuildOutcome, PackageState, SizeClass, SubmitItem, fixtures};
 
-    use crate::table::Entry;
-
-    const POLICY: Policy = Policy {
-        max_attempts: 3,
-        backoff_ms: 100,
-        backoff_max_ms: 1_000,
-    };
-
-    fn entry(atom: &str, state: PackageState, revision: u64) -> (PackageKey, Entry) {
-        let record = fixtures::package_record(atom, state);
-        (record.atom.key(), Entry { record, revision })
-    }
-
-    fn table(entries: Vec<(PackageKey, Entry)>) -> PackageTable {
-        let mut table = PackageTable::default();
-        for (key, entry) in entries {
-            table.store(&key, Some(entry));
-        }
-        table
-    }
+    use crate::table::testing::{POLICY, entry, table};
 
     fn request(atoms: &[&str], arch: Option<&str>) -> SubmitRequest {
         SubmitRequest {

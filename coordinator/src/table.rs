@@ -141,29 +141,36 @@ impl PackageTable {
     }
 }
 
+/// Tables and entries for the tests of the parts that read the table.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
-    use schemas::{BuildOutcome, fixtures};
 
-    const POLICY: Policy = Policy {
+    pub const POLICY: Policy = Policy {
         max_attempts: 3,
         backoff_ms: 100,
         backoff_max_ms: 1_000,
     };
 
-    fn entry(atom: &str, state: PackageState, revision: u64) -> (PackageKey, Entry) {
-        let record = fixtures::package_record(atom, state);
+    pub fn entry(atom: &str, state: PackageState, revision: u64) -> (PackageKey, Entry) {
+        let record = schemas::fixtures::package_record(atom, state);
         (record.atom.key(), Entry { record, revision })
     }
 
-    fn table(entries: Vec<(PackageKey, Entry)>) -> PackageTable {
+    pub fn table(entries: Vec<(PackageKey, Entry)>) -> PackageTable {
         let mut table = PackageTable::default();
         for (key, entry) in entries {
             table.store(&key, Some(entry));
         }
         table
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{POLICY, entry, table};
+    use super::*;
+    use schemas::{BuildOutcome, fixtures};
 
     fn waiting(attempt: u32, not_before_ms: u64) -> PackageState {
         PackageState::RetryWait {

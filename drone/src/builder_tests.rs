@@ -1,6 +1,24 @@
 //! Tests of the builders: argv identity, process groups, logs and tails, simulated builds.
 use super::*;
 
+/// Settings of the simulate builder that never fails.
+fn simulating(
+    time_scale: f64,
+    default_estimate_secs: f64,
+    model_file: Option<PathBuf>,
+) -> Settings {
+    Settings {
+        builder: crate::config::BuilderKind::Simulate,
+        simulate: crate::config::Simulate {
+            time_scale,
+            failure_rate: 0.0,
+            default_estimate_secs,
+            model_file,
+        },
+        ..Settings::default()
+    }
+}
+
 fn env(atom: &str) -> BuildEnv {
     BuildEnv {
         atom: Atom::parse(atom).expect("valid"),
@@ -78,16 +96,7 @@ async fn runs_with_env_and_captures_tail() {
 
 #[tokio::test]
 async fn a_simulated_build_ends_on_time_however_often_it_is_waited_for() {
-    let settings = Settings {
-        builder: crate::config::BuilderKind::Simulate,
-        simulate: crate::config::Simulate {
-            time_scale: 1.0,
-            failure_rate: 0.0,
-            default_estimate_secs: 0.3,
-            model_file: None,
-        },
-        ..Settings::default()
-    };
+    let settings = simulating(1.0, 0.3, None);
     let builder = Builder::from_settings(&settings).expect("valid settings");
     let env = BuildEnv {
         atom: Atom::parse("sys-libs/zlib").expect("valid"),
@@ -165,16 +174,7 @@ async fn the_model_decides_a_simulated_build_time_over_the_jobs_estimate() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("model.tsv");
     std::fs::write(&path, "a-b/slow\t100\n").expect("write model");
-    let settings = Settings {
-        builder: crate::config::BuilderKind::Simulate,
-        simulate: crate::config::Simulate {
-            time_scale: 0.01,
-            failure_rate: 0.0,
-            default_estimate_secs: 1.0,
-            model_file: Some(path),
-        },
-        ..Settings::default()
-    };
+    let settings = simulating(0.01, 1.0, Some(path));
     let builder = Builder::from_settings(&settings).expect("valid settings");
     let env = |atom: &str, jobs: u32| BuildEnv {
         atom: Atom::parse(atom).expect("valid atom"),

@@ -56,6 +56,14 @@ const BASE: Setup = Setup {
     grounded: false,
 };
 
+/// A big drone holding a big job while one handed-back build still runs.
+const HOLDING: Setup = Setup {
+    big: true,
+    building: 1,
+    reservation: Some("big"),
+    ..BASE
+};
+
 fn drone(setup: Setup, now: Instant) -> D {
     let mut drone = D::new(4, 3, setup.big, now);
     for n in 0..setup.building {
@@ -224,15 +232,7 @@ fn a_big_job_is_held_only_by_a_working_drone_whose_builds_just_started() {
 #[test]
 fn a_held_big_job_starts_once_the_drone_is_idle_or_goes_back_if_it_stopped_pulling() {
     let now = Instant::now();
-    let mut busy = drone(
-        Setup {
-            big: true,
-            building: 1,
-            reservation: Some("big"),
-            ..BASE
-        },
-        now,
-    );
+    let mut busy = drone(HOLDING, now);
     assert_eq!(busy.take_held(), None, "a handed-back build still runs");
     busy.slots.exited(&key(0), now);
     assert_eq!(busy.take_held(), Some(Held::Start("big")));
@@ -290,15 +290,7 @@ fn looks_and_big_pulls_go_out_one_at_a_time() {
     busy.looked(Look::Big, false);
     assert_eq!(busy.normal_pull(now), Some(3));
 
-    let mut holding = drone(
-        Setup {
-            big: true,
-            building: 1,
-            reservation: Some("big"),
-            ..BASE
-        },
-        now,
-    );
+    let mut holding = drone(HOLDING, now);
     holding.begin_look();
     holding.looked(Look::Big, false);
     assert_eq!(
