@@ -56,21 +56,12 @@ pub async fn claim(
         Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
         Err(_) => (0, 1),
     };
-    let key = job.atom.key();
-
-    if job.avoid.contains(&ctx.name)
-        && delivery <= 3
-        && another_drone_can_take(ctx, &job.avoid).await
-    {
+    if leave_to_others(ctx, job, delivery).await {
         debug!(package = %job.atom, "failed here before; leaving the retry to another drone");
-        nak(
-            message,
-            Some(Duration::from_millis(ctx.settings.avoid_delay_ms)),
-        )
-        .await;
+        let delay = Duration::from_millis(ctx.settings.avoid_delay_ms);
+        nak(message, Some(delay)).await;
         return Err(BuildReport::NotBuilt);
     }
-
     let lease = Lease {
         v: SCHEMA_VERSION,
         drone: ctx.name.clone(),
@@ -81,33 +72,16 @@ pub async fn claim(
         delivery,
         phase: LeasePhase::Building,
     };
-    let Ok(lease_bytes) = encode(&lease) else {
-        nak(message, None).await;
-        return Err(BuildReport::NotBuilt);
-    };
+    let key = job.atom.key();
     let claimed_at = Instant::now();
     // The lease and the package state in one round trip: the state read is a filter for stale
     // jobs, not a fence (the lease is), and a package that finishes between the two reads is
     // caught by the same check a moment later (its result commit needs this lease).
-    let (created, state) = tokio::join!(
-        ctx.leases.create(key.as_str(), lease_bytes.clone().into()),
-        current_state(ctx, &key)
-    );
-    let revision = match created {
+    let (held, state) = tokio::join!(hold_lease(ctx, &key, job, &lease), current_state(ctx, &key));
+    let revision = match held {
         Ok(revision) => revision,
-        Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
-            match take_over_finished(ctx, &key, job, lease_bytes).await {
-                Some(revision) => revision,
-                None => {
-                    debug!(package = %job.atom, "the lease is held or holds this attempt's result");
-                    nak(message, Some(ctx.lease_ttl / 2)).await;
-                    return Err(BuildReport::NotBuilt);
-                }
-            }
-        }
-        Err(err) => {
-            warn!(package = %job.atom, error = %err, "cannot create lease");
-            nak(message, Some(Duration::from_secs(1))).await;
+        Err(delay) => {
+            nak(message, delay).await;
             return Err(BuildReport::NotBuilt);
         }
     };
@@ -118,31 +92,83 @@ pub async fn claim(
         renewed_at: claimed_at,
         delivery,
     };
+    match wanted(job, state) {
+        Wanted::Yes => return Ok(claim),
+        Wanted::Stale => {
+            let _ = runtime::ack::double_ack(message, ACK_TIMEOUT).await;
+            claim.release(ctx).await;
+        }
+        Wanted::Unsure => {
+            claim.release(ctx).await;
+            nak(message, Some(Duration::from_secs(1))).await;
+        }
+    }
+    Err(BuildReport::NotBuilt)
+}
 
-    // Only build what the coordinator still wants built: this exact attempt of this
-    // submission, unfinished.
+/// Whether the coordinator still wants a job built.
+enum Wanted {
+    Yes,
+    /// The package has moved on (an older attempt, a finished package): acknowledged, since the
+    /// drone holds the lease and the ack is its to give.
+    Stale,
+    /// The package is unknown or its state could not be read: given back for later.
+    Unsure,
+}
+
+/// Whether this drone, which failed the package before, leaves the retry to another drone: for
+/// the first deliveries of the job, while another working drone of the arch is online.
+async fn leave_to_others(ctx: &Ctx, job: &Job, delivery: u64) -> bool {
+    job.avoid.contains(&ctx.name) && delivery <= 3 && another_drone_can_take(ctx, &job.avoid).await
+}
+
+/// Creates the lease, or takes over a finished one of an earlier attempt; its revision, or the
+/// delay to give the job back with when the package is held or the lease cannot be written.
+async fn hold_lease(
+    ctx: &Ctx,
+    key: &PackageKey,
+    job: &Job,
+    lease: &Lease,
+) -> Result<u64, Option<Duration>> {
+    let Ok(bytes) = encode(lease) else {
+        return Err(None);
+    };
+    match ctx.leases.create(key.as_str(), bytes.clone().into()).await {
+        Ok(revision) => Ok(revision),
+        Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+            take_over_finished(ctx, key, job, bytes)
+                .await
+                .ok_or_else(|| {
+                    debug!(package = %job.atom, "the lease is held or holds this attempt's result");
+                    Some(ctx.lease_ttl / 2)
+                })
+        }
+        Err(err) => {
+            warn!(package = %job.atom, error = %err, "cannot create lease");
+            Err(Some(Duration::from_secs(1)))
+        }
+    }
+}
+
+/// Only what the coordinator still wants built is built: this exact attempt of this submission,
+/// unfinished.
+fn wanted(job: &Job, state: Result<Option<(PackageState, u64)>, StateError>) -> Wanted {
     match state {
         Ok(Some((
             PackageState::Queued { attempt } | PackageState::Building { attempt, .. },
             submission,
-        ))) if attempt == job.attempt && submission == job.submission => Ok(claim),
+        ))) if attempt == job.attempt && submission == job.submission => Wanted::Yes,
         Ok(Some((state, _))) => {
             info!(package = %job.atom, attempt = job.attempt, state = state.label(), "stale job acknowledged without building");
-            let _ = runtime::ack::double_ack(message, ACK_TIMEOUT).await;
-            claim.release(ctx).await;
-            Err(BuildReport::NotBuilt)
+            Wanted::Stale
         }
         Ok(None) => {
             warn!(package = %job.atom, "job for a package the coordinator does not know; leaving it");
-            claim.release(ctx).await;
-            nak(message, Some(Duration::from_secs(1))).await;
-            Err(BuildReport::NotBuilt)
+            Wanted::Unsure
         }
         Err(err) => {
             warn!(package = %job.atom, error = %err, "cannot read package state");
-            claim.release(ctx).await;
-            nak(message, Some(Duration::from_secs(1))).await;
-            Err(BuildReport::NotBuilt)
+            Wanted::Unsure
         }
     }
 }
