@@ -181,8 +181,9 @@ pub async fn run(
     };
     let running = match prepare(&ctx, &job, &claim, jobs, slot).await {
         Ok(running) => running,
-        Err(reason) => {
-            warn!(package = %job.atom, error = %reason, "builder did not start; handing the job back");
+        Err(err) => {
+            warn!(package = %job.atom, error = %err, "builder did not start; handing the job back");
+            let reason = err.to_string();
             claim.release(&ctx).await;
             nak(&message, None).await;
             hand_back(&ctx, &job, reason.clone()).await;
@@ -215,15 +216,14 @@ pub async fn run(
     }
 }
 
-/// Starts the builder and announces the claim (`started` is the claim event); the error is
-/// the reason the builder could not start.
+/// Starts the builder and announces the claim (`started` is the claim event).
 async fn prepare(
     ctx: &Ctx,
     job: &Job,
     claim: &claim::Claim,
     jobs: u32,
     slot: &mut SlotHandle,
-) -> Result<Running, String> {
+) -> Result<Running, builder::StartError> {
     let env = BuildEnv {
         atom: job.atom.clone(),
         attempt: job.attempt,
@@ -239,8 +239,7 @@ async fn prepare(
         .log_dir
         .as_ref()
         .map(|dir| dir.join(format!("{}-{}.log", job.atom.key(), job.attempt)));
-    let running = builder::start(&ctx.builder, &env, ctx.settings.log_tail_bytes, log_file)
-        .map_err(|err| err.to_string())?;
+    let running = builder::start(&ctx.builder, &env, ctx.settings.log_tail_bytes, log_file)?;
     slot.build_started(&job.atom);
     ctx.reporter
         .note(EventKind::Started {

@@ -31,7 +31,7 @@ pub async fn report(
     let committed = commit(ctx, &claim).await;
     let (bytes, revision) = match committed {
         Ok(done) => done,
-        Err(reason) => return super::lease_lost(ctx, job, reason).await,
+        Err(err) => return super::lease_lost(ctx, job, err.to_string()).await,
     };
     let finished = EventKind::Finished {
         atom: job.atom.clone(),
@@ -67,10 +67,22 @@ pub async fn report(
     }
 }
 
+/// Why a result could not be committed on its lease: the lease is lost, or may be.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("cannot encode the lease: {0}")]
+    Encode(#[from] schemas::EncodeError),
+    /// Another drone took the lease over, or it expired.
+    #[error("result commit refused: {0}")]
+    Refused(#[from] async_nats::jetstream::kv::UpdateError),
+    #[error("result commit timed out")]
+    TimedOut,
+}
+
 /// Writes the finished lease at the claim's revision before the lease deadline; the encoded
-/// lease and its new revision, or why it could not be committed.
-async fn commit(ctx: &Ctx, claim: &Claim) -> Result<(Vec<u8>, u64), String> {
-    let bytes = encode(&claim.lease).map_err(|err| format!("cannot encode the lease: {err}"))?;
+/// lease and its new revision.
+async fn commit(ctx: &Ctx, claim: &Claim) -> Result<(Vec<u8>, u64), CommitError> {
+    let bytes = encode(&claim.lease)?;
     // The run stage returns only before the deadline; what is left of it bounds the commit.
     let remaining = claim
         .deadline(ctx.lease_ttl)
@@ -80,8 +92,8 @@ async fn commit(ctx: &Ctx, claim: &Claim) -> Result<(Vec<u8>, u64), String> {
         .update(claim.key.as_str(), bytes.clone().into(), claim.revision);
     match tokio::time::timeout(remaining, update).await {
         Ok(Ok(revision)) => Ok((bytes, revision)),
-        Ok(Err(err)) => Err(format!("result commit refused: {err}")),
-        Err(_) => Err("result commit timed out".to_owned()),
+        Ok(Err(err)) => Err(err.into()),
+        Err(_) => Err(CommitError::TimedOut),
     }
 }
 
