@@ -24,7 +24,7 @@ pub enum TestkitError {
     #[error(
         "{binary}: nats-server version {found:?} is older than {minimum} or unrecognised; run scripts/install-deps.sh",
         binary = binary.display(),
-        minimum = crate::server::MIN_VERSION_TEXT
+        minimum = crate::binary::MIN_VERSION_TEXT
     )]
     TooOld {
         /// The binary that was asked for its version.

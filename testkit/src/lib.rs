@@ -4,6 +4,7 @@
 //! Every test starts its own [`NatsServer`] (ephemeral ports, temp store, killed on drop), so tests
 //! run in parallel without sharing state and never mock NATS.
 
+mod binary;
 pub mod browser;
 mod cluster;
 mod error;
@@ -12,7 +13,8 @@ mod paths;
 pub mod proxy;
 mod server;
 
+pub use binary::{MIN_VERSION, nats_server_binary};
 pub use cluster::NatsCluster;
 pub use error::{TestkitError, TestkitErrorKind};
 pub use paths::{cargo_bin, fixture, free_port, workspace_root};
-pub use server::{MIN_VERSION, NatsServer, NatsServerBuilder, nats_server_binary};
+pub use server::{NatsServer, NatsServerBuilder};

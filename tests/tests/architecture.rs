@@ -1,8 +1,15 @@
 //! The repository's structure, checked: every name ARCHITECTURE.md gives exists, `schemas` stays
-//! free of async crates, and the coordinator and the drone spawn no untracked task.
+//! free of async crates, the coordinator and the drone spawn no untracked task, and no source file
+//! is over about 500 lines without a reason written at its top.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Lines a source file may have before it must say why it is that long; a little over 500, so
+/// that a file does not fail for a few lines of formatting.
+const MAX_LINES: usize = 520;
+/// What a long file's reason says, in a comment among its first lines.
+const LONG_FILE_REASON: &str = "over 500 lines";
 
 fn root() -> PathBuf {
     testkit::workspace_root()
@@ -269,4 +276,28 @@ fn drones_and_coordinators_spawn_only_tracked_tasks() {
         }
     }
     assert!(untracked.is_empty(), "untracked spawns: {untracked:?}");
+}
+
+/// A long file is hard to hold in mind whole; one that must stay long says why at its top.
+#[test]
+fn no_source_file_is_over_500_lines_without_a_reason_at_its_top() {
+    let mut long = Vec::new();
+    for path in tracked_files() {
+        if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(root().join(&path)).expect("read");
+        let lines = text.lines().count();
+        let says_why = text
+            .lines()
+            .take(12)
+            .any(|line| line.starts_with("//") && line.contains(LONG_FILE_REASON));
+        if lines > MAX_LINES && !says_why {
+            long.push(format!("{} ({lines} lines)", path.display()));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "split these, or say at their top why they are {LONG_FILE_REASON}: {long:?}"
+    );
 }

@@ -1,0 +1,162 @@
+//! What a drone says about itself: its record in the drones bucket and the events it publishes.
+
+use serde::{Deserialize, Serialize};
+
+use super::{BuildOutcome, version};
+use crate::codec::Wire;
+use crate::ids::{Arch, Atom, DroneName};
+
+/// What a drone is doing, as it reports itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DroneState {
+    /// Online with no build running.
+    Idle,
+    /// Online with at least one build running.
+    Building,
+    /// Stopped pulling because it is unhealthy; `swarmctl unground` returns it to work.
+    Grounded { reason: String },
+    /// Shutting down: pulls nothing, finishes or hands back what it runs.
+    Draining,
+    /// Shut down cleanly.
+    Offline,
+    /// Set by the coordinator when the drone's heartbeat stopped.
+    Lost { reason: String },
+}
+
+impl DroneState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            DroneState::Idle => "idle",
+            DroneState::Building => "building",
+            DroneState::Grounded { .. } => "grounded",
+            DroneState::Draining => "draining",
+            DroneState::Offline => "offline",
+            DroneState::Lost { .. } => "lost",
+        }
+    }
+}
+
+/// A build a drone is running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningBuild {
+    pub atom: Atom,
+    pub attempt: u32,
+    pub started_ms: u64,
+}
+
+/// A drone's registration and heartbeat, in the drones bucket under its name. The drone rewrites
+/// it on every heartbeat and state change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroneRecord {
+    #[serde(default = "version")]
+    pub v: u16,
+    pub name: DroneName,
+    pub cores: u32,
+    pub slots: u32,
+    pub arch: Arch,
+    /// The drone's software version.
+    pub version: String,
+    pub state: DroneState,
+    pub building: Vec<RunningBuild>,
+    /// Consecutive failed builds (of different packages) since the last success.
+    pub consecutive_failures: u32,
+    /// Unix milliseconds of this heartbeat, by the drone's clock.
+    pub heartbeat_ms: u64,
+    /// How often the drone heartbeats, so readers can tell a stopped heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// Whether the drone takes big builds (given the whole drone) from the big-builds consumer.
+    #[serde(default)]
+    pub big_builds: bool,
+    /// Identifies one run of the drone process; with `seq` it orders the drone's reports.
+    pub boot_ms: u64,
+    /// Drawn from the same per-boot counter as the drone's events, so a reader that follows both
+    /// the records and the events can tell which report is newer.
+    pub seq: u64,
+}
+
+impl Wire for DroneRecord {
+    const KIND: &'static str = "drone record";
+}
+
+/// A status event, published by a drone on its own event subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(default = "version")]
+    pub v: u16,
+    pub drone: DroneName,
+    /// Unix milliseconds when the drone process started; orders events across restarts.
+    pub boot_ms: u64,
+    /// Per-boot sequence number, starting at 1, shared with the drone's records
+    /// ([`DroneRecord::seq`]): every report of one drone process has its own, increasing number.
+    pub seq: u64,
+    pub at_ms: u64,
+    pub kind: EventKind,
+}
+
+impl Wire for Event {
+    const KIND: &'static str = "event";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    Online {
+        cores: u32,
+        slots: u32,
+        arch: Arch,
+        version: String,
+    },
+    /// The drone holds the lease and is about to start the build.
+    Claimed {
+        atom: Atom,
+        attempt: u32,
+        stream_seq: u64,
+        delivery: u64,
+        lease_rev: u64,
+    },
+    /// The drone holds the lease (revision `lease_rev`) and the build process started with
+    /// this argv and `jobs` cores (`MAKEOPTS=-j<jobs>`). Drones since 0.1 send this one event
+    /// for claim and start; the coordinator takes either as the claim.
+    Started {
+        atom: Atom,
+        attempt: u32,
+        argv: Vec<String>,
+        #[serde(default)]
+        jobs: u32,
+        #[serde(default)]
+        delivery: u64,
+        #[serde(default)]
+        lease_rev: u64,
+    },
+    /// The build ended and its result was committed on the lease. `jobs` is the cores it ran
+    /// with (0 when unknown), from which the coordinator learns the package's build cost.
+    Finished {
+        atom: Atom,
+        attempt: u32,
+        lease_rev: u64,
+        outcome: BuildOutcome,
+        duration_ms: u64,
+        #[serde(default)]
+        jobs: u32,
+    },
+    /// The drone gave the job back unbuilt (shutdown, or a fault of its own); the attempt is not
+    /// consumed.
+    HandedBack {
+        atom: Atom,
+        attempt: u32,
+        reason: String,
+    },
+    /// The drone lost the lease and killed the build; it reports nothing for it.
+    LeaseLost {
+        atom: Atom,
+        attempt: u32,
+        reason: String,
+    },
+    Grounded {
+        reason: String,
+    },
+    Ungrounded,
+    Draining,
+    Offline,
+}

@@ -1,0 +1,277 @@
+//! Tests of the messages: every one round-trips through MessagePack with its fields named, and
+//! bad bytes are refused by kind.
+
+use serde::Serialize;
+
+use super::*;
+use crate::codec::{DecodeError, SCHEMA_VERSION, Wire, decode, encode};
+use crate::ids::{Arch, Atom, DroneName};
+
+fn atom(s: &str) -> Atom {
+    Atom::parse(s).expect("valid atom")
+}
+
+fn drone(s: &str) -> DroneName {
+    DroneName::parse(s).expect("valid name")
+}
+
+fn round_trip<T: Wire + PartialEq + std::fmt::Debug>(value: T) {
+    let bytes = encode(&value).expect("encodes");
+    let back: T = decode(&bytes).expect("decodes");
+    assert_eq!(back, value);
+}
+
+#[test]
+fn every_message_round_trips() {
+    let failed = BuildOutcome::Failed {
+        exit: ExitInfo::code(1),
+        log_tail: "error: <b>".into(),
+    };
+    round_trip(Job {
+        v: SCHEMA_VERSION,
+        atom: atom("sys-libs/zlib"),
+        attempt: 2,
+        submission: 1,
+        avoid: vec![drone("drone-Izar")],
+        estimate_secs: Some(20.0),
+    });
+    round_trip(Lease {
+        v: SCHEMA_VERSION,
+        drone: drone("d1"),
+        atom: atom("sys-libs/zlib"),
+        attempt: 1,
+        submission: 3,
+        stream_seq: 7,
+        delivery: 1,
+        phase: LeasePhase::Finished {
+            outcome: failed.clone(),
+        },
+    });
+    round_trip(DroneRecord {
+        big_builds: false,
+        v: SCHEMA_VERSION,
+        name: drone("d1"),
+        cores: 24,
+        slots: 6,
+        arch: Arch::default(),
+        version: "0.1.0".into(),
+        state: DroneState::Grounded {
+            reason: "3 failures".into(),
+        },
+        building: vec![RunningBuild {
+            atom: atom("sys-libs/zlib"),
+            attempt: 1,
+            started_ms: 5,
+        }],
+        consecutive_failures: 3,
+        heartbeat_ms: 9,
+        heartbeat_interval_ms: 1000,
+        boot_ms: 1,
+        seq: 4,
+    });
+    for kind in [
+        EventKind::Online {
+            cores: 8,
+            slots: 2,
+            arch: Arch::default(),
+            version: "x".into(),
+        },
+        EventKind::Claimed {
+            atom: atom("a-b/c"),
+            attempt: 1,
+            stream_seq: 3,
+            delivery: 1,
+            lease_rev: 4,
+        },
+        EventKind::Started {
+            atom: atom("a-b/c"),
+            attempt: 1,
+            argv: vec!["emerge".into(), "a-b/c".into()],
+            jobs: 4,
+            delivery: 1,
+            lease_rev: 1,
+        },
+        EventKind::Finished {
+            atom: atom("a-b/c"),
+            attempt: 1,
+            lease_rev: 5,
+            outcome: failed.clone(),
+            duration_ms: 10,
+            jobs: 4,
+        },
+        EventKind::Finished {
+            atom: atom("a-b/c"),
+            attempt: 1,
+            lease_rev: 5,
+            outcome: BuildOutcome::Succeeded,
+            duration_ms: 10,
+            jobs: 4,
+        },
+        EventKind::HandedBack {
+            atom: atom("a-b/c"),
+            attempt: 1,
+            reason: "shutdown".into(),
+        },
+        EventKind::LeaseLost {
+            atom: atom("a-b/c"),
+            attempt: 1,
+            reason: "stale".into(),
+        },
+        EventKind::Grounded { reason: "r".into() },
+        EventKind::Ungrounded,
+        EventKind::Draining,
+        EventKind::Offline,
+    ] {
+        round_trip(Event {
+            v: SCHEMA_VERSION,
+            drone: drone("d1"),
+            boot_ms: 1,
+            seq: 2,
+            at_ms: 3,
+            kind,
+        });
+    }
+    for state in [
+        PackageState::Queued { attempt: 1 },
+        PackageState::Building {
+            attempt: 1,
+            drone: drone("d"),
+            since_ms: 3,
+        },
+        PackageState::RetryWait {
+            attempt: 2,
+            not_before_ms: 9,
+        },
+        PackageState::Succeeded {
+            attempt: 2,
+            drone: drone("d"),
+        },
+        PackageState::Failed {
+            attempt: 3,
+            reason: "r".into(),
+        },
+    ] {
+        round_trip(PackageRecord {
+            class: None,
+            learned_secs: None,
+            v: SCHEMA_VERSION,
+            atom: atom("a-b/c"),
+            arch: Arch::default(),
+            submission: 1,
+            state,
+            history: vec![AttemptRecord {
+                attempt: 1,
+                drone: drone("d"),
+                outcome: failed.clone(),
+                duration_ms: 1,
+                ended_ms: 2,
+            }],
+            estimate_secs: None,
+            submitted_ms: 1,
+            updated_ms: 2,
+        });
+    }
+    round_trip(SubmitRequest {
+        v: SCHEMA_VERSION,
+        items: vec![SubmitItem {
+            class: None,
+            atom: "not an atom".into(),
+            estimate_secs: None,
+        }],
+        arch: None,
+    });
+    for result in [
+        SubmitResult::Accepted {
+            queued: 1,
+            already_queued: 2,
+        },
+        SubmitResult::Rejected {
+            rejections: vec![AtomRejection {
+                input: "x".into(),
+                reason: "y".into(),
+            }],
+        },
+        SubmitResult::Error {
+            message: "z".into(),
+        },
+    ] {
+        round_trip(SubmitReply {
+            v: SCHEMA_VERSION,
+            result,
+        });
+    }
+    round_trip(DroneControl {
+        v: SCHEMA_VERSION,
+        command: DroneCommand::Unground,
+    });
+    round_trip(DroneControlReply {
+        v: SCHEMA_VERSION,
+        ok: true,
+        message: "ok".into(),
+    });
+}
+
+#[test]
+fn fields_are_named_on_the_wire() {
+    let bytes = encode(&DroneControl {
+        v: SCHEMA_VERSION,
+        command: DroneCommand::Unground,
+    })
+    .expect("encodes");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains("command") && text.contains("unground"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_bytes_are_rejected_by_kind() {
+    assert!(matches!(
+        decode::<Job>(b"\xc1\xff garbage"),
+        Err(DecodeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        decode::<Job>(b""),
+        Err(DecodeError::Malformed { .. })
+    ));
+    let big = vec![0u8; crate::codec::MAX_MESSAGE_BYTES + 1];
+    assert!(matches!(
+        decode::<Job>(&big),
+        Err(DecodeError::TooLarge { .. })
+    ));
+    #[derive(Serialize)]
+    struct Future {
+        v: u16,
+        atom: String,
+    }
+    let future = rmp_serde::to_vec_named(&Future {
+        v: 99,
+        atom: "a-b/c".into(),
+    })
+    .expect("encodes");
+    assert!(matches!(
+        decode::<Job>(&future),
+        Err(DecodeError::UnsupportedVersion { found: 99, .. })
+    ));
+    #[derive(Serialize)]
+    struct BadAtom {
+        v: u16,
+        atom: String,
+        attempt: u32,
+        submission: u64,
+    }
+    let bad = rmp_serde::to_vec_named(&BadAtom {
+        v: SCHEMA_VERSION,
+        atom: "$(reboot)".into(),
+        attempt: 1,
+        submission: 1,
+    })
+    .expect("encodes");
+    match decode::<Job>(&bad) {
+        Err(DecodeError::Invalid { reason, .. }) => {
+            assert!(reason.contains("$(reboot)"), "{reason}")
+        }
+        other => panic!("expected an invalid-atom error, got {other:?}"),
+    }
+}
