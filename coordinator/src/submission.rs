@@ -142,7 +142,7 @@ mod tests {
     use super::*;
     use schemas::{AttemptRecord, BuildOutcome, PackageState, SizeClass, SubmitItem, fixtures};
 
-    use crate::table::testing::{POLICY, entry, table};
+    use crate::table::testing::{POLICY, building, entry, table};
 
     fn request(atoms: &[&str], arch: Option<&str>) -> SubmitRequest {
         SubmitRequest {
@@ -221,15 +221,7 @@ mod tests {
                 4,
             ),
             entry("a/queued", PackageState::Queued { attempt: 1 }, 1),
-            entry(
-                "a/building",
-                PackageState::Building {
-                    attempt: 1,
-                    drone: fixtures::drone_name("d"),
-                    since_ms: 0,
-                },
-                1,
-            ),
+            entry("a/building", building("d"), 1),
             entry(
                 "a/waiting",
                 PackageState::RetryWait {

@@ -157,6 +157,15 @@ pub(crate) mod testing {
         (record.atom.key(), Entry { record, revision })
     }
 
+    /// Attempt 1 building on `drone` since time 0.
+    pub fn building(drone: &str) -> PackageState {
+        PackageState::Building {
+            attempt: 1,
+            drone: schemas::fixtures::drone_name(drone),
+            since_ms: 0,
+        }
+    }
+
     pub fn table(entries: Vec<(PackageKey, Entry)>) -> PackageTable {
         let mut table = PackageTable::default();
         for (key, entry) in entries {
@@ -168,7 +177,7 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{POLICY, entry, table};
+    use super::testing::{POLICY, building, entry, table};
     use super::*;
     use schemas::{BuildOutcome, fixtures};
 
@@ -253,15 +262,7 @@ mod tests {
         elsewhere.1.record.arch = other.clone();
         let table = table(vec![
             entry("a/queued", PackageState::Queued { attempt: 1 }, 1),
-            entry(
-                "a/building",
-                PackageState::Building {
-                    attempt: 1,
-                    drone: fixtures::drone_name("d"),
-                    since_ms: 0,
-                },
-                1,
-            ),
+            entry("a/building", building("d"), 1),
             entry("a/waiting", waiting(2, 5), 1),
             entry(
                 "a/done",

@@ -158,7 +158,8 @@ pub enum SampleError {
 }
 
 /// For a test of a sample config file: it must name every key of `T` (set, or commented out at
-/// its default) and nothing else, and load. Returns the loaded configuration for the caller to
+/// its default) and nothing else, and load on its own (over the defaults, without the environment).
+/// Returns the loaded configuration for the caller to
 /// validate; the error says which keys are missing or unknown, or why it does not load.
 pub fn load_sample<T: Serialize + DeserializeOwned + Default>(
     path: &Path,
@@ -178,10 +179,15 @@ pub fn load_sample<T: Serialize + DeserializeOwned + Default>(
             unknown,
         });
     }
-    load(Some(path)).map_err(|source| SampleError::Load {
-        path: path.to_owned(),
-        source,
-    })
+    // The file alone, over the defaults: what the sample says must not depend on the
+    // environment of whoever checks it (nor race with tests that set `SWARM_` variables).
+    Figment::from(Serialized::defaults(T::default()))
+        .merge(Toml::file_exact(path))
+        .extract()
+        .map_err(|err| SampleError::Load {
+            path: path.to_owned(),
+            source: ConfigError::Load(Box::new(err)),
+        })
 }
 
 #[cfg(test)]

@@ -262,10 +262,7 @@ impl Swarm {
             seq: event.seq,
         };
         let name = event.drone.clone();
-        let view = self
-            .drones
-            .entry(name.clone())
-            .or_insert_with(|| DroneView::unknown(name.clone()));
+        let view = drone_view(&mut self.drones, &name);
         if !view.seen.insert(id) {
             return Applied::Duplicate;
         }
@@ -317,11 +314,7 @@ impl Swarm {
             boot_ms: record.boot_ms,
             seq: record.seq,
         };
-        let name = record.name.clone();
-        let view = self
-            .drones
-            .entry(name.clone())
-            .or_insert_with(|| DroneView::unknown(name));
+        let view = drone_view(&mut self.drones, &record.name);
         // The coordinator marks a silent drone lost by rewriting the drone's own last record
         // (same sequence number) with the state changed: a verdict about the drone, not a sign
         // of life, so it may apply at the same sequence but never refreshes `last_heard_ms`.
@@ -379,3 +372,13 @@ impl Swarm {
 mod table_tests;
 #[cfg(test)]
 mod tests;
+
+/// A drone's view, made (as an unknown drone) at its first report.
+fn drone_view<'a>(
+    drones: &'a mut BTreeMap<DroneName, DroneView>,
+    name: &DroneName,
+) -> &'a mut DroneView {
+    drones
+        .entry(name.clone())
+        .or_insert_with(|| DroneView::unknown(name.clone()))
+}
