@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::Subject;
 use async_nats::jetstream::{self, consumer::PullConsumer};
+use bytes::Bytes;
 use futures::StreamExt;
 use schemas::{DroneName, DroneRecord, DroneState, EventKind, SCHEMA_VERSION, encode, names};
 use tokio::sync::mpsc;
@@ -25,6 +26,7 @@ use crate::reporter::Reporter;
 use crate::state::{Drone, Look, PullGate};
 use crate::topology::{MissingAsset, Topology};
 
+mod records;
 mod verdicts;
 mod work;
 
@@ -243,6 +245,12 @@ impl Shell {
         // forgotten after a few missed heartbeats, and the next pass asks again.
         let silence = self.idle_heartbeat * 3 + Duration::from_millis(500);
         let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+        let records = records::spawn(
+            &self.tracker,
+            self.drones.clone(),
+            self.ctx.name.to_string(),
+            self.helpers.clone(),
+        );
 
         loop {
             self.start_held().await;
@@ -279,14 +287,19 @@ impl Shell {
                 _ = tokio::time::sleep_until(at(record_at)), if record_at.is_some() => {}
             }
             if self.drone.record_due(urgent, Instant::now()) {
-                self.write_record(self.record_state()).await;
+                records.send_replace(self.record(self.drone.record_state()));
             }
         }
 
         self.helpers.cancel();
         self.tracker.close();
         self.tracker.wait().await;
-        self.write_record(DroneState::Offline).await;
+        // Written here, after the writer has stopped: nothing can land after it.
+        if let Some(bytes) = self.record(DroneState::Offline)
+            && let Err(err) = self.drones.put(self.ctx.name.as_str(), bytes).await
+        {
+            debug!(error = %err, "drone record not written");
+        }
         self.ctx.reporter.note(EventKind::Offline).await;
         let _ = self.client.flush().await;
         info!(drone = %self.ctx.name, "drone offline");
@@ -314,11 +327,8 @@ impl Shell {
         self.drone.drain_deadline = None;
     }
 
-    fn record_state(&self) -> DroneState {
-        self.drone.record_state()
-    }
-
-    async fn write_record(&self, state: DroneState) {
+    /// The drone record as the drone is now, encoded.
+    fn record(&self, state: DroneState) -> Option<Bytes> {
         let settings = &self.ctx.settings;
         let record = DroneRecord {
             big_builds: settings.takes_big_builds(),
@@ -337,12 +347,11 @@ impl Shell {
             seq: self.ctx.reporter.next_seq(),
         };
         match encode(&record) {
-            Ok(bytes) => {
-                if let Err(err) = self.drones.put(self.ctx.name.as_str(), bytes.into()).await {
-                    debug!(error = %err, "drone record not written");
-                }
+            Ok(bytes) => Some(bytes.into()),
+            Err(err) => {
+                warn!(error = %err, "cannot encode drone record");
+                None
             }
-            Err(err) => warn!(error = %err, "cannot encode drone record"),
         }
     }
 }
