@@ -6,8 +6,8 @@ use runtime::kv::KvItem;
 use schemas::names::{DRONES_BUCKET, PACKAGES_BUCKET};
 use schemas::summary::{Summary, effective_state, summarize};
 use schemas::{
-    Arch, Atom, BuildOutcome, DroneName, DroneRecord, DroneState, ExitInfo, PackageRecord,
-    PackageState, Wire,
+    Arch, Atom, BuildOutcome, DroneName, DroneRecord, DroneState, ExitInfo, FailureClass,
+    PackageRecord, PackageState, Wire,
 };
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +46,27 @@ pub struct HistoryRow {
     pub exit: Option<ExitInfo>,
     /// The end of the build log; `null` for a success.
     pub log_tail: Option<String>,
+    /// Whose fault a failure was: `package` (it spent an attempt), `fetch` or `infrastructure`
+    /// (it did not); `null` for a success.
+    #[serde(default)]
+    pub class: Option<FailureClass>,
+    /// The log line that decided the class, when one did.
+    #[serde(default)]
+    pub signature: Option<String>,
     pub duration_ms: u64,
+}
+
+impl HistoryRow {
+    /// What a failure says in one line: its class and the deciding log line (or the exit).
+    pub fn failure_summary(&self) -> Option<String> {
+        let class = self.class?;
+        let what = match (&self.signature, &self.exit) {
+            (Some(line), _) => line.clone(),
+            (None, Some(exit)) => exit.to_string(),
+            (None, None) => String::new(),
+        };
+        Some(format!("{class}: {what}"))
+    }
 }
 
 impl PackageRow {
@@ -56,7 +76,8 @@ impl PackageRow {
             | PackageState::Succeeded { attempt, drone } => (*attempt, Some(drone.clone()), None),
             PackageState::Failed { attempt, reason } => (*attempt, None, Some(reason.clone())),
             PackageState::Queued { .. } | PackageState::RetryWait { .. } => (
-                u32::try_from(record.history.len()).unwrap_or(u32::MAX),
+                u32::try_from(record.history.iter().filter(|h| spent_attempt(h)).count())
+                    .unwrap_or(u32::MAX),
                 None,
                 None,
             ),
@@ -71,11 +92,20 @@ impl PackageRow {
                 .history
                 .iter()
                 .map(|h| {
-                    let (outcome, exit, log_tail) = match &h.outcome {
-                        BuildOutcome::Succeeded => ("succeeded", None, None),
-                        BuildOutcome::Failed { exit, log_tail } => {
-                            ("failed", Some(exit.clone()), Some(log_tail.clone()))
-                        }
+                    let (outcome, exit, log_tail, class, signature) = match &h.outcome {
+                        BuildOutcome::Succeeded => ("succeeded", None, None, None, None),
+                        BuildOutcome::Failed {
+                            exit,
+                            log_tail,
+                            class,
+                            signature,
+                        } => (
+                            "failed",
+                            Some(exit.clone()),
+                            Some(log_tail.clone()),
+                            Some(*class),
+                            signature.clone(),
+                        ),
                     };
                     HistoryRow {
                         attempt: h.attempt,
@@ -83,6 +113,8 @@ impl PackageRow {
                         outcome: outcome.to_owned(),
                         exit,
                         log_tail,
+                        class,
+                        signature,
                         duration_ms: h.duration_ms,
                     }
                 })
@@ -198,7 +230,7 @@ pub async fn drones(client: &async_nats::Client) -> Result<Vec<DroneRow>, CliErr
 
 pub(crate) fn packages_table(rows: &[PackageRow]) -> String {
     table(
-        &["ATOM", "STATE", "ATTEMPTS", "DRONE"],
+        &["ATOM", "STATE", "ATTEMPTS", "DRONE", "LAST FAILURE"],
         rows.iter()
             .map(|row| {
                 vec![
@@ -209,10 +241,25 @@ pub(crate) fn packages_table(rows: &[PackageRow]) -> String {
                         .as_ref()
                         .map(|d| d.to_string())
                         .unwrap_or_default(),
+                    row.history
+                        .iter()
+                        .rev()
+                        .find_map(HistoryRow::failure_summary)
+                        .map(|text| schemas::shorten(&text, 100))
+                        .unwrap_or_default(),
                 ]
             })
             .collect(),
     )
+}
+
+/// Whether an ended build spent one of its package's attempts: a success or a package's own
+/// failure did; a fetch or infrastructure failure was given back without spending one.
+fn spent_attempt(record: &schemas::AttemptRecord) -> bool {
+    match &record.outcome {
+        BuildOutcome::Succeeded => true,
+        BuildOutcome::Failed { class, .. } => *class == FailureClass::Package,
+    }
 }
 
 pub(crate) fn drones_table(rows: &[DroneRow]) -> String {

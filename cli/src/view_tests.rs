@@ -22,6 +22,8 @@ fn failed_attempt(attempt: u32, by: &str) -> AttemptRecord {
         outcome: BuildOutcome::Failed {
             exit: ExitInfo::code(1),
             log_tail: "make: *** [all] Error 1".into(),
+            class: schemas::FailureClass::Package,
+            signature: None,
         },
         duration_ms: 10,
         ended_ms: 20,
@@ -206,11 +208,13 @@ fn package_rows() {
                 keys(entry),
                 [
                     "attempt",
+                    "class",
                     "drone",
                     "duration_ms",
                     "exit",
                     "log_tail",
-                    "outcome"
+                    "outcome",
+                    "signature"
                 ]
             );
         }
@@ -312,7 +316,7 @@ fn tables_align_and_leave_empty_cells_empty() {
     ];
     assert_eq!(
         packages_table(&rows),
-        "ATOM           STATE      ATTEMPTS  DRONE\n\
+        "ATOM           STATE      ATTEMPTS  DRONE       LAST FAILURE\n\
          sys-libs/zlib  succeeded  1         drone-Izar\n\
          a-b/c          queued     0\n"
     );

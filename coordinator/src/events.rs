@@ -90,10 +90,25 @@ pub fn package_change(event: Event) -> Option<Change> {
                 learned,
             })
         }
-        EventKind::HandedBack { atom, attempt, .. } => Some(Change::new(
-            atom.key(),
-            PackageEvent::HandedBack { attempt },
-        )),
+        // Given back unbuilt, or after a build that failed for a reason not the package's own
+        // (a download, the machine): the attempt is not spent, and a failed build is recorded.
+        EventKind::HandedBack {
+            atom,
+            attempt,
+            outcome,
+            duration_ms,
+            ..
+        } => {
+            let mut change = Change::new(atom.key(), PackageEvent::HandedBack { attempt });
+            change.attempt = outcome.map(|outcome| AttemptRecord {
+                attempt,
+                drone,
+                outcome,
+                duration_ms,
+                ended_ms: event.at_ms,
+            });
+            Some(change)
+        }
         _ => None,
     }
 }
@@ -198,6 +213,8 @@ mod tests {
         let failed = BuildOutcome::Failed {
             exit: ExitInfo::code(1),
             log_tail: String::new(),
+            class: schemas::FailureClass::Package,
+            signature: None,
         };
         let bad = package_change(event("d1", finished(failed))).expect("failed");
         assert!(matches!(bad.event, PackageEvent::Failed { attempt: 2, .. }));
@@ -211,9 +228,33 @@ mod tests {
             atom: a.clone(),
             attempt: 2,
             reason: "shutdown".into(),
+            outcome: None,
+            duration_ms: 0,
         };
         let back = package_change(event("d1", back)).expect("hand-back");
         assert_eq!(back.event, PackageEvent::HandedBack { attempt: 2 });
+        assert!(back.attempt.is_none(), "nothing was built");
+
+        // A build that failed for the machine's fault is given back and recorded.
+        let full_disk = BuildOutcome::Failed {
+            exit: schemas::ExitInfo::code(1),
+            log_tail: "No space left on device".into(),
+            class: schemas::FailureClass::Infrastructure,
+            signature: Some("No space left on device".into()),
+        };
+        let back = EventKind::HandedBack {
+            atom: a.clone(),
+            attempt: 2,
+            reason: "infrastructure failure".into(),
+            outcome: Some(full_disk.clone()),
+            duration_ms: 1_500,
+        };
+        let back = package_change(event("d1", back)).expect("hand-back");
+        assert_eq!(back.event, PackageEvent::HandedBack { attempt: 2 });
+        let recorded = back.attempt.expect("the failed build is recorded");
+        assert_eq!((recorded.attempt, recorded.duration_ms), (2, 1_500));
+        assert_eq!(recorded.outcome, full_disk);
+        assert_eq!(recorded.drone.as_str(), "d1");
 
         assert!(package_change(event("d1", EventKind::Offline)).is_none());
     }

@@ -7,7 +7,8 @@ use std::error::Error as _;
 
 use async_nats::jetstream::{self, ErrorCode, context, message::PublishMessage, stream};
 use schemas::{
-    BuildOutcome, EncodeError, Job, PackageKey, PackageRecord, SCHEMA_VERSION, encode, names,
+    BuildOutcome, EncodeError, FailureClass, Job, PackageKey, PackageRecord, SCHEMA_VERSION,
+    encode, names,
 };
 
 /// One job to publish: the package's record at `revision`, for `attempt`, on the normal or the
@@ -47,7 +48,13 @@ impl Publication<'_> {
             .record
             .history
             .iter()
-            .filter(|a| matches!(a.outcome, BuildOutcome::Failed { .. }))
+            // A download that failed says nothing about the drone that tried it.
+            .filter(|a| {
+                matches!(
+                    a.outcome,
+                    BuildOutcome::Failed { class, .. } if class != FailureClass::Fetch
+                )
+            })
             .map(|a| a.drone.clone())
             .collect();
         Job {
@@ -178,10 +185,13 @@ mod tests {
 
     #[test]
     fn the_job_avoids_the_drones_that_failed_the_package() {
-        let failed = BuildOutcome::Failed {
+        let failed_as = |class| BuildOutcome::Failed {
             exit: ExitInfo::code(1),
             log_tail: String::new(),
+            class,
+            signature: None,
         };
+        let failed = failed_as(schemas::FailureClass::Package);
         let record = PackageRecord {
             submission: 2,
             estimate_secs: Some(60.0),
@@ -189,6 +199,9 @@ mod tests {
                 attempt("d1", failed.clone()),
                 attempt("d2", BuildOutcome::Succeeded),
                 attempt("d3", failed),
+                // A download that failed is not the drone's doing: it is not avoided.
+                attempt("d4", failed_as(schemas::FailureClass::Fetch)),
+                attempt("d5", failed_as(schemas::FailureClass::Infrastructure)),
             ],
             ..fixtures::package_record(
                 "dev-libs/a",
@@ -209,7 +222,11 @@ mod tests {
         .job();
         assert_eq!(
             job.avoid,
-            [fixtures::drone_name("d1"), fixtures::drone_name("d3")]
+            [
+                fixtures::drone_name("d1"),
+                fixtures::drone_name("d3"),
+                fixtures::drone_name("d5")
+            ]
         );
         assert_eq!(
             (job.attempt, job.submission, job.estimate_secs),

@@ -233,7 +233,7 @@
       const details = el('details');
       const when = new Date(f.at_ms).toLocaleTimeString();
       details.append(
-        el('summary', null, `${when} · ${f.atom} (attempt ${f.attempt}) on ${f.drone}: ${describeExit(f.exit)}`),
+        el('summary', null, `${when} · ${f.atom} (attempt ${f.attempt}) on ${f.drone}: ${f.class || 'package'}: ${f.signature || describeExit(f.exit)}`),
         el('pre', 'log', f.log_tail || '(no output)'),
       );
       item.append(details);

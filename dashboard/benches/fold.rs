@@ -180,6 +180,8 @@ impl DroneGen {
                     BuildOutcome::Failed {
                         exit: ExitInfo::code(1),
                         log_tail: "checking for gcc... yes\nerror: build failed\n".repeat(50),
+                        class: schemas::FailureClass::Package,
+                        signature: None,
                     }
                 } else {
                     BuildOutcome::Succeeded

@@ -115,7 +115,10 @@ pub enum Running {
     Child {
         child: Box<Child>,
         pgid: Option<i32>,
+        /// The end of the build's output: the last `CLASSIFY_BYTES` (or more), of which the
+        /// last `tail_bytes` are reported.
         tail: Arc<Mutex<VecDeque<u8>>>,
+        tail_bytes: usize,
         readers: Vec<tokio::task::JoinHandle<()>>,
         /// The supervisor's stdin: written to keep the build alive, closed to kill it.
         lifeline: Option<tokio::process::ChildStdin>,
@@ -200,7 +203,8 @@ pub fn start(
             let pgid = child.id().map(|id| id as i32);
             // Held open for the build's life: the supervisor kills the build when it closes.
             let lifeline = child.stdin.take();
-            let tail = Arc::new(Mutex::new(VecDeque::with_capacity(tail_bytes)));
+            let kept = tail_bytes.max(CLASSIFY_BYTES);
+            let tail = Arc::new(Mutex::new(VecDeque::with_capacity(kept)));
             let log = match log_file {
                 Some(path) => Some(Arc::new(tokio::sync::Mutex::new(
                     std::fs::File::create(&path)
@@ -214,20 +218,16 @@ pub fn start(
             };
             let mut readers = Vec::new();
             if let Some(out) = child.stdout.take() {
-                readers.push(tokio::spawn(pump(
-                    out,
-                    tail.clone(),
-                    tail_bytes,
-                    log.clone(),
-                )));
+                readers.push(tokio::spawn(pump(out, tail.clone(), kept, log.clone())));
             }
             if let Some(err) = child.stderr.take() {
-                readers.push(tokio::spawn(pump(err, tail.clone(), tail_bytes, log)));
+                readers.push(tokio::spawn(pump(err, tail.clone(), kept, log)));
             }
             Ok(Running::Child {
                 child: Box::new(child),
                 pgid,
                 tail,
+                tail_bytes,
                 readers,
                 lifeline,
             })
@@ -270,10 +270,7 @@ impl Running {
             Running::Simulated { until, fails } => {
                 tokio::time::sleep_until(*until).await;
                 if *fails {
-                    BuildOutcome::Failed {
-                        exit: ExitInfo::code(1),
-                        log_tail: "simulated build failure".to_owned(),
-                    }
+                    failed(ExitInfo::code(1), "simulated build failure", usize::MAX)
                 } else {
                     BuildOutcome::Succeeded
                 }
@@ -281,6 +278,7 @@ impl Running {
             Running::Child {
                 child,
                 tail,
+                tail_bytes,
                 readers,
                 ..
             } => {
@@ -290,25 +288,25 @@ impl Running {
                 for reader in readers.drain(..) {
                     let _ = tokio::time::timeout(READER_DRAIN, reader).await;
                 }
-                let log_tail = tail_text(tail);
                 match status {
                     Ok(status) if status.success() => BuildOutcome::Succeeded,
                     Ok(status) => {
                         use std::os::unix::process::ExitStatusExt;
-                        BuildOutcome::Failed {
-                            exit: ExitInfo {
-                                code: status.code(),
-                                signal: status.signal(),
-                            },
-                            log_tail,
-                        }
+                        let exit = ExitInfo {
+                            code: status.code(),
+                            signal: status.signal(),
+                        };
+                        failed(exit, &tail_text(tail), *tail_bytes)
                     }
+                    // Not knowing how the build ended is the machine's trouble.
                     Err(err) => BuildOutcome::Failed {
                         exit: ExitInfo {
                             code: None,
                             signal: None,
                         },
                         log_tail: format!("cannot wait for the build process: {err}"),
+                        class: schemas::FailureClass::Infrastructure,
+                        signature: Some(format!("cannot wait for the build process: {err}")),
                     },
                 }
             }
@@ -377,6 +375,26 @@ async fn pump(
                 }
             }
         }
+    }
+}
+
+/// How much of a build's output end is kept to classify a failure (emerge prints its summary
+/// last, but a full disk may show a screen or two above it).
+const CLASSIFY_BYTES: usize = 64 * 1024;
+
+/// A failed build's outcome: classified on the whole kept output, reported with its last
+/// `tail_bytes`.
+fn failed(exit: ExitInfo, output: &str, tail_bytes: usize) -> BuildOutcome {
+    let classification = crate::classify::classify(&exit, output);
+    let mut start = output.len().saturating_sub(tail_bytes);
+    while !output.is_char_boundary(start) {
+        start += 1;
+    }
+    BuildOutcome::Failed {
+        exit,
+        log_tail: output[start..].to_owned(),
+        class: classification.class,
+        signature: classification.signature,
     }
 }
 

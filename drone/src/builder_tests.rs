@@ -85,7 +85,7 @@ async fn runs_with_env_and_captures_tail() {
     };
     let mut running = start(&builder, &env("sys-libs/zlib"), 4096, None).expect("starts");
     match running.wait().await {
-        BuildOutcome::Failed { exit, log_tail } => {
+        BuildOutcome::Failed { exit, log_tail, .. } => {
             assert_eq!(exit.code, Some(3));
             assert!(log_tail.contains("sys-libs/zlib 2 d1 -j4"), "{log_tail}");
             assert!(log_tail.contains("oops"), "{log_tail}");

@@ -86,6 +86,9 @@ pub struct Settings {
     pub log_dir: Option<PathBuf>,
     /// A drone that already failed a package leaves its retry this long to other drones.
     pub avoid_delay_ms: u64,
+    /// A build whose source files would not download is given back and offered again after
+    /// this long (to any drone); it spends no attempt of the package.
+    pub fetch_retry_ms: u64,
     /// The directory builds write into (for emerge, Portage's build directory). Before taking a
     /// job the drone checks that it is a writable directory with at least `min_free_mb` free,
     /// and grounds itself otherwise. Unset: `/var/tmp/portage` for the emerge builder, no check
@@ -114,6 +117,7 @@ impl Default for Settings {
             log_tail_bytes: 4_096,
             log_dir: None,
             avoid_delay_ms: 2_000,
+            fetch_retry_ms: 300_000,
             build_dir: None,
             min_free_mb: default_min_free_mb(),
         }

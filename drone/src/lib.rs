@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod builder;
+pub mod classify;
 pub mod config;
 pub mod disk;
 pub mod health;

@@ -450,14 +450,23 @@ impl<M> Drone<M> {
 }
 
 /// The health verdict on a build whose process ended with `outcome`; `None` for a build that
-/// did not run to its end (it was killed because its lease was lost).
+/// did not run to its end (it was killed because its lease was lost), and for a failure that
+/// is not the machine's: a package's own error counts against the package, a download that
+/// failed against no one. Only the machine's failures (no space, no memory, no builder, a
+/// Portage crash) count towards grounding the drone; any success resets the count.
 pub fn verdict(atom: &Atom, outcome: Option<&schemas::BuildOutcome>) -> Option<HealthEvent> {
     match outcome? {
         schemas::BuildOutcome::Succeeded => Some(HealthEvent::BuildSucceeded),
-        schemas::BuildOutcome::Failed { exit, .. } => Some(HealthEvent::BuildFailed {
+        schemas::BuildOutcome::Failed {
+            exit,
+            class: schemas::FailureClass::Infrastructure,
+            signature,
+            ..
+        } => Some(HealthEvent::BuildFailed {
             atom: atom.clone(),
-            why: exit.to_string(),
+            why: signature.clone().unwrap_or_else(|| exit.to_string()),
         }),
+        schemas::BuildOutcome::Failed { .. } => None,
     }
 }
 

@@ -375,19 +375,40 @@ fn the_record_is_written_at_once_for_state_changes_and_at_most_once_a_second_oth
 }
 
 #[test]
-fn only_a_build_that_ran_to_its_end_gives_a_verdict() {
+fn only_a_build_that_ran_to_its_end_and_failed_for_the_machine_counts_against_it() {
+    use schemas::FailureClass::*;
     let atom = schemas::fixtures::atom("a-b/c");
     assert_eq!(verdict(&atom, None), None, "killed for a lost lease");
     assert_eq!(
         verdict(&atom, Some(&BuildOutcome::Succeeded)),
         Some(HealthEvent::BuildSucceeded)
     );
-    let failed = BuildOutcome::Failed {
+    let failed = |class, signature: Option<&str>| BuildOutcome::Failed {
         exit: ExitInfo::code(2),
         log_tail: String::new(),
+        class,
+        signature: signature.map(str::to_owned),
     };
     assert_eq!(
-        verdict(&atom, Some(&failed)),
+        verdict(&atom, Some(&failed(Package, Some("ERROR: compile")))),
+        None
+    );
+    assert_eq!(
+        verdict(&atom, Some(&failed(Fetch, Some("Couldn't download")))),
+        None
+    );
+    assert_eq!(
+        verdict(
+            &atom,
+            Some(&failed(Infrastructure, Some("No space left on device")))
+        ),
+        Some(HealthEvent::BuildFailed {
+            atom: atom.clone(),
+            why: "No space left on device".into()
+        })
+    );
+    assert_eq!(
+        verdict(&atom, Some(&failed(Infrastructure, None))),
         Some(HealthEvent::BuildFailed {
             atom,
             why: "exit status 2".into()

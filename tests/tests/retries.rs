@@ -49,12 +49,23 @@ async fn fail_fail_succeed_keeps_the_argv_and_leaves_the_queue() {
     assert_eq!(status["packages"]["succeeded"], 1);
 }
 
-/// A drone whose builds of different packages fail three times in a row grounds itself and
-/// pulls nothing more; `swarmctl unground` returns it to work.
+/// A drone whose builds of different packages fail three times in a row for the machine's
+/// fault (its disk is full) grounds itself and pulls nothing more; `swarmctl unground` returns
+/// it to work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drone_grounds_itself_and_swarmctl_ungrounds_it() {
     let mut swarm = Swarm::start_with(&[("SWARM_COORDINATOR__MAX_ATTEMPTS", "5")]).await;
-    swarm.spawn_drone(&DroneSpec::new("g-bad", 2, 1).env("SWARM_TEST_FAIL_ALWAYS", "1"));
+    swarm.spawn_drone(
+        &DroneSpec::new("g-bad", 2, 1)
+            .env("SWARM_TEST_FAIL_ALWAYS", "1")
+            .env(
+                "SWARM_TEST_FAIL_MESSAGE",
+                "cc1: error while writing: No space left on device",
+            )
+            // The packages it gives back wait for other drones long enough that it meets three
+            // different ones before any comes back to it.
+            .env("SWARM_DRONE__AVOID_DELAY_MS", "5000"),
+    );
     let items: Vec<(String, Option<f64>)> = (0..6)
         .map(|i| (format!("=dev-test/ground-1.{i}"), None))
         .collect();

@@ -48,6 +48,8 @@ pub fn failed_attempt(attempt: u32, by: &str) -> AttemptRecord {
         outcome: BuildOutcome::Failed {
             exit: ExitInfo::code(2),
             log_tail: "configure: error: no acceptable C compiler".into(),
+            class: schemas::FailureClass::Package,
+            signature: None,
         },
         duration_ms: 10,
         ended_ms: 10,

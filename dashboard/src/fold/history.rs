@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use schemas::{Atom, BuildOutcome, DroneName, Event, EventKind, ExitInfo};
+use schemas::{Atom, BuildOutcome, DroneName, Event, EventKind, ExitInfo, FailureClass};
 use serde::{Deserialize, Serialize};
 
 /// Build output kept per failure: the end of the log tail a drone reported.
@@ -83,6 +83,7 @@ impl LastResult {
                 atom,
                 attempt,
                 reason,
+                ..
             } => {
                 let reason = reason.clone();
                 (atom, attempt, ResultKind::HandedBack { reason }, None)
@@ -116,8 +117,58 @@ pub struct Failure {
     pub exit: ExitInfo,
     /// The end of the build output, at most [`FAILURE_TAIL_CHARS`] characters.
     pub log_tail: String,
+    /// Whose fault it was: the package's, a download's or the machine's.
+    #[serde(default)]
+    pub class: FailureClass,
+    /// The log line that decided the class.
+    #[serde(default)]
+    pub signature: Option<String>,
     pub at_ms: u64,
     pub duration_ms: u64,
+}
+
+impl Failure {
+    /// The failure a drone event reports, if it reports one: a failed build's result, or a
+    /// build given back after it failed for a reason not the package's own.
+    pub fn of(drone: &DroneName, event: &Event) -> Option<Failure> {
+        let (atom, attempt, outcome, duration_ms) = match &event.kind {
+            EventKind::Finished {
+                atom,
+                attempt,
+                outcome,
+                duration_ms,
+                ..
+            } => (atom, attempt, outcome, duration_ms),
+            EventKind::HandedBack {
+                atom,
+                attempt,
+                outcome: Some(outcome),
+                duration_ms,
+                ..
+            } => (atom, attempt, outcome, duration_ms),
+            _ => return None,
+        };
+        let BuildOutcome::Failed {
+            exit,
+            log_tail,
+            class,
+            signature,
+        } = outcome
+        else {
+            return None;
+        };
+        Some(Failure {
+            drone: drone.clone(),
+            atom: atom.clone(),
+            attempt: *attempt,
+            exit: exit.clone(),
+            log_tail: tail(log_tail, FAILURE_TAIL_CHARS),
+            class: *class,
+            signature: signature.clone(),
+            at_ms: event.at_ms,
+            duration_ms: *duration_ms,
+        })
+    }
 }
 
 /// Keeps the `kept` most recent failures, ordered by the time the drones reported them.

@@ -19,14 +19,12 @@ mod history;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use schemas::{
-    BuildOutcome, DroneName, DroneRecord, DroneState, Event, EventKind, PackageRecord, PackageState,
-};
+use schemas::{DroneName, DroneRecord, DroneState, Event, PackageRecord, PackageState};
 use serde::{Deserialize, Serialize};
 
 pub use drone::{ASSUMED_HEARTBEAT_MS, DroneView, MAX_PENDING_EVENTS, ReportId, SeenWindow};
+use history::insert_failure;
 pub use history::{BuildCounts, FAILURE_TAIL_CHARS, Failure, LastResult, ResultKind};
-use history::{insert_failure, tail};
 
 /// What the dashboard keeps of one package: enough to count states and follow the run.
 #[derive(Debug, Clone, PartialEq)]
@@ -270,23 +268,7 @@ impl Swarm {
         // History: counted once per event, whatever its order.
         view.builds.count(&event.kind);
         self.builds.count(&event.kind);
-        if let EventKind::Finished {
-            atom,
-            attempt,
-            outcome: BuildOutcome::Failed { exit, log_tail },
-            duration_ms,
-            ..
-        } = &event.kind
-        {
-            let failure = Failure {
-                drone: name.clone(),
-                atom: atom.clone(),
-                attempt: *attempt,
-                exit: exit.clone(),
-                log_tail: tail(log_tail, FAILURE_TAIL_CHARS),
-                at_ms: event.at_ms,
-                duration_ms: *duration_ms,
-            };
+        if let Some(failure) = Failure::of(&name, &event) {
             insert_failure(&mut self.failures, failure, self.failures_kept);
         }
         if let Some(result) = LastResult::of(&event)

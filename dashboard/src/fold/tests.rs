@@ -36,6 +36,8 @@ pub(super) fn finished(a: &str, ok: bool) -> EventKind {
             BuildOutcome::Failed {
                 exit: ExitInfo::code(1),
                 log_tail: format!("error building {a}"),
+                class: schemas::FailureClass::Package,
+                signature: None,
             }
         },
         duration_ms: 10,
@@ -159,6 +161,38 @@ fn failures_keep_the_most_recent_in_time_order() {
 }
 
 #[test]
+fn failures_given_back_are_listed_with_their_class_and_line() {
+    let mut swarm = Swarm::new(5);
+    let outcome = BuildOutcome::Failed {
+        exit: ExitInfo::code(1),
+        log_tail: "cc1: No space left on device".into(),
+        class: schemas::FailureClass::Infrastructure,
+        signature: Some("cc1: No space left on device".into()),
+    };
+    let given_back = |outcome| EventKind::HandedBack {
+        atom: atom("x-y/z"),
+        attempt: 2,
+        reason: "infrastructure failure".into(),
+        outcome,
+        duration_ms: 7,
+    };
+    // A hand-back at shutdown built nothing and is no failure.
+    swarm.apply(event("a", 1, 1, given_back(None)));
+    assert!(swarm.failures.is_empty());
+    swarm.apply(event("a", 1, 2, given_back(Some(outcome))));
+    let failure = &swarm.failures[0];
+    assert_eq!(failure.class, schemas::FailureClass::Infrastructure);
+    assert_eq!(
+        failure.signature.as_deref(),
+        Some("cc1: No space left on device")
+    );
+    assert_eq!((failure.attempt, failure.duration_ms), (2, 7));
+    // A package's own failure keeps its class too.
+    swarm.apply(event("a", 1, 3, finished("x-y/w", false)));
+    assert_eq!(swarm.failures[1].class, schemas::FailureClass::Package);
+}
+
+#[test]
 fn long_log_tails_are_cut_to_their_end() {
     let mut swarm = Swarm::new(3);
     let long = format!("{}END", "x".repeat(FAILURE_TAIL_CHARS * 2));
@@ -173,6 +207,8 @@ fn long_log_tails_are_cut_to_their_end() {
             outcome: BuildOutcome::Failed {
                 exit: ExitInfo::code(2),
                 log_tail: long,
+                class: schemas::FailureClass::Package,
+                signature: None,
             },
             duration_ms: 1,
             jobs: 4,

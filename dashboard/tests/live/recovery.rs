@@ -45,6 +45,8 @@ async fn health_and_metrics_follow_nats_and_the_fold() {
             outcome: BuildOutcome::Failed {
                 exit: ExitInfo::code(2),
                 log_tail: "make: *** [all] Error 2".into(),
+                class: schemas::FailureClass::Package,
+                signature: None,
             },
             duration_ms: 1_000,
             jobs: 4,
@@ -162,6 +164,8 @@ async fn a_dashboard_started_later_replays_the_same_history() {
             BuildOutcome::Failed {
                 exit: ExitInfo::code(1),
                 log_tail: format!("error in {pkg}"),
+                class: schemas::FailureClass::Package,
+                signature: None,
             }
         } else {
             BuildOutcome::Succeeded

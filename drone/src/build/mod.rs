@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, kv};
-use schemas::{Atom, BuildOutcome, DroneName, EventKind, Job, PackageKey};
+use schemas::{Atom, BuildOutcome, DroneName, EventKind, FailureClass, Job, PackageKey};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -58,6 +58,9 @@ pub enum BuildReport {
     BuilderBroken { atom: Atom, reason: String },
     /// The lease was lost and the build killed, or its result could not be stored.
     LeaseLost,
+    /// The build failed for a reason that is not the package's (`class`): given back without
+    /// spending an attempt.
+    GivenBack { class: FailureClass },
 }
 
 /// What a build task tells the main loop about its slots.
@@ -186,7 +189,7 @@ pub async fn run(
             let reason = err.to_string();
             claim.release(&ctx).await;
             nak(&message, None).await;
-            hand_back(&ctx, &job, reason.clone()).await;
+            hand_back(&ctx, &job, reason.clone(), None).await;
             return BuildReport::BuilderBroken {
                 atom: job.atom,
                 reason,
@@ -197,6 +200,28 @@ pub async fn run(
     match watch::watch(&ctx, &message, &job, claim, running, &handback, slot).await {
         RunEnd::Exited {
             claim,
+            outcome:
+                outcome @ BuildOutcome::Failed {
+                    class: class @ (FailureClass::Fetch | FailureClass::Infrastructure),
+                    ..
+                },
+            duration_ms,
+        } => {
+            // Not the package's fault: it goes back without spending an attempt, to other
+            // drones after a moment for the machine's faults, to anyone later for a download.
+            let delay = match class {
+                FailureClass::Fetch => ctx.settings.fetch_retry_ms,
+                _ => ctx.settings.avoid_delay_ms,
+            };
+            warn!(package = %job.atom, attempt = job.attempt, %class, "build failed, not for the package's fault; giving it back");
+            claim.release(&ctx).await;
+            let reason = format!("{class} failure");
+            hand_back(&ctx, &job, reason, Some((outcome, duration_ms))).await;
+            nak(&message, Some(Duration::from_millis(delay))).await;
+            BuildReport::GivenBack { class }
+        }
+        RunEnd::Exited {
+            claim,
             outcome,
             duration_ms,
         } => report::report(&ctx, &message, &job, claim, outcome, duration_ms, jobs).await,
@@ -205,12 +230,8 @@ pub async fn run(
             claim.release(&ctx).await;
             nak(&message, None).await;
             info!(package = %job.atom, "build handed back");
-            hand_back(
-                &ctx,
-                &job,
-                "drone shut down before the build finished".to_owned(),
-            )
-            .await;
+            let reason = "drone shut down before the build finished".to_owned();
+            hand_back(&ctx, &job, reason, None).await;
             BuildReport::HandedBack
         }
     }
@@ -270,11 +291,17 @@ async fn lease_lost(ctx: &Ctx, job: &Job, reason: String) -> BuildReport {
 
 /// Reports a job given back unbuilt, waiting for the stream to store it: the coordinator
 /// requeues the package at once instead of waiting for the reconciler.
-async fn hand_back(ctx: &Ctx, job: &Job, reason: String) {
+async fn hand_back(ctx: &Ctx, job: &Job, reason: String, failed: Option<(BuildOutcome, u64)>) {
+    let (outcome, duration_ms) = match failed {
+        Some((outcome, duration_ms)) => (Some(outcome), duration_ms),
+        None => (None, 0),
+    };
     let event = EventKind::HandedBack {
         atom: job.atom.clone(),
         attempt: job.attempt,
         reason,
+        outcome,
+        duration_ms,
     };
     if let Err(err) = ctx.reporter.send(event, None).await {
         debug!(package = %job.atom, error = %err, "hand-back not reported; the reconciler requeues the package");

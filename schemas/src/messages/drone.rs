@@ -140,12 +140,18 @@ pub enum EventKind {
         #[serde(default)]
         jobs: u32,
     },
-    /// The drone gave the job back unbuilt (shutdown, or a fault of its own); the attempt is not
-    /// consumed.
+    /// The drone gave the job back (shutdown, or a fault of its own); the attempt is not
+    /// consumed. `outcome` is the failed build behind it, when a build ran and failed for a
+    /// reason that is not the package's (a fetch or infrastructure failure).
     HandedBack {
         atom: Atom,
         attempt: u32,
         reason: String,
+        #[serde(default)]
+        outcome: Option<BuildOutcome>,
+        /// How long the failed build ran (0 when none ran).
+        #[serde(default)]
+        duration_ms: u64,
     },
     /// The drone lost the lease and killed the build; it reports nothing for it.
     LeaseLost {

@@ -61,11 +61,63 @@ impl std::fmt::Display for ExitInfo {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BuildOutcome {
     Succeeded,
-    /// The builder ran and failed: this consumes one of the package's attempts.
+    /// The builder ran and failed. What that costs depends on whose fault it was (`class`).
     Failed {
         exit: ExitInfo,
         log_tail: String,
+        /// Whose fault the failure was, from the exit and the log (absent from messages of
+        /// drones that predate it: a package failure, as they counted it).
+        #[serde(default)]
+        class: FailureClass,
+        /// The log line that decided the class, when one did.
+        #[serde(default)]
+        signature: Option<String>,
     },
+}
+
+impl BuildOutcome {
+    /// A failure of the package's own (the class of anything not known to be another's fault).
+    pub fn package_failure(exit: ExitInfo, log_tail: impl Into<String>) -> BuildOutcome {
+        BuildOutcome::Failed {
+            exit,
+            log_tail: log_tail.into(),
+            class: FailureClass::Package,
+            signature: None,
+        }
+    }
+}
+
+/// Whose fault a failed build was, and so what it costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// The package's own error (configure, compile, test, install): it spends one of the
+    /// package's attempts.
+    #[default]
+    Package,
+    /// A source file (distfile) could not be downloaded: the build is tried again later and
+    /// counts against neither the package nor the drone.
+    Fetch,
+    /// The machine's fault (no space left, out of memory, no builder, a Portage crash, the
+    /// binhost unreachable): it counts against the drone, and the package goes to another
+    /// drone without spending an attempt.
+    Infrastructure,
+}
+
+impl FailureClass {
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureClass::Package => "package",
+            FailureClass::Fetch => "fetch",
+            FailureClass::Infrastructure => "infrastructure",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
 }
 
 #[cfg(test)]

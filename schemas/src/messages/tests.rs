@@ -26,6 +26,8 @@ fn every_message_round_trips() {
     let failed = BuildOutcome::Failed {
         exit: ExitInfo::code(1),
         log_tail: "error: <b>".into(),
+        class: crate::FailureClass::Package,
+        signature: None,
     };
     round_trip(Job {
         v: SCHEMA_VERSION,
@@ -111,6 +113,8 @@ fn every_message_round_trips() {
             atom: atom("a-b/c"),
             attempt: 1,
             reason: "shutdown".into(),
+            outcome: None,
+            duration_ms: 0,
         },
         EventKind::LeaseLost {
             atom: atom("a-b/c"),
