@@ -159,12 +159,16 @@ fn seed_drones(fail_message: &str) -> Vec<DroneSpec> {
         DroneSpec::new("drone-Izar", 16, 4).env("SWARM_TEST_SLEEP", "5"),
         DroneSpec::new("drone-Tarn", 10, 2).env("SWARM_TEST_SLEEP", "5"),
         DroneSpec::new("drone-Meridian", 24, 6).env("SWARM_TEST_SLEEP", "5"),
-        // The smallest drone fails every build, quickly, with a hostile log line: it grounds
-        // itself, and its failures land in the page's list.
+        // The smallest drone fails every build, quickly, with a hostile log line that also
+        // says its disk is full (the machine's fault): it grounds itself, and its failures land
+        // in the page's list.
         DroneSpec::new("drone-Tau-Beta", 8, 2)
             .env("SWARM_TEST_SLEEP", "0.2")
             .env("SWARM_TEST_FAIL_ALWAYS", "1")
-            .env("SWARM_TEST_FAIL_MESSAGE", fail_message),
+            .env(
+                "SWARM_TEST_FAIL_MESSAGE",
+                &format!("{fail_message} No space left on device"),
+            ),
     ]
 }
 
