@@ -21,6 +21,9 @@ use crate::config::{BuilderKind, Settings, Simulate};
 pub enum Builder {
     Process {
         template: Vec<String>,
+        /// Set in the build's environment (the emerge builder's `PKGDIR`, `BINPKG_FORMAT`,
+        /// `FEATURES`): what differs between drones goes here, never into the argv.
+        env: Vec<(String, String)>,
         /// The drone binary, which runs each build under `supervise` so that the build dies
         /// with the drone; `None` runs the build directly (unit tests).
         supervisor: Option<PathBuf>,
@@ -37,21 +40,21 @@ impl Builder {
         Ok(match settings.builder {
             BuilderKind::Command => Builder::Process {
                 template: settings.command.clone(),
+                env: Vec::new(),
                 supervisor: None,
             },
-            BuilderKind::Emerge => {
-                let mut template = vec![
-                    "emerge".to_owned(),
-                    "--oneshot".to_owned(),
-                    "--buildpkg".to_owned(),
-                ];
-                template.extend(settings.emerge_args.iter().cloned());
-                template.push("{atom}".to_owned());
-                Builder::Process {
-                    template,
-                    supervisor: None,
-                }
-            }
+            BuilderKind::Emerge => Builder::Process {
+                template: emerge_template(&settings.emerge_args),
+                env: vec![
+                    ("PKGDIR".to_owned(), settings.pkgdir.display().to_string()),
+                    (
+                        "BINPKG_FORMAT".to_owned(),
+                        settings.binpkg_format.as_str().to_owned(),
+                    ),
+                    ("FEATURES".to_owned(), settings.features.join(" ")),
+                ],
+                supervisor: None,
+            },
             BuilderKind::Simulate => Builder::Simulate {
                 settings: settings.simulate.clone(),
                 model: Arc::new(match &settings.simulate.model_file {
@@ -62,17 +65,51 @@ impl Builder {
         })
     }
 
-    /// The argv for `atom`: `{atom}` inside a template argument is replaced by the atom, and the
-    /// argument stays one argument whatever the atom contains.
+    /// The argv for `atom`: `{atom}` inside a template argument is replaced by the atom and
+    /// `{package}` by its package name (`cat/pkg`); the argument stays one argument whatever the
+    /// atom contains.
     pub fn argv(&self, atom: &Atom) -> Vec<String> {
         match self {
-            Builder::Process { template, .. } => template
-                .iter()
-                .map(|arg| arg.replace("{atom}", atom.as_str()))
-                .collect(),
+            Builder::Process { template, .. } => {
+                let package = atom.package_name();
+                template
+                    .iter()
+                    .map(|arg| {
+                        arg.replace("{atom}", atom.as_str())
+                            .replace("{package}", &package)
+                    })
+                    .collect()
+            }
             Builder::Simulate { .. } => vec!["simulate".to_owned(), atom.as_str().to_owned()],
         }
     }
+}
+
+/// The emerge builder's argv. The package itself is built from source (`--usepkg-exclude` of
+/// its name) and written as a binary package (`--buildpkg`); its dependencies are installed as
+/// binary packages when the drone's binhosts have them (`--usepkg --getbinpkg`), never
+/// compiled again. `--quiet-build=y` keeps a success's output to emerge's summary; a failed
+/// build's log is printed in full, which is what the drone classifies and reports. `extra`
+/// (`drone.emerge_args`) goes before the atom.
+pub fn emerge_template(extra: &[String]) -> Vec<String> {
+    let mut template: Vec<String> = [
+        "emerge",
+        "--oneshot",
+        "--buildpkg",
+        "--usepkg",
+        "--getbinpkg",
+        "--usepkg-exclude",
+        "{package}",
+        "--quiet-build=y",
+        "--nospinner",
+        "--color=n",
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .collect();
+    template.extend(extra.iter().cloned());
+    template.push("{atom}".to_owned());
+    template
 }
 
 /// The environment a build sees besides the drone's own.
@@ -157,7 +194,11 @@ pub fn start(
                 fails,
             })
         }
-        Builder::Process { supervisor, .. } => {
+        Builder::Process {
+            supervisor,
+            env: extra_env,
+            ..
+        } => {
             let argv = builder.argv(&env.atom);
             let (program, args) = argv.split_first().ok_or(StartError::EmptyArgv)?;
             // A missing builder is the drone's fault, not the package's: report it as such
@@ -187,6 +228,7 @@ pub fn start(
                 }
             };
             command
+                .envs(extra_env.iter().map(|(key, value)| (key, value)))
                 .env("SWARM_ATOM", env.atom.as_str())
                 .env("SWARM_ATTEMPT", env.attempt.to_string())
                 .env("SWARM_DRONE", &env.drone)
@@ -207,7 +249,9 @@ pub fn start(
             let tail = Arc::new(Mutex::new(VecDeque::with_capacity(kept)));
             let log = match log_file {
                 Some(path) => Some(Arc::new(tokio::sync::Mutex::new(
-                    std::fs::File::create(&path)
+                    path.parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|()| std::fs::File::create(&path))
                         .map(tokio::fs::File::from_std)
                         .map_err(|source| StartError::Log {
                             path: path.clone(),
@@ -375,6 +419,11 @@ async fn pump(
                 }
             }
         }
+    }
+    // A tokio file writes in the background: without a flush the end of the log may not be in
+    // the file when the build's result is reported.
+    if let Some(log) = &log {
+        let _ = log.lock().await.flush().await;
     }
 }
 

@@ -34,6 +34,7 @@ fn env(atom: &str) -> BuildEnv {
 fn atom_is_one_argument_and_argv_never_changes() {
     let builder = Builder::Process {
         template: vec!["build".into(), "--pkg={atom}".into(), "{atom}".into()],
+        env: Vec::new(),
         supervisor: None,
     };
     let atom = Atom::parse(">=dev-libs/foo-1.0:0::gentoo").expect("valid");
@@ -65,6 +66,13 @@ fn emerge_preset() {
             "emerge",
             "--oneshot",
             "--buildpkg",
+            "--usepkg",
+            "--getbinpkg",
+            "--usepkg-exclude",
+            "sys-libs/zlib",
+            "--quiet-build=y",
+            "--nospinner",
+            "--color=n",
             "--usepkg=n",
             "sys-libs/zlib"
         ]
@@ -81,6 +89,7 @@ async fn runs_with_env_and_captures_tail() {
                 .into(),
             "{atom}".into(),
         ],
+        env: Vec::new(),
         supervisor: None,
     };
     let mut running = start(&builder, &env("sys-libs/zlib"), 4096, None).expect("starts");
@@ -135,6 +144,7 @@ async fn kill_takes_the_whole_process_group() {
     let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
     let builder = Builder::Process {
         template: vec!["/bin/sh".into(), "-c".into(), script, "{atom}".into()],
+        env: Vec::new(),
         supervisor: None,
     };
     let mut running = start(&builder, &env("sys-libs/zlib"), 64, None).expect("starts");
@@ -148,6 +158,7 @@ async fn kill_takes_the_whole_process_group() {
 async fn missing_program_is_a_start_error() {
     let builder = Builder::Process {
         template: vec!["/nonexistent/builder".into(), "{atom}".into()],
+        env: Vec::new(),
         supervisor: None,
     };
     match start(&builder, &env("sys-libs/zlib"), 64, None) {
@@ -199,4 +210,88 @@ async fn the_model_decides_a_simulated_build_time_over_the_jobs_estimate() {
             "{atom} on {jobs} cores"
         );
     }
+}
+
+/// The emerge builder builds the package itself from source and takes its dependencies as
+/// binaries; everything that differs between drones is in the environment, so the argv is the
+/// same byte for byte on every drone and every attempt.
+#[tokio::test]
+async fn the_emerge_builder_keeps_drone_settings_out_of_the_argv() {
+    let settings = Settings {
+        builder: crate::config::BuilderKind::Emerge,
+        emerge_args: vec!["--keep-going=n".into()],
+        pkgdir: PathBuf::from("/var/cache/binpkgs/d1"),
+        binpkg_format: crate::config::BinpkgFormat::Xpak,
+        features: vec!["binpkg-multi-instance".into(), "-test".into()],
+        ..Settings::default()
+    };
+    let builder = Builder::from_settings(&settings).expect("valid settings");
+    let atom = Atom::parse(">=dev-libs/openssl-3.3:0/3::gentoo").expect("atom");
+    assert_eq!(
+        builder.argv(&atom),
+        [
+            "emerge",
+            "--oneshot",
+            "--buildpkg",
+            "--usepkg",
+            "--getbinpkg",
+            "--usepkg-exclude",
+            "dev-libs/openssl",
+            "--quiet-build=y",
+            "--nospinner",
+            "--color=n",
+            "--keep-going=n",
+            ">=dev-libs/openssl-3.3:0/3::gentoo",
+        ]
+    );
+    let other = Builder::from_settings(&Settings {
+        pkgdir: PathBuf::from("/elsewhere"),
+        ..settings
+    })
+    .expect("valid settings");
+    assert_eq!(
+        builder.argv(&atom),
+        other.argv(&atom),
+        "the drone's settings are not argv"
+    );
+    let Builder::Process { env, .. } = &builder else {
+        panic!("emerge runs a process");
+    };
+    assert_eq!(
+        env,
+        &[
+            ("PKGDIR".to_owned(), "/var/cache/binpkgs/d1".to_owned()),
+            ("BINPKG_FORMAT".to_owned(), "xpak".to_owned()),
+            (
+                "FEATURES".to_owned(),
+                "binpkg-multi-instance -test".to_owned()
+            ),
+        ]
+    );
+}
+
+/// The build sees the emerge builder's environment, and its log goes to a file per attempt in
+/// a folder made on demand.
+#[tokio::test]
+async fn a_build_sees_its_environment_and_logs_to_its_own_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let builder = Builder::Process {
+        template: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo \"$PKGDIR $BINPKG_FORMAT $FEATURES $MAKEOPTS\"".into(),
+            "{atom}".into(),
+        ],
+        env: vec![
+            ("PKGDIR".into(), "/pkgs".into()),
+            ("BINPKG_FORMAT".into(), "gpkg".into()),
+            ("FEATURES".into(), "binpkg-multi-instance".into()),
+        ],
+        supervisor: None,
+    };
+    let log = dir.path().join("logs/not-yet/a-b_2Fc-2.log");
+    let mut running = start(&builder, &env("a-b/c"), 256, Some(log.clone())).expect("starts");
+    assert_eq!(running.wait().await, BuildOutcome::Succeeded);
+    let text = std::fs::read_to_string(&log).expect("the attempt's log file");
+    assert_eq!(text, "/pkgs gpkg binpkg-multi-instance -j4\n");
 }

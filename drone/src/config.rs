@@ -17,10 +17,30 @@ runtime::daemon_config! {
 pub enum BuilderKind {
     /// `command` with `{atom}` replaced by the atom, as one argument.
     Command,
-    /// `emerge --oneshot --buildpkg <emerge_args...> <atom>`.
+    /// `emerge --oneshot --buildpkg --usepkg --getbinpkg --usepkg-exclude <package> ...
+    /// <emerge_args...> <atom>` (see `builder::emerge_template`).
     Emerge,
     /// No process: sleeps for a modelled time and fails with a set probability.
     Simulate,
+}
+
+/// Portage's binary package formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BinpkgFormat {
+    /// GLEP 78 (`.gpkg.tar`), Portage's default.
+    Gpkg,
+    /// The older XPAK format (`.tbz2`).
+    Xpak,
+}
+
+impl BinpkgFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BinpkgFormat::Gpkg => "gpkg",
+            BinpkgFormat::Xpak => "xpak",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +91,12 @@ pub struct Settings {
     pub command: Vec<String>,
     /// Extra arguments of the `emerge` builder, placed before the atom.
     pub emerge_args: Vec<String>,
+    /// Where the `emerge` builder writes binary packages (its `PKGDIR`).
+    pub pkgdir: PathBuf,
+    /// The binary package format the `emerge` builder writes (its `BINPKG_FORMAT`).
+    pub binpkg_format: BinpkgFormat,
+    /// Portage features the `emerge` builder turns on (its `FEATURES`, added to make.conf's).
+    pub features: Vec<String>,
     pub simulate: Simulate,
     /// Heartbeat period: the drone record is rewritten this often.
     pub heartbeat_ms: u64,
@@ -82,7 +108,8 @@ pub struct Settings {
     pub shutdown_grace_ms: u64,
     /// Bytes of build output kept as the log tail reported with a failure.
     pub log_tail_bytes: usize,
-    /// When set, each build's full output is written to `<log_dir>/<package-key>-<attempt>.log`.
+    /// Each build's full output is written to `<log_dir>/<package-key>-<attempt>.log`. Unset:
+    /// `/var/log/swarm` for the `emerge` builder, no log file for the others.
     pub log_dir: Option<PathBuf>,
     /// A drone that already failed a package leaves its retry this long to other drones.
     pub avoid_delay_ms: u64,
@@ -109,6 +136,9 @@ impl Default for Settings {
             builder: BuilderKind::Emerge,
             command: Vec::new(),
             emerge_args: Vec::new(),
+            pkgdir: PathBuf::from("/var/cache/binpkgs"),
+            binpkg_format: BinpkgFormat::Gpkg,
+            features: vec!["binpkg-multi-instance".to_owned()],
             simulate: Simulate::default(),
             heartbeat_ms: 2_000,
             pull_expires_ms: 5_000,
@@ -230,6 +260,16 @@ impl Settings {
             (self.cores / 4).max(1)
         } else {
             self.slots
+        }
+    }
+
+    /// Where each attempt's whole output goes, if anywhere: `log_dir`, else `/var/log/swarm`
+    /// for the `emerge` builder (a real build's log is what an operator asks for first).
+    pub fn effective_log_dir(&self) -> Option<PathBuf> {
+        match (&self.log_dir, self.builder) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, BuilderKind::Emerge) => Some(PathBuf::from("/var/log/swarm")),
+            (None, _) => None,
         }
     }
 

@@ -257,8 +257,7 @@ async fn prepare(
     };
     let log_file = ctx
         .settings
-        .log_dir
-        .as_ref()
+        .effective_log_dir()
         .map(|dir| dir.join(format!("{}-{}.log", job.atom.key(), job.attempt)));
     let running = builder::start(&ctx.builder, &env, ctx.settings.log_tail_bytes, log_file)?;
     slot.build_started(&job.atom);

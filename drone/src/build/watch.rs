@@ -135,6 +135,7 @@ mod tests {
             settings: Settings::default(),
             builder: Builder::Process {
                 template: vec!["sh".into(), "-c".into(), script.into(), "{atom}".into()],
+                env: Vec::new(),
                 supervisor: None,
             },
             leases: bucket(&js, "leases").await,

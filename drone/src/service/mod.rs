@@ -359,8 +359,9 @@ impl Shell {
 /// Runs process builds under this very binary's `supervise` mode, so they die with the drone.
 fn with_supervisor(builder: Builder) -> Builder {
     match builder {
-        Builder::Process { template, .. } => Builder::Process {
+        Builder::Process { template, env, .. } => Builder::Process {
             template,
+            env,
             supervisor: std::env::current_exe().ok(),
         },
         other => other,
