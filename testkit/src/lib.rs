@@ -10,6 +10,7 @@ mod cluster;
 mod error;
 pub mod http;
 mod paths;
+pub mod portage;
 pub mod proxy;
 mod server;
 
