@@ -30,8 +30,21 @@ pub fn read_metadata(path: &Path) -> Result<Metadata, BinpkgError> {
     let mut container = tar::Archive::new(file);
     let mut marker = false;
     let mut metadata: Option<(String, Vec<u8>)> = None;
-    for entry in container.entries().map_err(BinpkgError::io(path))? {
-        let mut entry = entry.map_err(BinpkgError::io(path))?;
+    // A tar that does not parse is not a gpkg, whatever read error the tar reader gives.
+    let not_tar = |err: std::io::Error| match err.kind() {
+        std::io::ErrorKind::UnexpectedEof
+        | std::io::ErrorKind::InvalidData
+        | std::io::ErrorKind::Other => BinpkgError::NotGpkg {
+            path: path.to_owned(),
+            reason: "not a tar archive",
+        },
+        _ => BinpkgError::Io {
+            path: path.to_owned(),
+            source: err,
+        },
+    };
+    for entry in container.entries().map_err(not_tar)? {
+        let mut entry = entry.map_err(not_tar)?;
         let name = entry
             .path()
             .map_err(BinpkgError::io(path))?
@@ -286,4 +299,34 @@ fn append_dir<W: Write>(
 ) -> std::io::Result<()> {
     let mut header = header(0, 0o755, mtime, tar::EntryType::Directory);
     builder.append_data(&mut header, format!("{name}/"), std::io::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_not_a_gpkg_is_named_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let garbage = dir.path().join("x-1.gpkg.tar");
+        std::fs::write(&garbage, b"this is not a gpkg\n").expect("write");
+        assert!(matches!(
+            read_metadata(&garbage),
+            Err(BinpkgError::NotGpkg { .. })
+        ));
+        // A tar without the marker is not one either.
+        let mut builder = tar::Builder::new(Vec::new());
+        append_file(&mut builder, "x-1/metadata.tar", b"", 0o644, 0).expect("append");
+        let plain = dir.path().join("y-1.gpkg.tar");
+        std::fs::write(&plain, builder.into_inner().expect("tar")).expect("write");
+        match read_metadata(&plain) {
+            Err(BinpkgError::NotGpkg { reason, .. }) => assert_eq!(reason, "no gpkg-1 marker"),
+            other => panic!("{other:?}"),
+        }
+        let missing = dir.path().join("missing.gpkg.tar");
+        assert!(matches!(
+            read_metadata(&missing),
+            Err(BinpkgError::Io { .. })
+        ));
+    }
 }

@@ -61,8 +61,10 @@ pub fn package_change(event: Event) -> Option<Change> {
             outcome,
             duration_ms,
             jobs,
+            artifacts,
             ..
         } => {
+            let succeeded = outcome == BuildOutcome::Succeeded;
             let learned = match outcome {
                 BuildOutcome::Succeeded => schedule::observed_secs(duration_ms, jobs),
                 BuildOutcome::Failed { .. } => None,
@@ -88,6 +90,7 @@ pub fn package_change(event: Event) -> Option<Change> {
                 attempt: Some(history),
                 result_of: Some(atom),
                 learned,
+                artifacts: succeeded.then_some(artifacts),
             })
         }
         // Given back unbuilt, or after a build that failed for a reason not the package's own
@@ -155,6 +158,7 @@ mod tests {
             duration_ms: 10_000,
             jobs: 16,
             lease_rev: 3,
+            artifacts: Vec::new(),
         }
     }
 

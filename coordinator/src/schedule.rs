@@ -119,6 +119,7 @@ mod tests {
             learned_secs: None,
             submitted_ms: 0,
             updated_ms: 0,
+            artifacts: Vec::new(),
         }
     }
 

@@ -85,6 +85,7 @@ impl PackageTable {
                 learned_secs: known.and_then(|e| e.record.learned_secs),
                 submitted_ms: now_ms,
                 updated_ms: now_ms,
+                artifacts: Vec::new(),
             };
             plan.records.push(NewRecord {
                 key,

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use schemas::{Arch, Atom, AttemptRecord, PackageKey, PackageRecord, PackageState};
+use schemas::{Arch, Artifact, Atom, AttemptRecord, PackageKey, PackageRecord, PackageState};
 
 use crate::lifecycle::{PackageEvent, Policy, TransitionError, transition};
 use crate::retry::RetrySchedule;
@@ -30,6 +30,8 @@ pub struct Change {
     pub result_of: Option<Atom>,
     /// What a successful build says about the package's build time (seconds on 8 cores).
     pub learned: Option<f64>,
+    /// The binary packages a successful build wrote.
+    pub artifacts: Option<Vec<Artifact>>,
 }
 
 impl Change {
@@ -41,6 +43,7 @@ impl Change {
             attempt: None,
             result_of: None,
             learned: None,
+            artifacts: None,
         }
     }
 }
@@ -60,6 +63,9 @@ pub fn fold(
     }
     if let Some(observed) = change.learned {
         record.learned_secs = Some(schedule::learn(record.learned_secs, observed));
+    }
+    if let Some(artifacts) = &change.artifacts {
+        record.artifacts = artifacts.clone();
     }
     Ok(())
 }

@@ -186,6 +186,31 @@ async fn ensure_bucket(
     }
 }
 
+/// The object store of built binary packages. Objects are named by their contents, so an
+/// upload repeated after a retry or a redelivery stores nothing new.
+async fn ensure_object_store(
+    js: &jetstream::Context,
+    settings: &Settings,
+) -> Result<(), TopologyError> {
+    let name = names::ARTIFACTS_BUCKET;
+    if js.get_object_store(name).await.is_ok() {
+        return Ok(());
+    }
+    js.create_object_store(async_nats::jetstream::object_store::Config {
+        bucket: name.to_owned(),
+        description: Some("binary packages built by the swarm, by content".to_owned()),
+        storage: storage(settings),
+        num_replicas: settings.replicas,
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+    .map_err(|source| TopologyError::Bucket {
+        name: name.to_owned(),
+        source: source.into(),
+    })
+}
+
 /// Handles to what the coordinator uses after setting up.
 pub struct Topology {
     pub builds: stream::Stream,
@@ -216,6 +241,7 @@ pub async fn ensure(
     .await?;
     let packages =
         ensure_bucket(js, bucket(settings, names::PACKAGES_BUCKET, Duration::ZERO)).await?;
+    ensure_object_store(js, settings).await?;
     for arch in &settings.arches {
         for config in [
             builders_consumer(settings, arch),

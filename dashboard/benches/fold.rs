@@ -193,6 +193,7 @@ impl DroneGen {
                     outcome,
                     duration_ms: 30_000,
                     jobs: 4,
+                    artifacts: Vec::new(),
                 })
             }
         }

@@ -4,6 +4,7 @@
 //! `service` is the I/O shell around `state` (the drone's mode, slots and decisions, pure);
 //! `build` takes one job through its stages; `reporter` publishes every event.
 
+pub mod artifacts;
 pub mod build;
 pub mod builder;
 pub mod classify;

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::PullConsumer, kv};
+use async_nats::jetstream::{self, consumer::PullConsumer, kv, object_store::ObjectStore};
 use schemas::names;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::config::Settings;
+use crate::config::{BuilderKind, Settings};
 
 /// A JetStream asset the drone needs and could not find.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,9 @@ pub struct Topology {
     /// The `builders-<arch>-big` consumer, for a drone that takes big builds. A coordinator that
     /// predates big builds has none: the drone then takes normal work only.
     pub big: Option<PullConsumer>,
+    /// The store of built binary packages, for a builder that writes them (`emerge`): such a
+    /// drone waits for it like for the rest.
+    pub artifacts: Option<ObjectStore>,
 }
 
 impl Topology {
@@ -76,12 +79,21 @@ impl Topology {
         } else {
             None
         };
+        let artifacts = match settings.builder {
+            BuilderKind::Emerge => Some(
+                js.get_object_store(names::ARTIFACTS_BUCKET)
+                    .await
+                    .map_err(missing(names::ARTIFACTS_BUCKET))?,
+            ),
+            _ => js.get_object_store(names::ARTIFACTS_BUCKET).await.ok(),
+        };
         Ok(Topology {
             leases,
             packages,
             drones,
             consumer,
             big,
+            artifacts,
         })
     }
 

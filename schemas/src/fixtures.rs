@@ -69,6 +69,7 @@ pub fn package_record(atom_text: &str, state: PackageState) -> PackageRecord {
         learned_secs: None,
         submitted_ms: 0,
         updated_ms: 0,
+        artifacts: Vec::new(),
     }
 }
 

@@ -20,6 +20,8 @@ pub const DRONES_BUCKET: &str = "swarm-drones";
 pub const LEASES_BUCKET: &str = "swarm-leases";
 /// KV bucket of package state, keyed by package key; written by the coordinator only.
 pub const PACKAGES_BUCKET: &str = "swarm-packages";
+/// Object store of the binary packages drones built, each under the SHA-256 of its contents.
+pub const ARTIFACTS_BUCKET: &str = "swarm-artifacts";
 
 /// Durable consumer through which the coordinator applies drone events to package state.
 pub const COORDINATOR_EVENTS_CONSUMER: &str = "coordinator";

@@ -42,6 +42,7 @@ pub(super) fn finished(a: &str, ok: bool) -> EventKind {
         },
         duration_ms: 10,
         jobs: 4,
+        artifacts: Vec::new(),
     }
 }
 
@@ -212,6 +213,7 @@ fn long_log_tails_are_cut_to_their_end() {
             },
             duration_ms: 1,
             jobs: 4,
+            artifacts: Vec::new(),
         },
     ));
     let tail = &swarm.failures[0].log_tail;

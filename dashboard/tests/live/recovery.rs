@@ -50,6 +50,7 @@ async fn health_and_metrics_follow_nats_and_the_fold() {
             },
             duration_ms: 1_000,
             jobs: 4,
+            artifacts: Vec::new(),
         })
         .await;
     let dashboard = Dashboard::start(&nats, None).await;
@@ -188,6 +189,7 @@ async fn a_dashboard_started_later_replays_the_same_history() {
                 outcome,
                 duration_ms: 100 + i,
                 jobs: 4,
+                artifacts: Vec::new(),
             })
             .await;
         put_package(&topo.packages, &pkg, final_state, now).await;

@@ -12,15 +12,17 @@ mod claim;
 mod report;
 mod watch;
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream::{self, AckKind, kv};
-use schemas::{Atom, BuildOutcome, DroneName, EventKind, FailureClass, Job, PackageKey};
+use async_nats::jetstream::{self, AckKind, kv, object_store::ObjectStore};
+use schemas::{Artifact, Atom, BuildOutcome, DroneName, EventKind, FailureClass, Job, PackageKey};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::artifacts::{self, ArtifactError};
 use crate::builder::{self, BuildEnv, Builder, Running};
 use crate::config::Settings;
 use crate::observer::{BuildSpan, Observer};
@@ -43,6 +45,10 @@ pub struct Ctx {
     /// One timer renews the lease and progress-acks the job.
     pub renew_every: Duration,
     pub observer: Arc<dyn Observer>,
+    /// Where the builder writes binary packages, when it writes any (`emerge`).
+    pub pkgdir: Option<PathBuf>,
+    /// The store a successful build's binary packages go to.
+    pub artifacts: Option<ObjectStore>,
 }
 
 /// How a job left this drone.
@@ -61,6 +67,9 @@ pub enum BuildReport {
     /// The build failed for a reason that is not the package's (`class`): given back without
     /// spending an attempt.
     GivenBack { class: FailureClass },
+    /// The build succeeded but its binary packages could not be stored: given back, and a
+    /// fault of this drone (or its link to the store).
+    NotStored { reason: String },
 }
 
 /// What a build task tells the main loop about its slots.
@@ -222,9 +231,50 @@ pub async fn run(
         }
         RunEnd::Exited {
             claim,
+            outcome: BuildOutcome::Succeeded,
+            duration_ms,
+        } => match store_artifacts(&ctx, &job, duration_ms).await {
+            Ok(artifacts) => {
+                let built = report::Built {
+                    outcome: BuildOutcome::Succeeded,
+                    duration_ms,
+                    jobs,
+                    artifacts,
+                };
+                report::report(&ctx, &message, &job, claim, built).await
+            }
+            // Built, but not delivered: the machine's or the store's fault, so the build is
+            // given back to be done again without spending an attempt.
+            Err(err) => {
+                let reason = err.to_string();
+                warn!(package = %job.atom, attempt = job.attempt, error = %reason, "binary packages not stored; giving the build back");
+                claim.release(&ctx).await;
+                let outcome = BuildOutcome::Failed {
+                    exit: schemas::ExitInfo::code(0),
+                    log_tail: reason.clone(),
+                    class: FailureClass::Infrastructure,
+                    signature: Some(reason.clone()),
+                };
+                let why = "infrastructure failure".to_owned();
+                hand_back(&ctx, &job, why, Some((outcome, duration_ms))).await;
+                let delay = Duration::from_millis(ctx.settings.avoid_delay_ms);
+                nak(&message, Some(delay)).await;
+                BuildReport::NotStored { reason }
+            }
+        },
+        RunEnd::Exited {
+            claim,
             outcome,
             duration_ms,
-        } => report::report(&ctx, &message, &job, claim, outcome, duration_ms, jobs).await,
+        } => {
+            let built = report::Built {
+                outcome,
+                duration_ms,
+                jobs,
+                artifacts: Vec::new(),
+            };
+            report::report(&ctx, &message, &job, claim, built).await
+        }
         RunEnd::LeaseLost { reason } => lease_lost(&ctx, &job, reason).await,
         RunEnd::HandedBack { claim } => {
             claim.release(&ctx).await;
@@ -286,6 +336,42 @@ async fn lease_lost(ctx: &Ctx, job: &Job, reason: String) -> BuildReport {
         })
         .await;
     BuildReport::LeaseLost
+}
+
+/// Finds, describes and stores the binary packages a successful build wrote (none for a
+/// builder that writes none).
+async fn store_artifacts(
+    ctx: &Ctx,
+    job: &Job,
+    duration_ms: u64,
+) -> Result<Vec<Artifact>, ArtifactError> {
+    let Some(pkgdir) = ctx.pkgdir.clone() else {
+        return Ok(Vec::new());
+    };
+    let store = ctx.artifacts.as_ref().ok_or(ArtifactError::NoStore)?;
+    // Files written since the build started (two seconds of slack for coarse file times).
+    let since = SystemTime::now() - Duration::from_millis(duration_ms) - Duration::from_secs(2);
+    let package = job.atom.package_name();
+    // Reading and hashing whole packages is blocking work; it is awaited here.
+    let found = tokio::task::spawn_blocking(move || {
+        let paths = artifacts::find(&pkgdir, &package, since)?;
+        paths
+            .into_iter()
+            .map(|path| artifacts::describe(&pkgdir, &path).map(|artifact| (path, artifact)))
+            .collect::<Result<Vec<_>, ArtifactError>>()
+    })
+    .await
+    .map_err(|err| ArtifactError::Upload {
+        path: job.atom.to_string(),
+        reason: err.to_string(),
+    })??;
+    let mut stored = Vec::with_capacity(found.len());
+    for (path, artifact) in found {
+        artifacts::upload(store, &path, &artifact).await?;
+        info!(package = %job.atom, path = %artifact.path, size = artifact.size, object = %artifact.object, "binary package stored");
+        stored.push(artifact);
+    }
+    Ok(stored)
 }
 
 /// Reports a job given back unbuilt, waiting for the stream to store it: the coordinator

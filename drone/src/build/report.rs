@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use schemas::{BuildOutcome, EventKind, Job, LeasePhase, PackageKey, encode};
+use schemas::{Artifact, BuildOutcome, EventKind, Job, LeasePhase, PackageKey, encode};
 use tracing::{debug, info, warn};
 
 use super::claim::Claim;
@@ -15,16 +15,30 @@ use super::{ACK_TIMEOUT, BuildReport, Ctx};
 /// Pause between two tries to acknowledge a job.
 const ACK_RESEND_PAUSE: Duration = Duration::from_millis(250);
 
+/// What a build that ran to its end has to report.
+pub struct Built {
+    pub outcome: BuildOutcome,
+    pub duration_ms: u64,
+    /// The cores it had.
+    pub jobs: u32,
+    /// Its binary packages, already stored.
+    pub artifacts: Vec<Artifact>,
+}
+
 /// Commits, reports and acknowledges the result of a build that ran to its end.
 pub async fn report(
     ctx: &Ctx,
     message: &jetstream::Message,
     job: &Job,
     mut claim: Claim,
-    outcome: BuildOutcome,
-    duration_ms: u64,
-    jobs: u32,
+    built: Built,
 ) -> BuildReport {
+    let Built {
+        outcome,
+        duration_ms,
+        jobs,
+        artifacts,
+    } = built;
     claim.lease.phase = LeasePhase::Finished {
         outcome: outcome.clone(),
     };
@@ -40,6 +54,7 @@ pub async fn report(
         outcome: outcome.clone(),
         duration_ms,
         jobs,
+        artifacts,
     };
     // From here until the job is acknowledged, the finished lease is kept alive: while the
     // result waits to be stored or the acknowledgement to be confirmed (a cluster electing a

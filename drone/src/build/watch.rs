@@ -146,6 +146,8 @@ mod tests {
             lease_ttl: TTL,
             renew_every: Duration::from_secs(3_600),
             observer: Arc::new(Quiet),
+            pkgdir: None,
+            artifacts: None,
         };
         (ctx, js)
     }

@@ -39,7 +39,13 @@ impl Shell {
                 };
                 debug!(package = %slot.atom, ?report, "job done");
                 match report {
+                    // The machine's faults found after the build's process ended.
                     build::BuildReport::BuilderBroken { atom, reason } => {
+                        self.health(HealthEvent::BuildFailed { atom, why: reason })
+                            .await
+                    }
+                    build::BuildReport::NotStored { reason } => {
+                        let atom = slot.atom.clone();
                         self.health(HealthEvent::BuildFailed { atom, why: reason })
                             .await
                     }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{BuildOutcome, version};
+use super::{Artifact, BuildOutcome, version};
 use crate::codec::Wire;
 use crate::ids::{Arch, Atom, DroneName};
 
@@ -139,6 +139,10 @@ pub enum EventKind {
         duration_ms: u64,
         #[serde(default)]
         jobs: u32,
+        /// The binary packages the build wrote, stored in the artifacts bucket before the
+        /// result was reported (none for a builder that writes none).
+        #[serde(default)]
+        artifacts: Vec<Artifact>,
     },
     /// The drone gave the job back (shutdown, or a fault of its own); the attempt is not
     /// consumed. `outcome` is the failed build behind it, when a build ran and failed for a

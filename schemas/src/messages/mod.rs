@@ -7,6 +7,7 @@
 //! requests and replies of submission and drone control. This file has what several of them
 //! share: how a build ended.
 
+mod artifact;
 mod drone;
 mod job;
 mod package;
@@ -14,6 +15,7 @@ mod requests;
 
 use serde::{Deserialize, Serialize};
 
+pub use artifact::Artifact;
 pub use drone::{DroneRecord, DroneState, Event, EventKind, RunningBuild};
 pub use job::{Job, Lease, LeasePhase};
 pub use package::{AttemptRecord, PackageRecord, PackageState, SizeClass};

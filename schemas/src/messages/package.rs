@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{BuildOutcome, version};
+use super::{Artifact, BuildOutcome, version};
 use crate::codec::Wire;
 use crate::ids::{Arch, Atom, DroneName};
 
@@ -95,6 +95,10 @@ pub struct PackageRecord {
     /// builds (duration × cores used / 8), kept across resubmissions.
     #[serde(default)]
     pub learned_secs: Option<f64>,
+    /// The binary packages of the build that succeeded (empty before, and for builders that
+    /// write none).
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
     pub submitted_ms: u64,
     pub updated_ms: u64,
 }

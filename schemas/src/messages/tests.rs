@@ -100,6 +100,7 @@ fn every_message_round_trips() {
             outcome: failed.clone(),
             duration_ms: 10,
             jobs: 4,
+            artifacts: Vec::new(),
         },
         EventKind::Finished {
             atom: atom("a-b/c"),
@@ -108,6 +109,7 @@ fn every_message_round_trips() {
             outcome: BuildOutcome::Succeeded,
             duration_ms: 10,
             jobs: 4,
+            artifacts: Vec::new(),
         },
         EventKind::HandedBack {
             atom: atom("a-b/c"),
@@ -173,6 +175,7 @@ fn every_message_round_trips() {
             estimate_secs: None,
             submitted_ms: 1,
             updated_ms: 2,
+            artifacts: Vec::new(),
         });
     }
     round_trip(SubmitRequest {
