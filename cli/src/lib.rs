@@ -5,6 +5,7 @@
 //! [`Outcome`] (exit status 0 or 1) or a [`CliError`] (exit status 2); only the binary prints
 //! errors. Read commands take `--json` and then print exactly one JSON document.
 
+mod binhost;
 mod config;
 mod demo;
 mod error;
@@ -20,8 +21,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use schemas::{Arch, DroneName, NameError};
+use schemas::{Arch, BinhostCommand, DroneName, NameError};
 
+pub use binhost::{BinhostState, binhost};
 pub use config::Config;
 pub use demo::{DemoArgs, DemoError, demo};
 pub use error::{ArgError, CliError, EXIT_ERROR};
@@ -95,6 +97,9 @@ pub enum Command {
     /// writes a config file for every process there. swarm-coordinator, swarm-drone and
     /// swarm-dashboard are taken from --bin-dir. `scripts/demo.sh` builds them and runs this.
     Demo(DemoArgs),
+    /// The published binhost: publish what is built, roll back, list revisions, status
+    #[command(subcommand)]
+    Binhost(BinhostArgs),
     /// Block until nothing is queued or building; exit 0 if every package succeeded, 1 if some failed, 2 on timeout
     Wait {
         /// Give up after this many seconds (default: wait for ever)
@@ -123,6 +128,39 @@ pub struct SubmitArgs {
     /// Arch to build for (default: the coordinator's first arch)
     #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
     pub arch: Option<Arch>,
+}
+
+/// The `binhost` subcommands; each takes `--arch` (default: the coordinator's first arch).
+#[derive(Debug, Clone, PartialEq, Subcommand)]
+pub enum BinhostArgs {
+    /// Publish the binary packages of every succeeded package as a new revision, atomically
+    Publish {
+        #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+        arch: Option<Arch>,
+    },
+    /// Serve an earlier kept revision again (default: the one before the current one)
+    Rollback {
+        #[arg(value_name = "REV")]
+        revision: Option<u64>,
+        #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+        arch: Option<Arch>,
+    },
+    /// List the kept revisions, newest first; `*` marks the one served
+    Revisions {
+        #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+        arch: Option<Arch>,
+        /// Print JSON: {arch, current, revisions: [{number, timestamp, created_ms, packages, bytes}]}
+        #[arg(long)]
+        json: bool,
+    },
+    /// The revision served, its package count and size
+    Status {
+        #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+        arch: Option<Arch>,
+        /// Print JSON, as `revisions --json`
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A package state as `packages --state` takes it; the names are the `state` labels of the JSON.
@@ -271,6 +309,42 @@ async fn dispatch(
             })
         }
         Command::Demo(args) => demo(&args, out, tokio_util::sync::CancellationToken::new()).await,
+        Command::Binhost(args) => {
+            // (arch, request, print JSON, print the revisions table)
+            let (arch, command, json, table) = match args {
+                BinhostArgs::Publish { arch } => (arch, BinhostCommand::Publish, false, false),
+                BinhostArgs::Rollback { revision, arch } => (
+                    arch,
+                    BinhostCommand::Rollback { to: revision },
+                    false,
+                    false,
+                ),
+                BinhostArgs::Revisions { arch, json } => (arch, BinhostCommand::Status, json, true),
+                BinhostArgs::Status { arch, json } => (arch, BinhostCommand::Status, json, false),
+            };
+            let state = match binhost(client, arch, command.clone()).await? {
+                Ok(state) => state,
+                Err(message) => {
+                    writeln!(out, "{message}")?;
+                    return Ok(Outcome::Failure);
+                }
+            };
+            if json {
+                write_json(out, &state)?;
+            } else if table {
+                write!(out, "{}", state.revisions_table())?;
+            } else {
+                let verb = match (&command, state.changed) {
+                    (BinhostCommand::Publish, true) => "published ",
+                    (BinhostCommand::Publish, false) => "nothing new to publish; serving ",
+                    (BinhostCommand::Rollback { .. }, true) => "rolled back; serving ",
+                    (BinhostCommand::Rollback { .. }, false) => "already serving ",
+                    (BinhostCommand::Status, _) => "",
+                };
+                writeln!(out, "{verb}{}", state.status_line())?;
+            }
+            Ok(Outcome::Success)
+        }
         Command::Wait { timeout } => {
             let report = wait(client, timeout, progress).await?;
             write!(out, "{report}")?;

@@ -62,6 +62,14 @@ pub struct Settings {
     pub duplicate_window_ms: u64,
     /// Order of the queue: `longest-first` or `fifo`.
     pub schedule: Schedule,
+    /// Publish an arch's binhost by itself when its run has ended with no new failure.
+    pub binhost_auto_publish: bool,
+    /// Published binhost revisions kept per arch (for rollback); older ones are dropped, and
+    /// the binary packages only they referenced are deleted.
+    pub binhost_keep_revisions: usize,
+    /// A stored binary package referenced by nothing is deleted only once it is this old: a
+    /// build that just stored it may not have reported it yet.
+    pub binhost_gc_grace_secs: u64,
 }
 
 impl Default for Settings {
@@ -80,6 +88,9 @@ impl Default for Settings {
             events_max_age_secs: 7 * 24 * 3600,
             duplicate_window_ms: 120_000,
             schedule: Schedule::LongestFirst,
+            binhost_auto_publish: true,
+            binhost_keep_revisions: 5,
+            binhost_gc_grace_secs: 3_600,
         }
     }
 }
@@ -130,6 +141,12 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "coordinator.reconcile_interval_ms",
                 "must be at least 50 ms",
+            ));
+        }
+        if self.binhost_keep_revisions == 0 {
+            return Err(ConfigError::invalid(
+                "coordinator.binhost_keep_revisions",
+                "must be at least 1: the current revision is always kept",
             ));
         }
         if !(1..=5).contains(&self.replicas) {

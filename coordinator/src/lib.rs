@@ -8,11 +8,13 @@
 
 mod apply;
 pub mod big_jobs;
+pub mod binhost;
 pub mod config;
 pub mod drones;
 pub mod events;
 pub mod hold;
 pub mod lifecycle;
+pub mod publication;
 pub mod publish;
 pub mod reconcile;
 pub mod retry;

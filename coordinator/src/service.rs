@@ -1,7 +1,7 @@
 //! The coordinator's one task: it owns the package table (loaded from the packages bucket at
 //! start), the drone registry, the reconciler, the event watermark and the claim hold, and is
 //! the only writer of package state. This file is the wiring: it opens the inputs and selects
-//! over them, handing each to its handler (`submit.rs`, `apply.rs`, `upkeep.rs`), which calls
+//! over them, handing each to its handler (`submit.rs`, `apply.rs`, `upkeep.rs`, `binhost.rs`), which calls
 //! the pure parts and writes their decisions.
 
 use std::time::Duration;
@@ -114,6 +114,14 @@ impl Service {
                 subject: names::SUBMIT_SUBJECT.to_owned(),
                 source,
             })?;
+        let mut binhost_requests =
+            client
+                .subscribe(names::BINHOST_SUBJECT)
+                .await
+                .map_err(|source| ServiceError::Subscribe {
+                    subject: names::BINHOST_SUBJECT.to_owned(),
+                    source,
+                })?;
         // Events are taken in batches of whatever has arrived (up to EVENT_BATCH), so that the
         // writes of one batch go out together.
         let events_consumer = names::COORDINATOR_EVENTS_CONSUMER;
@@ -135,6 +143,7 @@ impl Service {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(request) = submissions.next() => self.handle_submit(&client, request).await,
+                Some(request) = binhost_requests.next() => self.handle_binhost(&client, request).await,
                 batch = events.next() => match batch {
                     Some(batch) => {
                         let mut messages = Vec::with_capacity(batch.len());
@@ -174,6 +183,7 @@ impl Service {
                     if let Err(err) = self.reconcile_once().await {
                         warn!(error = %err, "reconcile pass failed; trying again next interval");
                     }
+                    self.publish_finished_runs().await;
                 }
             }
         }

@@ -117,6 +117,11 @@ impl PackageTable {
 
     /// The packages that should have a job in the stream or a drone's lease: those queued or
     /// building.
+    /// Every record.
+    pub fn records(&self) -> impl Iterator<Item = &PackageRecord> {
+        self.entries.values().map(|entry| &entry.record)
+    }
+
     pub fn live(&self) -> impl Iterator<Item = (&PackageKey, &Entry)> {
         self.entries.iter().filter(|(_, e)| {
             matches!(

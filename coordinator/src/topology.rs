@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{self, consumer, kv, object_store::ObjectStore, stream};
 use schemas::names;
 
 use crate::config::{Settings, Storage};
@@ -191,10 +191,10 @@ async fn ensure_bucket(
 async fn ensure_object_store(
     js: &jetstream::Context,
     settings: &Settings,
-) -> Result<(), TopologyError> {
+) -> Result<ObjectStore, TopologyError> {
     let name = names::ARTIFACTS_BUCKET;
-    if js.get_object_store(name).await.is_ok() {
-        return Ok(());
+    if let Ok(store) = js.get_object_store(name).await {
+        return Ok(store);
     }
     js.create_object_store(async_nats::jetstream::object_store::Config {
         bucket: name.to_owned(),
@@ -204,7 +204,6 @@ async fn ensure_object_store(
         ..Default::default()
     })
     .await
-    .map(|_| ())
     .map_err(|source| TopologyError::Bucket {
         name: name.to_owned(),
         source: source.into(),
@@ -219,6 +218,8 @@ pub struct Topology {
     pub drones: kv::Store,
     pub leases: kv::Store,
     pub packages: kv::Store,
+    pub binhost: kv::Store,
+    pub artifacts: ObjectStore,
 }
 
 pub async fn ensure(
@@ -241,7 +242,10 @@ pub async fn ensure(
     .await?;
     let packages =
         ensure_bucket(js, bucket(settings, names::PACKAGES_BUCKET, Duration::ZERO)).await?;
-    ensure_object_store(js, settings).await?;
+    let artifacts = ensure_object_store(js, settings).await?;
+    // Published binhost revisions: kept until the coordinator drops them.
+    let binhost =
+        ensure_bucket(js, bucket(settings, names::BINHOST_BUCKET, Duration::ZERO)).await?;
     for arch in &settings.arches {
         for config in [
             builders_consumer(settings, arch),
@@ -287,5 +291,7 @@ pub async fn ensure(
         drones,
         leases,
         packages,
+        binhost,
+        artifacts,
     })
 }

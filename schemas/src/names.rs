@@ -22,6 +22,21 @@ pub const LEASES_BUCKET: &str = "swarm-leases";
 pub const PACKAGES_BUCKET: &str = "swarm-packages";
 /// Object store of the binary packages drones built, each under the SHA-256 of its contents.
 pub const ARTIFACTS_BUCKET: &str = "swarm-artifacts";
+/// Published binhost revisions (`rev.<arch>.<number>`) and which one each arch serves
+/// (`current.<arch>`); written by the coordinator only.
+pub const BINHOST_BUCKET: &str = "swarm-binhost";
+/// The operator's binhost requests (publish, rollback, status), answered by the coordinator.
+pub const BINHOST_SUBJECT: &str = "swarm.ctl.binhost";
+
+/// The key of a published revision in the binhost bucket.
+pub fn binhost_revision_key(arch: &Arch, number: u64) -> String {
+    format!("rev.{arch}.{number:012}")
+}
+
+/// The key saying which revision an arch's binhost serves.
+pub fn binhost_current_key(arch: &Arch) -> String {
+    format!("current.{arch}")
+}
 
 /// Durable consumer through which the coordinator applies drone events to package state.
 pub const COORDINATOR_EVENTS_CONSUMER: &str = "coordinator";

@@ -8,6 +8,7 @@
 //! share: how a build ended.
 
 mod artifact;
+mod binhost;
 mod drone;
 mod job;
 mod package;
@@ -16,6 +17,10 @@ mod requests;
 use serde::{Deserialize, Serialize};
 
 pub use artifact::Artifact;
+pub use binhost::{
+    BinhostCommand, BinhostCurrent, BinhostReply, BinhostRequest, BinhostResult, BinhostRevision,
+    RevisionSummary,
+};
 pub use drone::{DroneRecord, DroneState, Event, EventKind, RunningBuild};
 pub use job::{Job, Lease, LeasePhase};
 pub use package::{AttemptRecord, PackageRecord, PackageState, SizeClass};

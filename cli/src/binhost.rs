@@ -1,0 +1,165 @@
+//! `swarmctl binhost publish|rollback|revisions|status`: the operator's requests about the
+//! published binhost, answered by the coordinator, which alone writes revisions.
+
+use std::fmt;
+
+use schemas::{
+    Arch, BinhostCommand, BinhostReply, BinhostRequest, BinhostResult, RevisionSummary,
+    SCHEMA_VERSION, names,
+};
+use serde::Serialize;
+
+use crate::CliError;
+use crate::rpc::{self, RequestFailure};
+
+/// What the coordinator answered: the arch's current revision and the kept ones.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BinhostState {
+    pub arch: Arch,
+    pub current: Option<u64>,
+    pub revisions: Vec<RevisionSummary>,
+    /// Whether the request published or rolled back anything.
+    pub changed: bool,
+}
+
+/// Sends one binhost request to the coordinator.
+pub async fn binhost(
+    client: &async_nats::Client,
+    arch: Option<Arch>,
+    command: BinhostCommand,
+) -> Result<Result<BinhostState, String>, CliError> {
+    let payload = schemas::encode(&BinhostRequest {
+        v: SCHEMA_VERSION,
+        arch,
+        command,
+    })?;
+    let subject = names::BINHOST_SUBJECT;
+    let reply = rpc::request(client, subject, payload)
+        .await
+        .map_err(|failure| match failure {
+            RequestFailure::NoResponders => CliError::NoCoordinator {
+                subject: subject.to_owned(),
+            },
+            RequestFailure::Other(err) => err,
+        })?;
+    let reply: BinhostReply =
+        schemas::decode(&reply.payload).map_err(|source| CliError::BadReply {
+            subject: subject.to_owned(),
+            source,
+        })?;
+    Ok(match reply.result {
+        BinhostResult::State {
+            arch,
+            current,
+            revisions,
+            changed,
+        } => Ok(BinhostState {
+            arch,
+            current,
+            revisions,
+            changed,
+        }),
+        BinhostResult::Error { message } => Err(message),
+    })
+}
+
+impl BinhostState {
+    /// The current revision's summary, if one is published.
+    pub fn current_revision(&self) -> Option<&RevisionSummary> {
+        let current = self.current?;
+        self.revisions.iter().find(|r| r.number == current)
+    }
+
+    /// One line on what the arch's binhost serves.
+    pub fn status_line(&self) -> String {
+        match self.current_revision() {
+            Some(r) => format!(
+                "{}: revision {} (TIMESTAMP {}), {} packages, {}",
+                self.arch,
+                r.number,
+                r.timestamp,
+                r.packages,
+                bytes(r.bytes)
+            ),
+            None => format!("{}: nothing published yet", self.arch),
+        }
+    }
+
+    /// The kept revisions, newest first, the current one marked.
+    pub fn revisions_table(&self) -> String {
+        let mut out = String::from("  REVISION  TIMESTAMP   PACKAGES  SIZE\n");
+        for r in &self.revisions {
+            let mark = if Some(r.number) == self.current {
+                '*'
+            } else {
+                ' '
+            };
+            out.push_str(&format!(
+                "{mark} {:<8}  {:<10}  {:<8}  {}\n",
+                r.number,
+                r.timestamp,
+                r.packages,
+                bytes(r.bytes)
+            ));
+        }
+        out
+    }
+}
+
+impl fmt::Display for BinhostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.status_line())
+    }
+}
+
+/// A size for people: bytes, KiB, MiB or GiB with one decimal.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_revisions_read_as_a_person_would() {
+        let revision = |number, packages, bytes| RevisionSummary {
+            number,
+            timestamp: 1_796_000_000 + number,
+            created_ms: 0,
+            packages,
+            bytes,
+        };
+        let state = BinhostState {
+            arch: Arch::default(),
+            current: Some(2),
+            revisions: vec![revision(3, 5, 5 * 1024 * 1024), revision(2, 4, 900)],
+            changed: false,
+        };
+        assert_eq!(
+            state.status_line(),
+            "amd64: revision 2 (TIMESTAMP 1796000002), 4 packages, 900 B"
+        );
+        assert_eq!(
+            state.revisions_table(),
+            "  REVISION  TIMESTAMP   PACKAGES  SIZE\n  3         1796000003  5         5.0 MiB\n* 2         1796000002  4         900 B\n"
+        );
+        let empty = BinhostState {
+            current: None,
+            revisions: vec![],
+            ..state
+        };
+        assert_eq!(empty.status_line(), "amd64: nothing published yet");
+    }
+}

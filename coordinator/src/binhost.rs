@@ -1,0 +1,375 @@
+//! The binhost's publication (the service's handlers): the operator's requests on
+//! `swarm.ctl.binhost` (publish, rollback, status), the publication a run that ended cleanly
+//! makes by itself, and the retention that follows each. What to publish and keep is decided by
+//! `publication`; this writes it.
+//!
+//! **Atomic by construction:** a revision is written in full under its own key first, and only
+//! then does the arch's `current` key switch to it, in one compare-and-set. `swarm-binhost`
+//! reads `current`, then the revision it names: a client sees one revision or the next, never a
+//! mix, whatever stops in between (the coordinator, the server).
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use schemas::{
+    Arch, BinhostCommand, BinhostCurrent, BinhostReply, BinhostRequest, BinhostResult,
+    BinhostRevision, RevisionSummary, SCHEMA_VERSION, decode, encode, names,
+};
+use tracing::{debug, info, warn};
+
+use crate::publication;
+use crate::service::Service;
+
+/// Why a binhost request could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum BinhostError {
+    #[error("arch {0} is not built by this swarm")]
+    UnknownArch(Arch),
+    #[error("revision {number} of {arch} is not kept (kept: {kept:?})")]
+    NoSuchRevision {
+        arch: Arch,
+        number: u64,
+        kept: Vec<u64>,
+    },
+    #[error("{arch} has no earlier revision to roll back to")]
+    NothingToRollBackTo { arch: Arch },
+    #[error("cannot read the binhost bucket: {0}")]
+    Read(String),
+    #[error("cannot write the binhost bucket: {0}")]
+    Write(String),
+    #[error("another writer changed {arch}'s current revision; try again")]
+    Conflict { arch: Arch },
+    #[error("cannot encode a binhost record: {0}")]
+    Encode(#[from] schemas::EncodeError),
+}
+
+/// What the bucket holds for one arch.
+struct Published {
+    revisions: BTreeMap<u64, BinhostRevision>,
+    /// The current revision's number and the `current` key's KV revision (for the
+    /// compare-and-set), when one was ever published.
+    current: Option<(u64, u64)>,
+}
+
+impl Published {
+    fn current_revision(&self) -> Option<&BinhostRevision> {
+        self.current.and_then(|(n, _)| self.revisions.get(&n))
+    }
+
+    fn summaries(&self) -> Vec<RevisionSummary> {
+        self.revisions
+            .values()
+            .rev()
+            .map(|r| RevisionSummary {
+                number: r.number,
+                timestamp: r.timestamp,
+                created_ms: r.created_ms,
+                packages: r.packages.len() as u64,
+                bytes: r.packages.iter().map(|a| a.size).sum(),
+            })
+            .collect()
+    }
+}
+
+impl Service {
+    pub(crate) async fn handle_binhost(
+        &mut self,
+        client: &async_nats::Client,
+        request: async_nats::Message,
+    ) {
+        let result = match decode::<BinhostRequest>(&request.payload) {
+            Ok(req) => {
+                let arch = req
+                    .arch
+                    .clone()
+                    .unwrap_or_else(|| self.settings.arches[0].clone());
+                match self.binhost_command(&arch, &req.command).await {
+                    Ok((published, changed)) => BinhostResult::State {
+                        arch,
+                        current: published.current.map(|(n, _)| n),
+                        revisions: published.summaries(),
+                        changed,
+                    },
+                    Err(err) => BinhostResult::Error {
+                        message: err.to_string(),
+                    },
+                }
+            }
+            Err(err) => {
+                if let Some(suppressed) = self.refused.allow("malformed binhost request") {
+                    warn!(error = %err, suppressed, "malformed binhost request discarded");
+                }
+                BinhostResult::Error {
+                    message: err.to_string(),
+                }
+            }
+        };
+        let reply = BinhostReply {
+            v: SCHEMA_VERSION,
+            result,
+        };
+        if let (Some(to), Ok(bytes)) = (request.reply, encode(&reply)) {
+            let _ = client.publish(to, bytes.into()).await;
+        }
+    }
+
+    async fn binhost_command(
+        &mut self,
+        arch: &Arch,
+        command: &BinhostCommand,
+    ) -> Result<(Published, bool), BinhostError> {
+        if !self.settings.arches.contains(arch) {
+            return Err(BinhostError::UnknownArch(arch.clone()));
+        }
+        match command {
+            BinhostCommand::Status => Ok((self.read_published(arch).await?, false)),
+            BinhostCommand::Publish => self.publish_binhost(arch).await,
+            BinhostCommand::Rollback { to } => self.roll_back(arch, *to).await,
+        }
+    }
+
+    /// Publishes an arch's run once it has ended with no new failure (each reconcile tick).
+    pub(crate) async fn publish_finished_runs(&mut self) {
+        if !self.settings.binhost_auto_publish {
+            return;
+        }
+        for arch in self.settings.arches.clone() {
+            // A run still under way (or none) is the common case: it costs no read of the bucket.
+            let under_way = {
+                let mut of_arch = self.table.records().filter(|r| r.arch == arch).peekable();
+                of_arch.peek().is_none() || of_arch.any(|r| !r.state.is_final())
+            };
+            if under_way {
+                continue;
+            }
+            let published = match self.read_published(&arch).await {
+                Ok(published) => published,
+                Err(err) => {
+                    debug!(error = %err, "binhost state not read");
+                    continue;
+                }
+            };
+            let published_ms = published.current_revision().map(|r| r.created_ms);
+            if !publication::run_ended_cleanly(self.table.records(), &arch, published_ms) {
+                continue;
+            }
+            let staged = publication::staged(self.table.records(), &arch);
+            if published
+                .current_revision()
+                .is_some_and(|r| r.packages == staged)
+            {
+                continue;
+            }
+            match self.publish_binhost(&arch).await {
+                Ok((p, true)) => {
+                    info!(%arch, revision = ?p.current.map(|(n, _)| n), "run ended cleanly; binhost published")
+                }
+                Ok(_) => {}
+                Err(err) => warn!(%arch, error = %err, "binhost not published; trying again"),
+            }
+        }
+    }
+
+    /// Publishes what is built now as the arch's next revision; unchanged when nothing is new.
+    async fn publish_binhost(&mut self, arch: &Arch) -> Result<(Published, bool), BinhostError> {
+        let mut published = self.read_published(arch).await?;
+        let staged = publication::staged(self.table.records(), arch);
+        let Some(revision) = publication::next_revision(
+            arch,
+            published.current_revision(),
+            staged,
+            runtime::now_ms(),
+        ) else {
+            return Ok((published, false));
+        };
+        let key = names::binhost_revision_key(arch, revision.number);
+        let bytes = encode(&revision)?;
+        self.topo
+            .binhost
+            .put(key.as_str(), bytes.into())
+            .await
+            .map_err(|e| BinhostError::Write(e.to_string()))?;
+        let number = revision.number;
+        info!(%arch, revision = number, packages = revision.packages.len(), timestamp = revision.timestamp, "binhost revision written");
+        published.revisions.insert(number, revision);
+        self.switch_current(arch, &mut published, number).await?;
+        self.keep_revisions(arch, &mut published).await;
+        self.collect_garbage(arch, &published).await;
+        Ok((published, true))
+    }
+
+    /// Serves an earlier kept revision again, byte for byte as it was.
+    async fn roll_back(
+        &mut self,
+        arch: &Arch,
+        to: Option<u64>,
+    ) -> Result<(Published, bool), BinhostError> {
+        let mut published = self.read_published(arch).await?;
+        let current = published.current.map(|(n, _)| n);
+        let target = match to {
+            Some(number) => number,
+            None => current
+                .and_then(|c| published.revisions.range(..c).next_back().map(|(n, _)| *n))
+                .ok_or_else(|| BinhostError::NothingToRollBackTo { arch: arch.clone() })?,
+        };
+        if !published.revisions.contains_key(&target) {
+            return Err(BinhostError::NoSuchRevision {
+                arch: arch.clone(),
+                number: target,
+                kept: published.revisions.keys().copied().collect(),
+            });
+        }
+        if current == Some(target) {
+            return Ok((published, false));
+        }
+        self.switch_current(arch, &mut published, target).await?;
+        info!(%arch, revision = target, "binhost rolled back");
+        Ok((published, true))
+    }
+
+    /// Points the arch's `current` key at `number`, by compare-and-set.
+    async fn switch_current(
+        &self,
+        arch: &Arch,
+        published: &mut Published,
+        number: u64,
+    ) -> Result<(), BinhostError> {
+        let key = names::binhost_current_key(arch);
+        let bytes = encode(&BinhostCurrent {
+            v: SCHEMA_VERSION,
+            arch: arch.clone(),
+            number,
+        })?;
+        let written = match published.current {
+            Some((_, kv_revision)) => self
+                .topo
+                .binhost
+                .update(key.as_str(), bytes.into(), kv_revision)
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::UpdateErrorKind::WrongLastRevision => {
+                        BinhostError::Conflict { arch: arch.clone() }
+                    }
+                    _ => BinhostError::Write(e.to_string()),
+                })?,
+            None => self
+                .topo
+                .binhost
+                .create(key.as_str(), bytes.into())
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => {
+                        BinhostError::Conflict { arch: arch.clone() }
+                    }
+                    _ => BinhostError::Write(e.to_string()),
+                })?,
+        };
+        published.current = Some((number, written));
+        Ok(())
+    }
+
+    /// Drops the revisions past the newest `binhost_keep_revisions` (never the current one).
+    async fn keep_revisions(&self, arch: &Arch, published: &mut Published) {
+        let Some((current, _)) = published.current else {
+            return;
+        };
+        let numbers: Vec<u64> = published.revisions.keys().copied().collect();
+        for number in publication::to_drop(&numbers, current, self.settings.binhost_keep_revisions)
+        {
+            let key = names::binhost_revision_key(arch, number);
+            match self.topo.binhost.delete(key.as_str()).await {
+                Ok(()) => {
+                    published.revisions.remove(&number);
+                    info!(%arch, revision = number, "binhost revision dropped");
+                }
+                Err(err) => {
+                    warn!(%arch, revision = number, error = %err, "binhost revision not dropped")
+                }
+            }
+        }
+    }
+
+    /// Deletes the stored binary packages that no kept revision of any arch and no package
+    /// record references, once they are older than the grace period.
+    async fn collect_garbage(&mut self, published_arch: &Arch, just_published: &Published) {
+        let mut kept: Vec<BinhostRevision> = just_published.revisions.values().cloned().collect();
+        for arch in self.settings.arches.clone() {
+            if arch != *published_arch {
+                match self.read_published(&arch).await {
+                    Ok(other) => kept.extend(other.revisions.into_values()),
+                    // Not knowing what another arch keeps, delete nothing.
+                    Err(_) => return,
+                }
+            }
+        }
+        let Ok(mut list) = self.topo.artifacts.list().await else {
+            return;
+        };
+        let grace = self.settings.binhost_gc_grace_secs as i64;
+        let now = (runtime::now_ms() / 1000) as i64;
+        let mut old = Vec::new();
+        while let Some(Ok(info)) = list.next().await {
+            let age = info.modified.map(|m| now - m.unix_timestamp()).unwrap_or(0);
+            if !info.deleted && age >= grace {
+                old.push(info.name);
+            }
+        }
+        let garbage =
+            publication::garbage(old.iter().map(String::as_str), &kept, self.table.records());
+        for object in garbage {
+            match self.topo.artifacts.delete(&object).await {
+                Ok(()) => info!(%object, "unreferenced binary package deleted"),
+                Err(err) => warn!(%object, error = %err, "unreferenced binary package not deleted"),
+            }
+        }
+    }
+
+    /// Every kept revision of an arch and its current one.
+    async fn read_published(&self, arch: &Arch) -> Result<Published, BinhostError> {
+        let prefix = format!("rev.{arch}.");
+        let mut keys = self
+            .topo
+            .binhost
+            .keys()
+            .await
+            .map_err(|e| BinhostError::Read(e.to_string()))?;
+        let mut revisions = BTreeMap::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| BinhostError::Read(e.to_string()))?;
+            if !key.starts_with(&prefix) {
+                continue;
+            }
+            let Some(bytes) = self
+                .topo
+                .binhost
+                .get(key.as_str())
+                .await
+                .map_err(|e| BinhostError::Read(e.to_string()))?
+            else {
+                continue;
+            };
+            match decode::<BinhostRevision>(&bytes) {
+                Ok(revision) => {
+                    revisions.insert(revision.number, revision);
+                }
+                Err(err) => warn!(%key, error = %err, "undecodable binhost revision ignored"),
+            }
+        }
+        let current = match self
+            .topo
+            .binhost
+            .entry(names::binhost_current_key(arch))
+            .await
+            .map_err(|e| BinhostError::Read(e.to_string()))?
+        {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                decode::<BinhostCurrent>(&entry.value)
+                    .ok()
+                    .map(|c| (c.number, entry.revision))
+            }
+            _ => None,
+        };
+        Ok(Published { revisions, current })
+    }
+}

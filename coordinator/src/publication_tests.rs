@@ -1,0 +1,167 @@
+//! Table tests of the binhost's publication decisions (`publication.rs`).
+
+use std::collections::BTreeMap;
+
+use schemas::{Arch, Artifact, PackageRecord, PackageState, fixtures};
+
+use super::*;
+
+fn artifact(path: &str, object: &str) -> Artifact {
+    Artifact {
+        object: object.to_owned(),
+        path: path.to_owned(),
+        size: 1,
+        md5: String::new(),
+        sha1: String::new(),
+        metadata: BTreeMap::new(),
+    }
+}
+
+fn succeeded(atom: &str, artifacts: Vec<Artifact>, updated_ms: u64) -> PackageRecord {
+    PackageRecord {
+        artifacts,
+        updated_ms,
+        ..fixtures::package_record(
+            atom,
+            PackageState::Succeeded {
+                attempt: 1,
+                drone: fixtures::drone_name("d"),
+            },
+        )
+    }
+}
+
+fn failed(atom: &str, updated_ms: u64) -> PackageRecord {
+    PackageRecord {
+        updated_ms,
+        ..fixtures::package_record(
+            atom,
+            PackageState::Failed {
+                attempt: 3,
+                reason: "x".into(),
+            },
+        )
+    }
+}
+
+fn amd64() -> Arch {
+    Arch::default()
+}
+
+#[test]
+fn staged_packages_are_the_succeeded_ones_of_the_arch_by_path() {
+    let mut other_arch = succeeded(
+        "a-b/other",
+        vec![artifact("a-b/other/other-1-1.gpkg.tar", "o")],
+        0,
+    );
+    other_arch.arch = Arch::parse("arm64").expect("arch");
+    let records = [
+        succeeded("a-b/z", vec![artifact("a-b/z/z-1-1.gpkg.tar", "z1")], 0),
+        succeeded("a-b/a", vec![artifact("a-b/a/a-1-1.gpkg.tar", "a1")], 0),
+        // Built again: the same path, the newer file.
+        succeeded("=a-b/a-1", vec![artifact("a-b/a/a-1-1.gpkg.tar", "a2")], 0),
+        failed("a-b/f", 0),
+        fixtures::package_record("a-b/q", PackageState::Queued { attempt: 1 }),
+        other_arch,
+    ];
+    let staged = staged(&records, &amd64());
+    let got: Vec<(&str, &str)> = staged
+        .iter()
+        .map(|a| (a.path.as_str(), a.object.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a-b/a/a-1-1.gpkg.tar", "a2"),
+            ("a-b/z/z-1-1.gpkg.tar", "z1")
+        ]
+    );
+}
+
+#[test]
+fn revisions_number_up_and_their_timestamps_strictly_increase() {
+    let packages = vec![artifact("a-b/a/a-1-1.gpkg.tar", "a1")];
+    let first =
+        next_revision(&amd64(), None, packages.clone(), 5_000_999).expect("a first revision");
+    assert_eq!((first.number, first.timestamp), (1, 5_000));
+    assert_eq!(
+        next_revision(&amd64(), Some(&first), packages.clone(), 9_000_000),
+        None,
+        "nothing new to publish"
+    );
+    let more = vec![
+        artifact("a-b/a/a-1-1.gpkg.tar", "a1"),
+        artifact("a-b/b/b-1-1.gpkg.tar", "b1"),
+    ];
+    // Published again within the same second, or with the clock set back: one more second.
+    for now_ms in [5_000_500, 4_000_000] {
+        let next = next_revision(&amd64(), Some(&first), more.clone(), now_ms).expect("new");
+        assert_eq!((next.number, next.timestamp), (2, 5_001), "{now_ms}");
+    }
+    let later = next_revision(&amd64(), Some(&first), more, 7_000_000).expect("new");
+    assert_eq!((later.number, later.timestamp), (2, 7_000));
+    assert_eq!(later.created_ms, 7_000_000);
+}
+
+#[test]
+fn a_run_publishes_itself_only_when_it_ended_without_new_failures() {
+    let built = succeeded("a-b/a", vec![], 100);
+    let queued = fixtures::package_record("a-b/q", PackageState::Queued { attempt: 1 });
+    let retrying = fixtures::package_record(
+        "a-b/r",
+        PackageState::RetryWait {
+            attempt: 2,
+            not_before_ms: 0,
+        },
+    );
+    #[rustfmt::skip]
+    let cases: Vec<(&str, Vec<PackageRecord>, Option<u64>, bool)> = vec![
+        ("everything built", vec![built.clone()], None, true),
+        ("nothing at all", vec![], None, false),
+        ("one still queued", vec![built.clone(), queued], None, false),
+        ("one waiting to retry", vec![built.clone(), retrying], None, false),
+        ("a failure in this run", vec![built.clone(), failed("a-b/f", 200)], Some(150), false),
+        ("a failure before the last publication", vec![built.clone(), failed("a-b/f", 100)], Some(150), true),
+        ("a failure and nothing published yet", vec![built.clone(), failed("a-b/f", 100)], None, false),
+    ];
+    for (what, records, published_ms, expected) in cases {
+        assert_eq!(
+            run_ended_cleanly(&records, &amd64(), published_ms),
+            expected,
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn the_newest_revisions_and_the_current_one_are_kept() {
+    #[rustfmt::skip]
+    let cases: Vec<(&[u64], u64, usize, Vec<u64>)> = vec![
+        (&[1, 2, 3, 4, 5], 5, 3, vec![2, 1]),
+        (&[5, 1, 3, 2, 4], 5, 3, vec![2, 1]),
+        // Rolled back to 2: it stays although it is not among the newest.
+        (&[1, 2, 3, 4, 5], 2, 2, vec![3, 1]),
+        (&[1, 2], 2, 5, vec![]),
+        (&[1, 2, 3], 3, 0, vec![2, 1]),
+    ];
+    for (numbers, current, keep, expected) in cases {
+        assert_eq!(
+            to_drop(numbers, current, keep),
+            expected,
+            "{numbers:?} current {current} keep {keep}"
+        );
+    }
+}
+
+#[test]
+fn garbage_is_what_no_kept_revision_and_no_record_references() {
+    let kept =
+        next_revision(&amd64(), None, vec![artifact("p", "in-revision")], 1_000).expect("rev");
+    let records = [succeeded("a-b/a", vec![artifact("q", "in-record")], 0)];
+    let objects = ["in-revision", "in-record", "orphan", "another-orphan"];
+    assert_eq!(
+        garbage(objects, std::slice::from_ref(&kept), &records),
+        ["orphan", "another-orphan"]
+    );
+}

@@ -1,0 +1,110 @@
+//! Binhost revisions and the operator's requests about them. The coordinator publishes a
+//! revision (the binary packages of every succeeded package of one arch, frozen) and switches the
+//! arch's current revision to it in one compare-and-set; `swarm-binhost` serves what the current
+//! revision lists, so a client sees one revision or the next, never a mix.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Artifact, version};
+use crate::codec::Wire;
+use crate::ids::Arch;
+
+/// One published revision of an arch's binhost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinhostRevision {
+    #[serde(default = "version")]
+    pub v: u16,
+    pub arch: Arch,
+    /// 1, 2, 3, ... per arch.
+    pub number: u64,
+    /// The index's `TIMESTAMP` (seconds): strictly greater than every earlier revision's, since a
+    /// client reads the package list only when it is newer than the one it cached.
+    pub timestamp: u64,
+    pub created_ms: u64,
+    /// Every binary package of the revision.
+    pub packages: Vec<Artifact>,
+}
+
+impl Wire for BinhostRevision {
+    const KIND: &'static str = "binhost revision";
+}
+
+/// Which revision an arch's binhost serves, in the binhost bucket under `current.<arch>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinhostCurrent {
+    #[serde(default = "version")]
+    pub v: u16,
+    pub arch: Arch,
+    pub number: u64,
+}
+
+impl Wire for BinhostCurrent {
+    const KIND: &'static str = "binhost current revision";
+}
+
+/// An operator's request about an arch's published binhost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinhostRequest {
+    #[serde(default = "version")]
+    pub v: u16,
+    /// The coordinator's default arch when absent.
+    #[serde(default)]
+    pub arch: Option<Arch>,
+    pub command: BinhostCommand,
+}
+
+impl Wire for BinhostRequest {
+    const KIND: &'static str = "binhost request";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BinhostCommand {
+    /// Publish what is built now as a new revision (unless it equals the current one).
+    Publish,
+    /// Serve an earlier kept revision again: `to`, or the one before the current one.
+    Rollback {
+        #[serde(default)]
+        to: Option<u64>,
+    },
+    /// The current revision and the kept ones.
+    Status,
+}
+
+/// A kept revision, as the status lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionSummary {
+    pub number: u64,
+    pub timestamp: u64,
+    pub created_ms: u64,
+    pub packages: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinhostReply {
+    #[serde(default = "version")]
+    pub v: u16,
+    pub result: BinhostResult,
+}
+
+impl Wire for BinhostReply {
+    const KIND: &'static str = "binhost reply";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BinhostResult {
+    /// The arch's binhost serves `current` (none before the first publication); `revisions` are
+    /// the kept ones, newest first. `published` says whether this request published or rolled
+    /// back anything.
+    State {
+        arch: Arch,
+        current: Option<u64>,
+        revisions: Vec<RevisionSummary>,
+        changed: bool,
+    },
+    Error {
+        message: String,
+    },
+}
