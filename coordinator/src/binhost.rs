@@ -14,8 +14,10 @@ use async_nats::jetstream::kv;
 use futures::StreamExt;
 use schemas::{
     Arch, BinhostCommand, BinhostCurrent, BinhostReply, BinhostRequest, BinhostResult,
-    BinhostRevision, RevisionSummary, SCHEMA_VERSION, decode, encode, names,
+    BinhostRevision, RevisionContents, RevisionSummary, SCHEMA_VERSION, decode, decode_object,
+    encode, names,
 };
+use tokio::io::AsyncReadExt;
 use tracing::{debug, info, warn};
 
 use crate::publication;
@@ -42,6 +44,8 @@ pub enum BinhostError {
     Conflict { arch: Arch },
     #[error("cannot encode a binhost record: {0}")]
     Encode(#[from] schemas::EncodeError),
+    #[error("cannot read revision contents {object}: {reason}")]
+    Contents { object: String, reason: String },
 }
 
 /// What the bucket holds for one arch.
@@ -65,8 +69,8 @@ impl Published {
                 number: r.number,
                 timestamp: r.timestamp,
                 created_ms: r.created_ms,
-                packages: r.packages.len() as u64,
-                bytes: r.packages.iter().map(|a| a.size).sum(),
+                packages: r.packages,
+                bytes: r.bytes,
             })
             .collect()
     }
@@ -154,13 +158,6 @@ impl Service {
             if !publication::run_ended_cleanly(self.table.records(), &arch, published_ms) {
                 continue;
             }
-            let staged = publication::staged(self.table.records(), &arch);
-            if published
-                .current_revision()
-                .is_some_and(|r| r.packages == staged)
-            {
-                continue;
-            }
             match self.publish_binhost(&arch).await {
                 Ok((p, true)) => {
                     info!(%arch, revision = ?p.current.map(|(n, _)| n), "run ended cleanly; binhost published")
@@ -172,31 +169,65 @@ impl Service {
     }
 
     /// Publishes what is built now as the arch's next revision; unchanged when nothing is new.
+    /// The contents object first, the revision's key next, the switch of `current` last.
     async fn publish_binhost(&mut self, arch: &Arch) -> Result<(Published, bool), BinhostError> {
         let mut published = self.read_published(arch).await?;
+        let current_contents = match published.current_revision() {
+            Some(revision) => Some(self.read_contents(revision).await?),
+            None => None,
+        };
+        let current = published
+            .current_revision()
+            .zip(current_contents.as_ref())
+            .map(|(revision, contents)| (revision, contents.packages.as_slice()));
         let staged = publication::staged(self.table.records(), arch);
-        let Some(revision) = publication::next_revision(
-            arch,
-            published.current_revision(),
-            staged,
-            runtime::now_ms(),
-        ) else {
+        let Some((revision, contents)) =
+            publication::next_revision(arch, current, staged, runtime::now_ms())
+        else {
             return Ok((published, false));
         };
+        let bytes = encode(&contents)?;
+        self.topo
+            .artifacts
+            .put(revision.contents.as_str(), &mut bytes.as_slice())
+            .await
+            .map_err(|e| BinhostError::Write(e.to_string()))?;
         let key = names::binhost_revision_key(arch, revision.number);
-        let bytes = encode(&revision)?;
         self.topo
             .binhost
-            .put(key.as_str(), bytes.into())
+            .put(key.as_str(), encode(&revision)?.into())
             .await
             .map_err(|e| BinhostError::Write(e.to_string()))?;
         let number = revision.number;
-        info!(%arch, revision = number, packages = revision.packages.len(), timestamp = revision.timestamp, "binhost revision written");
+        info!(%arch, revision = number, packages = revision.packages, timestamp = revision.timestamp, "binhost revision written");
         published.revisions.insert(number, revision);
         self.switch_current(arch, &mut published, number).await?;
         self.keep_revisions(arch, &mut published).await;
-        self.collect_garbage(arch, &published).await;
+        self.collect_garbage().await;
         Ok((published, true))
+    }
+
+    /// A revision's packages, from the object store.
+    pub(crate) async fn read_contents(
+        &self,
+        revision: &BinhostRevision,
+    ) -> Result<RevisionContents, BinhostError> {
+        let failed = |reason: String| BinhostError::Contents {
+            object: revision.contents.clone(),
+            reason,
+        };
+        let mut object = self
+            .topo
+            .artifacts
+            .get(&revision.contents)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        decode_object(&bytes).map_err(|e| failed(e.to_string()))
     }
 
     /// Serves an earlier kept revision again, byte for byte as it was.
@@ -292,13 +323,16 @@ impl Service {
 
     /// Deletes the stored binary packages that no kept revision of any arch and no package
     /// record references, once they are older than the grace period.
-    async fn collect_garbage(&mut self, published_arch: &Arch, just_published: &Published) {
-        let mut kept: Vec<BinhostRevision> = just_published.revisions.values().cloned().collect();
+    async fn collect_garbage(&mut self) {
+        let mut kept = Vec::new();
         for arch in self.settings.arches.clone() {
-            if arch != *published_arch {
-                match self.read_published(&arch).await {
-                    Ok(other) => kept.extend(other.revisions.into_values()),
-                    // Not knowing what another arch keeps, delete nothing.
+            let Ok(published) = self.read_published(&arch).await else {
+                // Not knowing what an arch keeps, delete nothing.
+                return;
+            };
+            for revision in published.revisions.values() {
+                match self.read_contents(revision).await {
+                    Ok(contents) => kept.push(contents),
                     Err(_) => return,
                 }
             }

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use schemas::{Arch, Artifact, BinhostRevision, PackageRecord, PackageState, SCHEMA_VERSION};
+use schemas::{
+    Arch, Artifact, BinhostRevision, PackageRecord, PackageState, RevisionContents, SCHEMA_VERSION,
+};
 
 /// The binary packages of every succeeded package of `arch`, by path (one file per path: a
 /// later build of the same version with the same `BUILD_ID` replaces an earlier one).
@@ -24,30 +26,40 @@ pub fn staged<'a>(
     by_path.into_values().collect()
 }
 
-/// The revision that publishes `packages`, after `current`; `None` when `current` already holds
-/// exactly these packages. Its `TIMESTAMP` is `now`'s second, or one more than the current
-/// one's when that is not earlier: it must strictly increase for clients to read the new list.
+/// The revision that publishes `packages`, after `current` (its summary and its packages);
+/// `None` when `current` already holds exactly these packages. Its `TIMESTAMP` is `now`'s
+/// second, or one more than the current one's when that is not earlier: it must strictly
+/// increase for clients to read the new list.
 pub fn next_revision(
     arch: &Arch,
-    current: Option<&BinhostRevision>,
+    current: Option<(&BinhostRevision, &[Artifact])>,
     packages: Vec<Artifact>,
     now_ms: u64,
-) -> Option<BinhostRevision> {
-    if current.is_some_and(|c| c.packages == packages) {
+) -> Option<(BinhostRevision, RevisionContents)> {
+    if current.is_some_and(|(_, held)| held == packages.as_slice()) {
         return None;
     }
     let (number, timestamp) = match current {
-        Some(c) => (c.number + 1, (now_ms / 1000).max(c.timestamp + 1)),
+        Some((c, _)) => (c.number + 1, (now_ms / 1000).max(c.timestamp + 1)),
         None => (1, now_ms / 1000),
     };
-    Some(BinhostRevision {
+    let revision = BinhostRevision {
         v: SCHEMA_VERSION,
         arch: arch.clone(),
         number,
         timestamp,
         created_ms: now_ms,
+        packages: packages.len() as u64,
+        bytes: packages.iter().map(|a| a.size).sum(),
+        contents: BinhostRevision::contents_object(arch, number),
+    };
+    let contents = RevisionContents {
+        v: SCHEMA_VERSION,
+        arch: arch.clone(),
+        number,
         packages,
-    })
+    };
+    Some((revision, contents))
 }
 
 /// Whether the arch's run is over and went well enough to publish by itself: nothing of the
@@ -85,11 +97,12 @@ pub fn to_drop(numbers: &[u64], current: u64, keep: usize) -> Vec<u64> {
         .collect()
 }
 
-/// The stored objects no kept revision and no package record references: what garbage
-/// collection may delete.
+/// The stored binary packages (objects named `sha256-...`; revision contents are not
+/// candidates) that no kept revision and no package record references: what garbage collection
+/// may delete.
 pub fn garbage<'a>(
     objects: impl IntoIterator<Item = &'a str>,
-    kept: &[BinhostRevision],
+    kept: &[RevisionContents],
     records: impl IntoIterator<Item = &'a PackageRecord>,
 ) -> Vec<String> {
     let mut referenced: BTreeSet<&str> = BTreeSet::new();
@@ -102,7 +115,7 @@ pub fn garbage<'a>(
     }
     objects
         .into_iter()
-        .filter(|object| !referenced.contains(object))
+        .filter(|object| object.starts_with("sha256-") && !referenced.contains(object))
         .map(str::to_owned)
         .collect()
 }

@@ -82,11 +82,15 @@ fn staged_packages_are_the_succeeded_ones_of_the_arch_by_path() {
 #[test]
 fn revisions_number_up_and_their_timestamps_strictly_increase() {
     let packages = vec![artifact("a-b/a/a-1-1.gpkg.tar", "a1")];
-    let first =
+    let (first, contents) =
         next_revision(&amd64(), None, packages.clone(), 5_000_999).expect("a first revision");
     assert_eq!((first.number, first.timestamp), (1, 5_000));
+    assert_eq!((first.packages, first.bytes), (1, 1));
+    assert_eq!(first.contents, "revision-amd64-000000000001");
+    assert_eq!(contents.packages, packages);
+    let current = Some((&first, contents.packages.as_slice()));
     assert_eq!(
-        next_revision(&amd64(), Some(&first), packages.clone(), 9_000_000),
+        next_revision(&amd64(), current, packages.clone(), 9_000_000),
         None,
         "nothing new to publish"
     );
@@ -96,12 +100,16 @@ fn revisions_number_up_and_their_timestamps_strictly_increase() {
     ];
     // Published again within the same second, or with the clock set back: one more second.
     for now_ms in [5_000_500, 4_000_000] {
-        let next = next_revision(&amd64(), Some(&first), more.clone(), now_ms).expect("new");
+        let (next, _) = next_revision(&amd64(), current, more.clone(), now_ms).expect("new");
         assert_eq!((next.number, next.timestamp), (2, 5_001), "{now_ms}");
     }
-    let later = next_revision(&amd64(), Some(&first), more, 7_000_000).expect("new");
-    assert_eq!((later.number, later.timestamp), (2, 7_000));
+    let (later, held) = next_revision(&amd64(), current, more.clone(), 7_000_000).expect("new");
+    assert_eq!(
+        (later.number, later.timestamp, later.packages),
+        (2, 7_000, 2)
+    );
     assert_eq!(later.created_ms, 7_000_000);
+    assert_eq!((held.number, held.packages), (2, more));
 }
 
 #[test]
@@ -156,12 +164,28 @@ fn the_newest_revisions_and_the_current_one_are_kept() {
 
 #[test]
 fn garbage_is_what_no_kept_revision_and_no_record_references() {
-    let kept =
-        next_revision(&amd64(), None, vec![artifact("p", "in-revision")], 1_000).expect("rev");
-    let records = [succeeded("a-b/a", vec![artifact("q", "in-record")], 0)];
-    let objects = ["in-revision", "in-record", "orphan", "another-orphan"];
+    let (_, kept) = next_revision(
+        &amd64(),
+        None,
+        vec![artifact("p", "sha256-in-revision")],
+        1_000,
+    )
+    .expect("rev");
+    let records = [succeeded(
+        "a-b/a",
+        vec![artifact("q", "sha256-in-record")],
+        0,
+    )];
+    let objects = [
+        "sha256-in-revision",
+        "sha256-in-record",
+        "sha256-orphan",
+        "revision-amd64-000000000001",
+        "sha256-another-orphan",
+    ];
     assert_eq!(
         garbage(objects, std::slice::from_ref(&kept), &records),
-        ["orphan", "another-orphan"]
+        ["sha256-orphan", "sha256-another-orphan"],
+        "revision contents are never garbage here"
     );
 }

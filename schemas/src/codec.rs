@@ -17,8 +17,12 @@ pub trait Wire: Serialize + DeserializeOwned {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("{kind} message of {len} bytes exceeds the limit of {MAX_MESSAGE_BYTES} bytes")]
-    TooLarge { kind: &'static str, len: usize },
+    #[error("{kind} message of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        kind: &'static str,
+        len: usize,
+        limit: usize,
+    },
     #[error("{kind} message is not valid MessagePack with a schema version: {reason}")]
     Malformed { kind: &'static str, reason: String },
     #[error("{kind} message has schema version {found}, this build understands {SCHEMA_VERSION}")]
@@ -49,10 +53,24 @@ pub fn encode<T: Wire>(message: &T) -> Result<Vec<u8>, EncodeError> {
 }
 
 pub fn decode<T: Wire>(bytes: &[u8]) -> Result<T, DecodeError> {
-    if bytes.len() > MAX_MESSAGE_BYTES {
+    decode_within(bytes, MAX_MESSAGE_BYTES)
+}
+
+/// The most an object of the swarm's own writing (a binhost revision's contents, read from the
+/// object store, which has no message limit) may hold.
+pub const MAX_OBJECT_BYTES: usize = 256 * 1024 * 1024;
+
+/// [`decode`] for what the swarm itself stored as an object, larger than a message may be.
+pub fn decode_object<T: Wire>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_within(bytes, MAX_OBJECT_BYTES)
+}
+
+fn decode_within<T: Wire>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
+    if bytes.len() > limit {
         return Err(DecodeError::TooLarge {
             kind: T::KIND,
             len: bytes.len(),
+            limit,
         });
     }
     let probe: VersionProbe =

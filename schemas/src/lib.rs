@@ -14,7 +14,8 @@ pub mod names;
 pub mod summary;
 
 pub use codec::{
-    DecodeError, EncodeError, MAX_MESSAGE_BYTES, SCHEMA_VERSION, Wire, decode, encode,
+    DecodeError, EncodeError, MAX_MESSAGE_BYTES, MAX_OBJECT_BYTES, SCHEMA_VERSION, Wire, decode,
+    decode_object, encode,
 };
 pub use ids::{Arch, Atom, AtomError, DroneName, NameError, PackageKey, shorten};
 pub use messages::*;

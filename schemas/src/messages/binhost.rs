@@ -9,7 +9,9 @@ use super::{Artifact, version};
 use crate::codec::Wire;
 use crate::ids::Arch;
 
-/// One published revision of an arch's binhost.
+/// One published revision of an arch's binhost, in the binhost bucket under
+/// `rev.<arch>.<number>`. Its packages are in the artifacts object store under `contents` (a
+/// [`RevisionContents`]): a whole world's metadata is larger than one message may be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BinhostRevision {
     #[serde(default = "version")]
@@ -21,12 +23,36 @@ pub struct BinhostRevision {
     /// client reads the package list only when it is newer than the one it cached.
     pub timestamp: u64,
     pub created_ms: u64,
-    /// Every binary package of the revision.
-    pub packages: Vec<Artifact>,
+    /// How many binary packages, and their total size.
+    pub packages: u64,
+    pub bytes: u64,
+    /// The object holding the revision's [`RevisionContents`].
+    pub contents: String,
 }
 
 impl Wire for BinhostRevision {
     const KIND: &'static str = "binhost revision";
+}
+
+impl BinhostRevision {
+    /// The name of the object holding a revision's contents.
+    pub fn contents_object(arch: &Arch, number: u64) -> String {
+        format!("revision-{arch}-{number:012}")
+    }
+}
+
+/// Every binary package of one revision, by path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionContents {
+    #[serde(default = "version")]
+    pub v: u16,
+    pub arch: Arch,
+    pub number: u64,
+    pub packages: Vec<Artifact>,
+}
+
+impl Wire for RevisionContents {
+    const KIND: &'static str = "binhost revision contents";
 }
 
 /// Which revision an arch's binhost serves, in the binhost bucket under `current.<arch>`.
