@@ -9,21 +9,9 @@ use schemas::{
     Arch, Artifact, BinhostRevision, PackageRecord, PackageState, RevisionContents, SCHEMA_VERSION,
 };
 
-/// The binary packages of every succeeded package of `arch`, by path (one file per path: a
-/// later build of the same version with the same `BUILD_ID` replaces an earlier one).
-pub fn staged<'a>(
-    records: impl IntoIterator<Item = &'a PackageRecord>,
-    arch: &Arch,
-) -> Vec<Artifact> {
-    let mut by_path = std::collections::BTreeMap::new();
-    for record in records {
-        if record.arch == *arch && matches!(record.state, PackageState::Succeeded { .. }) {
-            for artifact in &record.artifacts {
-                by_path.insert(artifact.path.clone(), artifact.clone());
-            }
-        }
-    }
-    by_path.into_values().collect()
+/// The binary packages a new revision of `arch` holds (`schemas::staged_artifacts`).
+pub fn staged<'a>(records: impl IntoIterator<Item = &'a PackageRecord>, arch: &Arch) -> Vec<Artifact> {
+    schemas::staged_artifacts(records, arch)
 }
 
 /// The revision that publishes `packages`, after `current` (its summary and its packages);

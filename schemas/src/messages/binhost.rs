@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Artifact, version};
+use super::{Artifact, PackageRecord, PackageState, version};
 use crate::codec::Wire;
 use crate::ids::Arch;
 
@@ -133,4 +133,22 @@ pub enum BinhostResult {
     Error {
         message: String,
     },
+}
+
+/// The binary packages of every succeeded package of `arch`, by path (one file per path: a later
+/// build of the same version with the same `BUILD_ID` replaces an earlier one). What a new
+/// revision publishes, and what the drones' staging view serves.
+pub fn staged_artifacts<'a>(
+    records: impl IntoIterator<Item = &'a PackageRecord>,
+    arch: &Arch,
+) -> Vec<Artifact> {
+    let mut by_path = std::collections::BTreeMap::new();
+    for record in records {
+        if record.arch == *arch && matches!(record.state, PackageState::Succeeded { .. }) {
+            for artifact in &record.artifacts {
+                by_path.insert(artifact.path.clone(), artifact.clone());
+            }
+        }
+    }
+    by_path.into_values().collect()
 }

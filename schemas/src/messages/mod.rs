@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use artifact::Artifact;
 pub use binhost::{
     BinhostCommand, BinhostCurrent, BinhostReply, BinhostRequest, BinhostResult, BinhostRevision,
-    RevisionContents, RevisionSummary,
+    RevisionContents, RevisionSummary, staged_artifacts,
 };
 pub use drone::{DroneRecord, DroneState, Event, EventKind, RunningBuild};
 pub use job::{Job, Lease, LeasePhase};
