@@ -51,14 +51,26 @@ pub enum BinhostError {
 /// What the bucket holds for one arch.
 struct Published {
     revisions: BTreeMap<u64, BinhostRevision>,
-    /// The current revision's number and the `current` key's KV revision (for the
-    /// compare-and-set), when one was ever published.
-    current: Option<(u64, u64)>,
+    /// The `current` key, when one was ever published.
+    current: Option<Current>,
+}
+
+/// The `current` key of an arch: the revision served, the `TIMESTAMP` it is served with, and the
+/// key's KV revision (for the compare-and-set).
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    number: u64,
+    timestamp: u64,
+    kv_revision: u64,
 }
 
 impl Published {
     fn current_revision(&self) -> Option<&BinhostRevision> {
-        self.current.and_then(|(n, _)| self.revisions.get(&n))
+        self.current.and_then(|c| self.revisions.get(&c.number))
+    }
+
+    fn current_number(&self) -> Option<u64> {
+        self.current.map(|c| c.number)
     }
 
     fn summaries(&self) -> Vec<RevisionSummary> {
@@ -91,7 +103,7 @@ impl Service {
                 match self.binhost_command(&arch, &req.command).await {
                     Ok((published, changed)) => BinhostResult::State {
                         arch,
-                        current: published.current.map(|(n, _)| n),
+                        current: published.current_number(),
                         revisions: published.summaries(),
                         changed,
                     },
@@ -154,13 +166,17 @@ impl Service {
                     continue;
                 }
             };
-            let published_ms = published.current_revision().map(|r| r.created_ms);
+            let published_ms = published
+                .revisions
+                .values()
+                .next_back()
+                .map(|r| r.created_ms);
             if !publication::run_ended_cleanly(self.table.records(), &arch, published_ms) {
                 continue;
             }
             match self.publish_binhost(&arch).await {
                 Ok((p, true)) => {
-                    info!(%arch, revision = ?p.current.map(|(n, _)| n), "run ended cleanly; binhost published")
+                    info!(%arch, revision = ?p.current_number(), "run ended cleanly; binhost published")
                 }
                 Ok(_) => {}
                 Err(err) => warn!(%arch, error = %err, "binhost not published; trying again"),
@@ -176,13 +192,18 @@ impl Service {
             Some(revision) => Some(self.read_contents(revision).await?),
             None => None,
         };
-        let current = published
-            .current_revision()
-            .zip(current_contents.as_ref())
-            .map(|(revision, contents)| (revision, contents.packages.as_slice()));
+        let serving =
+            published
+                .current
+                .zip(current_contents.as_ref())
+                .map(|(current, contents)| publication::Serving {
+                    packages: &contents.packages,
+                    timestamp: current.timestamp,
+                });
+        let latest = published.revisions.keys().next_back().copied().unwrap_or(0);
         let staged = publication::staged(self.table.records(), arch);
         let Some((revision, contents)) =
-            publication::next_revision(arch, current, staged, runtime::now_ms())
+            publication::next_revision(arch, serving, latest, staged, runtime::now_ms())
         else {
             return Ok((published, false));
         };
@@ -198,10 +219,11 @@ impl Service {
             .put(key.as_str(), encode(&revision)?.into())
             .await
             .map_err(|e| BinhostError::Write(e.to_string()))?;
-        let number = revision.number;
-        info!(%arch, revision = number, packages = revision.packages, timestamp = revision.timestamp, "binhost revision written");
+        let (number, timestamp) = (revision.number, revision.timestamp);
+        info!(%arch, revision = number, packages = revision.packages, timestamp, "binhost revision written");
         published.revisions.insert(number, revision);
-        self.switch_current(arch, &mut published, number).await?;
+        self.switch_current(arch, &mut published, number, timestamp)
+            .await?;
         self.keep_revisions(arch, &mut published).await;
         self.collect_garbage().await;
         Ok((published, true))
@@ -230,14 +252,15 @@ impl Service {
         decode_object(&bytes).map_err(|e| failed(e.to_string()))
     }
 
-    /// Serves an earlier kept revision again, byte for byte as it was.
+    /// Serves an earlier kept revision again: the same packages, byte for byte, in an index whose
+    /// only change is a newer `TIMESTAMP`.
     async fn roll_back(
         &mut self,
         arch: &Arch,
         to: Option<u64>,
     ) -> Result<(Published, bool), BinhostError> {
         let mut published = self.read_published(arch).await?;
-        let current = published.current.map(|(n, _)| n);
+        let current = published.current_number();
         let target = match to {
             Some(number) => number,
             None => current
@@ -254,26 +277,34 @@ impl Service {
         if current == Some(target) {
             return Ok((published, false));
         }
-        self.switch_current(arch, &mut published, target).await?;
-        info!(%arch, revision = target, "binhost rolled back");
+        // Served again with a newer TIMESTAMP: clients holding the newer index read it again.
+        let timestamp = publication::served_timestamp(
+            published.current.map(|c| c.timestamp),
+            runtime::now_ms(),
+        );
+        self.switch_current(arch, &mut published, target, timestamp)
+            .await?;
+        info!(%arch, revision = target, timestamp, "binhost rolled back");
         Ok((published, true))
     }
 
-    /// Points the arch's `current` key at `number`, by compare-and-set.
+    /// Points the arch's `current` key at `number`, served with `timestamp`, by compare-and-set.
     async fn switch_current(
         &self,
         arch: &Arch,
         published: &mut Published,
         number: u64,
+        timestamp: u64,
     ) -> Result<(), BinhostError> {
         let key = names::binhost_current_key(arch);
         let bytes = encode(&BinhostCurrent {
             v: SCHEMA_VERSION,
             arch: arch.clone(),
             number,
+            timestamp,
         })?;
         let written = match published.current {
-            Some((_, kv_revision)) => self
+            Some(Current { kv_revision, .. }) => self
                 .topo
                 .binhost
                 .update(key.as_str(), bytes.into(), kv_revision)
@@ -296,13 +327,17 @@ impl Service {
                     _ => BinhostError::Write(e.to_string()),
                 })?,
         };
-        published.current = Some((number, written));
+        published.current = Some(Current {
+            number,
+            timestamp,
+            kv_revision: written,
+        });
         Ok(())
     }
 
     /// Drops the revisions past the newest `binhost_keep_revisions` (never the current one).
     async fn keep_revisions(&self, arch: &Arch, published: &mut Published) {
-        let Some((current, _)) = published.current else {
+        let Some(current) = published.current_number() else {
             return;
         };
         let numbers: Vec<u64> = published.revisions.keys().copied().collect();
@@ -400,7 +435,14 @@ impl Service {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 decode::<BinhostCurrent>(&entry.value)
                     .ok()
-                    .map(|c| (c.number, entry.revision))
+                    .map(|c| Current {
+                        number: c.number,
+                        timestamp: match c.timestamp {
+                            0 => revisions.get(&c.number).map_or(0, |r| r.timestamp),
+                            served => served,
+                        },
+                        kv_revision: entry.revision,
+                    })
             }
             _ => None,
         };

@@ -10,27 +10,43 @@ use schemas::{
 };
 
 /// The binary packages a new revision of `arch` holds (`schemas::staged_artifacts`).
-pub fn staged<'a>(records: impl IntoIterator<Item = &'a PackageRecord>, arch: &Arch) -> Vec<Artifact> {
+pub fn staged<'a>(
+    records: impl IntoIterator<Item = &'a PackageRecord>,
+    arch: &Arch,
+) -> Vec<Artifact> {
     schemas::staged_artifacts(records, arch)
 }
 
-/// The revision that publishes `packages`, after `current` (its summary and its packages);
-/// `None` when `current` already holds exactly these packages. Its `TIMESTAMP` is `now`'s
-/// second, or one more than the current one's when that is not earlier: it must strictly
-/// increase for clients to read the new list.
+/// What an arch's binhost serves now: its packages and the index `TIMESTAMP` clients saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Serving<'a> {
+    pub packages: &'a [Artifact],
+    pub timestamp: u64,
+}
+
+/// The `TIMESTAMP` of the next index an arch serves (a new revision, or a kept one served again
+/// by a rollback): `now`'s second, or one more than the last one's when that is not earlier.
+/// Portage's client reads a remote index only when its `TIMESTAMP` is newer than its copy's, so
+/// it must strictly increase, even across a rollback or a clock set back.
+pub fn served_timestamp(previous: Option<u64>, now_ms: u64) -> u64 {
+    let now = now_ms / 1000;
+    previous.map_or(now, |previous| now.max(previous + 1))
+}
+
+/// The revision that publishes `packages` after what the binhost is `serving` (numbered after
+/// the `latest` revision ever kept); `None` when it already serves exactly these packages.
 pub fn next_revision(
     arch: &Arch,
-    current: Option<(&BinhostRevision, &[Artifact])>,
+    serving: Option<Serving<'_>>,
+    latest: u64,
     packages: Vec<Artifact>,
     now_ms: u64,
 ) -> Option<(BinhostRevision, RevisionContents)> {
-    if current.is_some_and(|(_, held)| held == packages.as_slice()) {
+    if serving.is_some_and(|s| s.packages == packages.as_slice()) {
         return None;
     }
-    let (number, timestamp) = match current {
-        Some((c, _)) => (c.number + 1, (now_ms / 1000).max(c.timestamp + 1)),
-        None => (1, now_ms / 1000),
-    };
+    let number = latest + 1;
+    let timestamp = served_timestamp(serving.map(|s| s.timestamp), now_ms);
     let revision = BinhostRevision {
         v: SCHEMA_VERSION,
         arch: arch.clone(),
@@ -51,26 +67,28 @@ pub fn next_revision(
 }
 
 /// Whether the arch's run is over and went well enough to publish by itself: nothing of the
-/// arch is queued, building or waiting to retry, something is built, and no package of the arch
-/// failed since the current revision was published.
+/// arch is queued, building or waiting to retry, something was built since the latest revision
+/// was published (`published_ms`), and nothing of the arch failed since. Measured from the
+/// latest revision, not the one served: a rollback stays until something new is built.
 pub fn run_ended_cleanly<'a>(
     records: impl IntoIterator<Item = &'a PackageRecord>,
     arch: &Arch,
     published_ms: Option<u64>,
 ) -> bool {
-    let mut succeeded = false;
+    let since = |record: &PackageRecord| published_ms.is_none_or(|at| record.updated_ms > at);
+    let mut built = false;
     for record in records.into_iter().filter(|r| r.arch == *arch) {
         match &record.state {
-            PackageState::Succeeded { .. } => succeeded = true,
+            PackageState::Succeeded { .. } => built |= since(record),
             PackageState::Failed { .. } => {
-                if published_ms.is_none_or(|at| record.updated_ms > at) {
+                if since(record) {
                     return false;
                 }
             }
             _ => return false,
         }
     }
-    succeeded
+    built
 }
 
 /// Which of the kept revisions `numbers` (any order) to drop: all but the newest `keep`, and

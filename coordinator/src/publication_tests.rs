@@ -83,14 +83,17 @@ fn staged_packages_are_the_succeeded_ones_of_the_arch_by_path() {
 fn revisions_number_up_and_their_timestamps_strictly_increase() {
     let packages = vec![artifact("a-b/a/a-1-1.gpkg.tar", "a1")];
     let (first, contents) =
-        next_revision(&amd64(), None, packages.clone(), 5_000_999).expect("a first revision");
+        next_revision(&amd64(), None, 0, packages.clone(), 5_000_999).expect("a first revision");
     assert_eq!((first.number, first.timestamp), (1, 5_000));
     assert_eq!((first.packages, first.bytes), (1, 1));
     assert_eq!(first.contents, "revision-amd64-000000000001");
     assert_eq!(contents.packages, packages);
-    let current = Some((&first, contents.packages.as_slice()));
+    let current = Some(Serving {
+        packages: &contents.packages,
+        timestamp: first.timestamp,
+    });
     assert_eq!(
-        next_revision(&amd64(), current, packages.clone(), 9_000_000),
+        next_revision(&amd64(), current, 1, packages.clone(), 9_000_000),
         None,
         "nothing new to publish"
     );
@@ -100,16 +103,43 @@ fn revisions_number_up_and_their_timestamps_strictly_increase() {
     ];
     // Published again within the same second, or with the clock set back: one more second.
     for now_ms in [5_000_500, 4_000_000] {
-        let (next, _) = next_revision(&amd64(), current, more.clone(), now_ms).expect("new");
+        let (next, _) = next_revision(&amd64(), current, 1, more.clone(), now_ms).expect("new");
         assert_eq!((next.number, next.timestamp), (2, 5_001), "{now_ms}");
     }
-    let (later, held) = next_revision(&amd64(), current, more.clone(), 7_000_000).expect("new");
+    let (later, held) = next_revision(&amd64(), current, 1, more.clone(), 7_000_000).expect("new");
     assert_eq!(
         (later.number, later.timestamp, later.packages),
         (2, 7_000, 2)
     );
     assert_eq!(later.created_ms, 7_000_000);
-    assert_eq!((held.number, held.packages), (2, more));
+    assert_eq!((held.number, held.packages), (2, more.clone()));
+    // After a rollback to revision 1 (served again at 6_000) while 2 and 3 are kept: the next
+    // one is 4, and its TIMESTAMP passes the rollback's, not revision 1's.
+    let rolled_back = Some(Serving {
+        packages: &contents.packages,
+        timestamp: 6_000,
+    });
+    let (after, _) = next_revision(&amd64(), rolled_back, 3, more, 5_500_000).expect("new");
+    assert_eq!((after.number, after.timestamp), (4, 6_001));
+}
+
+#[test]
+fn a_served_timestamp_strictly_increases_whatever_the_clock_says() {
+    #[rustfmt::skip]
+    let cases = [
+        // (previous, now_ms, served)
+        (None, 1_700_000_123_456, 1_700_000_123),
+        (Some(1_699_999_000), 1_700_000_123_456, 1_700_000_123),
+        (Some(1_700_000_123), 1_700_000_123_999, 1_700_000_124),
+        (Some(1_800_000_000), 1_700_000_000_000, 1_800_000_001),
+    ];
+    for (previous, now_ms, served) in cases {
+        assert_eq!(
+            served_timestamp(previous, now_ms),
+            served,
+            "{previous:?} {now_ms}"
+        );
+    }
 }
 
 #[test]
@@ -130,7 +160,8 @@ fn a_run_publishes_itself_only_when_it_ended_without_new_failures() {
         ("one still queued", vec![built.clone(), queued], None, false),
         ("one waiting to retry", vec![built.clone(), retrying], None, false),
         ("a failure in this run", vec![built.clone(), failed("a-b/f", 200)], Some(150), false),
-        ("a failure before the last publication", vec![built.clone(), failed("a-b/f", 100)], Some(150), true),
+        ("a failure before the last publication", vec![succeeded("a-b/n", vec![], 200), failed("a-b/f", 100)], Some(150), true),
+        ("nothing built since the last publication", vec![built.clone()], Some(150), false),
         ("a failure and nothing published yet", vec![built.clone(), failed("a-b/f", 100)], None, false),
     ];
     for (what, records, published_ms, expected) in cases {
@@ -167,6 +198,7 @@ fn garbage_is_what_no_kept_revision_and_no_record_references() {
     let (_, kept) = next_revision(
         &amd64(),
         None,
+        0,
         vec![artifact("p", "sha256-in-revision")],
         1_000,
     )

@@ -62,6 +62,12 @@ pub struct BinhostCurrent {
     pub v: u16,
     pub arch: Arch,
     pub number: u64,
+    /// The `TIMESTAMP` the served index carries: the revision's own when it was published, a
+    /// newer one when a rollback serves it again (Portage's client reads an index only when its
+    /// `TIMESTAMP` is newer than the copy it has). 0 in records written before it existed: the
+    /// revision's own.
+    #[serde(default)]
+    pub timestamp: u64,
 }
 
 impl Wire for BinhostCurrent {
