@@ -24,13 +24,21 @@ pub struct Serving<'a> {
     pub timestamp: u64,
 }
 
+/// How many seconds Portage's client adds to its copy's `TIMESTAMP` when it asks for a newer
+/// index (`TIMESTAMP_TOLERANCE` in `portage/util/_urlopen.py`, sent as `If-Modified-Since`).
+pub const PORTAGE_IF_MODIFIED_SINCE_SLACK: u64 = 5;
+
 /// The `TIMESTAMP` of the next index an arch serves (a new revision, or a kept one served again
-/// by a rollback): `now`'s second, or one more than the last one's when that is not earlier.
-/// Portage's client reads a remote index only when its `TIMESTAMP` is newer than its copy's, so
-/// it must strictly increase, even across a rollback or a clock set back.
+/// by a rollback): `now`'s second, but always past the last one's plus Portage's
+/// `If-Modified-Since` slack. The client reads a remote index only when its `TIMESTAMP` is newer
+/// than its copy's, and asks with its copy's `TIMESTAMP` + 5 s: an index only 1 s newer would be
+/// answered "not modified" and never read — after two publications in a row, or a rollback
+/// right after a publication.
 pub fn served_timestamp(previous: Option<u64>, now_ms: u64) -> u64 {
     let now = now_ms / 1000;
-    previous.map_or(now, |previous| now.max(previous + 1))
+    previous.map_or(now, |previous| {
+        now.max(previous + PORTAGE_IF_MODIFIED_SINCE_SLACK + 1)
+    })
 }
 
 /// The revision that publishes `packages` after what the binhost is `serving` (numbered after

@@ -101,10 +101,11 @@ fn revisions_number_up_and_their_timestamps_strictly_increase() {
         artifact("a-b/a/a-1-1.gpkg.tar", "a1"),
         artifact("a-b/b/b-1-1.gpkg.tar", "b1"),
     ];
-    // Published again within the same second, or with the clock set back: one more second.
-    for now_ms in [5_000_500, 4_000_000] {
+    // Published again within Portage's If-Modified-Since slack, or with the clock set back:
+    // six seconds later.
+    for now_ms in [5_000_500, 5_003_000, 4_000_000] {
         let (next, _) = next_revision(&amd64(), current, 1, more.clone(), now_ms).expect("new");
-        assert_eq!((next.number, next.timestamp), (2, 5_001), "{now_ms}");
+        assert_eq!((next.number, next.timestamp), (2, 5_006), "{now_ms}");
     }
     let (later, held) = next_revision(&amd64(), current, 1, more.clone(), 7_000_000).expect("new");
     assert_eq!(
@@ -120,7 +121,7 @@ fn revisions_number_up_and_their_timestamps_strictly_increase() {
         timestamp: 6_000,
     });
     let (after, _) = next_revision(&amd64(), rolled_back, 3, more, 5_500_000).expect("new");
-    assert_eq!((after.number, after.timestamp), (4, 6_001));
+    assert_eq!((after.number, after.timestamp), (4, 6_006));
 }
 
 #[test]
@@ -130,8 +131,10 @@ fn a_served_timestamp_strictly_increases_whatever_the_clock_says() {
         // (previous, now_ms, served)
         (None, 1_700_000_123_456, 1_700_000_123),
         (Some(1_699_999_000), 1_700_000_123_456, 1_700_000_123),
-        (Some(1_700_000_123), 1_700_000_123_999, 1_700_000_124),
-        (Some(1_800_000_000), 1_700_000_000_000, 1_800_000_001),
+        (Some(1_700_000_117), 1_700_000_123_999, 1_700_000_123),
+        (Some(1_700_000_118), 1_700_000_123_999, 1_700_000_124),
+        (Some(1_700_000_123), 1_700_000_123_999, 1_700_000_129),
+        (Some(1_800_000_000), 1_700_000_000_000, 1_800_000_006),
     ];
     for (previous, now_ms, served) in cases {
         assert_eq!(

@@ -1,0 +1,356 @@
+//! What the binhost serves, read from NATS: an arch's published revision (the `current` key,
+//! then the revision it names, then its contents object) and the drones' staging view (every
+//! succeeded package's artifacts).
+//!
+//! A published revision never changes once written, so its packages are kept by number and its
+//! view by (number, served `TIMESTAMP`). A client that read revision N's index may ask for N's
+//! files after `current` moved on: files are looked up in the current revision first, then in
+//! every other kept one, so a publication never breaks a download under way. Staging is read
+//! afresh at most every `STAGING_FRESH`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv, object_store::ObjectStore};
+use bytes::Bytes;
+use futures::StreamExt;
+use schemas::{
+    Arch, Artifact, BinhostCurrent, BinhostRevision, PackageRecord, PackageState, RevisionContents,
+    decode, decode_object, names,
+};
+use tokio::io::AsyncReadExt;
+
+use crate::index;
+
+/// How long a staging view is served before the packages bucket is read again. Drones read the
+/// index once per emerge; a second's staleness costs nothing and spares the bucket.
+const STAGING_FRESH: Duration = Duration::from_secs(1);
+
+/// Why a view could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open {what}: {reason}")]
+    Open { what: &'static str, reason: String },
+    #[error("cannot read {what}: {reason}")]
+    Read { what: String, reason: String },
+}
+
+fn read_error(what: impl Into<String>) -> impl FnOnce(&dyn std::fmt::Display) -> SourceError {
+    let what = what.into();
+    move |err| SourceError::Read {
+        what,
+        reason: err.to_string(),
+    }
+}
+
+/// Where one file of a binhost is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub object: String,
+    pub size: u64,
+}
+
+/// One binhost as served: its index and where each of its files is stored.
+#[derive(Debug)]
+pub struct View {
+    /// The index's `TIMESTAMP`, also its `Last-Modified`.
+    pub timestamp: u64,
+    pub index: Bytes,
+    /// Path below the binhost's root → where it is stored.
+    pub files: HashMap<String, Stored>,
+}
+
+impl View {
+    fn of(arch: &Arch, timestamp: u64, packages: &[Artifact]) -> View {
+        View {
+            timestamp,
+            index: Bytes::from(index::render(arch.as_str(), timestamp, packages)),
+            files: files(packages),
+        }
+    }
+}
+
+fn files(packages: &[Artifact]) -> HashMap<String, Stored> {
+    packages
+        .iter()
+        .map(|a| {
+            let stored = Stored {
+                object: a.object.clone(),
+                size: a.size,
+            };
+            (a.path.clone(), stored)
+        })
+        .collect()
+}
+
+/// A revision's files by path.
+type Files = Arc<HashMap<String, Stored>>;
+
+/// An arch's published view and the (revision number, served `TIMESTAMP`) it was made for.
+struct PublishedView {
+    number: u64,
+    timestamp: u64,
+    view: Arc<View>,
+}
+
+/// The binhost's handles on NATS and what it keeps of them.
+pub struct Sources {
+    binhost: kv::Store,
+    packages: kv::Store,
+    pub artifacts: ObjectStore,
+    /// Kept revisions' files by (arch, number): immutable once written.
+    revisions: Mutex<HashMap<(Arch, u64), Files>>,
+    published: Mutex<HashMap<Arch, PublishedView>>,
+    staging: Mutex<HashMap<Arch, (Instant, Arc<View>)>>,
+}
+
+impl Sources {
+    /// Opens the buckets and the object store the coordinator created.
+    pub async fn open(js: &jetstream::Context) -> Result<Sources, SourceError> {
+        let open = |what: &'static str| {
+            move |err: &dyn std::fmt::Display| SourceError::Open {
+                what,
+                reason: err.to_string(),
+            }
+        };
+        Ok(Sources {
+            binhost: js
+                .get_key_value(names::BINHOST_BUCKET)
+                .await
+                .map_err(|e| open(names::BINHOST_BUCKET)(&e))?,
+            packages: js
+                .get_key_value(names::PACKAGES_BUCKET)
+                .await
+                .map_err(|e| open(names::PACKAGES_BUCKET)(&e))?,
+            artifacts: js
+                .get_object_store(names::ARTIFACTS_BUCKET)
+                .await
+                .map_err(|e| open(names::ARTIFACTS_BUCKET)(&e))?,
+            revisions: Mutex::new(HashMap::new()),
+            published: Mutex::new(HashMap::new()),
+            staging: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The arch's published view; `None` before its first publication.
+    pub async fn published(&self, arch: &Arch) -> Result<Option<Arc<View>>, SourceError> {
+        let key = names::binhost_current_key(arch);
+        let Some(bytes) = self
+            .binhost
+            .get(key.as_str())
+            .await
+            .map_err(|e| read_error(&key)(&e))?
+        else {
+            return Ok(None);
+        };
+        let current: BinhostCurrent = decode(&bytes).map_err(|e| read_error(&key)(&e))?;
+        if let Some(cached) = lock(&self.published).get(arch)
+            && cached.number == current.number
+            && cached.timestamp == current.timestamp
+        {
+            return Ok(Some(cached.view.clone()));
+        }
+        let revision =
+            self.revision(arch, current.number)
+                .await?
+                .ok_or_else(|| SourceError::Read {
+                    what: names::binhost_revision_key(arch, current.number),
+                    reason: "the current revision is missing".to_owned(),
+                })?;
+        let packages = self.contents(&revision).await?;
+        // Records written before `timestamp` existed serve the revision's own.
+        let timestamp = match current.timestamp {
+            0 => revision.timestamp,
+            served => served,
+        };
+        let view = Arc::new(View::of(arch, timestamp, &packages.packages));
+        let files = Arc::new(files(&packages.packages));
+        lock(&self.revisions).insert((arch.clone(), current.number), files);
+        lock(&self.published).insert(
+            arch.clone(),
+            PublishedView {
+                number: current.number,
+                timestamp: current.timestamp,
+                view: view.clone(),
+            },
+        );
+        Ok(Some(view))
+    }
+
+    /// Where a published file of `arch` is stored: in the current revision, else in any other
+    /// kept one (a client may still be downloading what the previous index listed).
+    pub async fn published_file(
+        &self,
+        arch: &Arch,
+        path: &str,
+    ) -> Result<Option<Stored>, SourceError> {
+        let Some(view) = self.published(arch).await? else {
+            return Ok(None);
+        };
+        if let Some(stored) = view.files.get(path) {
+            return Ok(Some(stored.clone()));
+        }
+        let kept = self.kept_numbers(arch).await?;
+        lock(&self.revisions).retain(|(a, n), _| a != arch || kept.contains(n));
+        for number in kept.iter().rev() {
+            let cached = lock(&self.revisions).get(&(arch.clone(), *number)).cloned();
+            let files = match cached {
+                Some(files) => files,
+                None => {
+                    let Some(revision) = self.revision(arch, *number).await? else {
+                        continue;
+                    };
+                    let files = Arc::new(files(&self.contents(&revision).await?.packages));
+                    lock(&self.revisions).insert((arch.clone(), *number), files.clone());
+                    files
+                }
+            };
+            if let Some(stored) = files.get(path) {
+                return Ok(Some(stored.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The numbers of the arch's kept revisions, ascending.
+    async fn kept_numbers(&self, arch: &Arch) -> Result<Vec<u64>, SourceError> {
+        let prefix = format!("rev.{arch}.");
+        let mut keys = self
+            .binhost
+            .keys()
+            .await
+            .map_err(|e| read_error(names::BINHOST_BUCKET)(&e))?;
+        let mut numbers = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| read_error(names::BINHOST_BUCKET)(&e))?;
+            if let Some(number) = key.strip_prefix(&prefix).and_then(|n| n.parse().ok()) {
+                numbers.push(number);
+            }
+        }
+        numbers.sort_unstable();
+        Ok(numbers)
+    }
+
+    async fn revision(
+        &self,
+        arch: &Arch,
+        number: u64,
+    ) -> Result<Option<BinhostRevision>, SourceError> {
+        let key = names::binhost_revision_key(arch, number);
+        match self
+            .binhost
+            .get(key.as_str())
+            .await
+            .map_err(|e| read_error(&key)(&e))?
+        {
+            Some(bytes) => decode(&bytes).map(Some).map_err(|e| read_error(&key)(&e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn contents(&self, revision: &BinhostRevision) -> Result<RevisionContents, SourceError> {
+        let name = revision.contents.as_str();
+        let mut object = self
+            .artifacts
+            .get(name)
+            .await
+            .map_err(|e| read_error(name)(&e))?;
+        let mut raw = Vec::new();
+        object
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| read_error(name)(&e))?;
+        decode_object(&raw).map_err(|e| read_error(name)(&e))
+    }
+
+    /// Every package of the arch built so far: what drones install dependencies from
+    /// (`staged`).
+    pub async fn staging(&self, arch: &Arch) -> Result<Arc<View>, SourceError> {
+        if let Some((read_at, view)) = lock(&self.staging).get(arch)
+            && read_at.elapsed() < STAGING_FRESH
+        {
+            return Ok(view.clone());
+        }
+        let records = runtime::kv::read_bucket::<PackageRecord>(&self.packages)
+            .await
+            .map_err(|e| read_error(names::PACKAGES_BUCKET)(&e))?;
+        let records: Vec<PackageRecord> = records.into_iter().map(|item| item.value).collect();
+        let (timestamp, packages) = staged(&records, arch, runtime::now_ms());
+        let view = Arc::new(View::of(arch, timestamp, &packages));
+        lock(&self.staging).insert(arch.clone(), (Instant::now(), view.clone()));
+        Ok(view)
+    }
+}
+
+/// The staging view of `arch` at `now_ms`, pure: the artifacts of every package that succeeded
+/// in a second already over, dated by the newest such second. A package that succeeded in the
+/// current second waits for the next one: Portage's client rereads an index only when its
+/// `TIMESTAMP` grew, so a view dated T must already hold everything of second T.
+pub fn staged(records: &[PackageRecord], arch: &Arch, now_ms: u64) -> (u64, Vec<Artifact>) {
+    let now = now_ms / 1000;
+    let done: Vec<&PackageRecord> = records
+        .iter()
+        .filter(|r| r.arch == *arch && matches!(r.state, PackageState::Succeeded { .. }))
+        .filter(|r| r.updated_ms / 1000 < now)
+        .collect();
+    let timestamp = done.iter().map(|r| r.updated_ms / 1000).max().unwrap_or(0);
+    (timestamp, schemas::staged_artifacts(done, arch))
+}
+
+/// A cache's lock; a panic elsewhere while it was held leaves a cache, still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::fixtures;
+
+    use super::*;
+
+    fn built(name: &str, path: &str, updated_ms: u64) -> PackageRecord {
+        let state = PackageState::Succeeded {
+            attempt: 1,
+            drone: fixtures::drone_name("d"),
+        };
+        let mut record = fixtures::package_record(name, state);
+        record.updated_ms = updated_ms;
+        record.artifacts = vec![Artifact {
+            object: format!("sha256-{name}"),
+            path: path.to_owned(),
+            size: 1,
+            md5: String::new(),
+            sha1: String::new(),
+            metadata: Default::default(),
+        }];
+        record
+    }
+
+    #[test]
+    fn staging_holds_what_succeeded_in_seconds_already_over() {
+        let records = [
+            built("a-b/old", "a-b/old/old-1-1.gpkg.tar", 7_000),
+            built("a-b/late", "a-b/late/late-1-1.gpkg.tar", 9_400),
+            built("a-b/now", "a-b/now/now-1-1.gpkg.tar", 10_200),
+            fixtures::package_record("a-b/queued", PackageState::Queued { attempt: 1 }),
+        ];
+        let amd64 = Arch::default();
+        #[rustfmt::skip]
+        let cases: [(u64, u64, &[&str]); 4] = [
+            (0, 0, &[]),
+            (9_999, 7, &["a-b/old/old-1-1.gpkg.tar"]),
+            (10_999, 9, &["a-b/late/late-1-1.gpkg.tar", "a-b/old/old-1-1.gpkg.tar"]),
+            (11_000, 10, &["a-b/late/late-1-1.gpkg.tar", "a-b/now/now-1-1.gpkg.tar", "a-b/old/old-1-1.gpkg.tar"]),
+        ];
+        for (now_ms, timestamp, paths) in cases {
+            let (at, packages) = staged(&records, &amd64, now_ms);
+            let got: Vec<&str> = packages.iter().map(|a| a.path.as_str()).collect();
+            assert_eq!((at, got.as_slice()), (timestamp, paths), "at {now_ms}");
+        }
+        let other = Arch::parse("arm64").expect("arch");
+        assert_eq!(staged(&records, &other, 11_000), (0, vec![]));
+    }
+}
