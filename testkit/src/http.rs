@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 `GET` for tests of the dashboard's endpoints over a real socket: one
-//! request per connection (`Connection: close`), bodies by length, by chunks or to the end.
+//! A minimal HTTP/1.1 client for tests of the dashboard's and the binhost's endpoints over a real
+//! socket: `GET` or `HEAD` with extra headers, one request per connection (`Connection: close`),
+//! bodies by length, by chunks or to the end.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,8 +54,6 @@ pub enum MalformedResponse {
     BadStatusLine(String),
     #[error("body shorter than its length")]
     ShortBody,
-    #[error("body is not UTF-8")]
-    BodyNotUtf8,
     #[error("bad chunk size {0:?}")]
     BadChunkSize(String),
     #[error("truncated chunk")]
@@ -67,7 +66,9 @@ pub struct Response {
     pub status: u16,
     /// Header names lowercased, in order.
     pub headers: Vec<(String, String)>,
+    /// The body as text (invalid UTF-8 replaced); `bytes` holds it as sent.
     pub body: String,
+    pub bytes: Vec<u8>,
 }
 
 impl Response {
@@ -90,7 +91,18 @@ impl Response {
 
 /// `GET path` from `addr`, within `timeout`.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, HttpError> {
-    tokio::time::timeout(timeout, get_inner(addr, path))
+    request(addr, "GET", path, &[], timeout).await
+}
+
+/// `METHOD path` (`GET` or `HEAD`) from `addr` with extra `headers`, within `timeout`.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Response, HttpError> {
+    tokio::time::timeout(timeout, request_inner(addr, method, path, headers))
         .await
         .map_err(|_| HttpError::TimedOut {
             addr,
@@ -99,7 +111,12 @@ pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Resp
         })?
 }
 
-async fn get_inner(addr: SocketAddr, path: &str) -> Result<Response, HttpError> {
+async fn request_inner(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, HttpError> {
     let fail = |step: &'static str| {
         move |source| HttpError::Io {
             addr,
@@ -109,22 +126,44 @@ async fn get_inner(addr: SocketAddr, path: &str) -> Result<Response, HttpError> 
         }
     };
     let mut stream = TcpStream::connect(addr).await.map_err(fail("connect"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     stream
         .write_all(request.as_bytes())
         .await
         .map_err(fail("write"))?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.map_err(fail("read"))?;
-    parse(&raw).map_err(|source| HttpError::Malformed {
+    let parsed = if method == "HEAD" {
+        parse_head(&raw)
+    } else {
+        parse(&raw)
+    };
+    parsed.map_err(|source| HttpError::Malformed {
         addr,
         path: path.to_owned(),
         source,
     })
 }
 
-/// Parses a whole response as read until the server closed the connection.
-pub fn parse(raw: &[u8]) -> Result<Response, MalformedResponse> {
+/// A response to `HEAD`: its headers promise a body that is not sent.
+fn parse_head(raw: &[u8]) -> Result<Response, MalformedResponse> {
+    let (status, headers, _) = parse_headers(raw)?;
+    Ok(Response {
+        status,
+        headers,
+        body: String::new(),
+        bytes: Vec::new(),
+    })
+}
+
+type Head<'a> = (u16, Vec<(String, String)>, &'a [u8]);
+
+/// The status, the headers (names lowercased) and what follows them.
+fn parse_headers(raw: &[u8]) -> Result<Head<'_>, MalformedResponse> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -141,7 +180,12 @@ pub fn parse(raw: &[u8]) -> Result<Response, MalformedResponse> {
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let rest = &raw[split + 4..];
+    Ok((status, headers, &raw[split + 4..]))
+}
+
+/// Parses a whole response as read until the server closed the connection.
+pub fn parse(raw: &[u8]) -> Result<Response, MalformedResponse> {
+    let (status, headers, rest) = parse_headers(raw)?;
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
@@ -161,7 +205,8 @@ pub fn parse(raw: &[u8]) -> Result<Response, MalformedResponse> {
     Ok(Response {
         status,
         headers,
-        body: String::from_utf8(body).map_err(|_| MalformedResponse::BodyNotUtf8)?,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        bytes: body,
     })
 }
 

@@ -34,6 +34,27 @@ impl DroneSpec {
         self.env.push((key.to_owned(), value.to_owned()));
         self
     }
+
+    /// A drone with the `emerge` builder running the tests' fake emerge (a script on PATH that
+    /// writes a real gpkg with Portage's code), its PKGDIR, logs and build folder under `dir`.
+    pub fn fake_emerge(name: &str, dir: &std::path::Path) -> DroneSpec {
+        let fake = testkit::fixture("fake-emerge");
+        let path = format!(
+            "{}:{}",
+            fake.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let python = testkit::portage::python().expect("Portage for the fake emerge");
+        let under = |leaf: &str| dir.join(leaf).display().to_string();
+        DroneSpec::new(name, 2, 1)
+            .env("PATH", &path)
+            .env("SWARM_PORTAGE_PYTHON", &python.display().to_string())
+            .env("SWARM_DRONE__BUILDER", "emerge")
+            .env("SWARM_DRONE__PKGDIR", &under("pkgs"))
+            .env("SWARM_DRONE__LOG_DIR", &under("logs"))
+            .env("SWARM_DRONE__BUILD_DIR", &dir.display().to_string())
+            .env("SWARM_DRONE__MIN_FREE_MB", "1")
+    }
 }
 
 pub struct Swarm {
@@ -50,6 +71,7 @@ pub struct Swarm {
     pub coordinator: Option<Proc>,
     pub drones: HashMap<String, Proc>,
     pub dashboard: Option<Proc>,
+    pub binhost: Option<Proc>,
     pub coordinator_env: Vec<(String, String)>,
 }
 
@@ -159,6 +181,7 @@ impl Swarm {
             coordinator: None,
             drones: HashMap::new(),
             dashboard: None,
+            binhost: None,
             coordinator_env: env,
         };
         swarm.spawn_coordinator();
@@ -272,28 +295,42 @@ impl Swarm {
 
     /// [`spawn_dashboard`](Self::spawn_dashboard) with more environment (a credential).
     pub fn spawn_dashboard_with(&mut self, port: u16, env: &[(&str, &str)]) {
-        let log_path = self.dir.path().join("dashboard.log");
+        self.dashboard = Some(self.spawn_http_service("dashboard", port, env));
+    }
+
+    /// Starts `swarm-binhost` listening on `127.0.0.1:<port>`; its log is `binhost.log`.
+    pub fn spawn_binhost(&mut self, port: u16) {
+        self.binhost = Some(self.spawn_http_service("binhost", port, &[]));
+    }
+
+    /// Starts `swarm-<name>` (an HTTP service configured by `SWARM_<NAME>__LISTEN`) on
+    /// `127.0.0.1:<port>`, its log appended to `<name>.log`.
+    fn spawn_http_service(&self, name: &str, port: u16, env: &[(&str, &str)]) -> Proc {
+        let log_path = self.dir.path().join(format!("{name}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .expect("dashboard log");
-        let mut command = Command::new(bin("swarm-dashboard"));
+            .expect("service log");
+        let mut command = Command::new(bin(&format!("swarm-{name}")));
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("SWARM_NATS__URL", self.url.clone())
-            .env("SWARM_DASHBOARD__LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info,swarm_dashboard=debug")
+            .env(
+                format!("SWARM_{}__LISTEN", name.to_uppercase()),
+                format!("127.0.0.1:{port}"),
+            )
+            .env("RUST_LOG", format!("info,swarm_{name}=debug"))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        let child = command.spawn().expect("dashboard starts");
-        self.dashboard = Some(Proc {
-            name: "dashboard".into(),
+        let child = command.spawn().expect("service starts");
+        Proc {
+            name: name.into(),
             child,
-        });
+        }
     }
 
     /// Runs `swarmctl ARGS --json` and parses its one JSON document.

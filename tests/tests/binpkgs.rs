@@ -11,31 +11,6 @@ use schemas::{Artifact, BuildOutcome, FailureClass, PackageState, SubmitResult, 
 use swarm_tests::*;
 use tokio::io::AsyncReadExt;
 
-/// A drone building with the fake emerge into `pkgdir`.
-fn emerge_drone(name: &str, dir: &std::path::Path) -> DroneSpec {
-    let fake = testkit::fixture("fake-emerge");
-    let path = format!(
-        "{}:{}",
-        fake.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let python = testkit::portage::python().expect("Portage for the fake emerge");
-    DroneSpec::new(name, 2, 1)
-        .env("PATH", &path)
-        .env("SWARM_PORTAGE_PYTHON", &python.display().to_string())
-        .env("SWARM_DRONE__BUILDER", "emerge")
-        .env(
-            "SWARM_DRONE__PKGDIR",
-            &dir.join("pkgs").display().to_string(),
-        )
-        .env(
-            "SWARM_DRONE__LOG_DIR",
-            &dir.join("logs").display().to_string(),
-        )
-        .env("SWARM_DRONE__BUILD_DIR", &dir.display().to_string())
-        .env("SWARM_DRONE__MIN_FREE_MB", "1")
-}
-
 async fn download(swarm: &Swarm, object: &str) -> Vec<u8> {
     let js = jetstream::new(swarm.client().await);
     let store = js
@@ -52,7 +27,7 @@ async fn download(swarm: &Swarm, object: &str) -> Vec<u8> {
 async fn a_built_package_lands_in_the_store_with_its_checksums_and_metadata() {
     let mut swarm = Swarm::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    swarm.spawn_drone(&emerge_drone("e-a", dir.path()));
+    swarm.spawn_drone(&DroneSpec::fake_emerge("e-a", dir.path()));
     let atom = "=app-misc/hello-1.0";
     assert!(matches!(
         submit(&swarm.nats, &[(atom.to_owned(), None)]).await,
@@ -133,7 +108,7 @@ async fn a_package_that_cannot_be_stored_is_not_a_success() {
     let mut swarm = Swarm::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     swarm.spawn_drone(
-        &emerge_drone("e-bad", dir.path())
+        &DroneSpec::fake_emerge("e-bad", dir.path())
             .env("SWARM_TEST_CORRUPT_BINPKG", "1")
             .env("SWARM_DRONE__GROUND_AFTER_FAILURES", "1"),
     );
@@ -170,7 +145,7 @@ async fn a_package_that_cannot_be_stored_is_not_a_success() {
         other => panic!("{other:?}"),
     }
     // A healthy drone takes it over and delivers it.
-    swarm.spawn_drone(&emerge_drone("e-good", dir.path()));
+    swarm.spawn_drone(&DroneSpec::fake_emerge("e-good", dir.path()));
     let packages = swarm.wait_final(1, Duration::from_secs(60)).await;
     assert!(matches!(
         packages[atom].state,

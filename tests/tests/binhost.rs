@@ -1,0 +1,298 @@
+//! End-to-end: the swarm's binary packages reach a Gentoo client. Drones build with the tests'
+//! fake emerge (real gpkgs, written with Portage's code); the coordinator publishes revisions;
+//! `swarm-binhost` serves them; Portage's own `binarytree` (the `portage` package on PyPI, as
+//! `emerge --getbinpkg` reads a remote binhost) lists what it serves, and every file it lists is
+//! downloaded and checked as Portage's `BinpkgVerifier` checks it.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use schemas::{PackageState, SubmitResult};
+use swarm_tests::*;
+use testkit::http;
+
+const HTTP: Duration = Duration::from_secs(10);
+
+/// Starts `swarm-binhost` and waits until it answers.
+async fn start_binhost(swarm: &mut Swarm) -> SocketAddr {
+    let port = testkit::free_port().expect("a free port");
+    swarm.spawn_binhost(port);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(response) = http::get(addr, "/healthz", HTTP).await
+            && response.status == 200
+        {
+            return addr;
+        }
+        assert!(Instant::now() < deadline, "swarm-binhost did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What Portage's client lists from the binhost at `url` (its cache kept in `root` between
+/// calls), every file downloaded and verified.
+fn portage_client(url: &str, root: &Path) -> serde_json::Value {
+    testkit::portage::oracle(&[
+        "binhost-client",
+        url,
+        &root.display().to_string(),
+        "download",
+    ])
+    .expect("Portage reads the binhost")
+}
+
+/// The CPVs the client lists, after checking every file downloaded with the size and every
+/// checksum the index states.
+fn verified_cpvs(client: &serde_json::Value) -> BTreeSet<String> {
+    let packages = client["packages"].as_object().expect("packages");
+    for (cpv, entry) in packages {
+        let downloaded = &entry["downloaded"];
+        assert_eq!(downloaded["verified"], true, "{cpv}: {downloaded}");
+        let checked: Vec<&str> = downloaded["checked"]
+            .as_array()
+            .expect("checked")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        for digest in ["size", "MD5", "SHA1"] {
+            assert!(
+                checked.contains(&digest),
+                "{cpv} unchecked {digest}: {checked:?}"
+            );
+        }
+        assert_eq!(
+            downloaded["bytes"]
+                .as_u64()
+                .map(|b| b.to_string())
+                .as_deref(),
+            entry["SIZE"].as_str(),
+            "{cpv}"
+        );
+    }
+    let messages = client["messages"].as_str().unwrap_or_default();
+    assert!(
+        !messages.contains("If-Modified-Since") && !messages.contains("!!! ["),
+        "Portage complained: {messages}"
+    );
+    packages.keys().cloned().collect()
+}
+
+fn cpvs(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Builds `atoms` (each `=cat/pf`) and waits until all of them succeeded.
+async fn build(swarm: &Swarm, atoms: &[&str], total: usize) {
+    let atoms: Vec<(String, Option<f64>)> = atoms.iter().map(|a| ((*a).to_owned(), None)).collect();
+    assert!(matches!(
+        submit(&swarm.nats, &atoms).await,
+        SubmitResult::Accepted { .. }
+    ));
+    let packages = swarm.wait_final(total, Duration::from_secs(90)).await;
+    for (atom, record) in &packages {
+        assert!(
+            matches!(record.state, PackageState::Succeeded { .. }),
+            "{atom}: {:?}",
+            record.state
+        );
+    }
+}
+
+/// Waits until `swarmctl binhost status` names revision `number` as served.
+async fn wait_current(swarm: &Swarm, number: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = swarm.swarmctl_json(&["binhost", "status"]);
+        if status["current"] == number {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "revision {number} never served: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn index(addr: SocketAddr) -> String {
+    let response = http::get(addr, "/published/amd64/Packages", HTTP)
+        .await
+        .expect("the index");
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.body
+}
+
+fn index_timestamp(index: &str) -> u64 {
+    index
+        .lines()
+        .find_map(|l| l.strip_prefix("TIMESTAMP: "))
+        .and_then(|t| t.parse().ok())
+        .expect("a TIMESTAMP")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gentoo_client_lists_and_downloads_what_the_swarm_built() {
+    let mut swarm = Swarm::start().await;
+    let addr = start_binhost(&mut swarm).await;
+    // Before anything is published: a clear 404, and bad arches are named.
+    let early = http::get(addr, "/published/amd64/Packages", HTTP)
+        .await
+        .expect("answer");
+    assert_eq!(early.status, 404);
+    assert!(
+        early.body.contains("nothing of amd64 is published yet"),
+        "{}",
+        early.body
+    );
+    let bad = http::get(addr, "/published/..%2Fetc/Packages", HTTP)
+        .await
+        .expect("answer");
+    assert_eq!(bad.status, 404, "{}", bad.body);
+    assert!(bad.body.contains("is not an arch"), "{}", bad.body);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    swarm.spawn_drone(&DroneSpec::fake_emerge("e-a", dir.path()));
+    let built = [
+        "app-misc/hello-1.0",
+        "dev-libs/libfoo-2.1",
+        "sys-apps/bar-0.5",
+    ];
+    let atoms: Vec<String> = built.iter().map(|cpv| format!("={cpv}")).collect();
+    let atoms: Vec<&str> = atoms.iter().map(String::as_str).collect();
+    build(&swarm, &atoms, 3).await;
+    // The run ended with no failure: it publishes itself.
+    let status = wait_current(&swarm, 1).await;
+    assert_eq!(status["revisions"][0]["packages"], 3, "{status}");
+
+    // Portage's client lists exactly what was built, and every file verifies.
+    let client_root = tempfile::tempdir().expect("client root");
+    let url = format!("http://{addr}/published/amd64");
+    let client = portage_client(&url, client_root.path());
+    assert_eq!(verified_cpvs(&client), cpvs(&built));
+    // Asked again, the client sends If-Modified-Since from its cached copy and keeps it.
+    assert_eq!(
+        verified_cpvs(&portage_client(&url, client_root.path())),
+        cpvs(&built)
+    );
+    // The drones' staging view lists the same packages.
+    let staging_root = tempfile::tempdir().expect("staging root");
+    let staging = portage_client(&format!("http://{addr}/staging/amd64"), staging_root.path());
+    assert_eq!(verified_cpvs(&staging), cpvs(&built));
+
+    // HTTP as a cache or a mirror sees it: lengths, dates, conditional requests.
+    let response = http::get(addr, "/published/amd64/Packages", HTTP)
+        .await
+        .expect("index");
+    assert_eq!(
+        response.header("content-length"),
+        Some(response.bytes.len().to_string().as_str())
+    );
+    let last_modified = response
+        .header("last-modified")
+        .expect("Last-Modified")
+        .to_owned();
+    let not_modified = http::request(
+        addr,
+        "GET",
+        "/published/amd64/Packages",
+        &[("If-Modified-Since", &last_modified)],
+        HTTP,
+    )
+    .await
+    .expect("conditional index");
+    assert_eq!((not_modified.status, not_modified.bytes.len()), (304, 0));
+    let entry = &client["packages"]["app-misc/hello-1.0"];
+    let file = format!("/published/amd64/{}", entry["PATH"].as_str().expect("PATH"));
+    let head = http::request(addr, "HEAD", &file, &[], HTTP)
+        .await
+        .expect("HEAD");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), entry["SIZE"].as_str());
+    assert!(head.header("last-modified").is_some(), "{:?}", head.headers);
+    let etag = head.header("etag").expect("ETag").to_owned();
+    let cached = http::request(addr, "GET", &file, &[("If-None-Match", &etag)], HTTP)
+        .await
+        .expect("conditional file");
+    assert_eq!(cached.status, 304);
+    let missing = http::get(
+        addr,
+        "/published/amd64/app-misc/none/none-1-1.gpkg.tar",
+        HTTP,
+    )
+    .await
+    .expect("answer");
+    assert_eq!(missing.status, 404);
+
+    let text = String::from_utf8(swarm.swarmctl(&["binhost", "status"]).stdout).expect("utf-8");
+    assert!(
+        text.contains("revision 1") && text.contains("3 packages"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_follow_each_revision_and_a_rollback_and_it_stays_rolled_back() {
+    let mut swarm = Swarm::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    swarm.spawn_drone(&DroneSpec::fake_emerge("e-r", dir.path()));
+    let addr = start_binhost(&mut swarm).await;
+    let url = format!("http://{addr}/published/amd64");
+    let client_root = tempfile::tempdir().expect("client root");
+
+    build(&swarm, &["=app-misc/one-1.0"], 1).await;
+    wait_current(&swarm, 1).await;
+    let first = index(addr).await;
+    assert_eq!(
+        verified_cpvs(&portage_client(&url, client_root.path())),
+        cpvs(&["app-misc/one-1.0"])
+    );
+
+    // The next run publishes revision 2 seconds later; the same client sees it.
+    build(&swarm, &["=app-misc/two-1.0"], 2).await;
+    wait_current(&swarm, 2).await;
+    let second = index(addr).await;
+    assert!(index_timestamp(&second) > index_timestamp(&first) + 5);
+    assert_eq!(
+        verified_cpvs(&portage_client(&url, client_root.path())),
+        cpvs(&["app-misc/one-1.0", "app-misc/two-1.0"])
+    );
+
+    // Rollback: revision 1's index again, every line byte for byte but a newer TIMESTAMP, so
+    // the client that holds revision 2 takes it.
+    let out = swarm.swarmctl(&["binhost", "rollback"]);
+    assert!(out.status.success(), "{out:?}");
+    let rolled_back = index(addr).await;
+    let without_timestamp = |index: &str| -> Vec<String> {
+        index
+            .lines()
+            .filter(|l| !l.starts_with("TIMESTAMP: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(without_timestamp(&rolled_back), without_timestamp(&first));
+    assert!(index_timestamp(&rolled_back) > index_timestamp(&second) + 5);
+    assert_eq!(
+        verified_cpvs(&portage_client(&url, client_root.path())),
+        cpvs(&["app-misc/one-1.0"])
+    );
+    // Revision 2's files stay downloadable (a client may be fetching them).
+    let two = http::get(
+        addr,
+        "/published/amd64/app-misc/two/two-1.0-1.gpkg.tar",
+        HTTP,
+    )
+    .await
+    .expect("answer");
+    assert_eq!(two.status, 200, "{}", two.body);
+    // The run that built revision 2 ended cleanly, but nothing was built since: the rollback
+    // stays over several reconcile ticks.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(swarm.swarmctl_json(&["binhost", "status"])["current"], 1);
+    assert_eq!(index(addr).await, rolled_back);
+    let revisions =
+        String::from_utf8(swarm.swarmctl(&["binhost", "revisions"]).stdout).expect("utf-8");
+    assert!(revisions.contains("* 1 "), "{revisions}");
+}
