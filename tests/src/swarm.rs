@@ -353,6 +353,11 @@ impl Swarm {
     /// Runs swarmctl against this swarm (with the harness's credential when there is one) and
     /// returns its output.
     pub fn swarmctl(&self, args: &[&str]) -> std::process::Output {
+        self.swarmctl_command(args).output().expect("swarmctl runs")
+    }
+
+    /// `swarmctl ARGS` as this swarm's operator runs it, to spawn (stdin closed).
+    pub fn swarmctl_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(bin("swarmctl"));
         command
             .env_clear()
@@ -363,11 +368,8 @@ impl Swarm {
                 .env("SWARM_NATS__USER", user)
                 .env("SWARM_NATS__PASSWORD", password);
         }
+        command.args(args).stdin(Stdio::null());
         command
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("swarmctl runs")
     }
 
     pub fn records(&self) -> Vec<Record> {

@@ -296,3 +296,153 @@ async fn clients_follow_each_revision_and_a_rollback_and_it_stays_rolled_back() 
         String::from_utf8(swarm.swarmctl(&["binhost", "revisions"]).stdout).expect("utf-8");
     assert!(revisions.contains("* 1 "), "{revisions}");
 }
+
+/// What can be killed in the middle of a publication.
+#[derive(Debug, Clone, Copy)]
+enum Victim {
+    NatsServer,
+    Coordinator,
+    Binhost,
+}
+
+/// Waits until the binhost serves an index again (after a restart of anything).
+async fn served_index(addr: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = http::get(addr, "/published/amd64/Packages", HTTP).await
+            && response.status == 200
+        {
+            return response.body;
+        }
+        assert!(Instant::now() < deadline, "the binhost serves no index");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The package lines of an index: everything but its `TIMESTAMP`.
+fn body_lines(index: &str) -> Vec<&str> {
+    index
+        .lines()
+        .filter(|l| !l.starts_with("TIMESTAMP: "))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publication_interrupted_anywhere_leaves_the_old_revision_or_the_new_one() {
+    let mut swarm =
+        Swarm::start_with(&[("SWARM_COORDINATOR__BINHOST_AUTO_PUBLISH", "false")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    swarm.spawn_drone(&DroneSpec::fake_emerge("e-k", dir.path()));
+    let addr = start_binhost(&mut swarm).await;
+    let url = format!("http://{addr}/published/amd64");
+    build(&swarm, &["=app-misc/base-1.0"], 1).await;
+    // Nothing publishes by itself with auto-publication off.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        swarm.swarmctl_json(&["binhost", "status"])["current"],
+        serde_json::Value::Null
+    );
+    assert!(swarm.swarmctl(&["binhost", "publish"]).status.success());
+    let mut expected = vec!["app-misc/base-1.0".to_owned()];
+    let mut before = served_index(addr).await;
+
+    // A revision written but not switched to (a writer stopped between its two steps) is not
+    // served: `current` decides.
+    {
+        let js = async_nats::jetstream::new(swarm.client().await);
+        let bucket = js
+            .get_key_value(schemas::names::BINHOST_BUCKET)
+            .await
+            .expect("binhost bucket");
+        let orphan = schemas::BinhostRevision {
+            v: schemas::SCHEMA_VERSION,
+            arch: schemas::Arch::default(),
+            number: 1_000,
+            timestamp: u64::MAX / 2,
+            created_ms: 0,
+            packages: 1,
+            bytes: 1,
+            contents: "revision-amd64-nowhere".into(),
+        };
+        bucket
+            .put(
+                "rev.amd64.1000",
+                schemas::encode(&orphan).expect("encode").into(),
+            )
+            .await
+            .expect("put");
+        assert_eq!(served_index(addr).await, before);
+        bucket.delete("rev.amd64.1000").await.expect("delete");
+    }
+
+    let victims = [
+        (Victim::NatsServer, 0),
+        (Victim::Coordinator, 0),
+        (Victim::NatsServer, 15),
+        (Victim::Coordinator, 15),
+        (Victim::Binhost, 5),
+        (Victim::NatsServer, 60),
+    ];
+    for (i, (victim, delay_ms)) in victims.into_iter().enumerate() {
+        let cpv = format!("app-misc/p{i}-1.0");
+        build(&swarm, &[&format!("={cpv}")], i + 2).await;
+        let mut publish = swarm
+            .swarmctl_command(&["binhost", "publish"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("swarmctl");
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        match victim {
+            Victim::NatsServer => {
+                swarm.nats.kill().expect("kill nats-server");
+                swarm.nats.start_again().expect("nats-server again");
+            }
+            Victim::Coordinator => {
+                if let Some(coordinator) = swarm.coordinator.as_mut() {
+                    coordinator.kill9();
+                }
+                swarm.spawn_coordinator();
+            }
+            Victim::Binhost => {
+                if let Some(binhost) = swarm.binhost.as_mut() {
+                    binhost.kill9();
+                }
+                swarm.spawn_binhost(addr.port());
+            }
+        }
+        let _ = publish.wait();
+        // What is served is the old revision or the new one, whole.
+        let after = served_index(addr).await;
+        let root = tempfile::tempdir().expect("client root");
+        let listed = verified_cpvs(&portage_client(&url, root.path()));
+        let old: BTreeSet<String> = expected.iter().cloned().collect();
+        let mut new = old.clone();
+        new.insert(cpv.clone());
+        let outcome = if listed == old {
+            "the old revision"
+        } else {
+            "the new revision"
+        };
+        eprintln!("{victim:?} killed {delay_ms} ms into a publication: {outcome} served");
+        if listed == old {
+            assert_eq!(
+                body_lines(&after),
+                body_lines(&before),
+                "{victim:?} {delay_ms} ms"
+            );
+        } else {
+            assert_eq!(listed, new, "{victim:?} after {delay_ms} ms");
+        }
+        // Publishing again completes what was interrupted.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !swarm.swarmctl(&["binhost", "publish"]).status.success() {
+            assert!(Instant::now() < deadline, "publish never succeeded again");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let root = tempfile::tempdir().expect("client root");
+        assert_eq!(verified_cpvs(&portage_client(&url, root.path())), new);
+        expected.push(cpv);
+        before = served_index(addr).await;
+    }
+}
