@@ -75,8 +75,9 @@ pub fn next_revision(
 }
 
 /// Whether the arch's run is over and went well enough to publish by itself: nothing of the
-/// arch is queued, building or waiting to retry, something was built since the latest revision
-/// was published (`published_ms`), and nothing of the arch failed since. Measured from the
+/// arch is queued, building or waiting to retry, a binary package was built since the latest
+/// revision was published (`published_ms`), and nothing of the arch failed since. Builds that
+/// wrote no package (the generic `command` builder) publish nothing. Measured from the
 /// latest revision, not the one served: a rollback stays until something new is built.
 pub fn run_ended_cleanly<'a>(
     records: impl IntoIterator<Item = &'a PackageRecord>,
@@ -87,7 +88,9 @@ pub fn run_ended_cleanly<'a>(
     let mut built = false;
     for record in records.into_iter().filter(|r| r.arch == *arch) {
         match &record.state {
-            PackageState::Succeeded { .. } => built |= since(record),
+            PackageState::Succeeded { .. } => {
+                built |= since(record) && !record.artifacts.is_empty()
+            }
             PackageState::Failed { .. } => {
                 if since(record) {
                     return false;

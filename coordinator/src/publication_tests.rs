@@ -147,7 +147,7 @@ fn a_served_timestamp_strictly_increases_whatever_the_clock_says() {
 
 #[test]
 fn a_run_publishes_itself_only_when_it_ended_without_new_failures() {
-    let built = succeeded("a-b/a", vec![], 100);
+    let built = succeeded("a-b/a", vec![artifact("a-b/a/a-1-1.gpkg.tar", "a")], 100);
     let queued = fixtures::package_record("a-b/q", PackageState::Queued { attempt: 1 });
     let retrying = fixtures::package_record(
         "a-b/r",
@@ -163,7 +163,8 @@ fn a_run_publishes_itself_only_when_it_ended_without_new_failures() {
         ("one still queued", vec![built.clone(), queued], None, false),
         ("one waiting to retry", vec![built.clone(), retrying], None, false),
         ("a failure in this run", vec![built.clone(), failed("a-b/f", 200)], Some(150), false),
-        ("a failure before the last publication", vec![succeeded("a-b/n", vec![], 200), failed("a-b/f", 100)], Some(150), true),
+        ("a failure before the last publication", vec![succeeded("a-b/n", built.artifacts.clone(), 200), failed("a-b/f", 100)], Some(150), true),
+        ("built, but no binary package", vec![succeeded("a-b/c", vec![], 100)], None, false),
         ("nothing built since the last publication", vec![built.clone()], Some(150), false),
         ("a failure and nothing published yet", vec![built.clone(), failed("a-b/f", 100)], None, false),
     ];

@@ -32,7 +32,7 @@ impl Default for LogConfig {
 
 /// Our own crates at info, dependencies at warn: async-nats is chatty at info on reconnects.
 fn default_filter() -> String {
-    "warn,swarm_coordinator=info,swarm_drone=info,swarm_dashboard=info,swarmctl=info,swarm_runtime=info"
+    "warn,swarm_coordinator=info,swarm_drone=info,swarm_dashboard=info,swarm_binhost=info,swarmctl=info,swarm_runtime=info"
         .to_owned()
 }
 

@@ -300,7 +300,12 @@ impl Swarm {
 
     /// Starts `swarm-binhost` listening on `127.0.0.1:<port>`; its log is `binhost.log`.
     pub fn spawn_binhost(&mut self, port: u16) {
-        self.binhost = Some(self.spawn_http_service("binhost", port, &[]));
+        self.spawn_binhost_with(port, &[]);
+    }
+
+    /// [`spawn_binhost`](Self::spawn_binhost) with more environment (a credential).
+    pub fn spawn_binhost_with(&mut self, port: u16, env: &[(&str, &str)]) {
+        self.binhost = Some(self.spawn_http_service("binhost", port, env));
     }
 
     /// Starts `swarm-<name>` (an HTTP service configured by `SWARM_<NAME>__LISTEN`) on

@@ -11,11 +11,20 @@ use std::process::Command;
 use serde_yaml::Value;
 use swarm_tests::bin;
 
-const BINARIES: [&str; 4] = [
+const BINARIES: [&str; 5] = [
     "swarm-coordinator",
     "swarm-drone",
     "swarm-dashboard",
+    "swarm-binhost",
     "swarmctl",
+];
+
+/// The long-running services and their sample configs under `config/`.
+const DAEMONS: [(&str, &str); 4] = [
+    ("swarm-coordinator", "coordinator.toml"),
+    ("swarm-drone", "drone.toml"),
+    ("swarm-dashboard", "dashboard.toml"),
+    ("swarm-binhost", "binhost.toml"),
 ];
 
 fn root() -> PathBuf {
@@ -153,6 +162,7 @@ fn compose_services_run_our_binaries_with_settings_their_loaders_accept() {
     let users = deploy_users();
     let mut drones = BTreeMap::new();
     let mut dashboard_port = None;
+    let mut binhost_port = None;
     for (name, service) in services {
         let name = scalar(name);
         if name == "nats" {
@@ -198,6 +208,9 @@ fn compose_services_run_our_binaries_with_settings_their_loaders_accept() {
         if binary == "swarm-dashboard" {
             dashboard_port = Some(strings(&service["ports"]));
         }
+        if binary == "swarm-binhost" {
+            binhost_port = Some(strings(&service["ports"]));
+        }
     }
     // The seed's swarm, and the dashboard where the README says.
     let seed: BTreeMap<String, String> = [
@@ -212,6 +225,9 @@ fn compose_services_run_our_binaries_with_settings_their_loaders_accept() {
     assert_eq!(drones, seed);
     assert_eq!(dashboard_port, Some(vec!["127.0.0.1:8080:8080".to_owned()]));
     assert!(readme.contains("http://localhost:8080/"));
+    // The binhost where the README's binrepos.conf lines point.
+    assert_eq!(binhost_port, Some(vec!["127.0.0.1:8090:8090".to_owned()]));
+    assert!(readme.contains("sync-uri = http://localhost:8090/published/amd64"));
 }
 
 #[test]
@@ -265,11 +281,7 @@ fn the_image_builds_every_binary_with_the_workspace_toolchain() {
 
 #[test]
 fn the_sample_configs_pass_their_binaries_check() {
-    for (binary, sample) in [
-        ("swarm-coordinator", "coordinator.toml"),
-        ("swarm-drone", "drone.toml"),
-        ("swarm-dashboard", "dashboard.toml"),
-    ] {
+    for (binary, sample) in DAEMONS {
         let path = root().join("config").join(sample);
         let (ok, output) = run(
             binary,
@@ -326,11 +338,7 @@ fn default_grace_secs() -> u64 {
 #[test]
 fn systemd_units_start_our_binaries_and_stop_drones_gracefully() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for (binary, sample) in [
-        ("swarm-coordinator", "coordinator.toml"),
-        ("swarm-drone", "drone.toml"),
-        ("swarm-dashboard", "dashboard.toml"),
-    ] {
+    for (binary, sample) in DAEMONS {
         let path = format!("deploy/systemd/{binary}.service");
         let settings = unit(&path);
         let exec = &settings["ExecStart"];
@@ -382,11 +390,7 @@ fn systemd_units_start_our_binaries_and_stop_drones_gracefully() {
 
 #[test]
 fn openrc_scripts_start_our_binaries_and_stop_drones_gracefully() {
-    for (binary, sample) in [
-        ("swarm-coordinator", "coordinator.toml"),
-        ("swarm-drone", "drone.toml"),
-        ("swarm-dashboard", "dashboard.toml"),
-    ] {
+    for (binary, sample) in DAEMONS {
         let path = root().join(format!("deploy/openrc/{binary}"));
         let syntax = Command::new("sh")
             .arg("-n")
@@ -448,7 +452,7 @@ fn service_files_exist_for_every_daemon() {
     };
     let systemd = listed("deploy/systemd");
     let openrc = listed("deploy/openrc");
-    for daemon in ["swarm-coordinator", "swarm-drone", "swarm-dashboard"] {
+    for (daemon, _) in DAEMONS {
         assert!(
             systemd.contains(&format!("{daemon}.service")),
             "{systemd:?}"

@@ -13,9 +13,10 @@ use testkit::NatsServer;
 use tokio::sync::mpsc;
 
 /// The roles of the deploy config and the environment variable each password is read from.
-const ROLES: [(&str, &str); 7] = [
+const ROLES: [(&str, &str); 8] = [
     ("coordinator", "NATS_PASSWORD_COORDINATOR"),
     ("dashboard", "NATS_PASSWORD_DASHBOARD"),
+    ("binhost", "NATS_PASSWORD_BINHOST"),
     ("operator", "NATS_PASSWORD_OPERATOR"),
     ("drone-Izar", "NATS_PASSWORD_DRONE_IZAR"),
     ("drone-Tarn", "NATS_PASSWORD_DRONE_TARN"),
@@ -102,6 +103,14 @@ async fn every_component_works_with_its_own_credential() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     swarm.spawn_dashboard_with(port, &dashboard_env);
+    let binhost_port = testkit::free_port().expect("free port");
+    let mut binhost_env = credential("binhost");
+    binhost_env.push(("RUST_LOG".into(), "trace".into()));
+    let binhost_env: Vec<(&str, &str)> = binhost_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    swarm.spawn_binhost_with(binhost_port, &binhost_env);
 
     // The coordinator queues a job apart only for a big drone it sees online.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -179,6 +188,29 @@ async fn every_component_works_with_its_own_credential() {
             "the dashboard never showed the swarm: {state:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The operator publishes the binhost (the command builder wrote no binary package, so the
+    // revision is empty), and swarm-binhost, with its read-only user, serves it and staging.
+    let published = swarm.swarmctl(&["binhost", "publish"]);
+    assert!(
+        published.status.success(),
+        "publish as operator: {}",
+        String::from_utf8_lossy(&published.stdout)
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], binhost_port));
+    for path in ["/published/amd64/Packages", "/staging/amd64/Packages"] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let response = testkit::http::get(addr, path, Duration::from_secs(5)).await;
+            if let Ok(response) = &response
+                && response.status == 200
+            {
+                assert!(response.body.contains("PACKAGES: 0"), "{}", response.body);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{path}: {response:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     assert_no_password_in_logs(swarm.dir.path());
     let log = server_log(&swarm.nats);
@@ -374,11 +406,30 @@ async fn roles_cannot_overstep() {
         refused(&dashboard, &mut dashboard_errors, "dashboard", subject).await;
     }
 
+    // swarm-binhost reads what is published; it publishes, writes and asks nothing.
+    let (binhost, mut binhost_errors) = connect_as(&swarm.nats, "binhost").await;
+    for subject in [
+        names::SUBMIT_SUBJECT,
+        names::BINHOST_SUBJECT,
+        "$KV.swarm-binhost.current.amd64",
+        "$KV.swarm-packages.dev-test_2Fforged",
+        "$O.swarm-artifacts.C.forged",
+        "$O.swarm-artifacts.M.Zm9yZ2Vk",
+        "$JS.API.STREAM.PURGE.OBJ_swarm-artifacts",
+        "$JS.API.STREAM.MSG.DELETE.OBJ_swarm-artifacts",
+        "$JS.API.STREAM.DELETE.KV_swarm-binhost",
+        "swarm.ctl.drone.drone-Izar",
+    ] {
+        refused(&binhost, &mut binhost_errors, "binhost", subject).await;
+    }
+
     // The operator submits and asks drones, but writes no state and no jobs or events.
     let (operator, mut operator_errors) = connect_as(&swarm.nats, "operator").await;
     for subject in [
         "swarm.build.amd64.dev-test_2Fforged",
         "swarm.event.drone-Izar",
+        "$KV.swarm-binhost.current.amd64",
+        "$O.swarm-artifacts.C.forged",
         "$KV.swarm-packages.dev-test_2Fforged",
         "$KV.swarm-leases.dev-test_2Fforged",
         "$JS.API.STREAM.DELETE.SWARM_BUILDS",
