@@ -22,7 +22,8 @@ pub enum Builder {
     Process {
         template: Vec<String>,
         /// Set in the build's environment (the emerge builder's `PKGDIR`, `BINPKG_FORMAT`,
-        /// `FEATURES`): what differs between drones goes here, never into the argv.
+        /// `FEATURES`, `PORTAGE_BINHOST`): what differs between drones goes here, never into
+        /// the argv.
         env: Vec<(String, String)>,
         /// The drone binary, which runs each build under `supervise` so that the build dies
         /// with the drone; `None` runs the build directly (unit tests).
@@ -43,18 +44,24 @@ impl Builder {
                 env: Vec::new(),
                 supervisor: None,
             },
-            BuilderKind::Emerge => Builder::Process {
-                template: emerge_template(&settings.emerge_args),
-                env: vec![
+            BuilderKind::Emerge => {
+                let mut env = vec![
                     ("PKGDIR".to_owned(), settings.pkgdir.display().to_string()),
                     (
                         "BINPKG_FORMAT".to_owned(),
                         settings.binpkg_format.as_str().to_owned(),
                     ),
                     ("FEATURES".to_owned(), settings.features.join(" ")),
-                ],
-                supervisor: None,
-            },
+                ];
+                if !settings.binhost.is_empty() {
+                    env.push(("PORTAGE_BINHOST".to_owned(), settings.binhost.join(" ")));
+                }
+                Builder::Process {
+                    template: emerge_template(&settings.emerge_args),
+                    env,
+                    supervisor: None,
+                }
+            }
             BuilderKind::Simulate => Builder::Simulate {
                 settings: settings.simulate.clone(),
                 model: Arc::new(match &settings.simulate.model_file {

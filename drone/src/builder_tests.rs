@@ -246,7 +246,7 @@ async fn the_emerge_builder_keeps_drone_settings_out_of_the_argv() {
     );
     let other = Builder::from_settings(&Settings {
         pkgdir: PathBuf::from("/elsewhere"),
-        ..settings
+        ..settings.clone()
     })
     .expect("valid settings");
     assert_eq!(
@@ -267,6 +267,23 @@ async fn the_emerge_builder_keeps_drone_settings_out_of_the_argv() {
                 "binpkg-multi-instance -test".to_owned()
             ),
         ]
+    );
+    // The swarm's staging binhost, for the dependencies: also environment, never argv.
+    let staged = Builder::from_settings(&Settings {
+        binhost: vec!["http://binhost.example.net:8090/staging/amd64".into()],
+        ..settings.clone()
+    })
+    .expect("valid settings");
+    assert_eq!(staged.argv(&atom), builder.argv(&atom));
+    let Builder::Process { env, .. } = &staged else {
+        panic!("emerge runs a process");
+    };
+    assert_eq!(
+        env.last(),
+        Some(&(
+            "PORTAGE_BINHOST".to_owned(),
+            "http://binhost.example.net:8090/staging/amd64".to_owned()
+        ))
     );
 }
 

@@ -97,6 +97,10 @@ pub struct Settings {
     pub binpkg_format: BinpkgFormat,
     /// Portage features the `emerge` builder turns on (its `FEATURES`, added to make.conf's).
     pub features: Vec<String>,
+    /// Binhosts the `emerge` builder installs dependencies from (its `PORTAGE_BINHOST`): the
+    /// swarm's staging view, `http://<binhost>:8090/staging/<arch>`. Empty: make.conf's and
+    /// binrepos.conf's own.
+    pub binhost: Vec<String>,
     pub simulate: Simulate,
     /// Heartbeat period: the drone record is rewritten this often.
     pub heartbeat_ms: u64,
@@ -139,6 +143,7 @@ impl Default for Settings {
             pkgdir: PathBuf::from("/var/cache/binpkgs"),
             binpkg_format: BinpkgFormat::Gpkg,
             features: vec!["binpkg-multi-instance".to_owned()],
+            binhost: Vec::new(),
             simulate: Simulate::default(),
             heartbeat_ms: 2_000,
             pull_expires_ms: 5_000,
@@ -214,6 +219,17 @@ impl Settings {
                 return Err(ConfigError::invalid(
                     "drone.command",
                     "no argument contains {atom}",
+                ));
+            }
+        }
+        for uri in &self.binhost {
+            let scheme_ok = ["http://", "https://", "file://"]
+                .iter()
+                .any(|scheme| uri.starts_with(scheme));
+            if !scheme_ok || uri.chars().any(char::is_whitespace) {
+                return Err(ConfigError::invalid(
+                    "drone.binhost",
+                    format!("{uri:?} is not an http://, https:// or file:// URL without spaces"),
                 ));
             }
         }
@@ -361,6 +377,11 @@ mod tests {
                 "drone.simulate.failure_rate",
             ),
             (|s| s.heartbeat_ms = 1, "drone.heartbeat_ms"),
+            (|s| s.binhost = vec!["binhost:8090".into()], "drone.binhost"),
+            (
+                |s| s.binhost = vec!["http://a http://b".into()],
+                "drone.binhost",
+            ),
             (
                 |s| s.ground_after_failures = 0,
                 "drone.ground_after_failures",
