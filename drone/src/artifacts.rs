@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use async_nats::jetstream::object_store::ObjectStore;
 use binpkg::{BinpkgError, Format, checksums};
-use schemas::Artifact;
+use schemas::{Arch, Artifact, Atom, DroneName};
 use tracing::debug;
 
 /// Why a build's packages could not be stored: the machine's or the store's fault, never the
@@ -25,6 +25,91 @@ pub enum ArtifactError {
     Upload { path: String, reason: String },
     #[error("the artifacts store is not available (the coordinator creates it)")]
     NoStore,
+}
+
+/// Writes the binary package of a simulated build of `atom` into `pkgdir`, in Portage's
+/// multi-instance layout with the next free `BUILD_ID`: a small but valid gpkg (its image one
+/// file saying what it is) at the atom's version, or `0` for an atom without one.
+pub fn write_simulated(
+    pkgdir: &Path,
+    atom: &Atom,
+    arch: &Arch,
+    drone: &DroneName,
+    now_secs: u64,
+) -> Result<PathBuf, ArtifactError> {
+    let package = atom.package_name();
+    let Some((category, name)) = package.split_once('/') else {
+        return Err(ArtifactError::Upload {
+            path: package.clone(),
+            reason: "not a category/name".to_owned(),
+        });
+    };
+    let pf = format!(
+        "{name}-{}",
+        atom.version().unwrap_or_else(|| "0".to_owned())
+    );
+    let dir = pkgdir.join(category).join(name);
+    std::fs::create_dir_all(&dir).map_err(|source| ArtifactError::List {
+        dir: dir.clone(),
+        source,
+    })?;
+    let build_id = next_build_id(&dir, &pf)?;
+    let path = dir.join(format!("{pf}-{build_id}.gpkg.tar"));
+    let text = |s: &str| s.to_owned();
+    let metadata: binpkg::Metadata = [
+        ("CATEGORY", text(category)),
+        ("PF", pf.clone()),
+        ("SLOT", text("0")),
+        ("EAPI", text("8")),
+        ("BUILD_ID", build_id.to_string()),
+        ("BUILD_TIME", now_secs.to_string()),
+        ("KEYWORDS", arch.to_string()),
+        ("LICENSE", text("metapackage")),
+        (
+            "DESCRIPTION",
+            format!("{package}, simulated by build swarm drone {drone}"),
+        ),
+        ("repository", text("gentoo")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let note = format!("{atom} was built by the build swarm's simulate builder on {drone}.\n");
+    let doc = format!("usr/share/doc/{pf}/SIMULATED");
+    let image = [binpkg::gpkg::ImageFile {
+        path: &doc,
+        contents: note.as_bytes(),
+        mode: 0o644,
+    }];
+    binpkg::gpkg::write(
+        &path,
+        &format!("{pf}-{build_id}"),
+        &metadata,
+        &image,
+        now_secs,
+    )?;
+    Ok(path)
+}
+
+/// One more than the highest `BUILD_ID` of `pf` in `dir`, as Portage numbers a new build.
+fn next_build_id(dir: &Path, pf: &str) -> Result<u64, ArtifactError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ArtifactError::List {
+        dir: dir.to_owned(),
+        source,
+    })?;
+    let prefix = format!("{pf}-");
+    let highest = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(&prefix)?
+                .strip_suffix(".gpkg.tar")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(highest + 1)
 }
 
 /// The binary packages of `package` (`category/name`) that were written into `pkgdir` since
@@ -178,6 +263,51 @@ mod tests {
 
     /// An upload repeated (a retried or redelivered build) stores nothing twice: the object is
     /// named by its contents and found before anything is sent.
+    #[test]
+    fn a_simulated_build_writes_a_package_portage_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let atom = Atom::parse("=app-misc/hello-2.1-r1").expect("atom");
+        let (arch, drone) = (Arch::default(), DroneName::parse("d-1").expect("name"));
+        let first =
+            write_simulated(dir.path(), &atom, &arch, &drone, 1_700_000_000).expect("first");
+        let second =
+            write_simulated(dir.path(), &atom, &arch, &drone, 1_700_000_001).expect("second");
+        let relative = |p: &Path| {
+            p.strip_prefix(dir.path())
+                .expect("inside")
+                .display()
+                .to_string()
+        };
+        assert_eq!(relative(&first), "app-misc/hello/hello-2.1-r1-1.gpkg.tar");
+        assert_eq!(relative(&second), "app-misc/hello/hello-2.1-r1-2.gpkg.tar");
+        let since = SystemTime::now() - Duration::from_secs(60);
+        assert_eq!(
+            find(dir.path(), "app-misc/hello", since)
+                .expect("found")
+                .len(),
+            2
+        );
+        let artifact = describe(dir.path(), &second).expect("described");
+        assert_eq!(artifact.cpv().as_deref(), Some("app-misc/hello-2.1-r1"));
+        assert_eq!(artifact.metadata["BUILD_ID"], "2");
+        // Portage's own code reads it and verifies every member.
+        let read = testkit::portage::oracle(&[
+            "gpkg-read",
+            &second.display().to_string(),
+            "hello-2.1-r1-2",
+        ])
+        .expect("Portage reads the simulated package");
+        assert_eq!(read["metadata"]["PF"], "hello-2.1-r1");
+        assert_eq!(
+            read["files"][0], "usr/share/doc/hello-2.1-r1/SIMULATED",
+            "{read}"
+        );
+        // An atom without a version is built as version 0.
+        let bare = Atom::parse("sys-libs/zlib").expect("atom");
+        let path = write_simulated(dir.path(), &bare, &arch, &drone, 1).expect("bare");
+        assert_eq!(relative(&path), "sys-libs/zlib/zlib-0-1.gpkg.tar");
+    }
+
     #[tokio::test]
     async fn a_repeated_upload_stores_one_object() {
         use futures::StreamExt;

@@ -14,6 +14,7 @@ fn simulating(
             failure_rate: 0.0,
             default_estimate_secs,
             model_file,
+            binpkgs: false,
         },
         ..Settings::default()
     }

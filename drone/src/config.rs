@@ -57,6 +57,9 @@ pub struct Simulate {
     /// takes its modelled time whatever the job says, so the coordinator's estimates can be
     /// tested against a truth they do not know.
     pub model_file: Option<PathBuf>,
+    /// Write a small, valid gpkg into `drone.pkgdir` for every successful simulated build, stored
+    /// and published like a real one (the demo does, so it ends with a binhost).
+    pub binpkgs: bool,
 }
 
 impl Default for Simulate {
@@ -66,6 +69,7 @@ impl Default for Simulate {
             failure_rate: 0.0,
             default_estimate_secs: 60.0,
             model_file: None,
+            binpkgs: false,
         }
     }
 }
@@ -281,6 +285,17 @@ impl Settings {
 
     /// Where each attempt's whole output goes, if anywhere: `log_dir`, else `/var/log/swarm`
     /// for the `emerge` builder (a real build's log is what an operator asks for first).
+    /// Where this drone's builds write binary packages, when they write any: the `emerge`
+    /// builder always, the `simulate` builder with `simulate.binpkgs`.
+    pub fn writes_binpkgs(&self) -> Option<PathBuf> {
+        let writes = match self.builder {
+            BuilderKind::Emerge => true,
+            BuilderKind::Simulate => self.simulate.binpkgs,
+            BuilderKind::Command => false,
+        };
+        writes.then(|| self.pkgdir.clone())
+    }
+
     pub fn effective_log_dir(&self) -> Option<PathBuf> {
         match (&self.log_dir, self.builder) {
             (Some(dir), _) => Some(dir.clone()),

@@ -105,6 +105,13 @@ impl Atom {
         PackageKey::of(self)
     }
 
+    /// The version the atom names, revision included: `3.3.2-r1` for
+    /// `=dev-libs/openssl-3.3.2-r1`; `None` for an atom without one.
+    pub fn version(&self) -> Option<String> {
+        let dep = portage_atom::Dep::parse(&self.0).ok()?;
+        dep.version.map(|v| v.to_string())
+    }
+
     /// The package's name without version, slot or repository: `sys-libs/zlib` for
     /// `>=sys-libs/zlib-1.3:0/1::gentoo`.
     pub fn package_name(&self) -> String {

@@ -45,7 +45,7 @@ pub struct Ctx {
     /// One timer renews the lease and progress-acks the job.
     pub renew_every: Duration,
     pub observer: Arc<dyn Observer>,
-    /// Where the builder writes binary packages, when it writes any (`emerge`).
+    /// Where the builder writes binary packages, when it writes any (`Settings::writes_binpkgs`).
     pub pkgdir: Option<PathBuf>,
     /// The store a successful build's binary packages go to.
     pub artifacts: Option<ObjectStore>,
@@ -349,6 +349,19 @@ async fn store_artifacts(
         return Ok(Vec::new());
     };
     let store = ctx.artifacts.as_ref().ok_or(ArtifactError::NoStore)?;
+    if ctx.settings.builder == crate::config::BuilderKind::Simulate {
+        // The simulated build's package, written as a real build would have written it.
+        let (dir, atom, arch) = (pkgdir.clone(), job.atom.clone(), ctx.settings.arch.clone());
+        let name = ctx.name.clone();
+        tokio::task::spawn_blocking(move || {
+            artifacts::write_simulated(&dir, &atom, &arch, &name, runtime::now_ms() / 1000)
+        })
+        .await
+        .map_err(|err| ArtifactError::Upload {
+            path: job.atom.to_string(),
+            reason: err.to_string(),
+        })??;
+    }
     // Files written since the build started (two seconds of slack for coarse file times).
     let since = SystemTime::now() - Duration::from_millis(duration_ms) - Duration::from_secs(2);
     let package = job.atom.package_name();

@@ -114,8 +114,7 @@ pub async fn run_observed(
         lease_ttl,
         renew_every: (lease_ttl.min(ack_wait) / 3).max(Duration::from_millis(20)),
         observer,
-        pkgdir: (settings.builder == crate::config::BuilderKind::Emerge)
-            .then(|| settings.pkgdir.clone()),
+        pkgdir: settings.writes_binpkgs(),
         artifacts: topology.artifacts.clone(),
     });
     let subscribe = |subject: String| {
