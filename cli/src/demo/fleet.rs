@@ -54,16 +54,17 @@ pub(super) struct Fleet {
 
 impl Fleet {
     /// Stops everything: drones first (they drain: builds finish within the grace or are handed
-    /// back), then the dashboard and the coordinator, NATS last; anything still running after its
+    /// back), then the dashboard, the binhost and the coordinator, NATS last; anything still running after its
     /// time is killed.
     pub(super) async fn stop(&mut self, out: &mut (dyn Write + Send)) {
         if self.procs.is_empty() {
             return;
         }
         let _ = writeln!(out, "stopping the swarm: drones first, NATS last");
-        let order: [(&str, Duration); 4] = [
+        let order: [(&str, Duration); 5] = [
             ("drone-", DRONE_GRACE + STOP_TIMEOUT),
             ("dashboard", STOP_TIMEOUT),
+            ("binhost", STOP_TIMEOUT),
             ("coordinator", STOP_TIMEOUT),
             ("nats-server", STOP_TIMEOUT),
         ];

@@ -1,8 +1,9 @@
 //! `swarmctl demo`: the whole swarm on this machine in one command. It starts a nats-server with
 //! JetStream in a local data folder, the coordinator, the seed's four drones (simulated builds on
-//! a compressed clock) and the dashboard, submits the 152-package world, prints the dashboard's
-//! address and the status block whenever it changes, and on Ctrl-C stops every process it
-//! started, drones first so they drain, NATS last.
+//! a compressed clock, each writing a small gpkg), the dashboard and the binhost, submits the
+//! 152-package world, prints the dashboard's address and the status block whenever it changes,
+//! then the published binhost and the `binrepos.conf` lines a Gentoo machine needs for it, and
+//! on Ctrl-C stops every process it started, drones first so they drain, NATS last.
 //!
 //! Every process gets a config file the demo writes into its folder (nothing is taken from the
 //! caller's `SWARM_` environment), runs in its own process group (a Ctrl-C in the terminal reaches
@@ -52,7 +53,7 @@ pub struct DemoArgs {
     /// The nats-server binary (2.11 or newer) [default: $NATS_SERVER_BIN, then nats-server on PATH]
     #[arg(long, value_name = "PATH")]
     pub nats_server: Option<PathBuf>,
-    /// Folder holding swarm-coordinator, swarm-drone and swarm-dashboard [default: this swarmctl's folder]
+    /// Folder holding swarm-coordinator, swarm-drone, swarm-dashboard and swarm-binhost [default: this swarmctl's folder]
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
     /// NATS client port on 127.0.0.1 [default: 4222, or a free port if it is taken]
@@ -61,6 +62,9 @@ pub struct DemoArgs {
     /// Dashboard port on 127.0.0.1 [default: 8080, or a free port if it is taken]
     #[arg(long, value_name = "PORT")]
     pub dashboard_port: Option<u16>,
+    /// Binhost port on 127.0.0.1 [default: 8090, or a free port if it is taken]
+    #[arg(long, value_name = "PORT")]
+    pub binhost_port: Option<u16>,
     /// Multiplies every simulated build time; at 0.003 the 152 packages take about two and a half minutes
     #[arg(long, value_name = "FACTOR", default_value_t = 0.003, value_parser = parse_scale)]
     pub time_scale: f64,
@@ -139,10 +143,11 @@ pub async fn demo(
             Err(DemoError::NoBinary { path })
         }
     };
-    let (coordinator_bin, drone_bin, dashboard_bin) = (
+    let (coordinator_bin, drone_bin, dashboard_bin, binhost_bin) = (
         binary("swarm-coordinator")?,
         binary("swarm-drone")?,
         binary("swarm-dashboard")?,
+        binary("swarm-binhost")?,
     );
     let world = world()?;
 
@@ -152,6 +157,8 @@ pub async fn demo(
     let dashboard_port = choose_port(args.dashboard_port, 8080);
     let nats_url = format!("nats://127.0.0.1:{nats_port}");
     let dashboard_url = format!("http://127.0.0.1:{dashboard_port}/");
+    let binhost_port = choose_port(args.binhost_port, 8090);
+    let binhost_url = format!("http://127.0.0.1:{binhost_port}");
 
     let mut fleet = Fleet::default();
     let started = async {
@@ -205,8 +212,14 @@ pub async fn demo(
             write_file(
                 &conf,
                 &format!(
-                    "# Written by swarmctl demo: a simulated build machine.\n{nats_table}\n[drone]\nname = {}\ncores = {cores}\nbuilder = \"simulate\"\nshutdown_grace_ms = {}\n\n[drone.simulate]\ntime_scale = {}\n",
+                    "# Written by swarmctl demo: a simulated build machine.\n{nats_table}\n[drone]\nname = {}\ncores = {cores}\nbuilder = \"simulate\"\npkgdir = {}\nshutdown_grace_ms = {}\n\n[drone.simulate]\ntime_scale = {}\nbinpkgs = true\n",
                     quoted(name),
+                    quoted(
+                        &layout
+                            .file(&format!("binpkgs/{name}"))
+                            .display()
+                            .to_string()
+                    ),
                     DRONE_GRACE.as_millis(),
                     args.time_scale,
                 ),
@@ -239,6 +252,26 @@ pub async fn demo(
             TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, dashboard_port))).is_ok()
         })
         .await?;
+
+        let conf = layout.file("binhost.toml");
+        write_file(
+            &conf,
+            &format!(
+                "# Written by swarmctl demo.\n{nats_table}\n[binhost]\nlisten = {}\n",
+                quoted(&format!("127.0.0.1:{binhost_port}"))
+            ),
+        )?;
+        spawn(
+            &mut fleet,
+            &layout,
+            "binhost",
+            &binhost_bin,
+            &["--config".as_ref(), conf.as_os_str()],
+        )?;
+        wait_ready(&mut fleet, "binhost", || async {
+            TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, binhost_port))).is_ok()
+        })
+        .await?;
         // Every drone online before the queue goes in, so the first pulls are spread.
         wait_ready(&mut fleet, "the four drones", move || async move {
             crate::drones(nats)
@@ -269,7 +302,7 @@ pub async fn demo(
     let cores: u32 = DRONES.iter().map(|(_, c)| c).sum();
     writeln!(
         out,
-        "\nThe build swarm is running: {} drones with {cores} cores, {} packages, builds simulated at time scale {}.\n\n  dashboard  {dashboard_url}\n  NATS       {nats_url}\n  swarmctl   SWARM_NATS__URL={nats_url} swarmctl status\n  logs       {}\n\nPress Ctrl-C to stop every process the demo started.\n",
+        "\nThe build swarm is running: {} drones with {cores} cores, {} packages, builds simulated at time scale {}.\n\n  dashboard  {dashboard_url}\n  binhost    {binhost_url}/published/amd64 (once the run is published)\n  NATS       {nats_url}\n  swarmctl   SWARM_NATS__URL={nats_url} swarmctl status\n  logs       {}\n\nPress Ctrl-C to stop every process the demo started.\n",
         DRONES.len(),
         submitted.queued + submitted.already_queued,
         args.time_scale,
@@ -280,10 +313,13 @@ pub async fn demo(
     let result = follow(
         &client,
         &mut fleet,
-        args.exit_when_done,
+        Following {
+            exit_when_done: args.exit_when_done,
+            total: world.items.len(),
+            binhost_url: &binhost_url,
+        },
         out,
         &shutdown,
-        world.items.len(),
     )
     .await;
     drop(client);
@@ -292,19 +328,34 @@ pub async fn demo(
     result
 }
 
-/// Prints the status block whenever it changes and says when the queue is done; ends on Ctrl-C,
-/// when a process dies, or when done with `--exit-when-done`.
+/// What `follow` watches for.
+struct Following<'a> {
+    exit_when_done: bool,
+    /// Packages submitted.
+    total: usize,
+    binhost_url: &'a str,
+}
+
+/// Prints the status block whenever it changes, says when the queue is done and, once the run
+/// is published, the binhost; ends on Ctrl-C, when a process dies, or when done (and published,
+/// if nothing failed) with `--exit-when-done`.
 async fn follow(
     client: &async_nats::Client,
     fleet: &mut Fleet,
-    exit_when_done: bool,
+    following: Following<'_>,
     out: &mut (dyn Write + Send),
     shutdown: &CancellationToken,
-    total: usize,
 ) -> Result<Outcome, CliError> {
+    let Following {
+        exit_when_done,
+        total,
+        binhost_url,
+    } = following;
     let started = Instant::now();
     let mut last_block = String::new();
     let mut done_reported = false;
+    let mut published_reported = false;
+    let mut keeps_running_said = false;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -334,16 +385,42 @@ async fn follow(
                 summary.packages.succeeded,
                 summary.packages.failed
             )?;
-            if exit_when_done {
-                return Ok(if summary.packages.failed == 0 {
-                    Outcome::Success
-                } else {
-                    Outcome::Failure
-                });
+            if summary.packages.failed > 0 {
+                writeln!(
+                    out,
+                    "A run with failures is not published by itself: `swarmctl binhost publish` publishes what was built."
+                )?;
             }
+            out.flush()?;
+        }
+        // The coordinator publishes a run that ended with no failure at its next reconcile tick.
+        if done_reported && !published_reported && summary.packages.failed == 0 {
+            let status = crate::binhost(client, None, schemas::BinhostCommand::Status).await;
+            if let Ok(Ok(state)) = status
+                && state.current.is_some()
+            {
+                published_reported = true;
+                writeln!(
+                    out,
+                    "\nPublished: {}\n\nA Gentoo machine installs these packages with `emerge --getbinpkg` after adding to\n/etc/portage/binrepos.conf:\n\n  [swarm]\n  sync-uri = {binhost_url}/published/{}\n",
+                    state.status_line(),
+                    state.arch,
+                )?;
+                out.flush()?;
+            }
+        }
+        let settled = done_reported && (published_reported || summary.packages.failed > 0);
+        if settled && exit_when_done {
+            return Ok(if summary.packages.failed == 0 {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            });
+        }
+        if settled && !std::mem::replace(&mut keeps_running_said, true) {
             writeln!(
                 out,
-                "The swarm keeps running for the dashboard; press Ctrl-C to stop it."
+                "The swarm keeps running for the dashboard and the binhost; press Ctrl-C to stop it."
             )?;
             out.flush()?;
         }
