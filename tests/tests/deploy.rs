@@ -165,7 +165,8 @@ fn compose_services_run_our_binaries_with_settings_their_loaders_accept() {
     let mut binhost_port = None;
     for (name, service) in services {
         let name = scalar(name);
-        if name == "nats" {
+        // Services of a profile are not started by `docker compose up` (checked below).
+        if name == "nats" || !service["profiles"].is_null() {
             continue;
         }
         assert_eq!(scalar(&service["image"]), "build-swarm:latest", "{name}");
@@ -228,6 +229,69 @@ fn compose_services_run_our_binaries_with_settings_their_loaders_accept() {
     // The binhost where the README's binrepos.conf lines point.
     assert_eq!(binhost_port, Some(vec!["127.0.0.1:8090:8090".to_owned()]));
     assert!(readme.contains("sync-uri = http://localhost:8090/published/amd64"));
+}
+
+/// The `gentoo` profile: one real build machine, a Gentoo stage3 running the emerge builder,
+/// documented for users with Docker (no Docker engine runs here, so its content is checked).
+#[test]
+fn the_gentoo_profile_runs_the_emerge_builder_in_a_stage3() {
+    let compose: Value = serde_yaml::from_str(&read("docker-compose.yml")).expect("YAML");
+    let drone = &compose["services"]["drone-gentoo"];
+    assert_eq!(strings(&drone["profiles"]), ["gentoo"]);
+    let dockerfile_path = scalar(&drone["build"]["dockerfile"]);
+    assert_eq!(scalar(&drone["build"]["context"]), ".");
+    let dockerfile = read(&dockerfile_path);
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert!(stages[0].starts_with("FROM rust:"), "{}", stages[0]);
+    assert!(stages[1].starts_with("FROM gentoo/stage3"), "{}", stages[1]);
+    assert!(
+        dockerfile.contains(
+            "COPY --from=build /src/target/release/swarm-drone /usr/local/bin/swarm-drone"
+        )
+    );
+    assert_eq!(strings(&drone["command"]), ["swarm-drone"]);
+    let env = environment(drone);
+    assert_eq!(env["SWARM_DRONE__BUILDER"], "emerge");
+    assert_eq!(env["SWARM_NATS__USER"], env["SWARM_DRONE__NAME"]);
+    assert!(deploy_users().contains(&env["SWARM_NATS__USER"]));
+    assert!(
+        env["SWARM_DRONE__BINHOST"].contains("http://binhost:8090/staging/amd64"),
+        "its dependencies come from the swarm's staging view"
+    );
+    let (ok, output) = run("swarm-drone", &env, &["--check-config"]);
+    assert!(ok && output.contains("configuration is valid"), "{output}");
+    let volumes = strings(&drone["volumes"]);
+    for mount in [
+        ":/var/db/repos/gentoo",
+        ":/var/cache/distfiles",
+        ":/var/cache/binpkgs",
+    ] {
+        assert!(
+            volumes.iter().any(|v| v.ends_with(mount)),
+            "{mount}: {volumes:?}"
+        );
+    }
+    // Stopping it lets running builds finish within the drone's grace.
+    let grace: u64 = env["SWARM_DRONE__SHUTDOWN_GRACE_MS"].parse().expect("ms");
+    let stop: u64 = scalar(&drone["stop_grace_period"])
+        .trim_end_matches('s')
+        .parse()
+        .expect("seconds");
+    assert!(
+        stop * 1000 > grace,
+        "stop_grace_period {stop}s cuts the {grace} ms grace"
+    );
+    let readme = read("README.md");
+    for documented in [
+        "docker compose --profile gentoo run --rm drone-gentoo emerge-webrsync",
+        "docker compose --profile gentoo up --build",
+    ] {
+        assert!(readme.contains(documented), "README lacks {documented:?}");
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ use testkit::NatsServer;
 use tokio::sync::mpsc;
 
 /// The roles of the deploy config and the environment variable each password is read from.
-const ROLES: [(&str, &str); 8] = [
+const ROLES: [(&str, &str); 9] = [
     ("coordinator", "NATS_PASSWORD_COORDINATOR"),
     ("dashboard", "NATS_PASSWORD_DASHBOARD"),
     ("binhost", "NATS_PASSWORD_BINHOST"),
@@ -22,6 +22,7 @@ const ROLES: [(&str, &str); 8] = [
     ("drone-Tarn", "NATS_PASSWORD_DRONE_TARN"),
     ("drone-Meridian", "NATS_PASSWORD_DRONE_MERIDIAN"),
     ("drone-Tau-Beta", "NATS_PASSWORD_DRONE_TAU_BETA"),
+    ("drone-gentoo", "NATS_PASSWORD_DRONE_GENTOO"),
 ];
 
 fn password(role: &str) -> String {
