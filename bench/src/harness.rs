@@ -82,6 +82,7 @@ pub struct Options {
 pub struct Swarm {
     pub server: NatsServer,
     coordinator: Option<Child>,
+    coordinator_env: Vec<(String, String)>,
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     work: tempfile::TempDir,
@@ -106,16 +107,28 @@ impl Swarm {
         let mut swarm = Swarm {
             server,
             coordinator: None,
+            coordinator_env: options.coordinator_env.clone(),
             client,
             js,
             work,
         };
-        swarm.spawn_coordinator(&options.coordinator_env)?;
+        swarm.spawn_coordinator()?;
         swarm.wait_for_topology().await?;
         Ok(swarm)
     }
 
-    fn spawn_coordinator(&mut self, env: &[(String, String)]) -> anyhow::Result<()> {
+    /// Stops the coordinator and starts it again (it loads every package record), waiting until
+    /// it listens for submissions.
+    pub async fn restart_coordinator(&mut self) -> anyhow::Result<()> {
+        if let Some(child) = self.coordinator.take() {
+            stop_child(child).await;
+        }
+        self.spawn_coordinator()?;
+        self.wait_for_topology().await
+    }
+
+    fn spawn_coordinator(&mut self) -> anyhow::Result<()> {
+        let env = &self.coordinator_env;
         let log = std::fs::File::create(self.work.path().join("coordinator.log"))
             .context("creating the coordinator's log")?;
         let child = Command::new(sibling("swarm-coordinator")?)

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use serde_json::json;
 
+mod binhost;
 mod dispatch;
 mod footprint;
 mod harness;
@@ -24,6 +25,7 @@ enum Part {
     Scheduling,
     Scale,
     Footprint,
+    Binhost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,7 +45,7 @@ enum SyncMode {
 )]
 struct Args {
     /// Parts to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Part::Dispatch, Part::Scheduling, Part::Scale, Part::Footprint])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Part::Dispatch, Part::Scheduling, Part::Scale, Part::Footprint, Part::Binhost])]
     only: Vec<Part>,
     /// Server fsync setting for the dispatch part.
     #[arg(long, value_enum, default_value_t = SyncMode::Both)]
@@ -91,6 +93,15 @@ async fn main() -> anyhow::Result<()> {
             Part::Scale => queued = run_scale(&args, &mut report).await?,
             Part::Footprint => run_footprint(&args, &mut report, queued).await?,
             Part::Scheduling => run_scheduling(&args, &mut report).await?,
+            Part::Binhost => {
+                // Quick: every package a thousand times smaller (about 1.4 MB in all).
+                let result = binhost::run(if args.quick { 1_000 } else { 1 }).await?;
+                report.section(
+                    "binhost",
+                    binhost::markdown(&result),
+                    serde_json::to_value(&result)?,
+                );
+            }
         }
     }
     std::fs::create_dir_all(&args.out)

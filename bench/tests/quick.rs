@@ -56,8 +56,18 @@ fn every_part_runs_and_reports_its_figures() {
         report["footprint"].is_object() || report["footprint"].is_array(),
         "{text}"
     );
+    // Binhost: every step of delivering the 152 packages timed, beside cp.
+    let binhost = &report["binhost"];
+    assert_eq!(binhost["packages"], 152, "{text}");
+    let rows = binhost["rows"].as_array().expect("binhost rows");
+    assert_eq!(rows.len(), 5, "{text}");
+    for row in rows {
+        number(&row["mb_per_sec"], "MB/s");
+        number(&row["packages_per_sec"], "packages/s");
+    }
+    number(&binhost["delivery_vs_cp"], "delivery / cp");
     let markdown = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
-    for heading in ["## Dispatch", "## Scheduling", "## Scale", "## Footprint"] {
+    for heading in ["## Dispatch", "## Scheduling", "## Scale", "## Footprint", "## Binhost"] {
         assert!(markdown.contains(heading), "{heading} missing:\n{markdown}");
     }
 }
