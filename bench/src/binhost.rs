@@ -224,6 +224,7 @@ async fn write_records(
             artifacts: vec![artifact.clone()],
             submitted_ms: now,
             updated_ms: now,
+            fingerprint: None,
         };
         bucket
             .put(p.atom.key().as_str(), schemas::encode(&record)?.into())

@@ -215,6 +215,7 @@ impl Swarm {
                 v: SCHEMA_VERSION,
                 items: chunk.to_vec(),
                 arch: None,
+                fingerprint: None,
             };
             let payload = schemas::encode(&request)?;
             let reply = self

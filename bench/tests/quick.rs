@@ -67,7 +67,13 @@ fn every_part_runs_and_reports_its_figures() {
     }
     number(&binhost["delivery_vs_cp"], "delivery / cp");
     let markdown = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
-    for heading in ["## Dispatch", "## Scheduling", "## Scale", "## Footprint", "## Binhost"] {
+    for heading in [
+        "## Dispatch",
+        "## Scheduling",
+        "## Scale",
+        "## Footprint",
+        "## Binhost",
+    ] {
         assert!(markdown.contains(heading), "{heading} missing:\n{markdown}");
     }
 }

@@ -17,8 +17,8 @@ use schemas::Arch;
 use tokio::sync::OnceCell;
 use tokio_util::io::ReaderStream;
 
-use crate::httpdate;
 use crate::source::{Sources, Stored, View};
+use runtime::dates;
 
 /// The two binhosts of an arch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,11 +190,11 @@ async fn serve(
 /// Staging's index changes by the second while a run goes, closer than Portage's slack: it is
 /// always sent, and the client compares its `TIMESTAMP` itself.
 fn index(view: &View, which: Which, headers: &HeaderMap) -> Response {
-    let last_modified = httpdate::format(view.timestamp);
+    let last_modified = dates::format_http(view.timestamp);
     let since = headers
         .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
-        .and_then(httpdate::parse);
+        .and_then(dates::parse_http);
     let common = [
         (header::LAST_MODIFIED, last_modified),
         (header::CACHE_CONTROL, "no-cache".to_owned()),
@@ -256,8 +256,8 @@ async fn file(
     let since = headers
         .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
-        .and_then(httpdate::parse);
-    let last_modified = modified.and_then(|m| HeaderValue::from_str(&httpdate::format(m)).ok());
+        .and_then(dates::parse_http);
+    let last_modified = modified.and_then(|m| HeaderValue::from_str(&dates::format_http(m)).ok());
     if headers.get(header::IF_NONE_MATCH).is_none()
         && let (Some(m), Some(since), Some(last_modified)) = (modified, since, &last_modified)
         && since >= m

@@ -6,7 +6,6 @@
 
 pub mod config;
 pub mod http;
-pub mod httpdate;
 pub mod index;
 pub mod source;
 

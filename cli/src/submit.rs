@@ -70,6 +70,7 @@ pub fn prepare_submission(args: &SubmitArgs) -> Result<SubmitRequest, CliError> 
         v: SCHEMA_VERSION,
         items: collected.items,
         arch: args.arch.clone(),
+        fingerprint: None,
     })
 }
 

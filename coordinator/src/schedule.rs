@@ -120,6 +120,7 @@ mod tests {
             submitted_ms: 0,
             updated_ms: 0,
             artifacts: Vec::new(),
+            fingerprint: None,
         }
     }
 

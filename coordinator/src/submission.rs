@@ -86,6 +86,7 @@ impl PackageTable {
                 submitted_ms: now_ms,
                 updated_ms: now_ms,
                 artifacts: Vec::new(),
+                fingerprint: None,
             };
             plan.records.push(NewRecord {
                 key,
@@ -157,6 +158,7 @@ mod tests {
                 })
                 .collect(),
             arch: arch.map(|a| Arch::parse(a).expect("arch")),
+            fingerprint: None,
         }
     }
 

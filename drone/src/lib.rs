@@ -10,6 +10,7 @@ pub mod builder;
 pub mod classify;
 pub mod config;
 pub mod disk;
+pub mod fingerprint;
 pub mod health;
 pub mod model;
 pub mod observer;

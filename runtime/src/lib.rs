@@ -7,6 +7,7 @@
 pub mod ack;
 pub mod config;
 pub mod daemon;
+pub mod dates;
 pub mod kv;
 pub mod logging;
 pub mod nats;

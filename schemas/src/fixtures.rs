@@ -51,6 +51,7 @@ pub fn drone_record(name: &str, cores: u32, state: DroneState) -> DroneRecord {
         big_builds: false,
         boot_ms: 0,
         seq: 0,
+        fingerprint: None,
     }
 }
 
@@ -70,6 +71,7 @@ pub fn package_record(atom_text: &str, state: PackageState) -> PackageRecord {
         submitted_ms: 0,
         updated_ms: 0,
         artifacts: Vec::new(),
+        fingerprint: None,
     }
 }
 

@@ -25,6 +25,9 @@ pub const ARTIFACTS_BUCKET: &str = "swarm-artifacts";
 /// Published binhost revisions (`rev.<arch>.<number>`) and which one each arch serves
 /// (`current.<arch>`); written by the coordinator only.
 pub const BINHOST_BUCKET: &str = "swarm-binhost";
+/// KV bucket of the fingerprint each arch's run targets (`RunTarget`), keyed by arch; written
+/// by the coordinator only.
+pub const TARGETS_BUCKET: &str = "swarm-targets";
 /// The operator's binhost requests (publish, rollback, status), answered by the coordinator.
 pub const BINHOST_SUBJECT: &str = "swarm.ctl.binhost";
 

@@ -16,7 +16,8 @@ pub enum SwarmStatus {
     Building,
     /// Nothing is queued or building.
     Idle,
-    /// Packages wait but no drone can take them (all grounded, draining, lost or offline).
+    /// Packages wait but no drone can take them (all grounded, excluded, draining, lost or
+    /// offline).
     Paused,
 }
 
@@ -28,13 +29,16 @@ pub struct DroneCounts {
     pub draining: u32,
     pub lost: u32,
     pub offline: u32,
+    /// Healthy drones that take no work of their arch's run (fingerprint or tree).
+    #[serde(default)]
+    pub excluded: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoreCounts {
     /// Cores of drones that are building.
     pub active: u32,
-    /// Cores of drones that are online (building, idle, grounded or draining).
+    /// Cores of drones that are online (building, idle, grounded, excluded or draining).
     pub total: u32,
 }
 
@@ -101,6 +105,10 @@ pub fn summarize<'a>(
             }
             DroneState::Draining => {
                 counts.draining += 1;
+                cores.total += record.cores;
+            }
+            DroneState::Excluded { .. } => {
+                counts.excluded += 1;
                 cores.total += record.cores;
             }
             DroneState::Lost { .. } => counts.lost += 1,

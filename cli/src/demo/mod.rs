@@ -450,6 +450,7 @@ fn world() -> Result<schemas::SubmitRequest, CliError> {
         v: schemas::SCHEMA_VERSION,
         items: collected.items,
         arch: None,
+        fingerprint: None,
     })
 }
 

@@ -222,6 +222,7 @@ impl DroneView {
                 heartbeat_interval_ms: ASSUMED_HEARTBEAT_MS,
                 boot_ms: 0,
                 seq: 0,
+                fingerprint: None,
             },
             id: ReportId::default(),
             described: false,

@@ -347,6 +347,7 @@ impl Shell {
             heartbeat_interval_ms: settings.heartbeat_ms,
             boot_ms: self.ctx.reporter.boot_ms(),
             seq: self.ctx.reporter.next_seq(),
+            fingerprint: None,
         };
         match encode(&record) {
             Ok(bytes) => Some(bytes.into()),

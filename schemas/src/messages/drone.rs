@@ -22,6 +22,10 @@ pub enum DroneState {
     Offline,
     /// Set by the coordinator when the drone's heartbeat stopped.
     Lost { reason: String },
+    /// Healthy, but takes no work of the arch's run: its fingerprint is not the one the run
+    /// targets, or its ebuild tree is older than the run's. It takes work again by itself once
+    /// it fits (another run, a synced tree).
+    Excluded { reason: String },
 }
 
 impl DroneState {
@@ -33,6 +37,7 @@ impl DroneState {
             DroneState::Draining => "draining",
             DroneState::Offline => "offline",
             DroneState::Lost { .. } => "lost",
+            DroneState::Excluded { .. } => "excluded",
         }
     }
 }
@@ -68,6 +73,9 @@ pub struct DroneRecord {
     /// Whether the drone takes big builds (given the whole drone) from the big-builds consumer.
     #[serde(default)]
     pub big_builds: bool,
+    /// What its binary packages depend on; `None` for a drone that does not say.
+    #[serde(default)]
+    pub fingerprint: Option<super::Fingerprint>,
     /// Identifies one run of the drone process; with `seq` it orders the drone's reports.
     pub boot_ms: u64,
     /// Drawn from the same per-boot counter as the drone's events, so a reader that follows both

@@ -3,13 +3,15 @@
 //! another language, or a future version of ours, can tell variants apart without guessing.
 //!
 //! They are grouped by what they are about: `job.rs` the job and the lease that fences its build,
-//! `drone.rs` a drone's record and events, `package.rs` a package's record, `requests.rs` the
+//! `drone.rs` a drone's record and events, `package.rs` a package's record, `fingerprint.rs` what a drone's packages depend on and the
+//! fingerprint a run targets, `requests.rs` the
 //! requests and replies of submission and drone control. This file has what several of them
 //! share: how a build ended.
 
 mod artifact;
 mod binhost;
 mod drone;
+mod fingerprint;
 mod job;
 mod package;
 mod requests;
@@ -22,6 +24,7 @@ pub use binhost::{
     RevisionContents, RevisionSummary, staged_artifacts,
 };
 pub use drone::{DroneRecord, DroneState, Event, EventKind, RunningBuild};
+pub use fingerprint::{Fingerprint, RunTarget};
 pub use job::{Job, Lease, LeasePhase};
 pub use package::{AttemptRecord, PackageRecord, PackageState, SizeClass};
 pub use requests::{

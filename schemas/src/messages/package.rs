@@ -99,6 +99,10 @@ pub struct PackageRecord {
     /// write none).
     #[serde(default)]
     pub artifacts: Vec<Artifact>,
+    /// The fingerprint id of the drone whose build succeeded, when it had one: a binhost
+    /// revision holds the packages of its target's fingerprint only.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
     pub submitted_ms: u64,
     pub updated_ms: u64,
 }

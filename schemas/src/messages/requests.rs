@@ -27,6 +27,10 @@ pub struct SubmitRequest {
     /// Arch to build for; the coordinator's default when absent.
     #[serde(default)]
     pub arch: Option<Arch>,
+    /// The fingerprint id the run targets; when absent, the one the online drones of the arch
+    /// share (or the arch's current target).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 impl Wire for SubmitRequest {

@@ -70,6 +70,7 @@ fn every_message_round_trips() {
         heartbeat_interval_ms: 1000,
         boot_ms: 1,
         seq: 4,
+        fingerprint: None,
     });
     for kind in [
         EventKind::Online {
@@ -176,6 +177,7 @@ fn every_message_round_trips() {
             submitted_ms: 1,
             updated_ms: 2,
             artifacts: Vec::new(),
+            fingerprint: None,
         });
     }
     round_trip(SubmitRequest {
@@ -186,6 +188,7 @@ fn every_message_round_trips() {
             estimate_secs: None,
         }],
         arch: None,
+        fingerprint: None,
     });
     for result in [
         SubmitResult::Accepted {
