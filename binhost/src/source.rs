@@ -98,6 +98,7 @@ struct PublishedView {
 pub struct Sources {
     binhost: kv::Store,
     packages: kv::Store,
+    targets: kv::Store,
     pub artifacts: ObjectStore,
     /// Kept revisions' files by (arch, number): immutable once written.
     revisions: Mutex<HashMap<(Arch, u64), Files>>,
@@ -123,6 +124,10 @@ impl Sources {
                 .get_key_value(names::PACKAGES_BUCKET)
                 .await
                 .map_err(|e| open(names::PACKAGES_BUCKET)(&e))?,
+            targets: js
+                .get_key_value(names::TARGETS_BUCKET)
+                .await
+                .map_err(|e| open(names::TARGETS_BUCKET)(&e))?,
             artifacts: js
                 .get_object_store(names::ARTIFACTS_BUCKET)
                 .await
@@ -276,10 +281,25 @@ impl Sources {
             .await
             .map_err(|e| read_error(names::PACKAGES_BUCKET)(&e))?;
         let records: Vec<PackageRecord> = records.into_iter().map(|item| item.value).collect();
-        let (timestamp, packages) = staged(&records, arch, runtime::now_ms());
+        let target = self.target_id(arch).await?;
+        let (timestamp, packages) = staged(&records, arch, target.as_deref(), runtime::now_ms());
         let view = Arc::new(View::of(arch, timestamp, &packages));
         lock(&self.staging).insert(arch.clone(), (Instant::now(), view.clone()));
         Ok(view)
+    }
+}
+
+impl Sources {
+    /// The fingerprint id the arch's run targets, if any: staging serves its packages only.
+    async fn target_id(&self, arch: &Arch) -> Result<Option<String>, SourceError> {
+        let bytes = self
+            .targets
+            .get(arch.as_str())
+            .await
+            .map_err(|e| read_error(names::TARGETS_BUCKET)(&e))?;
+        Ok(bytes
+            .and_then(|b| decode::<schemas::RunTarget>(&b).ok())
+            .map(|t| t.fingerprint.id))
     }
 }
 
@@ -287,15 +307,24 @@ impl Sources {
 /// in a second already over, dated by the newest such second. A package that succeeded in the
 /// current second waits for the next one: Portage's client rereads an index only when its
 /// `TIMESTAMP` grew, so a view dated T must already hold everything of second T.
-pub fn staged(records: &[PackageRecord], arch: &Arch, now_ms: u64) -> (u64, Vec<Artifact>) {
+pub fn staged(
+    records: &[PackageRecord],
+    arch: &Arch,
+    fingerprint: Option<&str>,
+    now_ms: u64,
+) -> (u64, Vec<Artifact>) {
     let now = now_ms / 1000;
     let done: Vec<&PackageRecord> = records
         .iter()
         .filter(|r| r.arch == *arch && matches!(r.state, PackageState::Succeeded { .. }))
+        .filter(|r| fingerprint.is_none_or(|id| r.fingerprint.as_deref() == Some(id)))
         .filter(|r| r.updated_ms / 1000 < now)
         .collect();
     let timestamp = done.iter().map(|r| r.updated_ms / 1000).max().unwrap_or(0);
-    (timestamp, schemas::staged_artifacts(done, arch))
+    (
+        timestamp,
+        schemas::staged_artifacts(done, arch, fingerprint),
+    )
 }
 
 /// A cache's lock; a panic elsewhere while it was held leaves a cache, still usable.
@@ -346,11 +375,17 @@ mod tests {
             (11_000, 10, &["a-b/late/late-1-1.gpkg.tar", "a-b/now/now-1-1.gpkg.tar", "a-b/old/old-1-1.gpkg.tar"]),
         ];
         for (now_ms, timestamp, paths) in cases {
-            let (at, packages) = staged(&records, &amd64, now_ms);
+            let (at, packages) = staged(&records, &amd64, None, now_ms);
             let got: Vec<&str> = packages.iter().map(|a| a.path.as_str()).collect();
             assert_eq!((at, got.as_slice()), (timestamp, paths), "at {now_ms}");
         }
         let other = Arch::parse("arm64").expect("arch");
-        assert_eq!(staged(&records, &other, 11_000), (0, vec![]));
+        assert_eq!(staged(&records, &other, None, 11_000), (0, vec![]));
+        // Only what was built for the run's fingerprint.
+        let mut targeted = records.clone();
+        targeted[1].fingerprint = Some("f1".into());
+        let (_, only) = staged(&targeted, &amd64, Some("f1"), 11_000);
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].path, "a-b/late/late-1-1.gpkg.tar");
     }
 }

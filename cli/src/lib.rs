@@ -128,6 +128,22 @@ pub struct SubmitArgs {
     /// Arch to build for (default: the coordinator's first arch)
     #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
     pub arch: Option<Arch>,
+    /// The fingerprint the run targets, as `swarmctl drones` shows it (default: the arch's
+    /// current one, or the one its online drones share)
+    #[arg(long, value_name = "ID", value_parser = parse_fingerprint)]
+    pub fingerprint: Option<String>,
+}
+
+/// A fingerprint id as drones show it: hex digits.
+fn parse_fingerprint(input: &str) -> Result<String, String> {
+    if !input.is_empty() && input.len() <= 64 && input.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(input.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{:?} is not a fingerprint id (hex digits, as `swarmctl drones` shows)",
+            schemas::shorten(input, 80)
+        ))
+    }
 }
 
 /// The `binhost` subcommands; each takes `--arch` (default: the coordinator's first arch).
@@ -435,6 +451,7 @@ mod tests {
                     file: vec!["a.txt".into()],
                     pretend: vec!["-".into()],
                     arch: Some(Arch::parse("arm64").expect("valid")),
+                    fingerprint: None,
                 })),
             ),
         ];

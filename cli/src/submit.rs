@@ -70,7 +70,7 @@ pub fn prepare_submission(args: &SubmitArgs) -> Result<SubmitRequest, CliError> 
         v: SCHEMA_VERSION,
         items: collected.items,
         arch: args.arch.clone(),
-        fingerprint: None,
+        fingerprint: args.fingerprint.clone(),
     })
 }
 
@@ -134,6 +134,7 @@ mod tests {
             file: file.into_iter().collect(),
             pretend: pretend.into_iter().collect(),
             arch: None,
+            fingerprint: None,
         }
     }
 

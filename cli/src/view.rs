@@ -135,9 +135,13 @@ pub struct DroneRow {
     pub state: String,
     /// Atoms the drone is building, as it last reported.
     pub building: Vec<Atom>,
-    /// Why the drone is grounded or lost; only in those states.
+    /// Why the drone is grounded, lost or excluded from its arch's run; only in those states.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What its packages depend on (`id`, `chost`, `profile`, `settings`, `tree_timestamp`),
+    /// when it says.
+    #[serde(default)]
+    pub fingerprint: Option<schemas::Fingerprint>,
     pub arch: Arch,
     pub version: String,
     /// Age of the last heartbeat by the server's clock, in milliseconds.
@@ -148,7 +152,9 @@ impl DroneRow {
     pub fn from_record(record: &DroneRecord, heartbeat_age_ms: u64) -> DroneRow {
         let state = effective_state(record, heartbeat_age_ms);
         let reason = match &state {
-            DroneState::Grounded { reason } | DroneState::Lost { reason } => Some(reason.clone()),
+            DroneState::Grounded { reason }
+            | DroneState::Lost { reason }
+            | DroneState::Excluded { reason } => Some(reason.clone()),
             _ => None,
         };
         DroneRow {
@@ -158,6 +164,7 @@ impl DroneRow {
             state: state.label().to_owned(),
             building: record.building.iter().map(|b| b.atom.clone()).collect(),
             reason,
+            fingerprint: record.fingerprint.clone(),
             arch: record.arch.clone(),
             version: record.version.clone(),
             heartbeat_age_ms,
@@ -262,9 +269,10 @@ fn spent_attempt(record: &schemas::AttemptRecord) -> bool {
     }
 }
 
+/// The drones' table, then why each drone that is grounded, lost or excluded is so.
 pub(crate) fn drones_table(rows: &[DroneRow]) -> String {
-    table(
-        &["NAME", "CORES", "SLOTS", "STATE", "BUILDING"],
+    let mut out = table(
+        &["NAME", "CORES", "SLOTS", "STATE", "FINGERPRINT", "BUILDING"],
         rows.iter()
             .map(|row| {
                 vec![
@@ -272,6 +280,10 @@ pub(crate) fn drones_table(rows: &[DroneRow]) -> String {
                     row.cores.to_string(),
                     row.slots.to_string(),
                     row.state.clone(),
+                    row.fingerprint
+                        .as_ref()
+                        .map(|f| f.id.clone())
+                        .unwrap_or_default(),
                     row.building
                         .iter()
                         .map(|a| a.as_str())
@@ -280,7 +292,19 @@ pub(crate) fn drones_table(rows: &[DroneRow]) -> String {
                 ]
             })
             .collect(),
-    )
+    );
+    let reasons: Vec<String> = rows
+        .iter()
+        .filter_map(|row| {
+            let reason = row.reason.as_ref()?;
+            Some(format!("{} ({}): {}\n", row.name, row.state, reason))
+        })
+        .collect();
+    if !reasons.is_empty() {
+        out.push('\n');
+        out.extend(reasons);
+    }
+    out
 }
 
 /// Left-aligned columns two spaces apart, without trailing spaces.

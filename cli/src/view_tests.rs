@@ -282,6 +282,7 @@ fn drone_rows() {
             "arch",
             "building",
             "cores",
+            "fingerprint",
             "heartbeat_age_ms",
             "name",
             "slots",
@@ -326,8 +327,34 @@ fn tables_align_and_leave_empty_cells_empty() {
     )];
     assert_eq!(
         drones_table(&drones),
-        "NAME  CORES  SLOTS  STATE     BUILDING\n\
-         d1    24     2      building  a-b/c d-e/f\n"
+        "NAME  CORES  SLOTS  STATE     FINGERPRINT  BUILDING\n\
+         d1    24     2      building               a-b/c d-e/f\n"
     );
-    assert_eq!(drones_table(&[]), "NAME  CORES  SLOTS  STATE  BUILDING\n");
+    assert_eq!(
+        drones_table(&[]),
+        "NAME  CORES  SLOTS  STATE  FINGERPRINT  BUILDING\n"
+    );
+    // An excluded drone says why under the table.
+    let mut record = drone(
+        "d2",
+        8,
+        DroneState::Excluded {
+            reason: "its ebuild tree is older than the run's: sync it".into(),
+        },
+        &[],
+    );
+    record.fingerprint = Some(schemas::Fingerprint {
+        id: "3f2a9c1d0e4b".into(),
+        chost: "x86_64-pc-linux-gnu".into(),
+        profile: "default/linux/amd64/23.0".into(),
+        settings: "s".into(),
+        tree_timestamp: Some(1),
+    });
+    assert_eq!(
+        drones_table(&[DroneRow::from_record(&record, 0)]),
+        "NAME  CORES  SLOTS  STATE     FINGERPRINT   BUILDING\n\
+         d2    8      2      excluded  3f2a9c1d0e4b\n\
+         \n\
+         d2 (excluded): its ebuild tree is older than the run's: sync it\n"
+    );
 }

@@ -245,6 +245,7 @@ async fn submit_needs_a_coordinator_and_validates_first() {
             file: vec![],
             pretend: vec![],
             arch: None,
+            fingerprint: None,
         })
     };
     let err = swarm

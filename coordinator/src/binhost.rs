@@ -201,7 +201,8 @@ impl Service {
                     timestamp: current.timestamp,
                 });
         let latest = published.revisions.keys().next_back().copied().unwrap_or(0);
-        let staged = publication::staged(self.table.records(), arch);
+        let target = self.target_id(arch).await?;
+        let staged = publication::staged(self.table.records(), arch, target.as_deref());
         let Some((revision, contents)) =
             publication::next_revision(arch, serving, latest, staged, runtime::now_ms())
         else {
@@ -227,6 +228,17 @@ impl Service {
         self.keep_revisions(arch, &mut published).await;
         self.collect_garbage().await;
         Ok((published, true))
+    }
+
+    /// The fingerprint id the arch's run targets, if any.
+    async fn target_id(&self, arch: &Arch) -> Result<Option<String>, BinhostError> {
+        match self.topo.targets.get(arch.as_str()).await {
+            Ok(Some(bytes)) => Ok(decode::<schemas::RunTarget>(&bytes)
+                .ok()
+                .map(|t| t.fingerprint.id)),
+            Ok(None) => Ok(None),
+            Err(err) => Err(BinhostError::Read(err.to_string())),
+        }
     }
 
     /// A revision's packages, from the object store.

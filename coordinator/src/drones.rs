@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use schemas::{Arch, DecodeError, DroneName, DroneRecord, DroneState, decode};
+use schemas::{Arch, DecodeError, DroneName, DroneRecord, DroneState, Fingerprint, decode};
 
 use crate::schedule::Capacity;
 
@@ -128,6 +128,28 @@ impl DroneRegistry {
         }
         lost.sort_by(|a, b| a.name.cmp(&b.name));
         lost
+    }
+
+    /// The fingerprints of the drones of `arch` that are alive and healthy (idle, building, or
+    /// excluded from the current run), by name.
+    pub fn fingerprints(&self, arch: &Arch, now_ms: u64) -> Vec<(DroneName, Fingerprint)> {
+        let mut found: Vec<(DroneName, Fingerprint)> = self
+            .drones
+            .values()
+            .filter(|entry| entry.record.arch == *arch)
+            .filter(|entry| {
+                matches!(
+                    effective_state(entry, now_ms),
+                    DroneState::Idle | DroneState::Building | DroneState::Excluded { .. }
+                )
+            })
+            .filter_map(|entry| {
+                let fp = entry.record.fingerprint.clone()?;
+                Some((entry.record.name.clone(), fp))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
     }
 
     /// The online (idle or building, heartbeat alive) drones of `arch`, as the scheduler sees

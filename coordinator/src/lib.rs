@@ -24,6 +24,7 @@ pub mod store;
 pub mod submission;
 mod submit;
 pub mod table;
+pub mod target;
 pub mod topology;
 mod upkeep;
 pub mod watermark;

@@ -9,12 +9,14 @@ use schemas::{
     Arch, Artifact, BinhostRevision, PackageRecord, PackageState, RevisionContents, SCHEMA_VERSION,
 };
 
-/// The binary packages a new revision of `arch` holds (`schemas::staged_artifacts`).
+/// The binary packages a new revision of `arch` holds (`schemas::staged_artifacts`): those
+/// built for its run's `fingerprint`.
 pub fn staged<'a>(
     records: impl IntoIterator<Item = &'a PackageRecord>,
     arch: &Arch,
+    fingerprint: Option<&str>,
 ) -> Vec<Artifact> {
-    schemas::staged_artifacts(records, arch)
+    schemas::staged_artifacts(records, arch, fingerprint)
 }
 
 /// What an arch's binhost serves now: its packages and the index `TIMESTAMP` clients saw.

@@ -65,7 +65,13 @@ fn staged_packages_are_the_succeeded_ones_of_the_arch_by_path() {
         fixtures::package_record("a-b/q", PackageState::Queued { attempt: 1 }),
         other_arch,
     ];
-    let staged = staged(&records, &amd64());
+    let got_of = |fingerprint: Option<&str>| -> Vec<(String, String)> {
+        staged(&records, &amd64(), fingerprint)
+            .iter()
+            .map(|a| (a.path.clone(), a.object.clone()))
+            .collect()
+    };
+    let staged = staged(&records, &amd64(), None);
     let got: Vec<(&str, &str)> = staged
         .iter()
         .map(|a| (a.path.as_str(), a.object.as_str()))
@@ -77,6 +83,20 @@ fn staged_packages_are_the_succeeded_ones_of_the_arch_by_path() {
             ("a-b/z/z-1-1.gpkg.tar", "z1")
         ]
     );
+    // A run that targets a fingerprint publishes only what was built for it.
+    let mut for_other = records.clone();
+    for_other[0].fingerprint = Some("f1".into());
+    for_other[1].fingerprint = Some("f2".into());
+    let got: Vec<(String, String)> = staged_of(&for_other, Some("f1"));
+    assert_eq!(got, [("a-b/z/z-1-1.gpkg.tar".to_owned(), "z1".to_owned())]);
+    assert_eq!(got_of(Some("nobody")), Vec::<(String, String)>::new());
+}
+
+fn staged_of(records: &[PackageRecord], fingerprint: Option<&str>) -> Vec<(String, String)> {
+    staged(records, &amd64(), fingerprint)
+        .iter()
+        .map(|a| (a.path.clone(), a.object.clone()))
+        .collect()
 }
 
 #[test]

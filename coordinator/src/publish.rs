@@ -64,6 +64,7 @@ impl Publication<'_> {
             submission: self.record.submission,
             avoid,
             estimate_secs: self.record.estimate_secs,
+            fingerprint: self.record.fingerprint.clone(),
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use futures::StreamExt;
 use schemas::{
-    PackageKey, SCHEMA_VERSION, SubmitReply, SubmitRequest, SubmitResult, decode, encode,
+    PackageKey, RunTarget, SCHEMA_VERSION, SubmitReply, SubmitRequest, SubmitResult, decode, encode,
 };
 use tracing::{error, info, warn};
 
@@ -20,11 +20,43 @@ use crate::service::Service;
 use crate::store::{self, WRITE_CONCURRENCY, WriteError};
 use crate::submission::{NewRecord, SubmitRefusal};
 use crate::table::Entry;
+use crate::target;
 
 /// Job publications awaiting their acknowledgement at once.
 const PUBLISH_CONCURRENCY: usize = 128;
 
 impl Service {
+    /// Chooses the fingerprint a run of `arch` targets (`target::choose`) and writes it when it
+    /// changed; the error says why none can be chosen.
+    async fn run_target(
+        &mut self,
+        arch: &schemas::Arch,
+        requested: Option<&str>,
+        now: u64,
+    ) -> Result<Option<RunTarget>, String> {
+        let current = match self.topo.targets.get(arch.as_str()).await {
+            Ok(Some(bytes)) => decode::<RunTarget>(&bytes).ok(),
+            Ok(None) => None,
+            Err(err) => return Err(format!("cannot read the run's target: {err}")),
+        };
+        let online = self.drones.fingerprints(arch, now);
+        let chosen = target::choose(arch, requested, current.as_ref(), &online, now)
+            .map_err(|refusal| refusal.to_string())?;
+        let unchanged = |a: &RunTarget, b: &RunTarget| a.fingerprint == b.fingerprint;
+        if let Some(target) = &chosen
+            && !current.as_ref().is_some_and(|c| unchanged(c, target))
+        {
+            let bytes = encode(target).map_err(|e| e.to_string())?;
+            self.topo
+                .targets
+                .put(arch.as_str(), bytes.into())
+                .await
+                .map_err(|e| format!("cannot write the run's target: {e}"))?;
+            info!(%arch, fingerprint = %target.fingerprint.id, tree = ?target.fingerprint.tree_timestamp, "run target set");
+        }
+        Ok(chosen)
+    }
+
     pub(crate) async fn handle_submit(
         &mut self,
         client: &async_nats::Client,
@@ -60,7 +92,7 @@ impl Service {
 
     async fn submit(&mut self, request: SubmitRequest) -> SubmitResult {
         let now = runtime::now_ms();
-        let plan =
+        let mut plan =
             match self
                 .table
                 .plan_submission(&request, &self.settings.arches, &self.policy, now)
@@ -79,6 +111,30 @@ impl Service {
                     };
                 }
             };
+        // The fingerprint the run targets: its records and jobs carry it, and the target is
+        // written before any of them, so no drone of another fingerprint takes a job.
+        let arch = plan
+            .records
+            .first()
+            .map(|r| r.record.arch.clone())
+            .or_else(|| request.arch.clone());
+        if let Some(arch) = arch {
+            match self
+                .run_target(&arch, request.fingerprint.as_deref(), now)
+                .await
+            {
+                Ok(target) => {
+                    let id = target.map(|t| t.fingerprint.id);
+                    for new in &mut plan.records {
+                        new.record.fingerprint = id.clone();
+                    }
+                }
+                Err(message) => {
+                    warn!(%arch, reason = %message, "submission refused: no fingerprint to target");
+                    return SubmitResult::Error { message };
+                }
+            }
+        }
         let already = plan.already_queued;
         // The records are written concurrently (each a compare-and-set on its own key), then
         // the jobs of those written are published.

@@ -219,6 +219,7 @@ pub struct Topology {
     pub leases: kv::Store,
     pub packages: kv::Store,
     pub binhost: kv::Store,
+    pub targets: kv::Store,
     pub artifacts: ObjectStore,
 }
 
@@ -235,6 +236,9 @@ pub async fn ensure(
         bucket(settings, names::DRONES_BUCKET, Duration::from_secs(86_400)),
     )
     .await?;
+    // The fingerprint each arch's run targets: kept until a submission changes it.
+    let targets =
+        ensure_bucket(js, bucket(settings, names::TARGETS_BUCKET, Duration::ZERO)).await?;
     let leases = ensure_bucket(
         js,
         bucket(settings, names::LEASES_BUCKET, settings.lease_ttl()),
@@ -292,6 +296,7 @@ pub async fn ensure(
         leases,
         packages,
         binhost,
+        targets,
         artifacts,
     })
 }

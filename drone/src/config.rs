@@ -1,6 +1,7 @@
 //! The drone's configuration: `[nats]`, `[log]` and `[drone]` tables, loaded with
 //! `runtime::config::load` and checked by `validate`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use runtime::config::ConfigError;
@@ -74,6 +75,48 @@ impl Default for Simulate {
     }
 }
 
+/// Where a drone's fingerprint comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FingerprintSource {
+    /// Portage says: `portageq envvar` (CHOST and the settings that change packages), the
+    /// `make.profile` link, the gentoo repository's `metadata/timestamp.chk`.
+    Portage,
+    /// The `[drone.fingerprint]` values below (drones that do not run Portage: demos, tests).
+    Config,
+}
+
+/// The `[drone.fingerprint]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FingerprintSettings {
+    /// Unset: `portage` for the `emerge` builder, `config` for the others.
+    pub source: Option<FingerprintSource>,
+    /// With `source = "config"`: the CHOST, profile and settings (make.conf names and values)
+    /// the drone's builds use.
+    pub chost: String,
+    pub profile: String,
+    pub settings: BTreeMap<String, String>,
+    /// With `source = "config"`: a file holding the tree's timestamp as `timestamp.chk` does
+    /// (`Mon, 02 Dec 2026 00:45:01 +0000`); unset: unknown.
+    pub tree_timestamp_file: Option<PathBuf>,
+    /// How often the fingerprint is taken again (a synced tree, a changed make.conf).
+    pub refresh_ms: u64,
+}
+
+impl Default for FingerprintSettings {
+    fn default() -> Self {
+        FingerprintSettings {
+            source: None,
+            chost: "x86_64-pc-linux-gnu".to_owned(),
+            profile: "default/linux/amd64/23.0".to_owned(),
+            settings: BTreeMap::new(),
+            tree_timestamp_file: None,
+            refresh_ms: 60_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -106,6 +149,8 @@ pub struct Settings {
     /// binrepos.conf's own.
     pub binhost: Vec<String>,
     pub simulate: Simulate,
+    /// What the drone's binary packages depend on (`[drone.fingerprint]`).
+    pub fingerprint: FingerprintSettings,
     /// Heartbeat period: the drone record is rewritten this often.
     pub heartbeat_ms: u64,
     /// How long one pull request waits on the server for work.
@@ -149,6 +194,7 @@ impl Default for Settings {
             features: vec!["binpkg-multi-instance".to_owned()],
             binhost: Vec::new(),
             simulate: Simulate::default(),
+            fingerprint: FingerprintSettings::default(),
             heartbeat_ms: 2_000,
             pull_expires_ms: 5_000,
             ground_after_failures: 3,
@@ -237,6 +283,25 @@ impl Settings {
                 ));
             }
         }
+        let fp = &self.fingerprint;
+        if fp.refresh_ms < 100 {
+            return Err(ConfigError::invalid(
+                "drone.fingerprint.refresh_ms",
+                "must be at least 100 ms",
+            ));
+        }
+        if fp.chost.is_empty() || fp.chost.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "drone.fingerprint.chost",
+                format!("{:?} is not a CHOST like x86_64-pc-linux-gnu", fp.chost),
+            ));
+        }
+        if fp.profile.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "drone.fingerprint.profile",
+                "must name a profile, like default/linux/amd64/23.0",
+            ));
+        }
         if !(0.0..=1.0).contains(&self.simulate.failure_rate) {
             return Err(ConfigError::invalid(
                 "drone.simulate.failure_rate",
@@ -283,8 +348,16 @@ impl Settings {
         }
     }
 
-    /// Where each attempt's whole output goes, if anywhere: `log_dir`, else `/var/log/swarm`
-    /// for the `emerge` builder (a real build's log is what an operator asks for first).
+    /// Where the fingerprint comes from: `fingerprint.source`, else Portage for the `emerge`
+    /// builder and the config for the others.
+    pub fn fingerprint_source(&self) -> FingerprintSource {
+        match (self.fingerprint.source, self.builder) {
+            (Some(source), _) => source,
+            (None, BuilderKind::Emerge) => FingerprintSource::Portage,
+            (None, _) => FingerprintSource::Config,
+        }
+    }
+
     /// Where this drone's builds write binary packages, when they write any: the `emerge`
     /// builder always, the `simulate` builder with `simulate.binpkgs`.
     pub fn writes_binpkgs(&self) -> Option<PathBuf> {
@@ -296,6 +369,8 @@ impl Settings {
         writes.then(|| self.pkgdir.clone())
     }
 
+    /// Where each attempt's whole output goes, if anywhere: `log_dir`, else `/var/log/swarm`
+    /// for the `emerge` builder (a real build's log is what an operator asks for first).
     pub fn effective_log_dir(&self) -> Option<PathBuf> {
         match (&self.log_dir, self.builder) {
             (Some(dir), _) => Some(dir.clone()),
@@ -328,107 +403,5 @@ impl Settings {
 #[cfg(test)]
 // figment's `Jail` closures return its large error type; that is fine in tests.
 #[allow(clippy::result_large_err)]
-mod tests {
-    use super::*;
-    use figment::Jail;
-
-    /// `config/drone.toml` names every key of this binary's configuration (set, or commented out
-    /// at its default) and nothing else, and loads and validates as it is.
-    #[test]
-    fn the_sample_file_documents_every_key_and_is_valid() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/drone.toml");
-        if let Err(err) = runtime::daemon::check_sample::<Config>(&path) {
-            panic!("{err}");
-        }
-    }
-
-    #[test]
-    fn env_overrides_file_and_command_is_a_toml_array() {
-        Jail::expect_with(|jail| {
-            jail.create_file("d.toml", "[drone]\nname = \"from-file\"\ncores = 8\n")?;
-            jail.set_env("SWARM_DRONE__NAME", "drone-Izar");
-            jail.set_env("SWARM_DRONE__CORES", "16");
-            jail.set_env("SWARM_DRONE__SLOTS", "4");
-            jail.set_env("SWARM_DRONE__BUILDER", "command");
-            jail.set_env("SWARM_DRONE__COMMAND", "[\"/bin/echo\", \"{atom}\"]");
-            jail.set_env("SWARM_NATS__URL", "nats://127.0.0.1:4333");
-            let config: Config = runtime::config::load(Some(std::path::Path::new("d.toml")))
-                .map_err(|e| e.to_string())?;
-            assert_eq!(config.drone.name, "drone-Izar");
-            assert_eq!(config.drone.cores, 16);
-            assert_eq!(config.drone.slots(), 4);
-            assert_eq!(config.drone.cores_per_slot(), 4);
-            assert_eq!(config.drone.builder, BuilderKind::Command);
-            assert_eq!(config.drone.command, vec!["/bin/echo", "{atom}"]);
-            assert_eq!(config.nats.url, "nats://127.0.0.1:4333");
-            assert!(config.validate().is_ok());
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn invalid_values_name_their_key() {
-        type Mutate = fn(&mut Settings);
-        let cases: Vec<(Mutate, &str)> = vec![
-            (|s| s.name = "bad name".into(), "drone.name"),
-            (|s| s.cores = 0, "drone.cores"),
-            (|s| s.slots = 999, "drone.slots"),
-            (
-                |s| {
-                    s.builder = BuilderKind::Command;
-                    s.command = vec![];
-                },
-                "drone.command",
-            ),
-            (
-                |s| {
-                    s.builder = BuilderKind::Command;
-                    s.command = vec!["x".into()];
-                },
-                "drone.command",
-            ),
-            (
-                |s| s.simulate.failure_rate = 2.0,
-                "drone.simulate.failure_rate",
-            ),
-            (|s| s.heartbeat_ms = 1, "drone.heartbeat_ms"),
-            (|s| s.binhost = vec!["binhost:8090".into()], "drone.binhost"),
-            (
-                |s| s.binhost = vec!["http://a http://b".into()],
-                "drone.binhost",
-            ),
-            (
-                |s| s.ground_after_failures = 0,
-                "drone.ground_after_failures",
-            ),
-        ];
-        for (mutate, key) in cases {
-            let mut config = Config::default();
-            config.drone.name = "ok".into();
-            config.drone.cores = 8;
-            mutate(&mut config.drone);
-            let err = config.validate().expect_err(key);
-            assert!(err.to_string().contains(key), "{err} should name {key}");
-        }
-    }
-
-    #[test]
-    fn unknown_key_is_rejected_by_name() {
-        Jail::expect_with(|jail| {
-            jail.create_file("d.toml", "[drone]\ncorez = 8\n")?;
-            let err = runtime::config::load::<Config>(Some(std::path::Path::new("d.toml")))
-                .expect_err("unknown key");
-            assert!(err.to_string().contains("corez"), "{err}");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn default_name_is_valid() {
-        assert!(
-            DroneName::parse(&default_name()).is_ok(),
-            "{}",
-            default_name()
-        );
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

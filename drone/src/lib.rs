@@ -11,6 +11,7 @@ pub mod classify;
 pub mod config;
 pub mod disk;
 pub mod fingerprint;
+pub mod fit;
 pub mod health;
 pub mod model;
 pub mod observer;

@@ -127,6 +127,9 @@ pub struct Drone<M> {
     pub last_pull_activity: Instant,
     /// Set while draining, until the grace period ends and running builds are handed back.
     pub drain_deadline: Option<Instant>,
+    /// Why the drone takes no work of its arch's run (fingerprint or tree), while it does not
+    /// fit it: it pulls nothing, and builds already running finish.
+    excluded: Option<String>,
     threshold: u32,
     record: RecordClock,
 }
@@ -155,6 +158,7 @@ impl<M> Drone<M> {
             gate: PullGate::Open,
             last_pull_activity: now,
             drain_deadline: None,
+            excluded: None,
             threshold,
             // The first record is written at once.
             record: RecordClock {
@@ -164,18 +168,36 @@ impl<M> Drone<M> {
         }
     }
 
+    /// Whether the drone asks for work: healthy, not draining, and fitting its arch's run.
     pub fn pulls(&self) -> bool {
-        self.lifecycle.pulls()
+        self.lifecycle.pulls() && self.excluded.is_none()
+    }
+
+    /// The drone fits its arch's run again (`None`) or no longer (why); `true` when that
+    /// changed, so the record is due at once.
+    pub fn set_excluded(&mut self, excluded: Option<String>) -> bool {
+        if self.excluded == excluded {
+            return false;
+        }
+        self.excluded = excluded;
+        self.record.stale = true;
+        true
+    }
+
+    /// A job that came for another fingerprint: counted as delivered, and not taken.
+    pub fn refuse(&mut self, now: Instant) {
+        self.last_pull_activity = now;
+        self.slots.delivered();
     }
 
     /// A held big job whose displaced builds have stopped starts now; one held by a drone that
     /// no longer pulls goes back.
     pub fn take_held(&mut self) -> Option<Held<M>> {
+        let pulls = self.pulls();
         let big = self.big.as_mut()?;
         if !matches!(big.reservation, Reservation::Holding(_)) {
             return None;
         }
-        let pulls = self.lifecycle.pulls();
         if pulls && !self.slots.idle() {
             return None;
         }
@@ -194,7 +216,7 @@ impl<M> Drone<M> {
     /// Whether to send a pull for one big job now (an idle big drone waits on the big queue);
     /// when it says yes, the pull counts as out.
     pub fn begin_big_pull(&mut self) -> bool {
-        let ready = self.lifecycle.pulls() && self.slots.idle();
+        let ready = self.pulls() && self.slots.idle();
         match self.big.as_mut() {
             Some(big) if ready && big.pull == Request::None => {
                 big.pull = Request::Out;
@@ -220,7 +242,7 @@ impl<M> Drone<M> {
     /// for. Asking for normal work while idle means a big job seen before went elsewhere (this
     /// drone's big pull would have had it).
     pub fn normal_pull(&mut self, now: Instant) -> Option<usize> {
-        if !self.lifecycle.pulls() || !self.normal_allowed() {
+        if !self.pulls() || !self.normal_allowed() {
             return None;
         }
         if let PullGate::Paused { until } = self.gate {
@@ -280,7 +302,7 @@ impl<M> Drone<M> {
             .is_some_and(|big| !matches!(big.reservation, Reservation::Clear));
         if reserved {
             Admit::Reserved
-        } else if !self.lifecycle.pulls() || self.slots.full() {
+        } else if !self.pulls() || self.slots.full() {
             Admit::Unwanted
         } else {
             Admit::Start
@@ -296,7 +318,7 @@ impl<M> Drone<M> {
     /// Whether a look at a queue's pending count may go out (a drone that takes big builds and
     /// pulls, with no look out).
     pub fn may_look(&self) -> bool {
-        self.lifecycle.pulls()
+        self.pulls()
             && self
                 .big
                 .as_ref()
@@ -345,7 +367,7 @@ impl<M> Drone<M> {
     /// started a moment ago (normal jobs taken as the big one was published) are handed back,
     /// costing seconds: the big job, which sets the run's length, waits only for them to stop.
     pub fn big_job(&mut self, message: M, now_ms: u64) -> BigJob<M> {
-        let pulls = self.lifecycle.pulls();
+        let pulls = self.pulls();
         let window = BIG_HANDBACK_WINDOW.as_millis() as u64;
         let building: Vec<u64> = self.slots.building().map(|s| s.started_ms).collect();
         let just_started = building
@@ -405,7 +427,12 @@ impl<M> Drone<M> {
     /// The state the drone record shows.
     pub fn record_state(&self) -> DroneState {
         match &self.lifecycle {
-            Lifecycle::Working { .. } if self.slots.is_empty() => DroneState::Idle,
+            Lifecycle::Working { .. } if self.slots.is_empty() => match &self.excluded {
+                Some(reason) => DroneState::Excluded {
+                    reason: reason.clone(),
+                },
+                None => DroneState::Idle,
+            },
             Lifecycle::Working { .. } => DroneState::Building,
             Lifecycle::Grounded { reason } => DroneState::Grounded {
                 reason: reason.clone(),

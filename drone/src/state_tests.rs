@@ -415,3 +415,66 @@ fn only_a_build_that_ran_to_its_end_and_failed_for_the_machine_counts_against_it
         })
     );
 }
+
+#[test]
+fn a_drone_that_does_not_fit_the_run_takes_nothing_and_says_why() {
+    let now = Instant::now();
+    let why = "its ebuild tree is older than the run's: sync it".to_owned();
+    // Idle: it asks for nothing, an arriving job goes back, the record says why.
+    let mut idle = drone(BASE, now);
+    assert_eq!(idle.normal_pull(now), Some(4));
+    assert!(idle.set_excluded(Some(why.clone())), "a change");
+    assert!(!idle.set_excluded(Some(why.clone())), "no change");
+    assert!(idle.record_due(false, now), "written at once");
+    assert!(!idle.pulls());
+    assert_eq!(idle.normal_pull(now), None);
+    assert_eq!(idle.admit(None, now), Admit::Unwanted);
+    assert_eq!(
+        idle.record_state(),
+        DroneState::Excluded {
+            reason: why.clone()
+        }
+    );
+    // It fits again: it works again.
+    assert!(idle.set_excluded(None));
+    assert!(idle.pulls());
+    assert_eq!(idle.record_state(), DroneState::Idle);
+
+    // Building: its builds finish, it shows them, and then it shows why it waits.
+    let mut busy = drone(
+        Setup {
+            building: 1,
+            ..BASE
+        },
+        now,
+    );
+    busy.set_excluded(Some(why.clone()));
+    assert_eq!(busy.normal_pull(now), None);
+    assert_eq!(busy.record_state(), DroneState::Building);
+    busy.slots.done(&key(0), None);
+    assert_eq!(
+        busy.record_state(),
+        DroneState::Excluded {
+            reason: why.clone()
+        }
+    );
+
+    // A held big job goes back; no big pull goes out.
+    let mut holding = drone(HOLDING, now);
+    holding.set_excluded(Some(why.clone()));
+    assert_eq!(holding.take_held(), Some(Held::GiveBack("big")));
+    let mut big_idle = drone(Setup { big: true, ..BASE }, now);
+    big_idle.set_excluded(Some(why));
+    assert!(!big_idle.begin_big_pull());
+
+    // A job of another fingerprint is counted as delivered, not taken.
+    let mut asked = drone(
+        Setup {
+            requested: 2,
+            ..BASE
+        },
+        now,
+    );
+    asked.refuse(now);
+    assert_eq!(asked.slots.requested(), 1);
+}

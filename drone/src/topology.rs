@@ -36,6 +36,8 @@ pub struct Topology {
     pub leases: kv::Store,
     pub packages: kv::Store,
     pub drones: kv::Store,
+    /// The fingerprint each arch's run targets.
+    pub targets: kv::Store,
     /// The `builders-<arch>` consumer.
     pub consumer: PullConsumer,
     /// The `builders-<arch>-big` consumer, for a drone that takes big builds. A coordinator that
@@ -60,6 +62,10 @@ impl Topology {
             .get_key_value(names::DRONES_BUCKET)
             .await
             .map_err(missing(names::DRONES_BUCKET))?;
+        let targets = js
+            .get_key_value(names::TARGETS_BUCKET)
+            .await
+            .map_err(missing(names::TARGETS_BUCKET))?;
         let stream = js
             .get_stream(names::BUILDS_STREAM)
             .await
@@ -91,6 +97,7 @@ impl Topology {
             leases,
             packages,
             drones,
+            targets,
             consumer,
             big,
             artifacts,

@@ -85,6 +85,10 @@ pub fn config_keys<T: Serialize + Default>() -> std::collections::BTreeSet<Strin
                 format!("{prefix}.{key}")
             };
             match value {
+                // A map-valued key that is empty by default is a key of its own.
+                figment::value::Value::Dict(_, inner) if inner.is_empty() => {
+                    out.insert(path);
+                }
                 figment::value::Value::Dict(_, inner) => walk(&path, inner, out),
                 _ => {
                     out.insert(path);

@@ -9,6 +9,7 @@
 //! and `invariants.rs` checks the reliability invariants from them; this file has the processes,
 //! the workload and submission that they share.
 
+pub mod deploy;
 pub mod invariants;
 mod records;
 mod swarm;

@@ -2,38 +2,15 @@
 //! manager runs here): `docker-compose.yml` and the `Dockerfile`, the sample configs under
 //! `config/`, and the systemd and OpenRC service files under `deploy/`. Every command must be one
 //! of the swarm's binaries and every setting must be accepted by that binary's own config
-//! loader, so the files cannot drift from the code.
+//! loader, so the files cannot drift from the code. The service files are checked in
+//! `services.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_yaml::Value;
 use swarm_tests::bin;
-
-const BINARIES: [&str; 5] = [
-    "swarm-coordinator",
-    "swarm-drone",
-    "swarm-dashboard",
-    "swarm-binhost",
-    "swarmctl",
-];
-
-/// The long-running services and their sample configs under `config/`.
-const DAEMONS: [(&str, &str); 4] = [
-    ("swarm-coordinator", "coordinator.toml"),
-    ("swarm-drone", "drone.toml"),
-    ("swarm-dashboard", "dashboard.toml"),
-    ("swarm-binhost", "binhost.toml"),
-];
-
-fn root() -> PathBuf {
-    testkit::workspace_root()
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+use swarm_tests::deploy::{BINARIES, DAEMONS, read, root};
 
 /// Runs a built binary with exactly `env` and `args`; (success, stdout + stderr).
 fn run(binary: &str, env: &BTreeMap<String, String>, args: &[&str]) -> (bool, String) {
@@ -375,152 +352,4 @@ fn the_sample_configs_pass_their_binaries_check() {
     assert!(!ok && output.contains("formt"), "{output}");
     let good = std::fs::read_to_string(&path).expect("sample");
     assert!(good.contains("user = \"operator\""));
-}
-
-/// The `[Service]` settings of a systemd unit.
-fn unit(path: &str) -> BTreeMap<String, String> {
-    let mut section = String::new();
-    let mut settings = BTreeMap::new();
-    for line in read(path).lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            section = line.to_owned();
-        } else if section == "[Service]"
-            && let Some((key, value)) = line.split_once('=')
-            && !line.starts_with('#')
-        {
-            settings.insert(key.to_owned(), value.to_owned());
-        }
-    }
-    settings
-}
-
-fn default_grace_secs() -> u64 {
-    drone::config::Settings::default().shutdown_grace_ms / 1000
-}
-
-#[test]
-fn systemd_units_start_our_binaries_and_stop_drones_gracefully() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for (binary, sample) in DAEMONS {
-        let path = format!("deploy/systemd/{binary}.service");
-        let settings = unit(&path);
-        let exec = &settings["ExecStart"];
-        assert_eq!(
-            exec,
-            &format!("/usr/local/bin/{binary} --config /etc/swarm/{sample}"),
-            "{path}"
-        );
-        assert!(root().join("config").join(sample).is_file());
-        assert_eq!(
-            settings["ExecStartPre"],
-            format!("{exec} --check-config"),
-            "{path} checks the config before starting"
-        );
-        // systemd's own parser, with the binaries where the unit expects them here.
-        let local = read(&path).replace(
-            "/usr/local/bin/",
-            &format!("{}/", bin(binary).parent().expect("dir").display()),
-        );
-        let copy = dir.path().join(format!("{binary}.service"));
-        std::fs::write(&copy, local).expect("written");
-        let verify = Command::new("systemd-analyze")
-            .args(["verify", "--man=no"])
-            .arg(&copy)
-            .output();
-        match verify {
-            Ok(output) => {
-                let stderr = String::from_utf8_lossy(&output.stderr);
-                assert!(
-                    output.status.success() && stderr.trim().is_empty(),
-                    "{path}: systemd-analyze verify: {stderr}"
-                );
-            }
-            Err(err) => panic!("systemd-analyze (Debian's systemd package) is needed: {err}"),
-        }
-    }
-    let drone = unit("deploy/systemd/swarm-drone.service");
-    // SIGTERM to the drone alone (builds run in their own process groups and must not get it),
-    // and SIGKILL only after the drone's grace period.
-    assert_eq!(drone["KillMode"], "mixed");
-    assert_eq!(drone["KillSignal"], "SIGTERM");
-    let timeout: u64 = drone["TimeoutStopSec"].parse().expect("seconds");
-    assert!(
-        timeout > default_grace_secs(),
-        "TimeoutStopSec={timeout} cuts the drone's {} s grace",
-        default_grace_secs()
-    );
-}
-
-#[test]
-fn openrc_scripts_start_our_binaries_and_stop_drones_gracefully() {
-    for (binary, sample) in DAEMONS {
-        let path = root().join(format!("deploy/openrc/{binary}"));
-        let syntax = Command::new("sh")
-            .arg("-n")
-            .arg(&path)
-            .output()
-            .expect("sh");
-        assert!(
-            syntax.status.success(),
-            "{}: {}",
-            path.display(),
-            String::from_utf8_lossy(&syntax.stderr)
-        );
-        assert!(read(&format!("deploy/openrc/{binary}")).starts_with("#!/sbin/openrc-run\n"));
-        // What openrc-run reads from the script, as the shell evaluates it.
-        let script = format!(
-            "RC_SVCNAME={binary}; . '{}'; printf '%s\\n' \"$command\" \"$command_args\" \"$retry\" \"$command_background\"",
-            path.display()
-        );
-        let output = Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .expect("sh");
-        let text = String::from_utf8_lossy(&output.stdout);
-        let values: Vec<&str> = text.lines().collect();
-        assert_eq!(values.len(), 4, "{}: {text}", path.display());
-        assert_eq!(values[0], format!("/usr/local/bin/{binary}"));
-        assert_eq!(values[1], format!("--config /etc/swarm/{sample}"));
-        assert_eq!(values[3], "yes");
-        let retry: Vec<&str> = values[2].split('/').collect();
-        assert_eq!(retry[0], "TERM", "{binary} is stopped with SIGTERM first");
-        assert_eq!(retry[2], "KILL");
-        if binary == "swarm-drone" {
-            let wait: u64 = retry[1].parse().expect("seconds");
-            assert!(
-                wait > default_grace_secs(),
-                "the drone is killed after {wait} s, within its {} s grace",
-                default_grace_secs()
-            );
-        }
-    }
-    let confd = root().join("deploy/openrc/swarm-drone.confd");
-    let syntax = Command::new("sh")
-        .arg("-n")
-        .arg(&confd)
-        .output()
-        .expect("sh");
-    assert!(syntax.status.success());
-}
-
-#[test]
-fn service_files_exist_for_every_daemon() {
-    let listed = |dir: &str| -> BTreeSet<String> {
-        std::fs::read_dir(root().join(dir))
-            .expect("dir")
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect()
-    };
-    let systemd = listed("deploy/systemd");
-    let openrc = listed("deploy/openrc");
-    for (daemon, _) in DAEMONS {
-        assert!(
-            systemd.contains(&format!("{daemon}.service")),
-            "{systemd:?}"
-        );
-        assert!(openrc.contains(daemon), "{openrc:?}");
-    }
 }

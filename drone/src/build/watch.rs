@@ -160,6 +160,7 @@ mod tests {
             submission: 1,
             avoid: Vec::new(),
             estimate_secs: None,
+            fingerprint: None,
         }
     }
 

@@ -156,6 +156,9 @@ struct Shell {
     client: async_nats::Client,
     js: jetstream::Context,
     drones: jetstream::kv::Store,
+    targets: jetstream::kv::Store,
+    /// The drone's fingerprint as last taken (`fit`), shown in its record.
+    fingerprint: Option<schemas::Fingerprint>,
     consumer: PullConsumer,
     big: Option<PullConsumer>,
     inbox: Subject,
@@ -206,6 +209,8 @@ impl Shell {
             client,
             js,
             drones: topology.drones,
+            targets: topology.targets,
+            fingerprint: None,
             consumer: topology.consumer,
             big: topology.big,
             inbox,
@@ -223,6 +228,16 @@ impl Shell {
 
     async fn run(&mut self, mut inputs: Inputs, shutdown: CancellationToken) {
         let settings = self.ctx.settings.clone();
+        // The fingerprint is taken, and the run's target read, before any job is taken.
+        let mut fit = crate::fit::follow(
+            &self.tracker,
+            settings.clone(),
+            self.targets.clone(),
+            self.helpers.clone(),
+        )
+        .await;
+        let first = fit.borrow_and_update().clone();
+        self.apply_fit(first);
         info!(drone = %self.ctx.name, cores = settings.cores, slots = self.drone.slots.capacity(), arch = %settings.arch, lease_ttl_ms = self.ctx.lease_ttl.as_millis() as u64, "drone online");
         self.ctx
             .reporter
@@ -286,6 +301,10 @@ impl Shell {
                 // A heartbeat is written on time whatever the throttle on build changes: readers
                 // judge a drone lost after three heartbeat intervals of silence.
                 _ = heartbeat.tick() => urgent = true,
+                Ok(()) = fit.changed() => {
+                    let now = fit.borrow_and_update().clone();
+                    urgent = self.apply_fit(now);
+                }
                 _ = tokio::time::sleep_until(at(record_at)), if record_at.is_some() => {}
             }
             if self.drone.record_due(urgent, Instant::now()) {
@@ -329,6 +348,20 @@ impl Shell {
         self.drone.drain_deadline = None;
     }
 
+    /// The drone's fingerprint and its fit to the run, as `fit` last said; `true` when whether
+    /// it takes work changed.
+    fn apply_fit(&mut self, fit: crate::fit::Fit) -> bool {
+        self.fingerprint = fit.fingerprint;
+        let changed = self.drone.set_excluded(fit.excluded.clone());
+        if changed {
+            match &fit.excluded {
+                Some(reason) => warn!(%reason, "excluded from the run: taking no work"),
+                None => info!("fits the run: taking work"),
+            }
+        }
+        changed
+    }
+
     /// The drone record as the drone is now, encoded.
     fn record(&self, state: DroneState) -> Option<Bytes> {
         let settings = &self.ctx.settings;
@@ -347,7 +380,7 @@ impl Shell {
             heartbeat_interval_ms: settings.heartbeat_ms,
             boot_ms: self.ctx.reporter.boot_ms(),
             seq: self.ctx.reporter.next_seq(),
-            fingerprint: None,
+            fingerprint: self.fingerprint.clone(),
         };
         match encode(&record) {
             Ok(bytes) => Some(bytes.into()),

@@ -100,6 +100,11 @@ impl Shell {
             message,
             context: self.js.clone(),
         };
+        if self.foreign(&message) {
+            self.drone.refuse(now);
+            self.give_back_later(&message).await;
+            return false;
+        }
         let unfit = match &self.build_dir {
             Some(dir) if self.drone.pulls() => {
                 crate::disk::check_build_dir(dir, self.ctx.settings.min_free_mb)
@@ -214,10 +219,38 @@ impl Shell {
         });
     }
 
+    /// Whether a job belongs to a run of another fingerprint than this drone's (its target
+    /// changed a moment ago, before this drone read it).
+    fn foreign(&self, message: &jetstream::Message) -> bool {
+        let wanted = decode::<Job>(&message.payload)
+            .ok()
+            .and_then(|job| job.fingerprint);
+        let mine = self.fingerprint.as_ref().map(|f| f.id.as_str());
+        match wanted {
+            Some(wanted) if mine != Some(wanted.as_str()) => {
+                debug!(subject = %message.subject, %wanted, ?mine, "job of another fingerprint given back");
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives a job back to be offered again after `avoid_delay_ms` (to drones that fit it).
+    async fn give_back_later(&self, message: &jetstream::Message) {
+        let delay = Duration::from_millis(self.ctx.settings.avoid_delay_ms);
+        if let Err(err) = message.ack_with(AckKind::Nak(Some(delay))).await {
+            debug!(error = %err, "nak not sent; the job is redelivered after its ack wait");
+        }
+    }
+
     pub(super) async fn big_event(&mut self, event: BigEvent) {
         match event {
             BigEvent::Looked(look, pending) => self.drone.looked(look, pending),
             BigEvent::Job(None) => self.drone.big_pull_empty(),
+            BigEvent::Job(Some(message)) if self.foreign(&message) => {
+                self.drone.big_pull_empty();
+                self.give_back_later(&message).await;
+            }
             BigEvent::Job(Some(message)) => match self.drone.big_job(message, runtime::now_ms()) {
                 BigJob::GiveBack(message) => nak(&message).await,
                 BigJob::Hold { hand_back } => {

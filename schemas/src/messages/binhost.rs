@@ -141,16 +141,22 @@ pub enum BinhostResult {
     },
 }
 
-/// The binary packages of every succeeded package of `arch`, by path (one file per path: a later
-/// build of the same version with the same `BUILD_ID` replaces an earlier one). What a new
-/// revision publishes, and what the drones' staging view serves.
+/// The binary packages of every succeeded package of `arch` built for `fingerprint` (the arch's
+/// run target; `None`: whatever built them), by path (one file per path: a later build of the
+/// same version with the same `BUILD_ID` replaces an earlier one). What a new revision
+/// publishes, and what the drones' staging view serves: one fingerprint's packages, never a mix.
 pub fn staged_artifacts<'a>(
     records: impl IntoIterator<Item = &'a PackageRecord>,
     arch: &Arch,
+    fingerprint: Option<&str>,
 ) -> Vec<Artifact> {
     let mut by_path = std::collections::BTreeMap::new();
     for record in records {
-        if record.arch == *arch && matches!(record.state, PackageState::Succeeded { .. }) {
+        let of_target = fingerprint.is_none_or(|id| record.fingerprint.as_deref() == Some(id));
+        if record.arch == *arch
+            && of_target
+            && matches!(record.state, PackageState::Succeeded { .. })
+        {
             for artifact in &record.artifacts {
                 by_path.insert(artifact.path.clone(), artifact.clone());
             }

@@ -25,6 +25,9 @@ pub struct Job {
     /// Modelled build time on an 8-core drone, when the submitter knew one.
     #[serde(default)]
     pub estimate_secs: Option<f64>,
+    /// The fingerprint id its run targets: only a drone of it builds the job.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 impl Wire for Job {

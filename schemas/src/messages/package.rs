@@ -99,8 +99,8 @@ pub struct PackageRecord {
     /// write none).
     #[serde(default)]
     pub artifacts: Vec<Artifact>,
-    /// The fingerprint id of the drone whose build succeeded, when it had one: a binhost
-    /// revision holds the packages of its target's fingerprint only.
+    /// The fingerprint id its run targets, when it targets one: its jobs go only to drones of
+    /// it, and a binhost revision holds the packages of its arch's target only.
     #[serde(default)]
     pub fingerprint: Option<String>,
     pub submitted_ms: u64,

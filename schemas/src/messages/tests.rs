@@ -36,6 +36,7 @@ fn every_message_round_trips() {
         submission: 1,
         avoid: vec![drone("drone-Izar")],
         estimate_secs: Some(20.0),
+        fingerprint: None,
     });
     round_trip(Lease {
         v: SCHEMA_VERSION,
