@@ -40,7 +40,7 @@ fn summary(online: &[(DroneName, Fingerprint)]) -> String {
 
 /// The target a submission to `arch` gets: the fingerprint it asks for (`requested`), else the
 /// current target's if some online drone has it, else the one every online drone shares; with
-/// the newest tree among the online drones of it. `None`: no target (no drone says what it
+/// the newest tree among the online drones of it and the current target's. `None`: no target (no drone says what it
 /// builds with), every drone of the arch takes the work.
 pub fn choose(
     arch: &Arch,
@@ -82,13 +82,20 @@ pub fn choose(
             }
         },
     };
-    // Every drone of one id has the same CHOST, profile and settings; the newest tree wins.
+    // Every drone of one id has the same CHOST, profile and settings; the newest tree wins,
+    // and a run's tree never goes back (its packages so far were built with the newer one).
     let newest = online
         .iter()
         .map(|(_, fp)| fp)
         .filter(|fp| fp.id == id)
         .max_by_key(|fp| fp.tree_timestamp)
-        .cloned();
+        .cloned()
+        .map(|mut fp| {
+            if let Some(current) = current.filter(|c| c.fingerprint.id == id) {
+                fp.tree_timestamp = fp.tree_timestamp.max(current.fingerprint.tree_timestamp);
+            }
+            fp
+        });
     Ok(newest.map(|fingerprint| RunTarget {
         v: SCHEMA_VERSION,
         arch: arch.clone(),
@@ -128,6 +135,7 @@ mod tests {
     fn a_run_targets_one_fingerprint_with_the_newest_tree_of_its_drones() {
         let amd64 = Arch::default();
         let current = target("aaa", Some(100));
+        let ahead = target("aaa", Some(300));
         let shared = [drone("d1", "aaa", Some(200)), drone("d2", "aaa", Some(150))];
         let mixed = [drone("d1", "aaa", Some(200)), drone("d3", "bbb", Some(900))];
         type Expected<'a> = Result<Option<(&'a str, Option<u64>)>, &'a str>;
@@ -145,6 +153,7 @@ mod tests {
             ("nobody online keeps the target", None, Some(&current), &[], Ok(Some(("aaa", Some(100))))),
             ("the drones share one", None, None, &shared, Ok(Some(("aaa", Some(200))))),
             ("the current one, its tree refreshed", None, Some(&current), &mixed, Ok(Some(("aaa", Some(200))))),
+            ("the tree never goes back", None, Some(&ahead), &shared, Ok(Some(("aaa", Some(300))))),
             ("several and no current: ask", None, None, &mixed, Err("several fingerprints (aaa (d1); bbb (d3))")),
             ("asked for, online", Some("bbb"), Some(&current), &mixed, Ok(Some(("bbb", Some(900))))),
             ("asked for, nobody has it", Some("ccc"), None, &mixed, Err("no online drone of amd64 has fingerprint ccc; online: aaa (d1); bbb (d3)")),

@@ -183,6 +183,7 @@
     meta.push(d.cores === null ? 'cores ?' : `${d.cores} cores`);
     meta.push(d.slots === null ? 'slots ?' : `${d.slots} slots`);
     if (d.arch) meta.push(d.arch);
+    if (d.fingerprint) meta.push(`fingerprint ${d.fingerprint}`);
     nodes.push(el('p', 'meta muted', meta.join(' · ')));
     if (d.reason) nodes.push(el('p', 'reason', d.reason));
     if (d.building.length) {

@@ -44,12 +44,15 @@ pub struct DroneCard {
     pub slots: Option<u32>,
     pub arch: Option<Arch>,
     pub version: Option<String>,
-    /// `building`, `idle`, `grounded`, `draining`, `lost` or `offline`; `lost` when the drone
-    /// went silent for three heartbeat intervals, whatever it last said.
+    /// `building`, `idle`, `grounded`, `draining`, `excluded`, `lost` or `offline`; `lost` when
+    /// the drone went silent for three heartbeat intervals, whatever it last said.
     pub state: String,
-    /// Why the drone is grounded or lost; only in those states.
+    /// Why the drone is grounded, excluded from its arch's run or lost; only in those states.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The drone's fingerprint id (what its packages are built for); `null` when it
+    /// has none or has not said.
+    pub fingerprint: Option<String>,
     /// What the drone is building, by atom; `started_ms` is by the drone's clock.
     pub building: Vec<RunningBuild>,
     pub last_result: Option<LastResult>,
@@ -113,9 +116,9 @@ impl Snapshot {
             .map(|(view, age)| {
                 let state = effective_state(&view.record, *age);
                 let reason = match &state {
-                    DroneState::Grounded { reason } | DroneState::Lost { reason } => {
-                        Some(reason.clone())
-                    }
+                    DroneState::Grounded { reason }
+                    | DroneState::Lost { reason }
+                    | DroneState::Excluded { reason } => Some(reason.clone()),
                     _ => None,
                 };
                 let known = |value| view.described.then_some(value);
@@ -127,6 +130,7 @@ impl Snapshot {
                     version: view.described.then(|| view.record.version.clone()),
                     state: state.label().to_owned(),
                     reason,
+                    fingerprint: view.record.fingerprint.as_ref().map(|fp| fp.id.clone()),
                     // A lost or offline drone runs nothing we can vouch for.
                     building: match state {
                         DroneState::Lost { .. } | DroneState::Offline => Vec::new(),

@@ -84,6 +84,41 @@ fn snapshot_counts_like_swarmctl_and_ages_silent_drones() {
 }
 
 #[test]
+fn an_excluded_drone_shows_why_and_every_drone_its_fingerprint() {
+    let mut swarm = Swarm::new(5);
+    let fingerprint = schemas::Fingerprint {
+        id: "3f2a9c1d0e4b".into(),
+        chost: "x86_64-pc-linux-gnu".into(),
+        profile: "default/linux/amd64/23.0".into(),
+        settings: "s".into(),
+        tree_timestamp: Some(100),
+    };
+    let mut excluded = record(
+        "a",
+        8,
+        DroneState::Excluded {
+            reason: "its ebuild tree is older than the run's: sync it".into(),
+        },
+        &[],
+    );
+    if let Input::DroneRecord { record, .. } = &mut excluded {
+        record.fingerprint = Some(fingerprint.clone());
+    }
+    swarm.apply(excluded);
+    swarm.apply(record("b", 8, DroneState::Idle, &[]));
+    let snap = Snapshot::of(&swarm, 10_500, true);
+    assert_eq!(snap.drones[0].state, "excluded");
+    assert_eq!(
+        snap.drones[0].reason.as_deref(),
+        Some("its ebuild tree is older than the run's: sync it")
+    );
+    assert_eq!(snap.drones[0].fingerprint.as_deref(), Some("3f2a9c1d0e4b"));
+    assert_eq!(snap.drones[1].fingerprint, None);
+    assert_eq!(snap.drones[1].reason, None);
+    assert_eq!(snap.summary.drones.excluded, 1);
+}
+
+#[test]
 fn progress_covers_the_latest_run_only() {
     let done = |drone: &str| PackageState::Succeeded {
         attempt: 1,

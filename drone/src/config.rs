@@ -302,6 +302,19 @@ impl Settings {
                 "must name a profile, like default/linux/amd64/23.0",
             ));
         }
+        if let Some(key) = fp
+            .settings
+            .keys()
+            .find(|key| !crate::fingerprint::SETTINGS.contains(&key.to_ascii_uppercase().as_str()))
+        {
+            return Err(ConfigError::invalid(
+                &format!("drone.fingerprint.settings.{key}"),
+                format!(
+                    "is not a setting the fingerprint counts; those are {}",
+                    crate::fingerprint::SETTINGS.join(", ")
+                ),
+            ));
+        }
         if !(0.0..=1.0).contains(&self.simulate.failure_rate) {
             return Err(ConfigError::invalid(
                 "drone.simulate.failure_rate",

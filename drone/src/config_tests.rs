@@ -75,6 +75,12 @@ fn invalid_values_name_their_key() {
             |s| s.fingerprint.refresh_ms = 1,
             "drone.fingerprint.refresh_ms",
         ),
+        (
+            |s| {
+                s.fingerprint.settings.insert("CFLAG".into(), "-O2".into());
+            },
+            "drone.fingerprint.settings.CFLAG",
+        ),
         (|s| s.binhost = vec!["binhost:8090".into()], "drone.binhost"),
         (
             |s| s.binhost = vec!["http://a http://b".into()],
@@ -93,6 +99,25 @@ fn invalid_values_name_their_key() {
         let err = config.validate().expect_err(key);
         assert!(err.to_string().contains(key), "{err} should name {key}");
     }
+}
+
+#[test]
+fn fingerprint_settings_come_from_the_environment_too() {
+    Jail::expect_with(|jail| {
+        jail.set_env("SWARM_DRONE__FINGERPRINT__SETTINGS__CFLAGS", "-O2 -pipe");
+        jail.set_env("SWARM_DRONE__FINGERPRINT__SOURCE", "config");
+        let config = runtime::config::load::<Config>(None).expect("loads");
+        config.validate().expect("valid");
+        let values: Vec<(String, String)> = config
+            .drone
+            .fingerprint
+            .settings
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_uppercase(), v))
+            .collect();
+        assert_eq!(values, [("CFLAGS".to_owned(), "-O2 -pipe".to_owned())]);
+        Ok(())
+    });
 }
 
 #[test]

@@ -85,11 +85,17 @@ pub async fn probe(settings: &Settings) -> Result<Fingerprint, ProbeError> {
     match settings.fingerprint_source() {
         FingerprintSource::Config => {
             let tree = fp.tree_timestamp_file.as_deref().and_then(tree_timestamp);
+            // Make.conf names, whatever case the config's loader left them in.
+            let values = fp
+                .settings
+                .iter()
+                .map(|(key, value)| (key.to_ascii_uppercase(), value.clone()))
+                .collect();
             Ok(fingerprint::compute(
                 &settings.arch,
                 &fp.chost,
                 &fp.profile,
-                &fp.settings,
+                &values,
                 tree,
             ))
         }
@@ -108,12 +114,19 @@ pub async fn probe(settings: &Settings) -> Result<Fingerprint, ProbeError> {
                 path: link.clone(),
                 source,
             })?;
+            // The tree's age only decides which runs the drone may take; not knowing it is
+            // said (and excludes the drone from runs that know theirs), not fatal.
             let eroot = std::env::var("EROOT").unwrap_or_else(|_| "/".into());
-            let repo = portageq(&["get_repo_path", &eroot, "gentoo"]).await?;
-            let repo = repo.trim();
-            let tree = (!repo.is_empty())
-                .then(|| tree_timestamp(&Path::new(repo).join("metadata/timestamp.chk")))
-                .flatten();
+            let tree = match portageq(&["get_repo_path", &eroot, "gentoo"]).await {
+                Ok(repo) if !repo.trim().is_empty() => {
+                    tree_timestamp(&Path::new(repo.trim()).join("metadata/timestamp.chk"))
+                }
+                Ok(_) => None,
+                Err(err) => {
+                    warn!(error = %err, "the gentoo repository is not found; the tree's age is unknown");
+                    None
+                }
+            };
             Ok(fingerprint::compute(
                 &settings.arch,
                 &chost,

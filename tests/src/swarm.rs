@@ -54,6 +54,9 @@ impl DroneSpec {
             .env("SWARM_DRONE__LOG_DIR", &under("logs"))
             .env("SWARM_DRONE__BUILD_DIR", &dir.display().to_string())
             .env("SWARM_DRONE__MIN_FREE_MB", "1")
+            // No Portage configuration here: the fingerprint is the config's (every such drone
+            // shares it); `fingerprints.rs` runs the Portage probe.
+            .env("SWARM_DRONE__FINGERPRINT__SOURCE", "config")
     }
 }
 
