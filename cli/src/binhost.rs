@@ -74,12 +74,16 @@ impl BinhostState {
     pub fn status_line(&self) -> String {
         match self.current_revision() {
             Some(r) => format!(
-                "{}: revision {} (TIMESTAMP {}), {} packages, {}",
+                "{}: revision {} (TIMESTAMP {}), {} packages, {}{}",
                 self.arch,
                 r.number,
                 r.timestamp,
                 r.packages,
-                bytes(r.bytes)
+                bytes(r.bytes),
+                r.fingerprint
+                    .as_ref()
+                    .map(|id| format!(", fingerprint {id}"))
+                    .unwrap_or_default()
             ),
             None => format!("{}: nothing published yet", self.arch),
         }
@@ -87,20 +91,23 @@ impl BinhostState {
 
     /// The kept revisions, newest first, the current one marked.
     pub fn revisions_table(&self) -> String {
-        let mut out = String::from("  REVISION  TIMESTAMP   PACKAGES  SIZE\n");
+        let mut out = String::from("  REVISION  TIMESTAMP   PACKAGES  SIZE       FINGERPRINT\n");
         for r in &self.revisions {
             let mark = if Some(r.number) == self.current {
                 '*'
             } else {
                 ' '
             };
-            out.push_str(&format!(
-                "{mark} {:<8}  {:<10}  {:<8}  {}\n",
+            let line = format!(
+                "{mark} {:<8}  {:<10}  {:<8}  {:<9}  {}",
                 r.number,
                 r.timestamp,
                 r.packages,
-                bytes(r.bytes)
-            ));
+                bytes(r.bytes),
+                r.fingerprint.as_deref().unwrap_or_default()
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
         }
         out
     }
@@ -140,6 +147,7 @@ mod tests {
             created_ms: 0,
             packages,
             bytes,
+            fingerprint: (number == 3).then(|| "3f2a9c1d0e4b".to_owned()),
         };
         let state = BinhostState {
             arch: Arch::default(),
@@ -153,7 +161,15 @@ mod tests {
         );
         assert_eq!(
             state.revisions_table(),
-            "  REVISION  TIMESTAMP   PACKAGES  SIZE\n  3         1796000003  5         5.0 MiB\n* 2         1796000002  4         900 B\n"
+            "  REVISION  TIMESTAMP   PACKAGES  SIZE       FINGERPRINT\n  3         1796000003  5         5.0 MiB    3f2a9c1d0e4b\n* 2         1796000002  4         900 B\n"
+        );
+        let newest = BinhostState {
+            current: Some(3),
+            ..state.clone()
+        };
+        assert_eq!(
+            newest.status_line(),
+            "amd64: revision 3 (TIMESTAMP 1796000003), 5 packages, 5.0 MiB, fingerprint 3f2a9c1d0e4b"
         );
         let empty = BinhostState {
             current: None,

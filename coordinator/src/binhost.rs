@@ -83,6 +83,7 @@ impl Published {
                 created_ms: r.created_ms,
                 packages: r.packages,
                 bytes: r.bytes,
+                fingerprint: r.fingerprint.clone(),
             })
             .collect()
     }
@@ -204,7 +205,7 @@ impl Service {
         let target = self.target_id(arch).await?;
         let staged = publication::staged(self.table.records(), arch, target.as_deref());
         let Some((revision, contents)) =
-            publication::next_revision(arch, serving, latest, staged, runtime::now_ms())
+            publication::next_revision(arch, serving, latest, staged, target.as_deref(), runtime::now_ms())
         else {
             return Ok((published, false));
         };

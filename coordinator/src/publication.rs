@@ -50,6 +50,7 @@ pub fn next_revision(
     serving: Option<Serving<'_>>,
     latest: u64,
     packages: Vec<Artifact>,
+    fingerprint: Option<&str>,
     now_ms: u64,
 ) -> Option<(BinhostRevision, RevisionContents)> {
     if serving.is_some_and(|s| s.packages == packages.as_slice()) {
@@ -66,6 +67,7 @@ pub fn next_revision(
         packages: packages.len() as u64,
         bytes: packages.iter().map(|a| a.size).sum(),
         contents: BinhostRevision::contents_object(arch, number),
+        fingerprint: fingerprint.map(str::to_owned),
     };
     let contents = RevisionContents {
         v: SCHEMA_VERSION,

@@ -363,6 +363,7 @@ async fn publication_interrupted_anywhere_leaves_the_old_revision_or_the_new_one
             packages: 1,
             bytes: 1,
             contents: "revision-amd64-nowhere".into(),
+            fingerprint: None,
         };
         bucket
             .put(

@@ -28,6 +28,10 @@ pub struct BinhostRevision {
     pub bytes: u64,
     /// The object holding the revision's [`RevisionContents`].
     pub contents: String,
+    /// The fingerprint id its packages were built for (the arch's run target when it was
+    /// published): a revision is one fingerprint's packages. `None`: no run targeted one.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 impl Wire for BinhostRevision {
@@ -111,6 +115,9 @@ pub struct RevisionSummary {
     pub created_ms: u64,
     pub packages: u64,
     pub bytes: u64,
+    /// The fingerprint id its packages were built for, when a run targeted one.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
