@@ -204,9 +204,14 @@ impl Service {
         let latest = published.revisions.keys().next_back().copied().unwrap_or(0);
         let target = self.target_id(arch).await?;
         let staged = publication::staged(self.table.records(), arch, target.as_deref());
-        let Some((revision, contents)) =
-            publication::next_revision(arch, serving, latest, staged, target.as_deref(), runtime::now_ms())
-        else {
+        let Some((revision, contents)) = publication::next_revision(
+            arch,
+            serving,
+            latest,
+            staged,
+            target.as_deref(),
+            runtime::now_ms(),
+        ) else {
             return Ok((published, false));
         };
         let bytes = encode(&contents)?;

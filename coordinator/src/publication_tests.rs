@@ -103,7 +103,8 @@ fn staged_of(records: &[PackageRecord], fingerprint: Option<&str>) -> Vec<(Strin
 fn revisions_number_up_and_their_timestamps_strictly_increase() {
     let packages = vec![artifact("a-b/a/a-1-1.gpkg.tar", "a1")];
     let (first, contents) =
-        next_revision(&amd64(), None, 0, packages.clone(), Some("f1"), 5_000_999).expect("a first revision");
+        next_revision(&amd64(), None, 0, packages.clone(), Some("f1"), 5_000_999)
+            .expect("a first revision");
     assert_eq!((first.number, first.timestamp), (1, 5_000));
     assert_eq!((first.packages, first.bytes), (1, 1));
     assert_eq!(first.contents, "revision-amd64-000000000001");
@@ -125,10 +126,12 @@ fn revisions_number_up_and_their_timestamps_strictly_increase() {
     // Published again within Portage's If-Modified-Since slack, or with the clock set back:
     // six seconds later.
     for now_ms in [5_000_500, 5_003_000, 4_000_000] {
-        let (next, _) = next_revision(&amd64(), current, 1, more.clone(), None, now_ms).expect("new");
+        let (next, _) =
+            next_revision(&amd64(), current, 1, more.clone(), None, now_ms).expect("new");
         assert_eq!((next.number, next.timestamp), (2, 5_006), "{now_ms}");
     }
-    let (later, held) = next_revision(&amd64(), current, 1, more.clone(), None, 7_000_000).expect("new");
+    let (later, held) =
+        next_revision(&amd64(), current, 1, more.clone(), None, 7_000_000).expect("new");
     assert_eq!(
         (later.number, later.timestamp, later.packages),
         (2, 7_000, 2)
