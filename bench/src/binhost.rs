@@ -238,6 +238,8 @@ async fn publish(swarm: &Swarm) -> anyhow::Result<Duration> {
     let request = BinhostRequest {
         v: SCHEMA_VERSION,
         arch: None,
+        // No run targets a fingerprint here: the arch's own binhost, `/published/amd64`.
+        fingerprint: None,
         command: BinhostCommand::Publish,
     };
     let started = Instant::now();

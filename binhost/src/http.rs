@@ -1,5 +1,7 @@
-//! The binhost's HTTP interface, read-only: `/published/<arch>/` (the revision the coordinator
-//! published, for the fleet) and `/staging/<arch>/` (everything built so far, for the drones),
+//! The binhost's HTTP interface, read-only: `/published/<arch>@<fingerprint>/` (the revision the
+//! coordinator published of an arch's packages built for one fingerprint, for the fleet; plain
+//! `/published/<arch>/` when no run targeted one) and `/staging/<arch>/` (everything the arch's
+//! run built so far, for the drones),
 //! each a Portage binhost (`Packages` and the files its `PATH`s name), plus `/healthz`. Files are
 //! streamed from the object store with their `Content-Length` and `Last-Modified`; the published
 //! index answers `If-Modified-Since` with 304, files `If-None-Match` (their content hash) and
@@ -13,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use schemas::Arch;
+use schemas::{Arch, BinhostName};
 use tokio::sync::OnceCell;
 use tokio_util::io::ReaderStream;
 
@@ -70,7 +72,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/healthz", get(healthz))
-        .route("/published/{arch}/{*path}", get(published))
+        .route("/published/{binhost}/{*path}", get(published))
         .route("/staging/{arch}/{*path}", get(staging))
         .with_state(state)
 }
@@ -88,8 +90,9 @@ async fn root() -> Response {
     text(
         StatusCode::OK,
         "swarm-binhost: the build swarm's binary packages.\n\
-         A Gentoo machine's /etc/portage/binrepos.conf names one arch's published binhost:\n  \
-         [swarm]\n  sync-uri = http://<this host>/published/<arch>\n\
+         A Gentoo machine's /etc/portage/binrepos.conf names the published binhost of its arch\n\
+         and fingerprint (`swarmctl binhost status` says which):\n  \
+         [swarm]\n  sync-uri = http://<this host>/published/<arch>@<fingerprint>\n\
          Drones install what the current run built from /staging/<arch>.\n"
             .to_owned(),
     )
@@ -107,10 +110,10 @@ async fn healthz(State(state): State<AppState>) -> Response {
 
 async fn published(
     State(state): State<AppState>,
-    Path((arch, path)): Path<(String, String)>,
+    Path((binhost, path)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    serve(&state, Which::Published, &arch, &path, &headers)
+    serve(&state, Which::Published, &binhost, &path, &headers)
         .await
         .unwrap_or_else(|response| response)
 }
@@ -125,44 +128,58 @@ async fn staging(
         .unwrap_or_else(|response| response)
 }
 
-/// One request of a binhost; every refusal is a response naming what was asked and why.
+/// One request of a binhost (`name`: `<arch>@<fingerprint>` or `<arch>` for the published
+/// ones, `<arch>` for staging); every refusal is a response naming what was asked and why.
 async fn serve(
     state: &AppState,
     which: Which,
-    arch: &str,
+    name: &str,
     path: &str,
     headers: &HeaderMap,
 ) -> Result<Response, Response> {
-    let arch = Arch::parse(arch).map_err(|err| {
-        text(
-            StatusCode::NOT_FOUND,
-            format!("{arch:?} is not an arch: {err}\n"),
-        )
-    })?;
+    let binhost = match which {
+        Which::Published => BinhostName::parse(name)
+            .map_err(|err| text(StatusCode::NOT_FOUND, format!("{err}\n")))?,
+        Which::Staging => BinhostName::new(
+            Arch::parse(name).map_err(|err| {
+                text(
+                    StatusCode::NOT_FOUND,
+                    format!("{name:?} is not an arch: {err}\n"),
+                )
+            })?,
+            None,
+        ),
+    };
+    let arch = binhost.arch.clone();
     let sources = state.sources().await?;
     let unavailable = |err: crate::source::SourceError| {
-        tracing::warn!(%arch, view = which.name(), error = %err, "binhost view not read");
+        tracing::warn!(%binhost, view = which.name(), error = %err, "binhost view not read");
         text(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n"))
     };
     let not_found = || {
         text(
             StatusCode::NOT_FOUND,
             format!(
-                "{path:?} is not in the {} binhost of {arch}\n",
+                "{path:?} is not in the {} binhost {binhost}\n",
                 which.name()
             ),
         )
     };
     let view: Arc<View> = match which {
         Which::Published => sources
-            .published(&arch)
+            .published(&binhost)
             .await
             .map_err(unavailable)?
             .ok_or_else(|| {
+                let fingerprint = binhost
+                    .fingerprint
+                    .as_ref()
+                    .map(|id| format!(" --fingerprint {id}"))
+                    .unwrap_or_default();
                 text(
                     StatusCode::NOT_FOUND,
                     format!(
-                        "nothing of {arch} is published yet: `swarmctl binhost publish --arch {arch}`\n"
+                        "nothing of {binhost} is published yet: `swarmctl binhost publish --arch {arch}{fingerprint}`\n"
                     ),
                 )
             })?,
@@ -175,7 +192,7 @@ async fn serve(
         Which::Published => match view.files.get(path) {
             Some(stored) => stored.clone(),
             None => sources
-                .published_file(&arch, path)
+                .published_file(&binhost, path)
                 .await
                 .map_err(unavailable)?
                 .ok_or_else(not_found)?,

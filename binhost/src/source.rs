@@ -1,6 +1,7 @@
-//! What the binhost serves, read from NATS: an arch's published revision (the `current` key,
-//! then the revision it names, then its contents object) and the drones' staging view (every
-//! succeeded package's artifacts).
+//! What the binhost serves, read from NATS: a published binhost's current revision (an arch and
+//! a fingerprint, `BinhostName`: the `current` key, then the revision it names, then its
+//! contents object) and the drones' staging view of an arch (every succeeded package's artifacts
+//! of its run's fingerprint).
 //!
 //! A published revision never changes once written, so its packages are kept by number and its
 //! view by (number, served `TIMESTAMP`). A client that read revision N's index may ask for N's
@@ -16,8 +17,8 @@ use async_nats::jetstream::{self, kv, object_store::ObjectStore};
 use bytes::Bytes;
 use futures::StreamExt;
 use schemas::{
-    Arch, Artifact, BinhostCurrent, BinhostRevision, PackageRecord, PackageState, RevisionContents,
-    decode, decode_object, names,
+    Arch, Artifact, BinhostCurrent, BinhostName, BinhostRevision, PackageRecord, PackageState,
+    RevisionContents, decode, decode_object, names,
 };
 use tokio::io::AsyncReadExt;
 
@@ -87,7 +88,7 @@ fn files(packages: &[Artifact]) -> HashMap<String, Stored> {
 /// A revision's files by path.
 type Files = Arc<HashMap<String, Stored>>;
 
-/// An arch's published view and the (revision number, served `TIMESTAMP`) it was made for.
+/// A binhost's published view and the (revision number, served `TIMESTAMP`) it was made for.
 struct PublishedView {
     number: u64,
     timestamp: u64,
@@ -100,9 +101,9 @@ pub struct Sources {
     packages: kv::Store,
     targets: kv::Store,
     pub artifacts: ObjectStore,
-    /// Kept revisions' files by (arch, number): immutable once written.
-    revisions: Mutex<HashMap<(Arch, u64), Files>>,
-    published: Mutex<HashMap<Arch, PublishedView>>,
+    /// Kept revisions' files by (binhost, number): immutable once written.
+    revisions: Mutex<HashMap<(BinhostName, u64), Files>>,
+    published: Mutex<HashMap<BinhostName, PublishedView>>,
     staging: Mutex<HashMap<Arch, (Instant, Arc<View>)>>,
 }
 
@@ -138,9 +139,9 @@ impl Sources {
         })
     }
 
-    /// The arch's published view; `None` before its first publication.
-    pub async fn published(&self, arch: &Arch) -> Result<Option<Arc<View>>, SourceError> {
-        let key = names::binhost_current_key(arch);
+    /// The binhost's published view; `None` before its first publication.
+    pub async fn published(&self, binhost: &BinhostName) -> Result<Option<Arc<View>>, SourceError> {
+        let key = names::binhost_current_key(binhost);
         let Some(bytes) = self
             .binhost
             .get(key.as_str())
@@ -150,30 +151,30 @@ impl Sources {
             return Ok(None);
         };
         let current: BinhostCurrent = decode(&bytes).map_err(|e| read_error(&key)(&e))?;
-        if let Some(cached) = lock(&self.published).get(arch)
+        if let Some(cached) = lock(&self.published).get(binhost)
             && cached.number == current.number
             && cached.timestamp == current.timestamp
         {
             return Ok(Some(cached.view.clone()));
         }
-        let revision =
-            self.revision(arch, current.number)
-                .await?
-                .ok_or_else(|| SourceError::Read {
-                    what: names::binhost_revision_key(arch, current.number),
-                    reason: "the current revision is missing".to_owned(),
-                })?;
+        let revision = self
+            .revision(binhost, current.number)
+            .await?
+            .ok_or_else(|| SourceError::Read {
+                what: names::binhost_revision_key(binhost, current.number),
+                reason: "the current revision is missing".to_owned(),
+            })?;
         let packages = self.contents(&revision).await?;
         // Records written before `timestamp` existed serve the revision's own.
         let timestamp = match current.timestamp {
             0 => revision.timestamp,
             served => served,
         };
-        let view = Arc::new(View::of(arch, timestamp, &packages.packages));
+        let view = Arc::new(View::of(&binhost.arch, timestamp, &packages.packages));
         let files = Arc::new(files(&packages.packages));
-        lock(&self.revisions).insert((arch.clone(), current.number), files);
+        lock(&self.revisions).insert((binhost.clone(), current.number), files);
         lock(&self.published).insert(
-            arch.clone(),
+            binhost.clone(),
             PublishedView {
                 number: current.number,
                 timestamp: current.timestamp,
@@ -183,31 +184,33 @@ impl Sources {
         Ok(Some(view))
     }
 
-    /// Where a published file of `arch` is stored: in the current revision, else in any other
-    /// kept one (a client may still be downloading what the previous index listed).
+    /// Where a published file of `binhost` is stored: in the current revision, else in any
+    /// other kept one (a client may still be downloading what the previous index listed).
     pub async fn published_file(
         &self,
-        arch: &Arch,
+        binhost: &BinhostName,
         path: &str,
     ) -> Result<Option<Stored>, SourceError> {
-        let Some(view) = self.published(arch).await? else {
+        let Some(view) = self.published(binhost).await? else {
             return Ok(None);
         };
         if let Some(stored) = view.files.get(path) {
             return Ok(Some(stored.clone()));
         }
-        let kept = self.kept_numbers(arch).await?;
-        lock(&self.revisions).retain(|(a, n), _| a != arch || kept.contains(n));
+        let kept = self.kept_numbers(binhost).await?;
+        lock(&self.revisions).retain(|(b, n), _| b != binhost || kept.contains(n));
         for number in kept.iter().rev() {
-            let cached = lock(&self.revisions).get(&(arch.clone(), *number)).cloned();
+            let cached = lock(&self.revisions)
+                .get(&(binhost.clone(), *number))
+                .cloned();
             let files = match cached {
                 Some(files) => files,
                 None => {
-                    let Some(revision) = self.revision(arch, *number).await? else {
+                    let Some(revision) = self.revision(binhost, *number).await? else {
                         continue;
                     };
                     let files = Arc::new(files(&self.contents(&revision).await?.packages));
-                    lock(&self.revisions).insert((arch.clone(), *number), files.clone());
+                    lock(&self.revisions).insert((binhost.clone(), *number), files.clone());
                     files
                 }
             };
@@ -218,9 +221,9 @@ impl Sources {
         Ok(None)
     }
 
-    /// The numbers of the arch's kept revisions, ascending.
-    async fn kept_numbers(&self, arch: &Arch) -> Result<Vec<u64>, SourceError> {
-        let prefix = format!("rev.{arch}.");
+    /// The numbers of the binhost's kept revisions, ascending.
+    async fn kept_numbers(&self, binhost: &BinhostName) -> Result<Vec<u64>, SourceError> {
+        let prefix = names::binhost_revision_prefix(binhost);
         let mut keys = self
             .binhost
             .keys()
@@ -239,10 +242,10 @@ impl Sources {
 
     async fn revision(
         &self,
-        arch: &Arch,
+        binhost: &BinhostName,
         number: u64,
     ) -> Result<Option<BinhostRevision>, SourceError> {
-        let key = names::binhost_revision_key(arch, number);
+        let key = names::binhost_revision_key(binhost, number);
         match self
             .binhost
             .get(key.as_str())

@@ -4,18 +4,22 @@
 use std::fmt;
 
 use schemas::{
-    Arch, BinhostCommand, BinhostReply, BinhostRequest, BinhostResult, RevisionSummary,
-    SCHEMA_VERSION, names,
+    Arch, BinhostCommand, BinhostName, BinhostReply, BinhostRequest, BinhostResult,
+    RevisionSummary, SCHEMA_VERSION, names,
 };
 use serde::Serialize;
 
-use crate::CliError;
 use crate::rpc::{self, RequestFailure};
+use crate::{BinhostTarget, CliError};
 
-/// What the coordinator answered: the arch's current revision and the kept ones.
+/// What the coordinator answered: which binhost, its current revision and the kept ones.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BinhostState {
     pub arch: Arch,
+    /// The fingerprint whose binhost it is; `None`: the arch's own (no run targeted one).
+    pub fingerprint: Option<String>,
+    /// Its name, `arch@fingerprint`, and so its URL path: `/published/<binhost>`.
+    pub binhost: String,
     pub current: Option<u64>,
     pub revisions: Vec<RevisionSummary>,
     /// Whether the request published or rolled back anything.
@@ -25,12 +29,13 @@ pub struct BinhostState {
 /// Sends one binhost request to the coordinator.
 pub async fn binhost(
     client: &async_nats::Client,
-    arch: Option<Arch>,
+    target: BinhostTarget,
     command: BinhostCommand,
 ) -> Result<Result<BinhostState, String>, CliError> {
     let payload = schemas::encode(&BinhostRequest {
         v: SCHEMA_VERSION,
-        arch,
+        arch: target.arch,
+        fingerprint: target.fingerprint,
         command,
     })?;
     let subject = names::BINHOST_SUBJECT;
@@ -50,11 +55,14 @@ pub async fn binhost(
     Ok(match reply.result {
         BinhostResult::State {
             arch,
+            fingerprint,
             current,
             revisions,
             changed,
         } => Ok(BinhostState {
+            binhost: BinhostName::new(arch.clone(), fingerprint.as_deref()).to_string(),
             arch,
+            fingerprint,
             current,
             revisions,
             changed,
@@ -74,40 +82,34 @@ impl BinhostState {
     pub fn status_line(&self) -> String {
         match self.current_revision() {
             Some(r) => format!(
-                "{}: revision {} (TIMESTAMP {}), {} packages, {}{}",
-                self.arch,
+                "{}: revision {} (TIMESTAMP {}), {} packages, {}; served at /published/{}",
+                self.binhost,
                 r.number,
                 r.timestamp,
                 r.packages,
                 bytes(r.bytes),
-                r.fingerprint
-                    .as_ref()
-                    .map(|id| format!(", fingerprint {id}"))
-                    .unwrap_or_default()
+                self.binhost
             ),
-            None => format!("{}: nothing published yet", self.arch),
+            None => format!("{}: nothing published yet", self.binhost),
         }
     }
 
     /// The kept revisions, newest first, the current one marked.
     pub fn revisions_table(&self) -> String {
-        let mut out = String::from("  REVISION  TIMESTAMP   PACKAGES  SIZE       FINGERPRINT\n");
+        let mut out = format!("{}\n  REVISION  TIMESTAMP   PACKAGES  SIZE\n", self.binhost);
         for r in &self.revisions {
             let mark = if Some(r.number) == self.current {
                 '*'
             } else {
                 ' '
             };
-            let line = format!(
-                "{mark} {:<8}  {:<10}  {:<8}  {:<9}  {}",
+            out.push_str(&format!(
+                "{mark} {:<8}  {:<10}  {:<8}  {}\n",
                 r.number,
                 r.timestamp,
                 r.packages,
-                bytes(r.bytes),
-                r.fingerprint.as_deref().unwrap_or_default()
-            );
-            out.push_str(line.trim_end());
-            out.push('\n');
+                bytes(r.bytes)
+            ));
         }
         out
     }
@@ -147,35 +149,32 @@ mod tests {
             created_ms: 0,
             packages,
             bytes,
-            fingerprint: (number == 3).then(|| "3f2a9c1d0e4b".to_owned()),
+            fingerprint: Some("3f2a9c1d0e4b".to_owned()),
         };
         let state = BinhostState {
             arch: Arch::default(),
+            fingerprint: Some("3f2a9c1d0e4b".to_owned()),
+            binhost: "amd64@3f2a9c1d0e4b".to_owned(),
             current: Some(2),
             revisions: vec![revision(3, 5, 5 * 1024 * 1024), revision(2, 4, 900)],
             changed: false,
         };
         assert_eq!(
             state.status_line(),
-            "amd64: revision 2 (TIMESTAMP 1796000002), 4 packages, 900 B"
+            "amd64@3f2a9c1d0e4b: revision 2 (TIMESTAMP 1796000002), 4 packages, 900 B; served at /published/amd64@3f2a9c1d0e4b"
         );
         assert_eq!(
             state.revisions_table(),
-            "  REVISION  TIMESTAMP   PACKAGES  SIZE       FINGERPRINT\n  3         1796000003  5         5.0 MiB    3f2a9c1d0e4b\n* 2         1796000002  4         900 B\n"
-        );
-        let newest = BinhostState {
-            current: Some(3),
-            ..state.clone()
-        };
-        assert_eq!(
-            newest.status_line(),
-            "amd64: revision 3 (TIMESTAMP 1796000003), 5 packages, 5.0 MiB, fingerprint 3f2a9c1d0e4b"
+            "amd64@3f2a9c1d0e4b\n  REVISION  TIMESTAMP   PACKAGES  SIZE\n  3         1796000003  5         5.0 MiB\n* 2         1796000002  4         900 B\n"
         );
         let empty = BinhostState {
             current: None,
             revisions: vec![],
             ..state
         };
-        assert_eq!(empty.status_line(), "amd64: nothing published yet");
+        assert_eq!(
+            empty.status_line(),
+            "amd64@3f2a9c1d0e4b: nothing published yet"
+        );
     }
 }

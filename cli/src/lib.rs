@@ -146,33 +146,48 @@ fn parse_fingerprint(input: &str) -> Result<String, String> {
     }
 }
 
-/// The `binhost` subcommands; each takes `--arch` (default: the coordinator's first arch).
+/// Which published binhost a `binhost` subcommand is about: an arch's packages built for one
+/// fingerprint.
+#[derive(Debug, Clone, Default, PartialEq, Args)]
+pub struct BinhostTarget {
+    /// Arch (default: the coordinator's first arch)
+    #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+    pub arch: Option<Arch>,
+    /// The fingerprint whose binhost, as `swarmctl drones` shows it (default: the arch's run
+    /// target's)
+    #[arg(long, value_name = "ID", value_parser = parse_fingerprint)]
+    pub fingerprint: Option<String>,
+}
+
+/// The `binhost` subcommands; each takes `--arch` and `--fingerprint` (`BinhostTarget`).
 #[derive(Debug, Clone, PartialEq, Subcommand)]
 pub enum BinhostArgs {
-    /// Publish the binary packages of every succeeded package as a new revision, atomically
+    /// Publish the binary packages of every succeeded package built for the fingerprint as a
+    /// new revision of its binhost, atomically
     Publish {
-        #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
-        arch: Option<Arch>,
+        #[command(flatten)]
+        target: BinhostTarget,
     },
     /// Serve an earlier kept revision again (default: the one before the current one)
     Rollback {
         #[arg(value_name = "REV")]
         revision: Option<u64>,
-        #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
-        arch: Option<Arch>,
+        #[command(flatten)]
+        target: BinhostTarget,
     },
     /// List the kept revisions, newest first; `*` marks the one served
     Revisions {
-        #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
-        arch: Option<Arch>,
-        /// Print JSON: {arch, current, revisions: [{number, timestamp, created_ms, packages, bytes}]}
+        #[command(flatten)]
+        target: BinhostTarget,
+        /// Print JSON: {arch, fingerprint, binhost, current, revisions: [{number, timestamp,
+        /// created_ms, packages, bytes, fingerprint}], changed}
         #[arg(long)]
         json: bool,
     },
-    /// The revision served, its package count and size
+    /// The binhost's name and URL path, the revision served, its package count and size
     Status {
-        #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
-        arch: Option<Arch>,
+        #[command(flatten)]
+        target: BinhostTarget,
         /// Print JSON, as `revisions --json`
         #[arg(long)]
         json: bool,
@@ -326,19 +341,23 @@ async fn dispatch(
         }
         Command::Demo(args) => demo(&args, out, tokio_util::sync::CancellationToken::new()).await,
         Command::Binhost(args) => {
-            // (arch, request, print JSON, print the revisions table)
-            let (arch, command, json, table) = match args {
-                BinhostArgs::Publish { arch } => (arch, BinhostCommand::Publish, false, false),
-                BinhostArgs::Rollback { revision, arch } => (
-                    arch,
+            // (which binhost, request, print JSON, print the revisions table)
+            let (target, command, json, table) = match args {
+                BinhostArgs::Publish { target } => (target, BinhostCommand::Publish, false, false),
+                BinhostArgs::Rollback { revision, target } => (
+                    target,
                     BinhostCommand::Rollback { to: revision },
                     false,
                     false,
                 ),
-                BinhostArgs::Revisions { arch, json } => (arch, BinhostCommand::Status, json, true),
-                BinhostArgs::Status { arch, json } => (arch, BinhostCommand::Status, json, false),
+                BinhostArgs::Revisions { target, json } => {
+                    (target, BinhostCommand::Status, json, true)
+                }
+                BinhostArgs::Status { target, json } => {
+                    (target, BinhostCommand::Status, json, false)
+                }
             };
-            let state = match binhost(client, arch, command.clone()).await? {
+            let state = match binhost(client, target, command.clone()).await? {
                 Ok(state) => state,
                 Err(message) => {
                     writeln!(out, "{message}")?;

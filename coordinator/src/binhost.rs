@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use schemas::{
-    Arch, BinhostCommand, BinhostCurrent, BinhostReply, BinhostRequest, BinhostResult,
+    Arch, BinhostCommand, BinhostCurrent, BinhostName, BinhostReply, BinhostRequest, BinhostResult,
     BinhostRevision, RevisionContents, RevisionSummary, SCHEMA_VERSION, decode, decode_object,
     encode, names,
 };
@@ -28,34 +28,36 @@ use crate::service::Service;
 pub enum BinhostError {
     #[error("arch {0} is not built by this swarm")]
     UnknownArch(Arch),
-    #[error("revision {number} of {arch} is not kept (kept: {kept:?})")]
+    #[error("{0:?} is not a fingerprint id (lower-case hex digits, as `swarmctl drones` shows)")]
+    BadFingerprint(String),
+    #[error("revision {number} of {binhost} is not kept (kept: {kept:?})")]
     NoSuchRevision {
-        arch: Arch,
+        binhost: BinhostName,
         number: u64,
         kept: Vec<u64>,
     },
-    #[error("{arch} has no earlier revision to roll back to")]
-    NothingToRollBackTo { arch: Arch },
+    #[error("{binhost} has no earlier revision to roll back to")]
+    NothingToRollBackTo { binhost: BinhostName },
     #[error("cannot read the binhost bucket: {0}")]
     Read(String),
     #[error("cannot write the binhost bucket: {0}")]
     Write(String),
-    #[error("another writer changed {arch}'s current revision; try again")]
-    Conflict { arch: Arch },
+    #[error("another writer changed {binhost}'s current revision; try again")]
+    Conflict { binhost: BinhostName },
     #[error("cannot encode a binhost record: {0}")]
     Encode(#[from] schemas::EncodeError),
     #[error("cannot read revision contents {object}: {reason}")]
     Contents { object: String, reason: String },
 }
 
-/// What the bucket holds for one arch.
+/// What the bucket holds for one binhost.
 struct Published {
     revisions: BTreeMap<u64, BinhostRevision>,
     /// The `current` key, when one was ever published.
     current: Option<Current>,
 }
 
-/// The `current` key of an arch: the revision served, the `TIMESTAMP` it is served with, and the
+/// The `current` key of a binhost: the revision served, the `TIMESTAMP` it is served with, and the
 /// key's KV revision (for the compare-and-set).
 #[derive(Debug, Clone, Copy)]
 struct Current {
@@ -101,9 +103,13 @@ impl Service {
                     .arch
                     .clone()
                     .unwrap_or_else(|| self.settings.arches[0].clone());
-                match self.binhost_command(&arch, &req.command).await {
-                    Ok((published, changed)) => BinhostResult::State {
+                match self
+                    .binhost_command(&arch, req.fingerprint.as_deref(), &req.command)
+                    .await
+                {
+                    Ok((binhost, published, changed)) => BinhostResult::State {
                         arch,
+                        fingerprint: binhost.fingerprint,
                         current: published.current_number(),
                         revisions: published.summaries(),
                         changed,
@@ -131,22 +137,35 @@ impl Service {
         }
     }
 
+    /// Carries out an operator's request on the binhost of `fingerprint` of the arch (default:
+    /// of the arch's run target); answers which binhost it was.
     async fn binhost_command(
         &mut self,
         arch: &Arch,
+        fingerprint: Option<&str>,
         command: &BinhostCommand,
-    ) -> Result<(Published, bool), BinhostError> {
+    ) -> Result<(BinhostName, Published, bool), BinhostError> {
         if !self.settings.arches.contains(arch) {
             return Err(BinhostError::UnknownArch(arch.clone()));
         }
-        match command {
-            BinhostCommand::Status => Ok((self.read_published(arch).await?, false)),
-            BinhostCommand::Publish => self.publish_binhost(arch).await,
-            BinhostCommand::Rollback { to } => self.roll_back(arch, *to).await,
-        }
+        let fingerprint = match fingerprint {
+            Some(id) if !schemas::is_fingerprint_id(id) => {
+                return Err(BinhostError::BadFingerprint(id.to_owned()));
+            }
+            Some(id) => Some(id.to_owned()),
+            None => self.target_id(arch).await?,
+        };
+        let binhost = BinhostName::new(arch.clone(), fingerprint.as_deref());
+        let (published, changed) = match command {
+            BinhostCommand::Status => (self.read_published(&binhost).await?, false),
+            BinhostCommand::Publish => self.publish_binhost(&binhost).await?,
+            BinhostCommand::Rollback { to } => self.roll_back(&binhost, *to).await?,
+        };
+        Ok((binhost, published, changed))
     }
 
-    /// Publishes an arch's run once it has ended with no new failure (each reconcile tick).
+    /// Publishes an arch's run (to its target fingerprint's binhost) once it has ended with no
+    /// new failure (each reconcile tick).
     pub(crate) async fn publish_finished_runs(&mut self) {
         if !self.settings.binhost_auto_publish {
             return;
@@ -160,7 +179,14 @@ impl Service {
             if under_way {
                 continue;
             }
-            let published = match self.read_published(&arch).await {
+            let binhost = match self.target_id(&arch).await {
+                Ok(id) => BinhostName::new(arch.clone(), id.as_deref()),
+                Err(err) => {
+                    debug!(error = %err, "run target not read");
+                    continue;
+                }
+            };
+            let published = match self.read_published(&binhost).await {
                 Ok(published) => published,
                 Err(err) => {
                     debug!(error = %err, "binhost state not read");
@@ -172,23 +198,33 @@ impl Service {
                 .values()
                 .next_back()
                 .map(|r| r.created_ms);
-            if !publication::run_ended_cleanly(self.table.records(), &arch, published_ms) {
+            let of_binhost = self.table.records().filter(|r| {
+                binhost
+                    .fingerprint
+                    .as_deref()
+                    .is_none_or(|id| r.fingerprint.as_deref() == Some(id))
+            });
+            if !publication::run_ended_cleanly(of_binhost, &arch, published_ms) {
                 continue;
             }
-            match self.publish_binhost(&arch).await {
+            match self.publish_binhost(&binhost).await {
                 Ok((p, true)) => {
-                    info!(%arch, revision = ?p.current_number(), "run ended cleanly; binhost published")
+                    info!(%binhost, revision = ?p.current_number(), "run ended cleanly; binhost published")
                 }
                 Ok(_) => {}
-                Err(err) => warn!(%arch, error = %err, "binhost not published; trying again"),
+                Err(err) => warn!(%binhost, error = %err, "binhost not published; trying again"),
             }
         }
     }
 
-    /// Publishes what is built now as the arch's next revision; unchanged when nothing is new.
-    /// The contents object first, the revision's key next, the switch of `current` last.
-    async fn publish_binhost(&mut self, arch: &Arch) -> Result<(Published, bool), BinhostError> {
-        let mut published = self.read_published(arch).await?;
+    /// Publishes what is built now for the binhost's fingerprint as its next revision;
+    /// unchanged when nothing is new. The contents object first, the revision's key next, the
+    /// switch of `current` last.
+    async fn publish_binhost(
+        &mut self,
+        binhost: &BinhostName,
+    ) -> Result<(Published, bool), BinhostError> {
+        let mut published = self.read_published(binhost).await?;
         let current_contents = match published.current_revision() {
             Some(revision) => Some(self.read_contents(revision).await?),
             None => None,
@@ -202,16 +238,14 @@ impl Service {
                     timestamp: current.timestamp,
                 });
         let latest = published.revisions.keys().next_back().copied().unwrap_or(0);
-        let target = self.target_id(arch).await?;
-        let staged = publication::staged(self.table.records(), arch, target.as_deref());
-        let Some((revision, contents)) = publication::next_revision(
-            arch,
-            serving,
-            latest,
-            staged,
-            target.as_deref(),
-            runtime::now_ms(),
-        ) else {
+        let staged = publication::staged(
+            self.table.records(),
+            &binhost.arch,
+            binhost.fingerprint.as_deref(),
+        );
+        let Some((revision, contents)) =
+            publication::next_revision(binhost, serving, latest, staged, runtime::now_ms())
+        else {
             return Ok((published, false));
         };
         let bytes = encode(&contents)?;
@@ -220,18 +254,18 @@ impl Service {
             .put(revision.contents.as_str(), &mut bytes.as_slice())
             .await
             .map_err(|e| BinhostError::Write(e.to_string()))?;
-        let key = names::binhost_revision_key(arch, revision.number);
+        let key = names::binhost_revision_key(binhost, revision.number);
         self.topo
             .binhost
             .put(key.as_str(), encode(&revision)?.into())
             .await
             .map_err(|e| BinhostError::Write(e.to_string()))?;
         let (number, timestamp) = (revision.number, revision.timestamp);
-        info!(%arch, revision = number, packages = revision.packages, timestamp, "binhost revision written");
+        info!(%binhost, revision = number, packages = revision.packages, timestamp, "binhost revision written");
         published.revisions.insert(number, revision);
-        self.switch_current(arch, &mut published, number, timestamp)
+        self.switch_current(binhost, &mut published, number, timestamp)
             .await?;
-        self.keep_revisions(arch, &mut published).await;
+        self.keep_revisions(binhost, &mut published).await;
         self.collect_garbage().await;
         Ok((published, true))
     }
@@ -274,20 +308,22 @@ impl Service {
     /// only change is a newer `TIMESTAMP`.
     async fn roll_back(
         &mut self,
-        arch: &Arch,
+        binhost: &BinhostName,
         to: Option<u64>,
     ) -> Result<(Published, bool), BinhostError> {
-        let mut published = self.read_published(arch).await?;
+        let mut published = self.read_published(binhost).await?;
         let current = published.current_number();
         let target = match to {
             Some(number) => number,
             None => current
                 .and_then(|c| published.revisions.range(..c).next_back().map(|(n, _)| *n))
-                .ok_or_else(|| BinhostError::NothingToRollBackTo { arch: arch.clone() })?,
+                .ok_or_else(|| BinhostError::NothingToRollBackTo {
+                    binhost: binhost.clone(),
+                })?,
         };
         if !published.revisions.contains_key(&target) {
             return Err(BinhostError::NoSuchRevision {
-                arch: arch.clone(),
+                binhost: binhost.clone(),
                 number: target,
                 kept: published.revisions.keys().copied().collect(),
             });
@@ -300,24 +336,25 @@ impl Service {
             published.current.map(|c| c.timestamp),
             runtime::now_ms(),
         );
-        self.switch_current(arch, &mut published, target, timestamp)
+        self.switch_current(binhost, &mut published, target, timestamp)
             .await?;
-        info!(%arch, revision = target, timestamp, "binhost rolled back");
+        info!(%binhost, revision = target, timestamp, "binhost rolled back");
         Ok((published, true))
     }
 
-    /// Points the arch's `current` key at `number`, served with `timestamp`, by compare-and-set.
+    /// Points the binhost's `current` key at `number`, served with `timestamp`, by
+    /// compare-and-set.
     async fn switch_current(
         &self,
-        arch: &Arch,
+        binhost: &BinhostName,
         published: &mut Published,
         number: u64,
         timestamp: u64,
     ) -> Result<(), BinhostError> {
-        let key = names::binhost_current_key(arch);
+        let key = names::binhost_current_key(binhost);
         let bytes = encode(&BinhostCurrent {
             v: SCHEMA_VERSION,
-            arch: arch.clone(),
+            arch: binhost.arch.clone(),
             number,
             timestamp,
         })?;
@@ -328,9 +365,9 @@ impl Service {
                 .update(key.as_str(), bytes.into(), kv_revision)
                 .await
                 .map_err(|e| match e.kind() {
-                    kv::UpdateErrorKind::WrongLastRevision => {
-                        BinhostError::Conflict { arch: arch.clone() }
-                    }
+                    kv::UpdateErrorKind::WrongLastRevision => BinhostError::Conflict {
+                        binhost: binhost.clone(),
+                    },
                     _ => BinhostError::Write(e.to_string()),
                 })?,
             None => self
@@ -339,9 +376,9 @@ impl Service {
                 .create(key.as_str(), bytes.into())
                 .await
                 .map_err(|e| match e.kind() {
-                    kv::CreateErrorKind::AlreadyExists => {
-                        BinhostError::Conflict { arch: arch.clone() }
-                    }
+                    kv::CreateErrorKind::AlreadyExists => BinhostError::Conflict {
+                        binhost: binhost.clone(),
+                    },
                     _ => BinhostError::Write(e.to_string()),
                 })?,
         };
@@ -354,40 +391,38 @@ impl Service {
     }
 
     /// Drops the revisions past the newest `binhost_keep_revisions` (never the current one).
-    async fn keep_revisions(&self, arch: &Arch, published: &mut Published) {
+    async fn keep_revisions(&self, binhost: &BinhostName, published: &mut Published) {
         let Some(current) = published.current_number() else {
             return;
         };
         let numbers: Vec<u64> = published.revisions.keys().copied().collect();
         for number in publication::to_drop(&numbers, current, self.settings.binhost_keep_revisions)
         {
-            let key = names::binhost_revision_key(arch, number);
+            let key = names::binhost_revision_key(binhost, number);
             match self.topo.binhost.delete(key.as_str()).await {
                 Ok(()) => {
                     published.revisions.remove(&number);
-                    info!(%arch, revision = number, "binhost revision dropped");
+                    info!(%binhost, revision = number, "binhost revision dropped");
                 }
                 Err(err) => {
-                    warn!(%arch, revision = number, error = %err, "binhost revision not dropped")
+                    warn!(%binhost, revision = number, error = %err, "binhost revision not dropped")
                 }
             }
         }
     }
 
-    /// Deletes the stored binary packages that no kept revision of any arch and no package
+    /// Deletes the stored binary packages that no kept revision of any binhost and no package
     /// record references, once they are older than the grace period.
     async fn collect_garbage(&mut self) {
+        // Not knowing what a binhost keeps, delete nothing.
+        let Ok(revisions) = self.read_revisions("rev.").await else {
+            return;
+        };
         let mut kept = Vec::new();
-        for arch in self.settings.arches.clone() {
-            let Ok(published) = self.read_published(&arch).await else {
-                // Not knowing what an arch keeps, delete nothing.
-                return;
-            };
-            for revision in published.revisions.values() {
-                match self.read_contents(revision).await {
-                    Ok(contents) => kept.push(contents),
-                    Err(_) => return,
-                }
+        for revision in revisions {
+            match self.read_contents(&revision).await {
+                Ok(contents) => kept.push(contents),
+                Err(_) => return,
             }
         }
         let Ok(mut list) = self.topo.artifacts.list().await else {
@@ -412,41 +447,18 @@ impl Service {
         }
     }
 
-    /// Every kept revision of an arch and its current one.
-    async fn read_published(&self, arch: &Arch) -> Result<Published, BinhostError> {
-        let prefix = format!("rev.{arch}.");
-        let mut keys = self
-            .topo
-            .binhost
-            .keys()
-            .await
-            .map_err(|e| BinhostError::Read(e.to_string()))?;
-        let mut revisions = BTreeMap::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| BinhostError::Read(e.to_string()))?;
-            if !key.starts_with(&prefix) {
-                continue;
-            }
-            let Some(bytes) = self
-                .topo
-                .binhost
-                .get(key.as_str())
-                .await
-                .map_err(|e| BinhostError::Read(e.to_string()))?
-            else {
-                continue;
-            };
-            match decode::<BinhostRevision>(&bytes) {
-                Ok(revision) => {
-                    revisions.insert(revision.number, revision);
-                }
-                Err(err) => warn!(%key, error = %err, "undecodable binhost revision ignored"),
-            }
-        }
+    /// Every kept revision of a binhost and its current one.
+    async fn read_published(&self, binhost: &BinhostName) -> Result<Published, BinhostError> {
+        let revisions: BTreeMap<u64, BinhostRevision> = self
+            .read_revisions(&names::binhost_revision_prefix(binhost))
+            .await?
+            .into_iter()
+            .map(|revision| (revision.number, revision))
+            .collect();
         let current = match self
             .topo
             .binhost
-            .entry(names::binhost_current_key(arch))
+            .entry(names::binhost_current_key(binhost))
             .await
             .map_err(|e| BinhostError::Read(e.to_string()))?
         {
@@ -465,5 +477,36 @@ impl Service {
             _ => None,
         };
         Ok(Published { revisions, current })
+    }
+
+    /// Every revision whose key starts with `prefix` (`rev.` for those of every binhost).
+    async fn read_revisions(&self, prefix: &str) -> Result<Vec<BinhostRevision>, BinhostError> {
+        let mut keys = self
+            .topo
+            .binhost
+            .keys()
+            .await
+            .map_err(|e| BinhostError::Read(e.to_string()))?;
+        let mut revisions = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| BinhostError::Read(e.to_string()))?;
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            let Some(bytes) = self
+                .topo
+                .binhost
+                .get(key.as_str())
+                .await
+                .map_err(|e| BinhostError::Read(e.to_string()))?
+            else {
+                continue;
+            };
+            match decode::<BinhostRevision>(&bytes) {
+                Ok(revision) => revisions.push(revision),
+                Err(err) => warn!(%key, error = %err, "undecodable binhost revision ignored"),
+            }
+        }
+        Ok(revisions)
     }
 }

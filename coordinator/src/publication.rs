@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 
 use schemas::{
-    Arch, Artifact, BinhostRevision, PackageRecord, PackageState, RevisionContents, SCHEMA_VERSION,
+    Arch, Artifact, BinhostName, BinhostRevision, PackageRecord, PackageState, RevisionContents,
+    SCHEMA_VERSION,
 };
 
 /// The binary packages a new revision of `arch` holds (`schemas::staged_artifacts`): those
@@ -46,11 +47,10 @@ pub fn served_timestamp(previous: Option<u64>, now_ms: u64) -> u64 {
 /// The revision that publishes `packages` after what the binhost is `serving` (numbered after
 /// the `latest` revision ever kept); `None` when it already serves exactly these packages.
 pub fn next_revision(
-    arch: &Arch,
+    binhost: &BinhostName,
     serving: Option<Serving<'_>>,
     latest: u64,
     packages: Vec<Artifact>,
-    fingerprint: Option<&str>,
     now_ms: u64,
 ) -> Option<(BinhostRevision, RevisionContents)> {
     if serving.is_some_and(|s| s.packages == packages.as_slice()) {
@@ -60,18 +60,18 @@ pub fn next_revision(
     let timestamp = served_timestamp(serving.map(|s| s.timestamp), now_ms);
     let revision = BinhostRevision {
         v: SCHEMA_VERSION,
-        arch: arch.clone(),
+        arch: binhost.arch.clone(),
         number,
         timestamp,
         created_ms: now_ms,
         packages: packages.len() as u64,
         bytes: packages.iter().map(|a| a.size).sum(),
-        contents: BinhostRevision::contents_object(arch, number),
-        fingerprint: fingerprint.map(str::to_owned),
+        contents: BinhostRevision::contents_object(binhost, number),
+        fingerprint: binhost.fingerprint.clone(),
     };
     let contents = RevisionContents {
         v: SCHEMA_VERSION,
-        arch: arch.clone(),
+        arch: binhost.arch.clone(),
         number,
         packages,
     };

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use schemas::{Arch, Artifact, PackageRecord, PackageState, fixtures};
+use schemas::{Arch, Artifact, BinhostName, PackageRecord, PackageState, fixtures};
 
 use super::*;
 
@@ -46,6 +46,16 @@ fn failed(atom: &str, updated_ms: u64) -> PackageRecord {
 
 fn amd64() -> Arch {
     Arch::default()
+}
+
+/// The binhost of amd64 with no fingerprint.
+fn plain() -> BinhostName {
+    BinhostName::new(amd64(), None)
+}
+
+/// The binhost of amd64 built for fingerprint `f1`.
+fn fingerprinted() -> BinhostName {
+    BinhostName::new(amd64(), Some("f1"))
 }
 
 #[test]
@@ -102,12 +112,11 @@ fn staged_of(records: &[PackageRecord], fingerprint: Option<&str>) -> Vec<(Strin
 #[test]
 fn revisions_number_up_and_their_timestamps_strictly_increase() {
     let packages = vec![artifact("a-b/a/a-1-1.gpkg.tar", "a1")];
-    let (first, contents) =
-        next_revision(&amd64(), None, 0, packages.clone(), Some("f1"), 5_000_999)
-            .expect("a first revision");
+    let (first, contents) = next_revision(&fingerprinted(), None, 0, packages.clone(), 5_000_999)
+        .expect("a first revision");
     assert_eq!((first.number, first.timestamp), (1, 5_000));
     assert_eq!((first.packages, first.bytes), (1, 1));
-    assert_eq!(first.contents, "revision-amd64-000000000001");
+    assert_eq!(first.contents, "revision-amd64_f1-000000000001");
     assert_eq!(first.fingerprint.as_deref(), Some("f1"));
     assert_eq!(contents.packages, packages);
     let current = Some(Serving {
@@ -115,7 +124,7 @@ fn revisions_number_up_and_their_timestamps_strictly_increase() {
         timestamp: first.timestamp,
     });
     assert_eq!(
-        next_revision(&amd64(), current, 1, packages.clone(), None, 9_000_000),
+        next_revision(&plain(), current, 1, packages.clone(), 9_000_000),
         None,
         "nothing new to publish"
     );
@@ -126,12 +135,10 @@ fn revisions_number_up_and_their_timestamps_strictly_increase() {
     // Published again within Portage's If-Modified-Since slack, or with the clock set back:
     // six seconds later.
     for now_ms in [5_000_500, 5_003_000, 4_000_000] {
-        let (next, _) =
-            next_revision(&amd64(), current, 1, more.clone(), None, now_ms).expect("new");
+        let (next, _) = next_revision(&plain(), current, 1, more.clone(), now_ms).expect("new");
         assert_eq!((next.number, next.timestamp), (2, 5_006), "{now_ms}");
     }
-    let (later, held) =
-        next_revision(&amd64(), current, 1, more.clone(), None, 7_000_000).expect("new");
+    let (later, held) = next_revision(&plain(), current, 1, more.clone(), 7_000_000).expect("new");
     assert_eq!(
         (later.number, later.timestamp, later.packages),
         (2, 7_000, 2)
@@ -144,7 +151,7 @@ fn revisions_number_up_and_their_timestamps_strictly_increase() {
         packages: &contents.packages,
         timestamp: 6_000,
     });
-    let (after, _) = next_revision(&amd64(), rolled_back, 3, more, None, 5_500_000).expect("new");
+    let (after, _) = next_revision(&plain(), rolled_back, 3, more, 5_500_000).expect("new");
     assert_eq!((after.number, after.timestamp), (4, 6_006));
 }
 
@@ -224,11 +231,10 @@ fn the_newest_revisions_and_the_current_one_are_kept() {
 #[test]
 fn garbage_is_what_no_kept_revision_and_no_record_references() {
     let (_, kept) = next_revision(
-        &amd64(),
+        &plain(),
         None,
         0,
         vec![artifact("p", "sha256-in-revision")],
-        None,
         1_000,
     )
     .expect("rev");

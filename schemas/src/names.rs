@@ -2,6 +2,7 @@
 //! documentation cannot drift apart.
 
 use crate::ids::{Arch, DroneName, PackageKey};
+use crate::messages::BinhostName;
 
 /// Work stream: one job per package subject, WorkQueue retention.
 pub const BUILDS_STREAM: &str = "SWARM_BUILDS";
@@ -22,8 +23,9 @@ pub const LEASES_BUCKET: &str = "swarm-leases";
 pub const PACKAGES_BUCKET: &str = "swarm-packages";
 /// Object store of the binary packages drones built, each under the SHA-256 of its contents.
 pub const ARTIFACTS_BUCKET: &str = "swarm-artifacts";
-/// Published binhost revisions (`rev.<arch>.<number>`) and which one each arch serves
-/// (`current.<arch>`); written by the coordinator only.
+/// Published binhost revisions (`rev.<binhost>.<number>`) and which one each binhost serves
+/// (`current.<binhost>`), a binhost being an arch and a fingerprint (`BinhostName::token`);
+/// written by the coordinator only.
 pub const BINHOST_BUCKET: &str = "swarm-binhost";
 /// KV bucket of the fingerprint each arch's run targets (`RunTarget`), keyed by arch; written
 /// by the coordinator only.
@@ -31,14 +33,19 @@ pub const TARGETS_BUCKET: &str = "swarm-targets";
 /// The operator's binhost requests (publish, rollback, status), answered by the coordinator.
 pub const BINHOST_SUBJECT: &str = "swarm.ctl.binhost";
 
-/// The key of a published revision in the binhost bucket.
-pub fn binhost_revision_key(arch: &Arch, number: u64) -> String {
-    format!("rev.{arch}.{number:012}")
+/// The key of a published revision in the binhost bucket: `rev.<binhost token>.<number>`.
+pub fn binhost_revision_key(binhost: &BinhostName, number: u64) -> String {
+    format!("{}{number:012}", binhost_revision_prefix(binhost))
 }
 
-/// The key saying which revision an arch's binhost serves.
-pub fn binhost_current_key(arch: &Arch) -> String {
-    format!("current.{arch}")
+/// What every revision key of one binhost starts with.
+pub fn binhost_revision_prefix(binhost: &BinhostName) -> String {
+    format!("rev.{}.", binhost.token())
+}
+
+/// The key saying which revision a binhost serves: `current.<binhost token>`.
+pub fn binhost_current_key(binhost: &BinhostName) -> String {
+    format!("current.{}", binhost.token())
 }
 
 /// Durable consumer through which the coordinator applies drone events to package state.

@@ -302,7 +302,7 @@ pub async fn demo(
     let cores: u32 = DRONES.iter().map(|(_, c)| c).sum();
     writeln!(
         out,
-        "\nThe build swarm is running: {} drones with {cores} cores, {} packages, builds simulated at time scale {}.\n\n  dashboard  {dashboard_url}\n  binhost    {binhost_url}/published/amd64 (once the run is published)\n  NATS       {nats_url}\n  swarmctl   SWARM_NATS__URL={nats_url} swarmctl status\n  logs       {}\n\nPress Ctrl-C to stop every process the demo started.\n",
+        "\nThe build swarm is running: {} drones with {cores} cores, {} packages, builds simulated at time scale {}.\n\n  dashboard  {dashboard_url}\n  binhost    {binhost_url}/published/amd64@<fingerprint> (once the run is published)\n  NATS       {nats_url}\n  swarmctl   SWARM_NATS__URL={nats_url} swarmctl status\n  logs       {}\n\nPress Ctrl-C to stop every process the demo started.\n",
         DRONES.len(),
         submitted.queued + submitted.already_queued,
         args.time_scale,
@@ -395,7 +395,12 @@ async fn follow(
         }
         // The coordinator publishes a run that ended with no failure at its next reconcile tick.
         if done_reported && !published_reported && summary.packages.failed == 0 {
-            let status = crate::binhost(client, None, schemas::BinhostCommand::Status).await;
+            let status = crate::binhost(
+                client,
+                crate::BinhostTarget::default(),
+                schemas::BinhostCommand::Status,
+            )
+            .await;
             if let Ok(Ok(state)) = status
                 && state.current.is_some()
             {
@@ -404,7 +409,7 @@ async fn follow(
                     out,
                     "\nPublished: {}\n\nA Gentoo machine installs these packages with `emerge --getbinpkg` after adding to\n/etc/portage/binrepos.conf:\n\n  [swarm]\n  sync-uri = {binhost_url}/published/{}\n",
                     state.status_line(),
-                    state.arch,
+                    state.binhost,
                 )?;
                 out.flush()?;
             }

@@ -1,13 +1,91 @@
-//! Binhost revisions and the operator's requests about them. The coordinator publishes a
-//! revision (the binary packages of every succeeded package of one arch, frozen) and switches the
-//! arch's current revision to it in one compare-and-set; `swarm-binhost` serves what the current
-//! revision lists, so a client sees one revision or the next, never a mix.
+//! Binhost revisions and the operator's requests about them. Each published binhost is one
+//! arch's packages built for one fingerprint (`BinhostName`). The coordinator publishes a
+//! revision (the binary packages of every succeeded package of it, frozen) and switches the
+//! binhost's current revision to it in one compare-and-set; `swarm-binhost` serves what the
+//! current revision lists, so a client sees one revision or the next, never a mix.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Artifact, PackageRecord, PackageState, version};
 use crate::codec::Wire;
 use crate::ids::Arch;
+
+/// One published binhost: an arch's packages built for one fingerprint, written
+/// `amd64@3f2a9c1d0e4b` (its URL is `/published/amd64@3f2a9c1d0e4b`), or, when no run targeted
+/// a fingerprint, the arch's alone (`amd64`). Machines of one profile and settings install from
+/// their fingerprint's binhost only, so packages of different settings are never mixed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BinhostName {
+    pub arch: Arch,
+    pub fingerprint: Option<String>,
+}
+
+/// Why a binhost name cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{input:?} is not a binhost name (ARCH or ARCH@FINGERPRINT, e.g. amd64@3f2a9c1d0e4b): {reason}"
+)]
+pub struct BinhostNameError {
+    pub input: String,
+    pub reason: String,
+}
+
+impl BinhostName {
+    pub fn new(arch: Arch, fingerprint: Option<&str>) -> BinhostName {
+        BinhostName {
+            arch,
+            fingerprint: fingerprint.map(str::to_owned),
+        }
+    }
+
+    pub fn parse(input: &str) -> Result<BinhostName, BinhostNameError> {
+        let error = |reason: String| BinhostNameError {
+            input: input.to_owned(),
+            reason,
+        };
+        let (arch, fingerprint) = match input.split_once('@') {
+            Some((arch, fingerprint)) => (arch, Some(fingerprint)),
+            None => (input, None),
+        };
+        let arch = Arch::parse(arch).map_err(|e| error(e.to_string()))?;
+        if let Some(id) = fingerprint
+            && !is_fingerprint_id(id)
+        {
+            return Err(error(format!(
+                "{id:?} is not a fingerprint id (1 to 64 lower-case hex digits)"
+            )));
+        }
+        Ok(BinhostName::new(arch, fingerprint))
+    }
+
+    /// The name in KV keys and object names, where `@` may not appear: `amd64_3f2a9c1d0e4b`
+    /// (an arch has no `_`, so it reads back one way).
+    pub fn token(&self) -> String {
+        match &self.fingerprint {
+            Some(id) => format!("{}_{id}", self.arch),
+            None => self.arch.to_string(),
+        }
+    }
+}
+
+/// A fingerprint id as drones show it: lower-case hex digits.
+pub fn is_fingerprint_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl fmt::Display for BinhostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.fingerprint {
+            Some(id) => write!(f, "{}@{id}", self.arch),
+            None => write!(f, "{}", self.arch),
+        }
+    }
+}
 
 /// One published revision of an arch's binhost, in the binhost bucket under
 /// `rev.<arch>.<number>`. Its packages are in the artifacts object store under `contents` (a
@@ -40,8 +118,13 @@ impl Wire for BinhostRevision {
 
 impl BinhostRevision {
     /// The name of the object holding a revision's contents.
-    pub fn contents_object(arch: &Arch, number: u64) -> String {
-        format!("revision-{arch}-{number:012}")
+    pub fn contents_object(binhost: &BinhostName, number: u64) -> String {
+        format!("revision-{}-{number:012}", binhost.token())
+    }
+
+    /// The binhost this revision belongs to.
+    pub fn binhost(&self) -> BinhostName {
+        BinhostName::new(self.arch.clone(), self.fingerprint.as_deref())
     }
 }
 
@@ -86,6 +169,9 @@ pub struct BinhostRequest {
     /// The coordinator's default arch when absent.
     #[serde(default)]
     pub arch: Option<Arch>,
+    /// The binhost of this fingerprint of the arch; absent: of the arch's current run target.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
     pub command: BinhostCommand,
 }
 
@@ -139,6 +225,9 @@ pub enum BinhostResult {
     /// back anything.
     State {
         arch: Arch,
+        /// The binhost's fingerprint (`arch@fingerprint`); `None`: the arch's own.
+        #[serde(default)]
+        fingerprint: Option<String>,
         current: Option<u64>,
         revisions: Vec<RevisionSummary>,
         changed: bool,

@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 
 pub use artifact::Artifact;
 pub use binhost::{
-    BinhostCommand, BinhostCurrent, BinhostReply, BinhostRequest, BinhostResult, BinhostRevision,
-    RevisionContents, RevisionSummary, staged_artifacts,
+    BinhostCommand, BinhostCurrent, BinhostName, BinhostNameError, BinhostReply, BinhostRequest,
+    BinhostResult, BinhostRevision, RevisionContents, RevisionSummary, is_fingerprint_id,
+    staged_artifacts,
 };
 pub use drone::{DroneRecord, DroneState, Event, EventKind, RunningBuild};
 pub use fingerprint::{Fingerprint, RunTarget};

@@ -286,3 +286,52 @@ fn bad_bytes_are_rejected_by_kind() {
         other => panic!("expected an invalid-atom error, got {other:?}"),
     }
 }
+
+#[test]
+fn binhost_names_read_back_and_their_tokens_are_key_safe() {
+    type Case = (
+        &'static str,
+        Result<(&'static str, &'static str), &'static str>,
+    );
+    let cases: [Case; 6] = [
+        ("amd64", Ok(("amd64", "amd64"))),
+        (
+            "amd64@3f2a9c1d0e4b",
+            Ok(("amd64@3f2a9c1d0e4b", "amd64_3f2a9c1d0e4b")),
+        ),
+        ("arm64-linux@0a", Ok(("arm64-linux@0a", "arm64-linux_0a"))),
+        ("amd64@", Err("not a fingerprint id")),
+        ("amd64@3F2A", Err("not a fingerprint id")),
+        ("../etc@00", Err("not a binhost name")),
+    ];
+    for (input, expected) in cases {
+        match (BinhostName::parse(input), expected) {
+            (Ok(name), Ok((shown, token))) => {
+                assert_eq!(name.to_string(), shown);
+                assert_eq!(name.token(), token);
+                assert_eq!(BinhostName::parse(&name.to_string()), Ok(name.clone()));
+                assert!(
+                    token
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                    "{token}"
+                );
+            }
+            (Err(err), Err(text)) => assert!(err.to_string().contains(text), "{input}: {err}"),
+            (got, _) => panic!("{input}: {got:?}"),
+        }
+    }
+    let name = BinhostName::parse("amd64@3f2a9c1d0e4b").expect("name");
+    assert_eq!(
+        crate::names::binhost_revision_key(&name, 7),
+        "rev.amd64_3f2a9c1d0e4b.000000000007"
+    );
+    assert_eq!(
+        crate::names::binhost_current_key(&name),
+        "current.amd64_3f2a9c1d0e4b"
+    );
+    assert_eq!(
+        BinhostRevision::contents_object(&name, 7),
+        "revision-amd64_3f2a9c1d0e4b-000000000007"
+    );
+}
