@@ -1,6 +1,7 @@
-//! `swarm-binhost`: serves the swarm's binary packages to Gentoo clients as Portage binhosts,
-//! one per arch — the revision the coordinator published (`/published/<arch>`) and everything
-//! built so far (`/staging/<arch>`, for the drones' `--getbinpkg`). Read-only: the coordinator
+//! `swarm-binhost`: serves the swarm's binary packages to Gentoo clients as Portage binhosts —
+//! per arch and fingerprint, the revision the coordinator published
+//! (`/published/<arch>@<fingerprint>`), and per arch everything built so far
+//! (`/staging/<arch>`, for the drones' `--getbinpkg`). Read-only: the coordinator
 //! is the binhost bucket's only writer; this reads `swarm-binhost`, `swarm-packages` and the
 //! `swarm-artifacts` object store, and can be run on as many machines as the fleet needs.
 

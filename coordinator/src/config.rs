@@ -64,8 +64,8 @@ pub struct Settings {
     pub schedule: Schedule,
     /// Publish an arch's binhost by itself when its run has ended with no new failure.
     pub binhost_auto_publish: bool,
-    /// Published binhost revisions kept per arch (for rollback); older ones are dropped, and
-    /// the binary packages only they referenced are deleted.
+    /// Published revisions kept per binhost (arch and fingerprint, for rollback); older ones
+    /// are dropped, and the binary packages only they referenced are deleted.
     pub binhost_keep_revisions: usize,
     /// A stored binary package referenced by nothing is deleted only once it is this old: a
     /// build that just stored it may not have reported it yet.

@@ -6,9 +6,11 @@
 //! the README does that.
 //!
 //! `swarm.rs` has the harness itself (`Swarm`, `DroneSpec`), `records.rs` reads the build records,
-//! and `invariants.rs` checks the reliability invariants from them; this file has the processes,
+//! `invariants.rs` checks the reliability invariants from them, `binhost.rs` starts `swarm-binhost`
+//! and reads it as Portage's client does; this file has the processes,
 //! the workload and submission that they share.
 
+pub mod binhost;
 pub mod deploy;
 pub mod invariants;
 mod records;

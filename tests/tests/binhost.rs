@@ -6,83 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use schemas::{PackageState, SubmitResult};
+use swarm_tests::binhost::*;
 use swarm_tests::*;
 use testkit::http;
-
-const HTTP: Duration = Duration::from_secs(10);
-
-/// Starts `swarm-binhost` and waits until it answers.
-async fn start_binhost(swarm: &mut Swarm) -> SocketAddr {
-    let port = testkit::free_port().expect("a free port");
-    swarm.spawn_binhost(port);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(response) = http::get(addr, "/healthz", HTTP).await
-            && response.status == 200
-        {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "swarm-binhost did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// What Portage's client lists from the binhost at `url` (its cache kept in `root` between
-/// calls), every file downloaded and verified.
-fn portage_client(url: &str, root: &Path) -> serde_json::Value {
-    testkit::portage::oracle(&[
-        "binhost-client",
-        url,
-        &root.display().to_string(),
-        "download",
-    ])
-    .expect("Portage reads the binhost")
-}
-
-/// The CPVs the client lists, after checking every file downloaded with the size and every
-/// checksum the index states.
-fn verified_cpvs(client: &serde_json::Value) -> BTreeSet<String> {
-    let packages = client["packages"].as_object().expect("packages");
-    for (cpv, entry) in packages {
-        let downloaded = &entry["downloaded"];
-        assert_eq!(downloaded["verified"], true, "{cpv}: {downloaded}");
-        let checked: Vec<&str> = downloaded["checked"]
-            .as_array()
-            .expect("checked")
-            .iter()
-            .filter_map(|v| v.as_str())
-            .collect();
-        for digest in ["size", "MD5", "SHA1"] {
-            assert!(
-                checked.contains(&digest),
-                "{cpv} unchecked {digest}: {checked:?}"
-            );
-        }
-        assert_eq!(
-            downloaded["bytes"]
-                .as_u64()
-                .map(|b| b.to_string())
-                .as_deref(),
-            entry["SIZE"].as_str(),
-            "{cpv}"
-        );
-    }
-    let messages = client["messages"].as_str().unwrap_or_default();
-    assert!(
-        !messages.contains("If-Modified-Since") && !messages.contains("!!! ["),
-        "Portage complained: {messages}"
-    );
-    packages.keys().cloned().collect()
-}
-
-fn cpvs(names: &[&str]) -> BTreeSet<String> {
-    names.iter().map(|s| (*s).to_owned()).collect()
-}
 
 /// Builds `atoms` (each `=cat/pf`) and waits until all of them succeeded.
 async fn build(swarm: &Swarm, atoms: &[&str], total: usize) {
@@ -117,8 +46,20 @@ async fn wait_current(swarm: &Swarm, number: u64) -> serde_json::Value {
     }
 }
 
-async fn index(addr: SocketAddr) -> String {
-    let response = http::get(addr, "/published/amd64/Packages", HTTP)
+/// Where `swarmctl binhost status` says its binhost is served: `/published/amd64@<fingerprint>`,
+/// or `/published/amd64` when the run was submitted before its drone said its fingerprint.
+fn published(status: &serde_json::Value) -> String {
+    let name = status["binhost"].as_str().expect("a binhost name");
+    let expected = match status["fingerprint"].as_str() {
+        Some(fingerprint) => format!("amd64@{fingerprint}"),
+        None => "amd64".to_owned(),
+    };
+    assert_eq!(name, expected, "{status}");
+    format!("/published/{name}")
+}
+
+async fn index(addr: SocketAddr, path: &str) -> String {
+    let response = http::get(addr, &format!("{path}/Packages"), HTTP)
         .await
         .expect("the index");
     assert_eq!(response.status, 200, "{}", response.body);
@@ -151,7 +92,7 @@ async fn a_gentoo_client_lists_and_downloads_what_the_swarm_built() {
         .await
         .expect("answer");
     assert_eq!(bad.status, 404, "{}", bad.body);
-    assert!(bad.body.contains("is not an arch"), "{}", bad.body);
+    assert!(bad.body.contains("is not a binhost name"), "{}", bad.body);
 
     let dir = tempfile::tempdir().expect("tempdir");
     swarm.spawn_drone(&DroneSpec::fake_emerge("e-a", dir.path()));
@@ -166,10 +107,11 @@ async fn a_gentoo_client_lists_and_downloads_what_the_swarm_built() {
     // The run ended with no failure: it publishes itself.
     let status = wait_current(&swarm, 1).await;
     assert_eq!(status["revisions"][0]["packages"], 3, "{status}");
+    let path = published(&status);
 
     // Portage's client lists exactly what was built, and every file verifies.
     let client_root = tempfile::tempdir().expect("client root");
-    let url = format!("http://{addr}/published/amd64");
+    let url = format!("http://{addr}{path}");
     let client = portage_client(&url, client_root.path());
     assert_eq!(verified_cpvs(&client), cpvs(&built));
     // Asked again, the client sends If-Modified-Since from its cached copy and keeps it.
@@ -183,7 +125,7 @@ async fn a_gentoo_client_lists_and_downloads_what_the_swarm_built() {
     assert_eq!(verified_cpvs(&staging), cpvs(&built));
 
     // HTTP as a cache or a mirror sees it: lengths, dates, conditional requests.
-    let response = http::get(addr, "/published/amd64/Packages", HTTP)
+    let response = http::get(addr, &format!("{path}/Packages"), HTTP)
         .await
         .expect("index");
     assert_eq!(
@@ -197,7 +139,7 @@ async fn a_gentoo_client_lists_and_downloads_what_the_swarm_built() {
     let not_modified = http::request(
         addr,
         "GET",
-        "/published/amd64/Packages",
+        &format!("{path}/Packages"),
         &[("If-Modified-Since", &last_modified)],
         HTTP,
     )
@@ -205,7 +147,7 @@ async fn a_gentoo_client_lists_and_downloads_what_the_swarm_built() {
     .expect("conditional index");
     assert_eq!((not_modified.status, not_modified.bytes.len()), (304, 0));
     let entry = &client["packages"]["app-misc/hello-1.0"];
-    let file = format!("/published/amd64/{}", entry["PATH"].as_str().expect("PATH"));
+    let file = format!("{path}/{}", entry["PATH"].as_str().expect("PATH"));
     let head = http::request(addr, "HEAD", &file, &[], HTTP)
         .await
         .expect("HEAD");
@@ -219,7 +161,7 @@ async fn a_gentoo_client_lists_and_downloads_what_the_swarm_built() {
     assert_eq!(cached.status, 304);
     let missing = http::get(
         addr,
-        "/published/amd64/app-misc/none/none-1-1.gpkg.tar",
+        &format!("{path}/app-misc/none/none-1-1.gpkg.tar"),
         HTTP,
     )
     .await
@@ -239,12 +181,12 @@ async fn clients_follow_each_revision_and_a_rollback_and_it_stays_rolled_back() 
     let dir = tempfile::tempdir().expect("tempdir");
     swarm.spawn_drone(&DroneSpec::fake_emerge("e-r", dir.path()));
     let addr = start_binhost(&mut swarm).await;
-    let url = format!("http://{addr}/published/amd64");
     let client_root = tempfile::tempdir().expect("client root");
 
     build(&swarm, &["=app-misc/one-1.0"], 1).await;
-    wait_current(&swarm, 1).await;
-    let first = index(addr).await;
+    let path = published(&wait_current(&swarm, 1).await);
+    let url = format!("http://{addr}{path}");
+    let first = index(addr, &path).await;
     assert_eq!(
         verified_cpvs(&portage_client(&url, client_root.path())),
         cpvs(&["app-misc/one-1.0"])
@@ -253,7 +195,7 @@ async fn clients_follow_each_revision_and_a_rollback_and_it_stays_rolled_back() 
     // The next run publishes revision 2 seconds later; the same client sees it.
     build(&swarm, &["=app-misc/two-1.0"], 2).await;
     wait_current(&swarm, 2).await;
-    let second = index(addr).await;
+    let second = index(addr, &path).await;
     assert!(index_timestamp(&second) > index_timestamp(&first) + 5);
     assert_eq!(
         verified_cpvs(&portage_client(&url, client_root.path())),
@@ -264,7 +206,7 @@ async fn clients_follow_each_revision_and_a_rollback_and_it_stays_rolled_back() 
     // the client that holds revision 2 takes it.
     let out = swarm.swarmctl(&["binhost", "rollback"]);
     assert!(out.status.success(), "{out:?}");
-    let rolled_back = index(addr).await;
+    let rolled_back = index(addr, &path).await;
     let without_timestamp = |index: &str| -> Vec<String> {
         index
             .lines()
@@ -281,7 +223,7 @@ async fn clients_follow_each_revision_and_a_rollback_and_it_stays_rolled_back() 
     // Revision 2's files stay downloadable (a client may be fetching them).
     let two = http::get(
         addr,
-        "/published/amd64/app-misc/two/two-1.0-1.gpkg.tar",
+        &format!("{path}/app-misc/two/two-1.0-1.gpkg.tar"),
         HTTP,
     )
     .await
@@ -291,7 +233,7 @@ async fn clients_follow_each_revision_and_a_rollback_and_it_stays_rolled_back() 
     // stays over several reconcile ticks.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(swarm.swarmctl_json(&["binhost", "status"])["current"], 1);
-    assert_eq!(index(addr).await, rolled_back);
+    assert_eq!(index(addr, &path).await, rolled_back);
     let revisions =
         String::from_utf8(swarm.swarmctl(&["binhost", "revisions"]).stdout).expect("utf-8");
     assert!(revisions.contains("* 1 "), "{revisions}");
@@ -306,10 +248,10 @@ enum Victim {
 }
 
 /// Waits until the binhost serves an index again (after a restart of anything).
-async fn served_index(addr: SocketAddr) -> String {
+async fn served_index(addr: SocketAddr, path: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(response) = http::get(addr, "/published/amd64/Packages", HTTP).await
+        if let Ok(response) = http::get(addr, &format!("{path}/Packages"), HTTP).await
             && response.status == 200
         {
             return response.body;
@@ -334,7 +276,6 @@ async fn publication_interrupted_anywhere_leaves_the_old_revision_or_the_new_one
     let dir = tempfile::tempdir().expect("tempdir");
     swarm.spawn_drone(&DroneSpec::fake_emerge("e-k", dir.path()));
     let addr = start_binhost(&mut swarm).await;
-    let url = format!("http://{addr}/published/amd64");
     build(&swarm, &["=app-misc/base-1.0"], 1).await;
     // Nothing publishes by itself with auto-publication off.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -343,8 +284,11 @@ async fn publication_interrupted_anywhere_leaves_the_old_revision_or_the_new_one
         serde_json::Value::Null
     );
     assert!(swarm.swarmctl(&["binhost", "publish"]).status.success());
+    let status = swarm.swarmctl_json(&["binhost", "status"]);
+    let path = published(&status);
+    let url = format!("http://{addr}{path}");
     let mut expected = vec!["app-misc/base-1.0".to_owned()];
-    let mut before = served_index(addr).await;
+    let mut before = served_index(addr, &path).await;
 
     // A revision written but not switched to (a writer stopped between its two steps) is not
     // served: `current` decides.
@@ -354,6 +298,11 @@ async fn publication_interrupted_anywhere_leaves_the_old_revision_or_the_new_one
             .get_key_value(schemas::names::BINHOST_BUCKET)
             .await
             .expect("binhost bucket");
+        let fingerprint = status["fingerprint"].as_str().map(str::to_owned);
+        let name = schemas::BinhostName {
+            arch: schemas::Arch::default(),
+            fingerprint: fingerprint.clone(),
+        };
         let orphan = schemas::BinhostRevision {
             v: schemas::SCHEMA_VERSION,
             arch: schemas::Arch::default(),
@@ -362,18 +311,14 @@ async fn publication_interrupted_anywhere_leaves_the_old_revision_or_the_new_one
             created_ms: 0,
             packages: 1,
             bytes: 1,
-            contents: "revision-amd64-nowhere".into(),
-            fingerprint: None,
+            contents: "revision-nowhere".into(),
+            fingerprint,
         };
-        bucket
-            .put(
-                "rev.amd64.1000",
-                schemas::encode(&orphan).expect("encode").into(),
-            )
-            .await
-            .expect("put");
-        assert_eq!(served_index(addr).await, before);
-        bucket.delete("rev.amd64.1000").await.expect("delete");
+        let key = schemas::names::binhost_revision_key(&name, 1_000);
+        let encoded = schemas::encode(&orphan).expect("encode");
+        bucket.put(&key, encoded.into()).await.expect("put");
+        assert_eq!(served_index(addr, &path).await, before);
+        bucket.delete(&key).await.expect("delete");
     }
 
     let victims = [
@@ -414,7 +359,7 @@ async fn publication_interrupted_anywhere_leaves_the_old_revision_or_the_new_one
         }
         let _ = publish.wait();
         // What is served is the old revision or the new one, whole.
-        let after = served_index(addr).await;
+        let after = served_index(addr, &path).await;
         let root = tempfile::tempdir().expect("client root");
         let listed = verified_cpvs(&portage_client(&url, root.path()));
         let old: BTreeSet<String> = expected.iter().cloned().collect();
@@ -444,6 +389,6 @@ async fn publication_interrupted_anywhere_leaves_the_old_revision_or_the_new_one
         let root = tempfile::tempdir().expect("client root");
         assert_eq!(verified_cpvs(&portage_client(&url, root.path())), new);
         expected.push(cpv);
-        before = served_index(addr).await;
+        before = served_index(addr, &path).await;
     }
 }

@@ -234,9 +234,25 @@ async fn the_demo_builds_the_world_and_ctrl_c_leaves_nothing_running() {
         .await;
     // The run published itself; the demo says how a Gentoo machine uses it, and Portage's own
     // client lists the 152 packages there and downloads and verifies every one.
-    let sync_uri = format!("http://127.0.0.1:{binhost_port}/published/amd64");
-    demo.wait_output(&format!("sync-uri = {sync_uri}"), Duration::from_secs(30))
-        .await;
+    // The demo's drones share one fingerprint: its binhost is `amd64@<that fingerprint>`.
+    let prefix = format!("sync-uri = http://127.0.0.1:{binhost_port}/published/amd64@");
+    demo.wait_output(&prefix, Duration::from_secs(30)).await;
+    let output = demo.output();
+    let sync_uri = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sync-uri = "))
+        .expect("the sync-uri line")
+        .to_owned();
+    // The README shows the demo's binhost as it is.
+    let binhost = sync_uri.rsplit('/').next().expect("the binhost name");
+    let readme =
+        std::fs::read_to_string(testkit::workspace_root().join("README.md")).expect("README");
+    assert!(
+        readme.contains(&format!(
+            "sync-uri = http://127.0.0.1:8090/published/{binhost}\n"
+        )),
+        "the README's demo output names another binhost than {binhost}"
+    );
     let client_root = work.path().join("gentoo-client");
     std::fs::create_dir_all(&client_root).expect("client root");
     let client = testkit::portage::oracle(&[
@@ -261,7 +277,8 @@ async fn the_demo_builds_the_world_and_ctrl_c_leaves_nothing_running() {
         "Drones:    ",
         "Status:    BUILDING",
         "152 succeeded, 0 failed",
-        "Published: amd64: revision 1",
+        "Published: amd64@",
+        ": revision 1",
         "152 packages",
         "[swarm]",
         "stopped all 8 processes the demo started",

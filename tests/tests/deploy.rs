@@ -205,7 +205,7 @@ fn compose_services_run_our_binaries_with_settings_their_loaders_accept() {
     assert!(readme.contains("http://localhost:8080/"));
     // The binhost where the README's binrepos.conf lines point.
     assert_eq!(binhost_port, Some(vec!["127.0.0.1:8090:8090".to_owned()]));
-    assert!(readme.contains("sync-uri = http://localhost:8090/published/amd64"));
+    assert!(readme.contains("sync-uri = http://localhost:8090/published/amd64@"));
 }
 
 /// The `gentoo` profile: one real build machine, a Gentoo stage3 running the emerge builder,

@@ -198,8 +198,13 @@ async fn every_component_works_with_its_own_credential() {
         "publish as operator: {}",
         String::from_utf8_lossy(&published.stdout)
     );
+    let binhost = swarm.swarmctl_json(&["binhost", "status"])["binhost"].clone();
+    let published = format!(
+        "/published/{}/Packages",
+        binhost.as_str().expect("its name")
+    );
     let addr = SocketAddr::from(([127, 0, 0, 1], binhost_port));
-    for path in ["/published/amd64/Packages", "/staging/amd64/Packages"] {
+    for path in [published_index.as_str(), "/staging/amd64/Packages"] {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let response = testkit::http::get(addr, path, Duration::from_secs(5)).await;
