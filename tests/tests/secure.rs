@@ -199,7 +199,7 @@ async fn every_component_works_with_its_own_credential() {
         String::from_utf8_lossy(&published.stdout)
     );
     let binhost = swarm.swarmctl_json(&["binhost", "status"])["binhost"].clone();
-    let published = format!(
+    let published_index = format!(
         "/published/{}/Packages",
         binhost.as_str().expect("its name")
     );
