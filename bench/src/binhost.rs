@@ -225,6 +225,7 @@ async fn write_records(
             submitted_ms: now,
             updated_ms: now,
             fingerprint: None,
+            run: None,
         };
         bucket
             .put(p.atom.key().as_str(), schemas::encode(&record)?.into())
@@ -240,7 +241,7 @@ async fn publish(swarm: &Swarm) -> anyhow::Result<Duration> {
         arch: None,
         // No run targets a fingerprint here: the arch's own binhost, `/published/amd64`.
         fingerprint: None,
-        command: BinhostCommand::Publish,
+        command: BinhostCommand::Publish { run: None },
     };
     let started = Instant::now();
     let reply = swarm

@@ -216,6 +216,7 @@ impl Swarm {
                 items: chunk.to_vec(),
                 arch: None,
                 fingerprint: None,
+                run: None,
             };
             let payload = schemas::encode(&request)?;
             let reply = self

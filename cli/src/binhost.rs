@@ -96,15 +96,19 @@ impl BinhostState {
 
     /// The kept revisions, newest first, the current one marked.
     pub fn revisions_table(&self) -> String {
-        let mut out = format!("{}\n  REVISION  TIMESTAMP   PACKAGES  SIZE\n", self.binhost);
+        let mut out = format!(
+            "{}\n  REVISION  TIMESTAMP   PACKAGES  SIZE       RUN\n",
+            self.binhost
+        );
         for r in &self.revisions {
             let mark = if Some(r.number) == self.current {
                 '*'
             } else {
                 ' '
             };
+            let run = r.run.as_ref().map_or("-", |run| run.as_str());
             out.push_str(&format!(
-                "{mark} {:<8}  {:<10}  {:<8}  {}\n",
+                "{mark} {:<8}  {:<10}  {:<8}  {:<9}  {run}\n",
                 r.number,
                 r.timestamp,
                 r.packages,
@@ -143,20 +147,24 @@ mod tests {
 
     #[test]
     fn status_and_revisions_read_as_a_person_would() {
-        let revision = |number, packages, bytes| RevisionSummary {
+        let revision = |number, packages, bytes, run: Option<&str>| RevisionSummary {
             number,
             timestamp: 1_796_000_000 + number,
             created_ms: 0,
             packages,
             bytes,
             fingerprint: Some("3f2a9c1d0e4b".to_owned()),
+            run: run.map(|r| schemas::RunName::parse(r).expect("run")),
         };
         let state = BinhostState {
             arch: Arch::default(),
             fingerprint: Some("3f2a9c1d0e4b".to_owned()),
             binhost: "amd64@3f2a9c1d0e4b".to_owned(),
             current: Some(2),
-            revisions: vec![revision(3, 5, 5 * 1024 * 1024), revision(2, 4, 900)],
+            revisions: vec![
+                revision(3, 5, 5 * 1024 * 1024, Some("nightly-2")),
+                revision(2, 4, 900, None),
+            ],
             changed: false,
         };
         assert_eq!(
@@ -165,7 +173,7 @@ mod tests {
         );
         assert_eq!(
             state.revisions_table(),
-            "amd64@3f2a9c1d0e4b\n  REVISION  TIMESTAMP   PACKAGES  SIZE\n  3         1796000003  5         5.0 MiB\n* 2         1796000002  4         900 B\n"
+            "amd64@3f2a9c1d0e4b\n  REVISION  TIMESTAMP   PACKAGES  SIZE       RUN\n  3         1796000003  5         5.0 MiB    nightly-2\n* 2         1796000002  4         900 B      -\n"
         );
         let empty = BinhostState {
             current: None,

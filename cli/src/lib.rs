@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use schemas::{Arch, BinhostCommand, DroneName, NameError};
+use schemas::{Arch, BinhostCommand, DroneName, NameError, RunName};
 
 pub use binhost::{BinhostState, binhost};
 pub use config::Config;
@@ -108,7 +108,7 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Args)]
+#[derive(Debug, Clone, Default, PartialEq, Args)]
 #[command(group(
     clap::ArgGroup::new("input").required(true).multiple(true).args(["atoms", "file", "pretend"])
 ))]
@@ -132,6 +132,10 @@ pub struct SubmitArgs {
     /// current one, or the one its online drones share)
     #[arg(long, value_name = "ID", value_parser = parse_fingerprint)]
     pub fingerprint: Option<String>,
+    /// The run the packages belong to: a new one or one submitted to before (default: a new run
+    /// named after this second, run-YYYYMMDD-HHMMSS UTC)
+    #[arg(long, value_name = "NAME", value_parser = RunName::parse)]
+    pub run: Option<RunName>,
 }
 
 /// A fingerprint id as drones show it: hex digits.
@@ -163,8 +167,11 @@ pub struct BinhostTarget {
 #[derive(Debug, Clone, PartialEq, Subcommand)]
 pub enum BinhostArgs {
     /// Publish the binary packages of every succeeded package built for the fingerprint as a
-    /// new revision of its binhost, atomically
+    /// new revision of its binhost, atomically; with RUN, once that run has ended, to its
+    /// fingerprint's binhost, leaving out what runs still under way built
     Publish {
+        #[arg(value_name = "RUN", value_parser = RunName::parse)]
+        run: Option<RunName>,
         #[command(flatten)]
         target: BinhostTarget,
     },
@@ -343,7 +350,14 @@ async fn dispatch(
         Command::Binhost(args) => {
             // (which binhost, request, print JSON, print the revisions table)
             let (target, command, json, table) = match args {
-                BinhostArgs::Publish { target } => (target, BinhostCommand::Publish, false, false),
+                BinhostArgs::Publish { run, target } => (
+                    target,
+                    BinhostCommand::Publish {
+                        run: run.map(|r| r.to_string()),
+                    },
+                    false,
+                    false,
+                ),
                 BinhostArgs::Rollback { revision, target } => (
                     target,
                     BinhostCommand::Rollback { to: revision },
@@ -370,8 +384,8 @@ async fn dispatch(
                 write!(out, "{}", state.revisions_table())?;
             } else {
                 let verb = match (&command, state.changed) {
-                    (BinhostCommand::Publish, true) => "published ",
-                    (BinhostCommand::Publish, false) => "nothing new to publish; serving ",
+                    (BinhostCommand::Publish { .. }, true) => "published ",
+                    (BinhostCommand::Publish { .. }, false) => "nothing new to publish; serving ",
                     (BinhostCommand::Rollback { .. }, true) => "rolled back; serving ",
                     (BinhostCommand::Rollback { .. }, false) => "already serving ",
                     (BinhostCommand::Status, _) => "",
@@ -402,106 +416,5 @@ fn write_json<T: serde::Serialize>(
 }
 
 #[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    use super::*;
-
-    #[test]
-    fn the_command_line_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn arguments_parse() {
-        // (argv, expected command, or None when clap must refuse it)
-        let cases: Vec<(&[&str], Option<Command>)> = vec![
-            (
-                &["swarmctl", "status"],
-                Some(Command::Status { json: false }),
-            ),
-            (
-                &["swarmctl", "status", "--json"],
-                Some(Command::Status { json: true }),
-            ),
-            (
-                &["swarmctl", "packages", "--state", "retry_wait", "--json"],
-                Some(Command::Packages {
-                    state: Some(StateFilter::RetryWait),
-                    json: true,
-                }),
-            ),
-            (&["swarmctl", "packages", "--state", "lost"], None),
-            (
-                &["swarmctl", "wait", "--timeout", "1.5"],
-                Some(Command::Wait {
-                    timeout: Some(Duration::from_millis(1500)),
-                }),
-            ),
-            (&["swarmctl", "wait", "--timeout", "-1"], None),
-            (&["swarmctl", "wait", "--timeout", "soon"], None),
-            (
-                &["swarmctl", "unground", "drone-Izar"],
-                Some(Command::Unground {
-                    name: DroneName::parse("drone-Izar").expect("valid"),
-                }),
-            ),
-            (&["swarmctl", "unground", "drone;reboot"], None),
-            (&["swarmctl", "unground"], None),
-            (&["swarmctl", "submit"], None),
-            (
-                &["swarmctl", "submit", "--arch", "AMD64", "sys-libs/zlib"],
-                None,
-            ),
-            (
-                &[
-                    "swarmctl",
-                    "submit",
-                    "--file",
-                    "a.txt",
-                    "--pretend",
-                    "-",
-                    "--arch",
-                    "arm64",
-                    "sys-libs/zlib",
-                ],
-                Some(Command::Submit(SubmitArgs {
-                    atoms: vec!["sys-libs/zlib".into()],
-                    file: vec!["a.txt".into()],
-                    pretend: vec!["-".into()],
-                    arch: Some(Arch::parse("arm64").expect("valid")),
-                    fingerprint: None,
-                })),
-            ),
-        ];
-        for (argv, expected) in cases {
-            let parsed = Cli::try_parse_from(argv).map(|cli| cli.command);
-            match (parsed, expected) {
-                (Ok(got), Some(want)) => assert_eq!(got, want, "{argv:?}"),
-                (Err(_), None) => {}
-                (got, want) => panic!("{argv:?}: got {got:?}, want {want:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn timeouts_are_positive_seconds() {
-        assert_eq!(parse_timeout("0.25"), Ok(Duration::from_millis(250)));
-        for input in ["0", "-1", "soon", "inf", "NaN", "1e12"] {
-            assert_eq!(
-                parse_timeout(input),
-                Err(ArgError::NotSeconds {
-                    input: input.to_owned()
-                }),
-                "{input}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_config_option_is_global() {
-        let cli =
-            Cli::try_parse_from(["swarmctl", "status", "--config", "x.toml"]).expect("parses");
-        assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
-    }
-}
+#[path = "lib_tests.rs"]
+mod tests;

@@ -5,19 +5,21 @@ use std::io::Read;
 use std::path::Path;
 
 use schemas::names::SUBMIT_SUBJECT;
-use schemas::{SCHEMA_VERSION, SubmitReply, SubmitRequest, SubmitResult};
+use schemas::{RunName, SCHEMA_VERSION, SubmitReply, SubmitRequest, SubmitResult};
 
 use crate::input::Collected;
 use crate::rpc::{self, RequestFailure};
 use crate::{CliError, SubmitArgs};
 
 /// What the coordinator did with an accepted submission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submitted {
     /// Packages that were new (or finished and queued again).
     pub queued: u32,
     /// Packages that were still queued or building and were left as they were.
     pub already_queued: u32,
+    /// The run they belong to (`None` from a coordinator of the previous release).
+    pub run: Option<RunName>,
 }
 
 impl fmt::Display for Submitted {
@@ -32,7 +34,11 @@ impl fmt::Display for Submitted {
                 "packages"
             },
             self.already_queued
-        )
+        )?;
+        match &self.run {
+            Some(run) => write!(f, " in run {run}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -71,6 +77,7 @@ pub fn prepare_submission(args: &SubmitArgs) -> Result<SubmitRequest, CliError> 
         items: collected.items,
         arch: args.arch.clone(),
         fingerprint: args.fingerprint.clone(),
+        run: args.run.as_ref().map(ToString::to_string),
     })
 }
 
@@ -113,9 +120,11 @@ pub async fn submit(
         SubmitResult::Accepted {
             queued,
             already_queued,
+            run,
         } => Ok(Submitted {
             queued,
             already_queued,
+            run,
         }),
         SubmitResult::Rejected { rejections } => Err(CliError::Rejected(rejections)),
         SubmitResult::Error { message } => Err(CliError::Coordinator { message }),
@@ -135,6 +144,7 @@ mod tests {
             pretend: pretend.into_iter().collect(),
             arch: None,
             fingerprint: None,
+            run: None,
         }
     }
 
@@ -189,6 +199,7 @@ mod tests {
             Submitted {
                 queued,
                 already_queued,
+                run: None,
             }
             .to_string()
         };

@@ -246,6 +246,7 @@ async fn submit_needs_a_coordinator_and_validates_first() {
             pretend: vec![],
             arch: None,
             fingerprint: None,
+            run: None,
         })
     };
     let err = swarm
@@ -280,6 +281,7 @@ async fn submit_needs_a_coordinator_and_validates_first() {
         SubmitResult::Accepted {
             queued: 1,
             already_queued: 1,
+            run: None,
         },
         SubmitResult::Rejected {
             rejections: vec![schemas::AtomRejection {

@@ -8,19 +8,16 @@
 //! reads `current`, then the revision it names: a client sees one revision or the next, never a
 //! mix, whatever stops in between (the coordinator, the server).
 
-use std::collections::BTreeMap;
-
 use async_nats::jetstream::kv;
-use futures::StreamExt;
 use schemas::{
     Arch, BinhostCommand, BinhostCurrent, BinhostName, BinhostReply, BinhostRequest, BinhostResult,
-    BinhostRevision, RevisionContents, RevisionSummary, SCHEMA_VERSION, decode, decode_object,
-    encode, names,
+    RunName, SCHEMA_VERSION, decode, encode, names,
 };
-use tokio::io::AsyncReadExt;
 use tracing::{debug, info, warn};
 
+use crate::binhost_store::{Current, Published};
 use crate::publication;
+use crate::runs::{self, RunRefusal};
 use crate::service::Service;
 
 /// Why a binhost request could not be carried out.
@@ -48,47 +45,8 @@ pub enum BinhostError {
     Encode(#[from] schemas::EncodeError),
     #[error("cannot read revision contents {object}: {reason}")]
     Contents { object: String, reason: String },
-}
-
-/// What the bucket holds for one binhost.
-struct Published {
-    revisions: BTreeMap<u64, BinhostRevision>,
-    /// The `current` key, when one was ever published.
-    current: Option<Current>,
-}
-
-/// The `current` key of a binhost: the revision served, the `TIMESTAMP` it is served with, and the
-/// key's KV revision (for the compare-and-set).
-#[derive(Debug, Clone, Copy)]
-struct Current {
-    number: u64,
-    timestamp: u64,
-    kv_revision: u64,
-}
-
-impl Published {
-    fn current_revision(&self) -> Option<&BinhostRevision> {
-        self.current.and_then(|c| self.revisions.get(&c.number))
-    }
-
-    fn current_number(&self) -> Option<u64> {
-        self.current.map(|c| c.number)
-    }
-
-    fn summaries(&self) -> Vec<RevisionSummary> {
-        self.revisions
-            .values()
-            .rev()
-            .map(|r| RevisionSummary {
-                number: r.number,
-                timestamp: r.timestamp,
-                created_ms: r.created_ms,
-                packages: r.packages,
-                bytes: r.bytes,
-                fingerprint: r.fingerprint.clone(),
-            })
-            .collect()
-    }
+    #[error(transparent)]
+    Run(#[from] RunRefusal),
 }
 
 impl Service {
@@ -148,17 +106,29 @@ impl Service {
         if !self.settings.arches.contains(arch) {
             return Err(BinhostError::UnknownArch(arch.clone()));
         }
-        let fingerprint = match fingerprint {
-            Some(id) if !schemas::is_fingerprint_id(id) => {
-                return Err(BinhostError::BadFingerprint(id.to_owned()));
+        if let Some(id) = fingerprint.filter(|id| !schemas::is_fingerprint_id(id)) {
+            return Err(BinhostError::BadFingerprint(id.to_owned()));
+        }
+        // A run is published to the binhost of the fingerprint it was built for.
+        let run = match command {
+            BinhostCommand::Publish { run: Some(run) } => {
+                let standings = runs::standings(self.table.records(), arch);
+                Some(runs::target(&standings, arch, run, fingerprint)?)
             }
-            Some(id) => Some(id.to_owned()),
-            None => self.target_id(arch).await?,
+            _ => None,
+        };
+        let fingerprint = match (&run, fingerprint) {
+            (Some((_, of_run)), _) => of_run.clone(),
+            (None, Some(id)) => Some(id.to_owned()),
+            (None, None) => self.target_id(arch).await?,
         };
         let binhost = BinhostName::new(arch.clone(), fingerprint.as_deref());
         let (published, changed) = match command {
             BinhostCommand::Status => (self.read_published(&binhost).await?, false),
-            BinhostCommand::Publish => self.publish_binhost(&binhost).await?,
+            BinhostCommand::Publish { .. } => {
+                self.publish_binhost(&binhost, run.map(|(name, _)| name))
+                    .await?
+            }
             BinhostCommand::Rollback { to } => self.roll_back(&binhost, *to).await?,
         };
         Ok((binhost, published, changed))
@@ -207,7 +177,8 @@ impl Service {
             if !publication::run_ended_cleanly(of_binhost, &arch, published_ms) {
                 continue;
             }
-            match self.publish_binhost(&binhost).await {
+            let run = runs::latest(&runs::standings(self.table.records(), &arch));
+            match self.publish_binhost(&binhost, run).await {
                 Ok((p, true)) => {
                     info!(%binhost, revision = ?p.current_number(), "run ended cleanly; binhost published")
                 }
@@ -217,12 +188,13 @@ impl Service {
         }
     }
 
-    /// Publishes what is built now for the binhost's fingerprint as its next revision;
-    /// unchanged when nothing is new. The contents object first, the revision's key next, the
-    /// switch of `current` last.
+    /// Publishes what is built now for the binhost's fingerprint as its next revision
+    /// (for `run`, an ended one: without what runs under way built); unchanged when nothing is
+    /// new. The contents object first, the revision's key next, the switch of `current` last.
     async fn publish_binhost(
         &mut self,
         binhost: &BinhostName,
+        run: Option<RunName>,
     ) -> Result<(Published, bool), BinhostError> {
         let mut published = self.read_published(binhost).await?;
         let current_contents = match published.current_revision() {
@@ -238,13 +210,19 @@ impl Service {
                     timestamp: current.timestamp,
                 });
         let latest = published.revisions.keys().next_back().copied().unwrap_or(0);
-        let staged = publication::staged(
-            self.table.records(),
-            &binhost.arch,
-            binhost.fingerprint.as_deref(),
-        );
+        let (arch, fingerprint) = (&binhost.arch, binhost.fingerprint.as_deref());
+        let staged = match &run {
+            Some(_) => runs::contents(
+                self.table.records(),
+                arch,
+                fingerprint,
+                &runs::standings(self.table.records(), arch),
+                serving.map_or(&[], |s| s.packages),
+            ),
+            None => publication::staged(self.table.records(), arch, fingerprint),
+        };
         let Some((revision, contents)) =
-            publication::next_revision(binhost, serving, latest, staged, runtime::now_ms())
+            publication::next_revision(binhost, serving, latest, staged, run, runtime::now_ms())
         else {
             return Ok((published, false));
         };
@@ -268,40 +246,6 @@ impl Service {
         self.keep_revisions(binhost, &mut published).await;
         self.collect_garbage().await;
         Ok((published, true))
-    }
-
-    /// The fingerprint id the arch's run targets, if any.
-    async fn target_id(&self, arch: &Arch) -> Result<Option<String>, BinhostError> {
-        match self.topo.targets.get(arch.as_str()).await {
-            Ok(Some(bytes)) => Ok(decode::<schemas::RunTarget>(&bytes)
-                .ok()
-                .map(|t| t.fingerprint.id)),
-            Ok(None) => Ok(None),
-            Err(err) => Err(BinhostError::Read(err.to_string())),
-        }
-    }
-
-    /// A revision's packages, from the object store.
-    pub(crate) async fn read_contents(
-        &self,
-        revision: &BinhostRevision,
-    ) -> Result<RevisionContents, BinhostError> {
-        let failed = |reason: String| BinhostError::Contents {
-            object: revision.contents.clone(),
-            reason,
-        };
-        let mut object = self
-            .topo
-            .artifacts
-            .get(&revision.contents)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let mut bytes = Vec::new();
-        object
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        decode_object(&bytes).map_err(|e| failed(e.to_string()))
     }
 
     /// Serves an earlier kept revision again: the same packages, byte for byte, in an index whose
@@ -388,125 +332,5 @@ impl Service {
             kv_revision: written,
         });
         Ok(())
-    }
-
-    /// Drops the revisions past the newest `binhost_keep_revisions` (never the current one).
-    async fn keep_revisions(&self, binhost: &BinhostName, published: &mut Published) {
-        let Some(current) = published.current_number() else {
-            return;
-        };
-        let numbers: Vec<u64> = published.revisions.keys().copied().collect();
-        for number in publication::to_drop(&numbers, current, self.settings.binhost_keep_revisions)
-        {
-            let key = names::binhost_revision_key(binhost, number);
-            match self.topo.binhost.delete(key.as_str()).await {
-                Ok(()) => {
-                    published.revisions.remove(&number);
-                    info!(%binhost, revision = number, "binhost revision dropped");
-                }
-                Err(err) => {
-                    warn!(%binhost, revision = number, error = %err, "binhost revision not dropped")
-                }
-            }
-        }
-    }
-
-    /// Deletes the stored binary packages that no kept revision of any binhost and no package
-    /// record references, once they are older than the grace period.
-    async fn collect_garbage(&mut self) {
-        // Not knowing what a binhost keeps, delete nothing.
-        let Ok(revisions) = self.read_revisions("rev.").await else {
-            return;
-        };
-        let mut kept = Vec::new();
-        for revision in revisions {
-            match self.read_contents(&revision).await {
-                Ok(contents) => kept.push(contents),
-                Err(_) => return,
-            }
-        }
-        let Ok(mut list) = self.topo.artifacts.list().await else {
-            return;
-        };
-        let grace = self.settings.binhost_gc_grace_secs as i64;
-        let now = (runtime::now_ms() / 1000) as i64;
-        let mut old = Vec::new();
-        while let Some(Ok(info)) = list.next().await {
-            let age = info.modified.map(|m| now - m.unix_timestamp()).unwrap_or(0);
-            if !info.deleted && age >= grace {
-                old.push(info.name);
-            }
-        }
-        let garbage =
-            publication::garbage(old.iter().map(String::as_str), &kept, self.table.records());
-        for object in garbage {
-            match self.topo.artifacts.delete(&object).await {
-                Ok(()) => info!(%object, "unreferenced binary package deleted"),
-                Err(err) => warn!(%object, error = %err, "unreferenced binary package not deleted"),
-            }
-        }
-    }
-
-    /// Every kept revision of a binhost and its current one.
-    async fn read_published(&self, binhost: &BinhostName) -> Result<Published, BinhostError> {
-        let revisions: BTreeMap<u64, BinhostRevision> = self
-            .read_revisions(&names::binhost_revision_prefix(binhost))
-            .await?
-            .into_iter()
-            .map(|revision| (revision.number, revision))
-            .collect();
-        let current = match self
-            .topo
-            .binhost
-            .entry(names::binhost_current_key(binhost))
-            .await
-            .map_err(|e| BinhostError::Read(e.to_string()))?
-        {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                decode::<BinhostCurrent>(&entry.value)
-                    .ok()
-                    .map(|c| Current {
-                        number: c.number,
-                        timestamp: match c.timestamp {
-                            0 => revisions.get(&c.number).map_or(0, |r| r.timestamp),
-                            served => served,
-                        },
-                        kv_revision: entry.revision,
-                    })
-            }
-            _ => None,
-        };
-        Ok(Published { revisions, current })
-    }
-
-    /// Every revision whose key starts with `prefix` (`rev.` for those of every binhost).
-    async fn read_revisions(&self, prefix: &str) -> Result<Vec<BinhostRevision>, BinhostError> {
-        let mut keys = self
-            .topo
-            .binhost
-            .keys()
-            .await
-            .map_err(|e| BinhostError::Read(e.to_string()))?;
-        let mut revisions = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| BinhostError::Read(e.to_string()))?;
-            if !key.starts_with(prefix) {
-                continue;
-            }
-            let Some(bytes) = self
-                .topo
-                .binhost
-                .get(key.as_str())
-                .await
-                .map_err(|e| BinhostError::Read(e.to_string()))?
-            else {
-                continue;
-            };
-            match decode::<BinhostRevision>(&bytes) {
-                Ok(revision) => revisions.push(revision),
-                Err(err) => warn!(%key, error = %err, "undecodable binhost revision ignored"),
-            }
-        }
-        Ok(revisions)
     }
 }

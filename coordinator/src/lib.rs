@@ -9,6 +9,7 @@
 mod apply;
 pub mod big_jobs;
 pub mod binhost;
+mod binhost_store;
 pub mod config;
 pub mod drones;
 pub mod events;
@@ -18,6 +19,7 @@ pub mod publication;
 pub mod publish;
 pub mod reconcile;
 pub mod retry;
+pub mod runs;
 pub mod schedule;
 pub mod service;
 pub mod store;

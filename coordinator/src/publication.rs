@@ -1,13 +1,13 @@
 //! The binhost's publication, pure: what a new revision of an arch holds, its number and index
 //! `TIMESTAMP`, when a finished run publishes itself, which revisions are kept and which stored
-//! objects nothing references any more. The coordinator's `binhost_io.rs` reads and writes what
-//! these decide.
+//! objects nothing references any more. The coordinator's `binhost.rs` reads and writes what
+//! these decide; `runs.rs` decides what a run's publication holds.
 
 use std::collections::BTreeSet;
 
 use schemas::{
     Arch, Artifact, BinhostName, BinhostRevision, PackageRecord, PackageState, RevisionContents,
-    SCHEMA_VERSION,
+    RunName, SCHEMA_VERSION,
 };
 
 /// The binary packages a new revision of `arch` holds (`schemas::staged_artifacts`): those
@@ -44,13 +44,15 @@ pub fn served_timestamp(previous: Option<u64>, now_ms: u64) -> u64 {
     })
 }
 
-/// The revision that publishes `packages` after what the binhost is `serving` (numbered after
-/// the `latest` revision ever kept); `None` when it already serves exactly these packages.
+/// The revision that publishes `packages` (for `run`) after what the binhost is `serving`
+/// (numbered after the `latest` revision ever kept); `None` when it already serves exactly
+/// these packages.
 pub fn next_revision(
     binhost: &BinhostName,
     serving: Option<Serving<'_>>,
     latest: u64,
     packages: Vec<Artifact>,
+    run: Option<RunName>,
     now_ms: u64,
 ) -> Option<(BinhostRevision, RevisionContents)> {
     if serving.is_some_and(|s| s.packages == packages.as_slice()) {
@@ -68,6 +70,7 @@ pub fn next_revision(
         bytes: packages.iter().map(|a| a.size).sum(),
         contents: BinhostRevision::contents_object(binhost, number),
         fingerprint: binhost.fingerprint.clone(),
+        run,
     };
     let contents = RevisionContents {
         v: SCHEMA_VERSION,

@@ -59,7 +59,7 @@ fn fingerprinted() -> BinhostName {
 }
 
 #[test]
-fn staged_packages_are_the_succeeded_ones_of_the_arch_by_path() {
+fn staged_packages_are_each_package_of_the_arch_last_built_by_path() {
     let mut other_arch = succeeded(
         "a-b/other",
         vec![artifact("a-b/other/other-1-1.gpkg.tar", "o")],
@@ -73,6 +73,15 @@ fn staged_packages_are_the_succeeded_ones_of_the_arch_by_path() {
         succeeded("=a-b/a-1", vec![artifact("a-b/a/a-1-1.gpkg.tar", "a2")], 0),
         failed("a-b/f", 0),
         fixtures::package_record("a-b/q", PackageState::Queued { attempt: 1 }),
+        // Built again now, and built again in vain: their last success's files stay.
+        PackageRecord {
+            artifacts: vec![artifact("a-b/r/r-1-1.gpkg.tar", "r1")],
+            ..fixtures::package_record("a-b/r", PackageState::Queued { attempt: 1 })
+        },
+        PackageRecord {
+            artifacts: vec![artifact("a-b/g/g-1-1.gpkg.tar", "g1")],
+            ..failed("a-b/g", 0)
+        },
         other_arch,
     ];
     let got_of = |fingerprint: Option<&str>| -> Vec<(String, String)> {
@@ -90,6 +99,8 @@ fn staged_packages_are_the_succeeded_ones_of_the_arch_by_path() {
         got,
         [
             ("a-b/a/a-1-1.gpkg.tar", "a2"),
+            ("a-b/g/g-1-1.gpkg.tar", "g1"),
+            ("a-b/r/r-1-1.gpkg.tar", "r1"),
             ("a-b/z/z-1-1.gpkg.tar", "z1")
         ]
     );
@@ -109,22 +120,34 @@ fn staged_of(records: &[PackageRecord], fingerprint: Option<&str>) -> Vec<(Strin
         .collect()
 }
 
+fn nightly() -> Option<schemas::RunName> {
+    schemas::RunName::parse("nightly").ok()
+}
+
 #[test]
 fn revisions_number_up_and_their_timestamps_strictly_increase() {
     let packages = vec![artifact("a-b/a/a-1-1.gpkg.tar", "a1")];
-    let (first, contents) = next_revision(&fingerprinted(), None, 0, packages.clone(), 5_000_999)
-        .expect("a first revision");
+    let (first, contents) = next_revision(
+        &fingerprinted(),
+        None,
+        0,
+        packages.clone(),
+        nightly(),
+        5_000_999,
+    )
+    .expect("a first revision");
     assert_eq!((first.number, first.timestamp), (1, 5_000));
     assert_eq!((first.packages, first.bytes), (1, 1));
     assert_eq!(first.contents, "revision-amd64_f1-000000000001");
     assert_eq!(first.fingerprint.as_deref(), Some("f1"));
+    assert_eq!(first.run, nightly(), "the revision names its run");
     assert_eq!(contents.packages, packages);
     let current = Some(Serving {
         packages: &contents.packages,
         timestamp: first.timestamp,
     });
     assert_eq!(
-        next_revision(&plain(), current, 1, packages.clone(), 9_000_000),
+        next_revision(&plain(), current, 1, packages.clone(), None, 9_000_000),
         None,
         "nothing new to publish"
     );
@@ -135,10 +158,12 @@ fn revisions_number_up_and_their_timestamps_strictly_increase() {
     // Published again within Portage's If-Modified-Since slack, or with the clock set back:
     // six seconds later.
     for now_ms in [5_000_500, 5_003_000, 4_000_000] {
-        let (next, _) = next_revision(&plain(), current, 1, more.clone(), now_ms).expect("new");
+        let (next, _) =
+            next_revision(&plain(), current, 1, more.clone(), None, now_ms).expect("new");
         assert_eq!((next.number, next.timestamp), (2, 5_006), "{now_ms}");
     }
-    let (later, held) = next_revision(&plain(), current, 1, more.clone(), 7_000_000).expect("new");
+    let (later, held) =
+        next_revision(&plain(), current, 1, more.clone(), None, 7_000_000).expect("new");
     assert_eq!(
         (later.number, later.timestamp, later.packages),
         (2, 7_000, 2)
@@ -151,7 +176,7 @@ fn revisions_number_up_and_their_timestamps_strictly_increase() {
         packages: &contents.packages,
         timestamp: 6_000,
     });
-    let (after, _) = next_revision(&plain(), rolled_back, 3, more, 5_500_000).expect("new");
+    let (after, _) = next_revision(&plain(), rolled_back, 3, more, None, 5_500_000).expect("new");
     assert_eq!((after.number, after.timestamp), (4, 6_006));
 }
 
@@ -235,6 +260,7 @@ fn garbage_is_what_no_kept_revision_and_no_record_references() {
         None,
         0,
         vec![artifact("p", "sha256-in-revision")],
+        None,
         1_000,
     )
     .expect("rev");

@@ -121,6 +121,7 @@ mod tests {
             updated_ms: 0,
             artifacts: Vec::new(),
             fingerprint: None,
+            run: None,
         }
     }
 

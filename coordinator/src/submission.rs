@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 
 use schemas::{
-    Arch, Atom, AtomRejection, PackageKey, PackageRecord, SCHEMA_VERSION, SubmitRequest,
+    Arch, Atom, AtomRejection, NameError, PackageKey, PackageRecord, RunName, SCHEMA_VERSION,
+    SubmitRequest,
 };
 
 use crate::lifecycle::{PackageEvent, Policy, transition};
@@ -37,6 +38,10 @@ impl PackageTable {
         if request.items.is_empty() {
             return Err(SubmitRefusal::Empty);
         }
+        let run = match &request.run {
+            Some(name) => RunName::parse(name).map_err(SubmitRefusal::BadRun)?,
+            None => default_run(now_ms).map_err(SubmitRefusal::BadRun)?,
+        };
         let mut atoms = Vec::with_capacity(request.items.len());
         let mut rejections = Vec::new();
         for item in &request.items {
@@ -51,7 +56,11 @@ impl PackageTable {
         if !rejections.is_empty() {
             return Err(SubmitRefusal::InvalidAtoms(rejections));
         }
-        let mut plan = Submission::default();
+        let mut plan = Submission {
+            run: run.clone(),
+            records: Vec::new(),
+            already_queued: 0,
+        };
         let mut seen = HashSet::new();
         for (atom, estimate_secs, class) in atoms {
             let key = atom.key();
@@ -85,8 +94,13 @@ impl PackageTable {
                 learned_secs: known.and_then(|e| e.record.learned_secs),
                 submitted_ms: now_ms,
                 updated_ms: now_ms,
-                artifacts: Vec::new(),
-                fingerprint: None,
+                // Its last success's binary packages stay published until a new success
+                // replaces them (dropped when the run targets another fingerprint).
+                artifacts: known
+                    .map(|e| e.record.artifacts.clone())
+                    .unwrap_or_default(),
+                fingerprint: known.and_then(|e| e.record.fingerprint.clone()),
+                run: Some(run.clone()),
             };
             plan.records.push(NewRecord {
                 key,
@@ -99,8 +113,10 @@ impl PackageTable {
 }
 
 /// The records a submission writes, in submission order.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub struct Submission {
+    /// The run its packages are queued in.
+    pub run: RunName,
     pub records: Vec<NewRecord>,
     /// Packages named twice, or still queued, building or waiting for a retry.
     pub already_queued: u32,
@@ -127,8 +143,17 @@ pub enum SubmitRefusal {
     NoArch,
     #[error("the submission names no package")]
     Empty,
+    #[error("{0}")]
+    BadRun(NameError),
     #[error("{} invalid atoms", .0.len())]
     InvalidAtoms(Vec<AtomRejection>),
+}
+
+/// The name of a run submitted at `now_ms` without one: `run-YYYYMMDD-HHMMSS`, UTC.
+/// Submissions in the same second share it.
+pub fn default_run(now_ms: u64) -> Result<RunName, NameError> {
+    let stamp = runtime::dates::format_compact(now_ms / 1000);
+    RunName::parse(&format!("run-{stamp}"))
 }
 
 fn join(arches: &[Arch]) -> String {
@@ -159,6 +184,7 @@ mod tests {
                 .collect(),
             arch: arch.map(|a| Arch::parse(a).expect("arch")),
             fingerprint: None,
+            run: None,
         }
     }
 
@@ -281,5 +307,38 @@ mod tests {
             "kept across submissions"
         );
         assert_eq!(plan.records[0].record.learned_secs, None);
+    }
+
+    /// A submission belongs to the run it names, else to one named after its second; a name
+    /// that cannot be one refuses it whole.
+    #[test]
+    fn every_package_of_a_submission_is_stamped_with_its_run() {
+        let table = PackageTable::default();
+        // 2026-12-03 08:15:02.750 UTC.
+        let now = 1_796_285_702_750;
+        #[rustfmt::skip]
+        let cases: [(Option<&str>, Result<&str, &str>); 4] = [
+            (None, Ok("run-20261203-081502")),
+            (Some("nightly-1"), Ok("nightly-1")),
+            (Some("../x"), Err("run name \"../x\" must start with a letter or digit")),
+            (Some(""), Err("run name is empty")),
+        ];
+        for (given, expected) in cases {
+            let mut req = request(&["a/one", "a/two"], None);
+            req.run = given.map(str::to_owned);
+            let plan = table.plan_submission(&req, &[Arch::default()], &POLICY, now);
+            match (plan, expected) {
+                (Ok(plan), Ok(name)) => {
+                    assert_eq!(plan.run.as_str(), name);
+                    for new in &plan.records {
+                        assert_eq!(new.record.run.as_ref().map(|r| r.as_str()), Some(name));
+                    }
+                }
+                (Err(err), Err(message)) => {
+                    assert!(err.to_string().starts_with(message), "{given:?}: {err}")
+                }
+                (got, want) => panic!("{given:?}: {got:?}, expected {want:?}"),
+            }
+        }
     }
 }

@@ -126,6 +126,10 @@ impl Service {
                 Ok(target) => {
                     let id = target.map(|t| t.fingerprint.id);
                     for new in &mut plan.records {
+                        if new.record.fingerprint != id {
+                            // Packages built for another fingerprint are not this run's.
+                            new.record.artifacts.clear();
+                        }
                         new.record.fingerprint = id.clone();
                     }
                 }
@@ -135,7 +139,7 @@ impl Service {
                 }
             }
         }
-        let already = plan.already_queued;
+        let (already, run) = (plan.already_queued, plan.run.clone());
         // The records are written concurrently (each a compare-and-set on its own key), then
         // the jobs of those written are published.
         let bucket = self.topo.packages.clone();
@@ -185,10 +189,11 @@ impl Service {
                 ),
             };
         }
-        info!(queued, already_queued = already, "submission accepted");
+        info!(queued, already_queued = already, %run, "submission accepted");
         SubmitResult::Accepted {
             queued,
             already_queued: already,
+            run: Some(run),
         }
     }
 

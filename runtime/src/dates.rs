@@ -32,6 +32,19 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Unix seconds as `YYYYMMDD-HHMMSS` (UTC): the stamp of a run's default name.
+pub fn format_compact(secs: u64) -> String {
+    let secs = secs as i64;
+    let (year, month, day) = civil(secs.div_euclid(86_400));
+    let rest = secs.rem_euclid(86_400);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60
+    )
+}
+
 /// Unix seconds as an HTTP date.
 pub fn format_http(secs: u64) -> String {
     let secs = secs as i64;
@@ -125,6 +138,14 @@ mod tests {
         ] {
             assert_eq!(parse_http(junk), None, "{junk}");
         }
+    }
+
+    #[test]
+    fn compact_stamps_name_the_utc_second() {
+        assert_eq!(format_compact(0), "19700101-000000");
+        assert_eq!(format_compact(784_111_777), "19941106-084937");
+        // 2024-02-29 23:59:59, a leap day's last second.
+        assert_eq!(format_compact(1_709_251_199), "20240229-235959");
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub fn package_record(atom_text: &str, state: PackageState) -> PackageRecord {
         updated_ms: 0,
         artifacts: Vec::new(),
         fingerprint: None,
+        run: None,
     }
 }
 

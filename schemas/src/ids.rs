@@ -287,6 +287,38 @@ fn check_name(
     Ok(())
 }
 
+/// `Display`, `FromStr` and the `String` conversions serde uses, for a name type with
+/// `parse` and `as_str`.
+macro_rules! name_impls {
+    ($name:ident) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = NameError;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                $name::parse(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                value.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = NameError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::parse(s)
+            }
+        }
+    };
+}
+
 /// A drone's name: it is a NATS subject token, a KV key and a label on the dashboard, so it is
 /// limited to ASCII letters, digits and hyphens, starting with a letter or digit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -312,31 +344,7 @@ impl DroneName {
     }
 }
 
-impl fmt::Display for DroneName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for DroneName {
-    type Error = NameError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        DroneName::parse(&value)
-    }
-}
-
-impl From<DroneName> for String {
-    fn from(value: DroneName) -> Self {
-        value.0
-    }
-}
-
-impl std::str::FromStr for DroneName {
-    type Err = NameError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DroneName::parse(s)
-    }
-}
+name_impls!(DroneName);
 
 /// A Gentoo keyword arch (`amd64`, `arm64`, `riscv`): jobs are published per arch and each arch
 /// has its own consumer, so a drone only ever pulls work it can build.
@@ -367,24 +375,36 @@ impl Default for Arch {
     }
 }
 
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+name_impls!(Arch);
+
+/// The name of a run: every submission belongs to one (`swarmctl submit --run NAME`, by
+/// default `run-YYYYMMDD-HHMMSS`, the submission's UTC second), and a run is what is published
+/// (`swarmctl binhost publish RUN`). ASCII letters, digits, `.`, `_` and `-`, starting with a
+/// letter or digit: safe in a subject, a key and a shell.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RunName(String);
+
+impl RunName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(input: &str) -> Result<RunName, NameError> {
+        check_name(
+            "run name",
+            input,
+            Self::MAX_LEN,
+            |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'),
+            "start with a letter or digit and contain only ASCII letters, digits, '.', '_' and '-'",
+        )?;
+        Ok(RunName(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
-impl TryFrom<String> for Arch {
-    type Error = NameError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Arch::parse(&value)
-    }
-}
-
-impl From<Arch> for String {
-    fn from(value: Arch) -> Self {
-        value.0
-    }
-}
+name_impls!(RunName);
 
 #[cfg(test)]
 #[path = "ids_tests.rs"]

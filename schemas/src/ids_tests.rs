@@ -151,3 +151,24 @@ fn arch_names() {
     assert!(Arch::parse("AMD64").is_err());
     assert!(Arch::parse("amd64.x").is_err());
 }
+
+#[test]
+fn run_names() {
+    for ok in ["run-20261203-081502", "world.2026-12", "nightly_1", "7"] {
+        assert_eq!(RunName::parse(ok).map(|r| r.to_string()).as_deref(), Ok(ok));
+    }
+    for bad in [
+        "",
+        "-x",
+        ".x",
+        "a b",
+        "a/b",
+        "a*",
+        "x;rm",
+        "r\u{e9}",
+        &"a".repeat(65),
+    ] {
+        let err = RunName::parse(bad).expect_err(bad);
+        assert!(err.to_string().contains("run name"), "{bad:?}: {err}");
+    }
+}

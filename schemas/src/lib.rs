@@ -17,5 +17,5 @@ pub use codec::{
     DecodeError, EncodeError, MAX_MESSAGE_BYTES, MAX_OBJECT_BYTES, SCHEMA_VERSION, Wire, decode,
     decode_object, encode,
 };
-pub use ids::{Arch, Atom, AtomError, DroneName, NameError, PackageKey, shorten};
+pub use ids::{Arch, Atom, AtomError, DroneName, NameError, PackageKey, RunName, shorten};
 pub use messages::*;

@@ -122,6 +122,7 @@ async fn submit_with(
             .collect(),
         arch: None,
         fingerprint: None,
+        run: None,
     };
     let bytes: bytes::Bytes = schemas::encode(&request).expect("encode").into();
     // In a cluster the coordinator's subscription reaches the other nodes a moment after it

@@ -313,6 +313,7 @@ async fn publication_interrupted_anywhere_leaves_the_old_revision_or_the_new_one
             bytes: 1,
             contents: "revision-nowhere".into(),
             fingerprint,
+            run: None,
         };
         let key = schemas::names::binhost_revision_key(&name, 1_000);
         let encoded = schemas::encode(&orphan).expect("encode");

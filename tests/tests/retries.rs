@@ -142,14 +142,16 @@ async fn duplicate_submissions_are_idempotent() {
         submit(&swarm.nats, &items).await,
         SubmitResult::Accepted {
             queued: 1,
-            already_queued: 1
+            already_queued: 1,
+            ..
         }
     ));
     assert!(matches!(
         submit(&swarm.nats, &items[..1]).await,
         SubmitResult::Accepted {
             queued: 0,
-            already_queued: 1
+            already_queued: 1,
+            ..
         }
     ));
     swarm.spawn_drone(&DroneSpec::new("dup-a", 2, 1).env("SWARM_TEST_SLEEP", "1"));
@@ -163,7 +165,8 @@ async fn duplicate_submissions_are_idempotent() {
         submit(&swarm.nats, &items[..1]).await,
         SubmitResult::Accepted {
             queued: 0,
-            already_queued: 1
+            already_queued: 1,
+            ..
         }
     ));
     swarm.wait_final(1, Duration::from_secs(20)).await;
@@ -173,7 +176,8 @@ async fn duplicate_submissions_are_idempotent() {
         submit(&swarm.nats, &items[..1]).await,
         SubmitResult::Accepted {
             queued: 1,
-            already_queued: 0
+            already_queued: 0,
+            ..
         }
     ));
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -456,6 +456,7 @@ fn world() -> Result<schemas::SubmitRequest, CliError> {
         items: collected.items,
         arch: None,
         fingerprint: None,
+        run: None,
     })
 }
 

@@ -8,9 +8,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Artifact, PackageRecord, PackageState, version};
+use super::{Artifact, PackageRecord, version};
 use crate::codec::Wire;
-use crate::ids::Arch;
+use crate::ids::{Arch, RunName};
 
 /// One published binhost: an arch's packages built for one fingerprint, written
 /// `amd64@3f2a9c1d0e4b` (its URL is `/published/amd64@3f2a9c1d0e4b`), or, when no run targeted
@@ -95,7 +95,7 @@ pub struct BinhostRevision {
     #[serde(default = "version")]
     pub v: u16,
     pub arch: Arch,
-    /// 1, 2, 3, ... per arch.
+    /// 1, 2, 3, ... per binhost.
     pub number: u64,
     /// The index's `TIMESTAMP` (seconds): strictly greater than every earlier revision's, since a
     /// client reads the package list only when it is newer than the one it cached.
@@ -110,6 +110,10 @@ pub struct BinhostRevision {
     /// published): a revision is one fingerprint's packages. `None`: no run targeted one.
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// The run it was published for (`swarmctl binhost publish RUN`, or the run that ended and
+    /// published itself); `None` for a publication of whatever was built.
+    #[serde(default)]
+    pub run: Option<RunName>,
 }
 
 impl Wire for BinhostRevision {
@@ -182,8 +186,13 @@ impl Wire for BinhostRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BinhostCommand {
-    /// Publish what is built now as a new revision (unless it equals the current one).
-    Publish,
+    /// Publish what is built now as a new revision (unless it equals the current one); with a
+    /// `run`, once that run has ended, to the binhost of its fingerprint, leaving out what runs
+    /// still under way have built.
+    Publish {
+        #[serde(default)]
+        run: Option<String>,
+    },
     /// Serve an earlier kept revision again: `to`, or the one before the current one.
     Rollback {
         #[serde(default)]
@@ -204,6 +213,9 @@ pub struct RevisionSummary {
     /// The fingerprint id its packages were built for, when a run targeted one.
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// The run it was published for, if any.
+    #[serde(default)]
+    pub run: Option<RunName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,10 +249,13 @@ pub enum BinhostResult {
     },
 }
 
-/// The binary packages of every succeeded package of `arch` built for `fingerprint` (the arch's
-/// run target; `None`: whatever built them), by path (one file per path: a later build of the
-/// same version with the same `BUILD_ID` replaces an earlier one). What a new revision
-/// publishes, and what the drones' staging view serves: one fingerprint's packages, never a mix.
+/// The binary packages of every package of `arch` built for `fingerprint` (the arch's run
+/// target; `None`: whatever built them), by path (one file per path: a later build of the same
+/// version with the same `BUILD_ID` replaces an earlier one). A package keeps its last
+/// success's files while it is built again and when that build fails (its record holds them
+/// until a new success replaces them). What a new revision publishes, and, of the packages
+/// that just succeeded, what the drones' staging view serves: one fingerprint's packages,
+/// never a mix.
 pub fn staged_artifacts<'a>(
     records: impl IntoIterator<Item = &'a PackageRecord>,
     arch: &Arch,
@@ -249,10 +264,7 @@ pub fn staged_artifacts<'a>(
     let mut by_path = std::collections::BTreeMap::new();
     for record in records {
         let of_target = fingerprint.is_none_or(|id| record.fingerprint.as_deref() == Some(id));
-        if record.arch == *arch
-            && of_target
-            && matches!(record.state, PackageState::Succeeded { .. })
-        {
+        if record.arch == *arch && of_target {
             for artifact in &record.artifacts {
                 by_path.insert(artifact.path.clone(), artifact.clone());
             }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Artifact, BuildOutcome, version};
 use crate::codec::Wire;
-use crate::ids::{Arch, Atom, DroneName};
+use crate::ids::{Arch, Atom, DroneName, RunName};
 
 /// Where a package is in its lifecycle; see the coordinator's `lifecycle` module for the
 /// transition function.
@@ -103,6 +103,10 @@ pub struct PackageRecord {
     /// it, and a binhost revision holds the packages of its arch's target only.
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// The run the package was last submitted in (records written before runs had names have
+    /// none).
+    #[serde(default)]
+    pub run: Option<RunName>,
     pub submitted_ms: u64,
     pub updated_ms: u64,
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{SizeClass, version};
 use crate::codec::Wire;
-use crate::ids::Arch;
+use crate::ids::{Arch, RunName};
 
 /// One entry of a submission: an atom as the user typed it (validated by the coordinator) and an
 /// optional build-time estimate on an 8-core drone.
@@ -31,6 +31,10 @@ pub struct SubmitRequest {
     /// share (or the arch's current target).
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// The run the submission belongs to (a `RunName`, checked by the coordinator); absent: a
+    /// new run named after the submission's second, `run-YYYYMMDD-HHMMSS`.
+    #[serde(default)]
+    pub run: Option<String>,
 }
 
 impl Wire for SubmitRequest {
@@ -60,7 +64,13 @@ impl Wire for SubmitReply {
 pub enum SubmitResult {
     /// Every atom was valid. `queued` were new or rebuilt, `already_queued` were still queued or
     /// building and left as they were.
-    Accepted { queued: u32, already_queued: u32 },
+    Accepted {
+        queued: u32,
+        already_queued: u32,
+        /// The run the packages were queued in.
+        #[serde(default)]
+        run: Option<RunName>,
+    },
     /// At least one atom was invalid; nothing was enqueued.
     Rejected { rejections: Vec<AtomRejection> },
     /// The request itself could not be handled.

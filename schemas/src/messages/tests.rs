@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::*;
 use crate::codec::{DecodeError, SCHEMA_VERSION, Wire, decode, encode};
-use crate::ids::{Arch, Atom, DroneName};
+use crate::ids::{Arch, Atom, DroneName, RunName};
 
 fn atom(s: &str) -> Atom {
     Atom::parse(s).expect("valid atom")
@@ -179,6 +179,7 @@ fn every_message_round_trips() {
             updated_ms: 2,
             artifacts: Vec::new(),
             fingerprint: None,
+            run: Some(RunName::parse("nightly-1").expect("run name")),
         });
     }
     round_trip(SubmitRequest {
@@ -190,11 +191,13 @@ fn every_message_round_trips() {
         }],
         arch: None,
         fingerprint: None,
+        run: Some("nightly-1".into()),
     });
     for result in [
         SubmitResult::Accepted {
             queued: 1,
             already_queued: 2,
+            run: RunName::parse("nightly-1").ok(),
         },
         SubmitResult::Rejected {
             rejections: vec![AtomRejection {
@@ -334,4 +337,38 @@ fn binhost_names_read_back_and_their_tokens_are_key_safe() {
         BinhostRevision::contents_object(&name, 7),
         "revision-amd64_3f2a9c1d0e4b-000000000007"
     );
+}
+
+#[test]
+fn a_publish_request_of_the_previous_release_still_reads() {
+    // Before runs had names, `publish` was a unit variant: `{type: "publish"}`.
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum OldCommand {
+        Publish,
+    }
+    #[derive(Serialize)]
+    struct OldRequest {
+        v: u16,
+        arch: Option<Arch>,
+        command: OldCommand,
+    }
+    let old = rmp_serde::to_vec_named(&OldRequest {
+        v: SCHEMA_VERSION,
+        arch: None,
+        command: OldCommand::Publish,
+    })
+    .expect("encode");
+    let read: BinhostRequest = decode(&old).expect("decode");
+    assert_eq!(read.command, BinhostCommand::Publish { run: None });
+    let new = BinhostRequest {
+        v: SCHEMA_VERSION,
+        arch: None,
+        fingerprint: Some("3f2a9c1d0e4b".into()),
+        command: BinhostCommand::Publish {
+            run: Some("nightly-1".into()),
+        },
+    };
+    let bytes = encode(&new).expect("encode");
+    assert_eq!(decode::<BinhostRequest>(&bytes).expect("decode"), new);
 }

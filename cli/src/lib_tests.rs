@@ -1,0 +1,130 @@
+//! Tests of the command line's arguments (`lib.rs`).
+
+use clap::CommandFactory;
+
+use super::*;
+
+#[test]
+fn the_command_line_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn arguments_parse() {
+    // (argv, expected command, or None when clap must refuse it)
+    let cases: Vec<(&[&str], Option<Command>)> = vec![
+        (
+            &["swarmctl", "status"],
+            Some(Command::Status { json: false }),
+        ),
+        (
+            &["swarmctl", "status", "--json"],
+            Some(Command::Status { json: true }),
+        ),
+        (
+            &["swarmctl", "packages", "--state", "retry_wait", "--json"],
+            Some(Command::Packages {
+                state: Some(StateFilter::RetryWait),
+                json: true,
+            }),
+        ),
+        (&["swarmctl", "packages", "--state", "lost"], None),
+        (
+            &["swarmctl", "wait", "--timeout", "1.5"],
+            Some(Command::Wait {
+                timeout: Some(Duration::from_millis(1500)),
+            }),
+        ),
+        (&["swarmctl", "wait", "--timeout", "-1"], None),
+        (&["swarmctl", "wait", "--timeout", "soon"], None),
+        (
+            &["swarmctl", "unground", "drone-Izar"],
+            Some(Command::Unground {
+                name: DroneName::parse("drone-Izar").expect("valid"),
+            }),
+        ),
+        (&["swarmctl", "unground", "drone;reboot"], None),
+        (&["swarmctl", "unground"], None),
+        (&["swarmctl", "submit"], None),
+        (
+            &["swarmctl", "submit", "--arch", "AMD64", "sys-libs/zlib"],
+            None,
+        ),
+        (
+            &[
+                "swarmctl",
+                "submit",
+                "--file",
+                "a.txt",
+                "--pretend",
+                "-",
+                "--arch",
+                "arm64",
+                "sys-libs/zlib",
+            ],
+            Some(Command::Submit(SubmitArgs {
+                atoms: vec!["sys-libs/zlib".into()],
+                file: vec!["a.txt".into()],
+                pretend: vec!["-".into()],
+                arch: Some(Arch::parse("arm64").expect("valid")),
+                fingerprint: None,
+                run: None,
+            })),
+        ),
+        (
+            &["swarmctl", "submit", "--run", "nightly-3", "sys-libs/zlib"],
+            Some(Command::Submit(SubmitArgs {
+                atoms: vec!["sys-libs/zlib".into()],
+                run: RunName::parse("nightly-3").ok(),
+                ..SubmitArgs::default()
+            })),
+        ),
+        (
+            &["swarmctl", "submit", "--run", "a b", "sys-libs/zlib"],
+            None,
+        ),
+        (
+            &["swarmctl", "binhost", "publish", "nightly-3"],
+            Some(Command::Binhost(BinhostArgs::Publish {
+                run: RunName::parse("nightly-3").ok(),
+                target: BinhostTarget::default(),
+            })),
+        ),
+        (
+            &["swarmctl", "binhost", "publish"],
+            Some(Command::Binhost(BinhostArgs::Publish {
+                run: None,
+                target: BinhostTarget::default(),
+            })),
+        ),
+        (&["swarmctl", "binhost", "publish", "../x"], None),
+    ];
+    for (argv, expected) in cases {
+        let parsed = Cli::try_parse_from(argv).map(|cli| cli.command);
+        match (parsed, expected) {
+            (Ok(got), Some(want)) => assert_eq!(got, want, "{argv:?}"),
+            (Err(_), None) => {}
+            (got, want) => panic!("{argv:?}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn timeouts_are_positive_seconds() {
+    assert_eq!(parse_timeout("0.25"), Ok(Duration::from_millis(250)));
+    for input in ["0", "-1", "soon", "inf", "NaN", "1e12"] {
+        assert_eq!(
+            parse_timeout(input),
+            Err(ArgError::NotSeconds {
+                input: input.to_owned()
+            }),
+            "{input}"
+        );
+    }
+}
+
+#[test]
+fn the_config_option_is_global() {
+    let cli = Cli::try_parse_from(["swarmctl", "status", "--config", "x.toml"]).expect("parses");
+    assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
+}
