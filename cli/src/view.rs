@@ -7,7 +7,7 @@ use schemas::names::{DRONES_BUCKET, PACKAGES_BUCKET};
 use schemas::summary::{Summary, effective_state, summarize};
 use schemas::{
     Arch, Atom, BuildOutcome, DroneName, DroneRecord, DroneState, ExitInfo, FailureClass,
-    PackageRecord, PackageState, Wire,
+    PackageRecord, PackageState, RunName, Wire,
 };
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,9 @@ pub struct PackageRow {
     /// on 8 cores; `null` before the first success.
     #[serde(default)]
     pub learned_secs: Option<f64>,
+    /// The run it was last submitted in.
+    #[serde(default)]
+    pub run: Option<RunName>,
 }
 
 /// One ended attempt of a package.
@@ -84,6 +87,7 @@ impl PackageRow {
         };
         PackageRow {
             learned_secs: record.learned_secs,
+            run: record.run.clone(),
             atom: record.atom.clone(),
             state: record.state.label().to_owned(),
             attempts,

@@ -192,6 +192,7 @@ fn package_rows() {
             "drone",
             "history",
             "learned_secs",
+            "run",
             "state",
         ];
         if has_reason {

@@ -164,3 +164,123 @@ async fn each_fingerprint_publishes_its_own_binhost_side_by_side() {
     .into_owned();
     assert!(table.contains(&format!("amd64@{fa}")), "{table}");
 }
+
+/// `swarmctl ARGS`: (success, stdout + stderr).
+fn swarmctl(swarm: &Swarm, args: &[&str]) -> (bool, String) {
+    let out = swarm.swarmctl(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_published_once_it_has_ended_and_its_revision_names_it() {
+    let mut swarm =
+        Swarm::start_with(&[("SWARM_COORDINATOR__BINHOST_AUTO_PUBLISH", "false")]).await;
+    let addr = start_binhost(&mut swarm).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = DroneSpec::fake_emerge("e-n", dir.path());
+    swarm.spawn_drone(&spec);
+    let fp = fingerprint_of(&swarm, "e-n").await;
+
+    let (ok, text) = swarmctl(
+        &swarm,
+        &[
+            "submit",
+            "--run",
+            "day",
+            "=app-misc/one-1.0",
+            "=app-misc/two-1.0",
+        ],
+    );
+    assert!(ok && text.contains("in run day"), "{text}");
+    let packages = swarm.wait_final(2, Duration::from_secs(60)).await;
+    assert!(all_succeeded(&packages), "{packages:?}");
+
+    // The drone goes away; the night run (a rebuild of one and a new package) cannot start.
+    swarm.drone("e-n").signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        swarm
+            .drone("e-n")
+            .wait_exit(Duration::from_secs(20))
+            .is_some()
+    );
+    let (ok, text) = swarmctl(
+        &swarm,
+        &[
+            "submit",
+            "--run",
+            "night",
+            "=app-misc/one-1.0",
+            "=app-misc/three-1.0",
+        ],
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = swarmctl(&swarm, &["binhost", "publish", "night"]);
+    assert!(!ok, "a run under way is not published: {text}");
+    assert!(
+        text.contains("run night has not ended: 2 of its 2 packages"),
+        "{text}"
+    );
+    let (ok, text) = swarmctl(&swarm, &["binhost", "publish", "nigth"]);
+    assert!(!ok && text.contains("runs: night, day"), "{text}");
+
+    // The day run has ended: published to its fingerprint's binhost, revision 1, naming it.
+    let (ok, text) = swarmctl(&swarm, &["binhost", "publish", "day"]);
+    assert!(
+        ok && text.contains(&format!("published amd64@{fp}: revision 1")),
+        "{text}"
+    );
+    let status = swarm.swarmctl_json(&["binhost", "status"]);
+    assert_eq!(status["revisions"][0]["run"], "day", "{status}");
+    let url = format!("http://{addr}/published/amd64@{fp}");
+    let client = tempfile::tempdir().expect("client");
+    let listed = verified_cpvs(&portage_client(&url, client.path()));
+    assert_eq!(listed, cpvs(&["app-misc/one-1.0", "app-misc/two-1.0"]));
+    // Being built again, one keeps its published package: publishing what is built now
+    // changes nothing.
+    let (ok, text) = swarmctl(&swarm, &["binhost", "publish"]);
+    assert!(ok && text.contains("nothing new to publish"), "{text}");
+    let rows = swarm.swarmctl_json(&["packages"]);
+    let runs: BTreeSet<(String, String)> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["atom"].as_str().unwrap_or("").to_owned(),
+                r["run"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        BTreeSet::from([
+            ("=app-misc/one-1.0".to_owned(), "night".to_owned()),
+            ("=app-misc/three-1.0".to_owned(), "night".to_owned()),
+            ("=app-misc/two-1.0".to_owned(), "day".to_owned()),
+        ])
+    );
+
+    // The drone is back, the night run ends, and is published as revision 2.
+    swarm.spawn_drone(&spec);
+    let packages = swarm.wait_final(3, Duration::from_secs(60)).await;
+    assert!(all_succeeded(&packages), "{packages:?}");
+    let (ok, text) = swarmctl(&swarm, &["binhost", "publish", "night"]);
+    assert!(ok && text.contains("revision 2"), "{text}");
+    let listed = verified_cpvs(&portage_client(&url, client.path()));
+    assert_eq!(
+        listed,
+        cpvs(&["app-misc/one-1.0", "app-misc/two-1.0", "app-misc/three-1.0"])
+    );
+    let (_, table) = swarmctl(&swarm, &["binhost", "revisions"]);
+    let runs: Vec<&str> = table
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(runs, ["night", "day"], "{table}");
+}
