@@ -26,12 +26,18 @@ pub struct BinhostState {
     pub changed: bool,
 }
 
+/// A request the coordinator could not carry out, in its words (an unknown run, a run under
+/// way, no revision to roll back to, ...): the command fails with exit status 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
 /// Sends one binhost request to the coordinator.
 pub async fn binhost(
     client: &async_nats::Client,
     target: BinhostTarget,
     command: BinhostCommand,
-) -> Result<Result<BinhostState, String>, CliError> {
+) -> Result<Result<BinhostState, Refused>, CliError> {
     let payload = schemas::encode(&BinhostRequest {
         v: SCHEMA_VERSION,
         arch: target.arch,
@@ -67,7 +73,7 @@ pub async fn binhost(
             revisions,
             changed,
         }),
-        BinhostResult::Error { message } => Err(message),
+        BinhostResult::Error { message } => Err(Refused(message)),
     })
 }
 

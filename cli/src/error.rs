@@ -69,6 +69,8 @@ pub enum ArgError {
     NotSeconds { input: String },
     #[error("{input:?} is not a time scale between 0 and 100")]
     NotTimeScale { input: String },
+    #[error("{input:?} is not a fingerprint id (hex digits, as `swarmctl drones` shows)")]
+    NotFingerprint { input: String },
 }
 
 impl CliError {

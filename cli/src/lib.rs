@@ -139,14 +139,13 @@ pub struct SubmitArgs {
 }
 
 /// A fingerprint id as drones show it: hex digits.
-fn parse_fingerprint(input: &str) -> Result<String, String> {
+fn parse_fingerprint(input: &str) -> Result<String, ArgError> {
     if !input.is_empty() && input.len() <= 64 && input.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(input.to_ascii_lowercase())
     } else {
-        Err(format!(
-            "{:?} is not a fingerprint id (hex digits, as `swarmctl drones` shows)",
-            schemas::shorten(input, 80)
-        ))
+        Err(ArgError::NotFingerprint {
+            input: schemas::shorten(input, 80),
+        })
     }
 }
 

@@ -153,7 +153,7 @@ async fn read_target(targets: &kv::Store, settings: &Settings) -> Option<RunTarg
 }
 
 /// Where the drone stands, from its last probe and the run's target.
-fn judge(probed: &Result<Fingerprint, String>, target: Option<&RunTarget>) -> Fit {
+fn judge(probed: &Result<Fingerprint, ProbeError>, target: Option<&RunTarget>) -> Fit {
     match probed {
         Ok(mine) => Fit {
             fingerprint: Some(mine.clone()),
@@ -174,7 +174,7 @@ pub async fn follow(
     targets: kv::Store,
     cancel: CancellationToken,
 ) -> watch::Receiver<Fit> {
-    let mut probed = probe(&settings).await.map_err(|e| e.to_string());
+    let mut probed = probe(&settings).await;
     let mut target = read_target(&targets, &settings).await;
     let first = judge(&probed, target.as_ref());
     if let Some(fp) = &first.fingerprint {
@@ -193,7 +193,7 @@ pub async fn follow(
                         Ok(fp) => probed = Ok(fp),
                         // A probe that fails once keeps the fingerprint it had.
                         Err(err) if probed.is_ok() => warn!(error = %err, "fingerprint not taken again; keeping the last one"),
-                        Err(err) => probed = Err(err.to_string()),
+                        Err(err) => probed = Err(err),
                     }
                 }
                 _ = target_tick.tick() => target = read_target(&targets, &settings).await,
@@ -239,11 +239,17 @@ mod tests {
 
     #[test]
     fn a_drone_whose_fingerprint_cannot_be_taken_takes_nothing() {
-        let fit = judge(&Err("portageq not found".into()), None);
+        let missing = ProbeError::Run {
+            args: "envvar CHOST".into(),
+            reason: "No such file or directory (os error 2)".into(),
+        };
+        let fit = judge(&Err(missing), None);
         assert_eq!(fit.fingerprint, None);
         assert_eq!(
             fit.excluded.as_deref(),
-            Some("its fingerprint cannot be taken: portageq not found")
+            Some(
+                "its fingerprint cannot be taken: cannot run portageq envvar CHOST: No such file or directory (os error 2)"
+            )
         );
     }
 }
