@@ -226,6 +226,7 @@ async fn write_records(
             updated_ms: now,
             fingerprint: None,
             run: None,
+            deps: Vec::new(),
         };
         bucket
             .put(p.atom.key().as_str(), schemas::encode(&record)?.into())

@@ -22,6 +22,7 @@ pub fn noop_items(prefix: &str, n: usize) -> Vec<schemas::SubmitItem> {
             class: None,
             atom: format!("bench-{prefix}/p{i:06}"),
             estimate_secs: Some(0.0),
+            deps: Vec::new(),
         })
         .collect()
 }

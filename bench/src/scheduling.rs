@@ -130,6 +130,7 @@ pub async fn run(time_scale: f64, out: &std::path::Path) -> anyhow::Result<Sched
             atom: p.atom.clone(),
             estimate_secs: None,
             class: p.class,
+            deps: Vec::new(),
         })
         .collect();
     let timeout = Duration::from_secs_f64((bound_secs * time_scale * 6.0).max(60.0));
@@ -148,6 +149,7 @@ pub async fn run(time_scale: f64, out: &std::path::Path) -> anyhow::Result<Sched
             atom: p.atom.clone(),
             estimate_secs: Some(p.secs),
             class: p.class,
+            deps: Vec::new(),
         })
         .collect();
     let fifo = vec![("SWARM_COORDINATOR__SCHEDULE".to_owned(), "fifo".to_owned())];

@@ -54,7 +54,23 @@ impl Collected {
         atom: &str,
         estimate_secs: Option<f64>,
         class: Option<schemas::SizeClass>,
+        dep_column: &str,
     ) {
+        let mut deps = Vec::new();
+        for dep in dep_column.split(',').map(|d| d.trim_matches(' ')) {
+            if dep.is_empty() || dep == "-" {
+                continue;
+            }
+            match Atom::parse(dep) {
+                Ok(dep) => deps.push(String::from(dep)),
+                Err(err) => {
+                    return self.invalid.push(InvalidAtom {
+                        origin,
+                        reason: format!("build dependency: {err}"),
+                    });
+                }
+            }
+        }
         match Atom::parse(atom) {
             Ok(atom) => {
                 let atom = String::from(atom);
@@ -65,6 +81,7 @@ impl Collected {
                         atom,
                         estimate_secs,
                         class,
+                        deps,
                     });
                 }
             }
@@ -78,14 +95,16 @@ impl Collected {
     /// Adds the ATOM arguments.
     pub fn add_arguments<S: AsRef<str>>(&mut self, atoms: &[S]) {
         for (i, atom) in atoms.iter().enumerate() {
-            self.push(Origin::Argument(i + 1), atom.as_ref(), None, None);
+            self.push(Origin::Argument(i + 1), atom.as_ref(), None, None, "");
         }
     }
 
     /// Adds an atom list: one atom per line; blank lines and lines starting with `#` are
-    /// skipped; a line may be tab-separated `atom<TAB>estimate_seconds<TAB>class`, where the second
-    /// column is taken as the build-time estimate on an 8-core drone when it is a number, and the
-    /// third as the size class (`small`, `medium`, `heavy`, `giant`) when it names one.
+    /// skipped; a line may be tab-separated `atom<TAB>estimate_seconds<TAB>class<TAB>deps`, where
+    /// the second column is taken as the build-time estimate on an 8-core drone when it is a
+    /// number, the third as the size class (`small`, `medium`, `heavy`, `giant`) when it names
+    /// one, and the fourth as the package's build dependencies in the run: comma-separated
+    /// atoms, or empty or `-` for none.
     pub fn add_atom_list(&mut self, path: &Path, text: &str) {
         for (i, line) in text.lines().enumerate() {
             let line = line.trim_end_matches('\r');
@@ -98,6 +117,7 @@ impl Collected {
             let atom = columns.next().unwrap_or_default().trim_matches(' ');
             let estimate_secs = columns.next().and_then(parse_estimate);
             let class = columns.next().and_then(schemas::SizeClass::parse);
+            let deps = columns.next().unwrap_or_default();
             self.push(
                 Origin::Line {
                     path: path.to_owned(),
@@ -106,6 +126,7 @@ impl Collected {
                 atom,
                 estimate_secs,
                 class,
+                deps,
             );
         }
     }
@@ -121,7 +142,7 @@ impl Collected {
             };
             match pretend_line(line) {
                 PretendLine::Other => {}
-                PretendLine::Package(cpv) => self.push(origin, &format!("={cpv}"), None, None),
+                PretendLine::Package(cpv) => self.push(origin, &format!("={cpv}"), None, None, ""),
                 PretendLine::Malformed => self.invalid.push(InvalidAtom {
                     origin,
                     reason: format!(
@@ -454,5 +475,37 @@ dev-build/make\t40\tsmall\n\
         assert_eq!(collected.items[0].estimate_secs, Some(20.0));
         assert_eq!(collected.items[0].class, Some(schemas::SizeClass::Small));
         assert!(collected.items.iter().all(|i| i.estimate_secs.is_some()));
+    }
+
+    #[test]
+    fn the_fourth_column_names_build_dependencies() {
+        let text = "sys-libs/zlib\t20\tsmall\t-\n\
+dev-libs/a\t\t\tsys-libs/zlib, =dev-libs/b-1\n\
+dev-libs/c\t\t\t\n\
+dev-libs/d\t5\n\
+dev-libs/e\t\t\tsys-libs/zlib,$(reboot)\n";
+        let collected = from_list(text);
+        let got: Vec<(&str, Vec<&str>)> = collected
+            .items
+            .iter()
+            .map(|i| (i.atom.as_str(), i.deps.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("sys-libs/zlib", vec![]),
+                ("dev-libs/a", vec!["sys-libs/zlib", "=dev-libs/b-1"]),
+                ("dev-libs/c", vec![]),
+                ("dev-libs/d", vec![]),
+            ]
+        );
+        assert_eq!(collected.invalid.len(), 1, "{:?}", collected.invalid);
+        assert!(
+            collected.invalid[0]
+                .to_string()
+                .contains(":5: build dependency: atom \"$(reboot)\""),
+            "{}",
+            collected.invalid[0]
+        );
     }
 }

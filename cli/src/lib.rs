@@ -209,6 +209,8 @@ pub enum StateFilter {
     Building,
     Succeeded,
     Failed,
+    Waiting,
+    Blocked,
 }
 
 impl StateFilter {
@@ -219,6 +221,8 @@ impl StateFilter {
             StateFilter::Building => "building",
             StateFilter::Succeeded => "succeeded",
             StateFilter::Failed => "failed",
+            StateFilter::Waiting => "waiting",
+            StateFilter::Blocked => "blocked",
         }
     }
 }

@@ -78,7 +78,16 @@ impl PackageRow {
             PackageState::Building { attempt, drone, .. }
             | PackageState::Succeeded { attempt, drone } => (*attempt, Some(drone.clone()), None),
             PackageState::Failed { attempt, reason } => (*attempt, None, Some(reason.clone())),
-            PackageState::Queued { .. } | PackageState::RetryWait { .. } => (
+            PackageState::Blocked { dependency } => (
+                0,
+                None,
+                Some(format!(
+                    "blocked: its build dependency {dependency} failed; building that again releases it"
+                )),
+            ),
+            PackageState::Queued { .. }
+            | PackageState::RetryWait { .. }
+            | PackageState::Waiting => (
                 u32::try_from(record.history.iter().filter(|h| spent_attempt(h)).count())
                     .unwrap_or(u32::MAX),
                 None,

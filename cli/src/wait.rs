@@ -94,11 +94,11 @@ pub async fn wait(
             Ok(records) => {
                 failing_since = None;
                 let counts = counts(&records);
-                unfinished = counts.queued + counts.building;
+                unfinished = counts.queued + counts.building + counts.waiting;
                 if unfinished == 0 {
                     let mut failed: Vec<PackageRow> = records
                         .iter()
-                        .filter(|item| item.value.state.label() == "failed")
+                        .filter(|item| matches!(item.value.state.label(), "failed" | "blocked"))
                         .map(|item| PackageRow::from_record(&item.value))
                         .collect();
                     failed.sort_by(|a, b| a.atom.cmp(&b.atom));
@@ -110,12 +110,14 @@ pub async fn wait(
                 if last_progress.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) {
                     writeln!(
                         progress,
-                        "waiting: {} queued ({} retrying), {} building, {} succeeded, {} failed",
+                        "waiting: {} queued ({} retrying), {} waiting for dependencies, {} building, {} succeeded, {} failed, {} blocked",
                         counts.queued,
                         counts.retrying,
+                        counts.waiting,
                         counts.building,
                         counts.succeeded,
-                        counts.failed
+                        counts.failed,
+                        counts.blocked
                     )?;
                     last_progress = Some(Instant::now());
                 }

@@ -13,6 +13,7 @@ mod binhost_store;
 pub mod config;
 pub mod drones;
 pub mod events;
+pub mod graph;
 pub mod hold;
 pub mod lifecycle;
 pub mod publication;

@@ -122,6 +122,7 @@ mod tests {
             artifacts: Vec::new(),
             fingerprint: None,
             run: None,
+            deps: Vec::new(),
         }
     }
 

@@ -142,7 +142,10 @@ impl Service {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(request) = submissions.next() => self.handle_submit(&client, request).await,
+                Some(request) = submissions.next() => {
+                    self.handle_submit(&client, request).await;
+                    self.advance_graph().await;
+                }
                 Some(request) = binhost_requests.next() => self.handle_binhost(&client, request).await,
                 batch = events.next() => match batch {
                     Some(batch) => {
@@ -154,6 +157,7 @@ impl Service {
                             }
                         }
                         self.handle_events(messages).await;
+                        self.advance_graph().await;
                     }
                     None => {
                         warn!("event consumer ended, reopening");
@@ -177,7 +181,10 @@ impl Service {
                     }
                 },
                 _ = sleep_until(self.held.next_due()) => self.write_due_claims().await,
-                _ = retries.tick() => self.publish_due_retries().await,
+                _ = retries.tick() => {
+                    self.publish_due_retries().await;
+                    self.advance_graph().await;
+                }
                 _ = reconcile.tick() => {
                     self.mark_lost_drones().await;
                     if let Err(err) = self.reconcile_once().await {

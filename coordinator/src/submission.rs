@@ -2,13 +2,14 @@
 //! atom refuses the whole request, nothing is written), and produce the package records to
 //! write, each through `lifecycle::transition` (`PackageEvent::Submitted`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use schemas::{
-    Arch, Atom, AtomRejection, NameError, PackageKey, PackageRecord, RunName, SCHEMA_VERSION,
-    SubmitRequest,
+    Arch, Atom, AtomRejection, NameError, PackageKey, PackageRecord, PackageState, RunName,
+    SCHEMA_VERSION, SizeClass, SubmitRequest,
 };
 
+use crate::graph::find_cycle;
 use crate::lifecycle::{PackageEvent, Policy, transition};
 use crate::table::PackageTable;
 
@@ -45,8 +46,21 @@ impl PackageTable {
         let mut atoms = Vec::with_capacity(request.items.len());
         let mut rejections = Vec::new();
         for item in &request.items {
+            let mut deps = Vec::with_capacity(item.deps.len());
+            for dep in &item.deps {
+                match Atom::parse(dep) {
+                    Ok(atom) => deps.push(atom.key()),
+                    Err(err) => rejections.push(AtomRejection {
+                        input: schemas::shorten(dep, 80),
+                        reason: format!(
+                            "build dependency of {}: {err}",
+                            schemas::shorten(&item.atom, 80)
+                        ),
+                    }),
+                }
+            }
             match Atom::parse(&item.atom) {
-                Ok(atom) => atoms.push((atom, item.estimate_secs, item.class)),
+                Ok(atom) => atoms.push((atom, item.estimate_secs, item.class, deps)),
                 Err(err) => rejections.push(AtomRejection {
                     input: schemas::shorten(&item.atom, 80),
                     reason: err.to_string(),
@@ -56,14 +70,24 @@ impl PackageTable {
         if !rejections.is_empty() {
             return Err(SubmitRefusal::InvalidAtoms(rejections));
         }
+        let graph = self.run_graph(&run, &arch, &atoms)?;
         let mut plan = Submission {
             run: run.clone(),
             records: Vec::new(),
             already_queued: 0,
         };
         let mut seen = HashSet::new();
-        for (atom, estimate_secs, class) in atoms {
+        for (atom, estimate_secs, class, _) in atoms {
             let key = atom.key();
+            let deps = graph.get(&key).cloned().unwrap_or_default();
+            // Ready when every build dependency in the run has succeeded already (one submitted
+            // now is built now, so not yet).
+            let ready = deps.iter().all(|dep| {
+                !graph.contains_key(dep)
+                    && self
+                        .get(dep)
+                        .is_some_and(|e| matches!(e.record.state, PackageState::Succeeded { .. }))
+            });
             if !seen.insert(key.clone()) {
                 plan.already_queued += 1;
                 continue;
@@ -71,7 +95,7 @@ impl PackageTable {
             let known = self.get(&key);
             let state = match transition(
                 known.map(|e| &e.record.state),
-                &PackageEvent::Submitted,
+                &PackageEvent::Submitted { ready },
                 policy,
                 now_ms,
             ) {
@@ -101,6 +125,7 @@ impl PackageTable {
                     .unwrap_or_default(),
                 fingerprint: known.and_then(|e| e.record.fingerprint.clone()),
                 run: Some(run.clone()),
+                deps,
             };
             plan.records.push(NewRecord {
                 key,
@@ -109,6 +134,56 @@ impl PackageTable {
             });
         }
         Ok(plan)
+    }
+}
+
+/// One valid item of a submission: its atom, estimate, size class and build dependencies.
+type Item = (Atom, Option<f64>, Option<SizeClass>, Vec<PackageKey>);
+
+impl PackageTable {
+    /// The build-dependency edges of a submission's packages inside its run: to another
+    /// package of the submission, or to one submitted to the same run and arch before. Other
+    /// edges are provided from outside (the drones' system, the binhost) and dropped. Refused
+    /// when the run's edges, with these, close a cycle.
+    fn run_graph(
+        &self,
+        run: &RunName,
+        arch: &Arch,
+        items: &[Item],
+    ) -> Result<BTreeMap<PackageKey, Vec<PackageKey>>, SubmitRefusal> {
+        let submitted: HashSet<PackageKey> = items.iter().map(|item| item.0.key()).collect();
+        let of_run =
+            |record: &PackageRecord| record.run.as_ref() == Some(run) && record.arch == *arch;
+        let in_run = |dep: &PackageKey| {
+            submitted.contains(dep) || self.get(dep).is_some_and(|e| of_run(&e.record))
+        };
+        let mut graph: BTreeMap<PackageKey, Vec<PackageKey>> = BTreeMap::new();
+        for (atom, _, _, deps) in items {
+            let mut kept: Vec<PackageKey> = deps.iter().filter(|d| in_run(d)).cloned().collect();
+            kept.sort();
+            kept.dedup();
+            graph.entry(atom.key()).or_default().extend(kept);
+        }
+        // The run's earlier packages, for a cycle through them.
+        let mut whole = graph.clone();
+        for (key, entry) in self.entries() {
+            if of_run(&entry.record) && !submitted.contains(key) {
+                whole.insert(key.clone(), entry.record.deps.clone());
+            }
+        }
+        if let Some(cycle) = find_cycle(&whole) {
+            let atom_of = |key: &PackageKey| {
+                items
+                    .iter()
+                    .find(|item| item.0.key() == *key)
+                    .map(|item| item.0.clone())
+                    .or_else(|| self.get(key).map(|e| e.record.atom.clone()))
+            };
+            return Err(SubmitRefusal::Cycle(
+                cycle.iter().filter_map(atom_of).collect(),
+            ));
+        }
+        Ok(graph)
     }
 }
 
@@ -145,6 +220,8 @@ pub enum SubmitRefusal {
     Empty,
     #[error("{0}")]
     BadRun(NameError),
+    #[error("build dependencies form a cycle: {}", .0.iter().map(Atom::as_str).collect::<Vec<_>>().join(" -> "))]
+    Cycle(Vec<Atom>),
     #[error("{} invalid atoms", .0.len())]
     InvalidAtoms(Vec<AtomRejection>),
 }
@@ -180,6 +257,7 @@ mod tests {
                     atom: (*atom).into(),
                     estimate_secs: Some(60.0),
                     class: Some(SizeClass::Small),
+                    deps: Vec::new(),
                 })
                 .collect(),
             arch: arch.map(|a| Arch::parse(a).expect("arch")),

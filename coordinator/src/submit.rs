@@ -8,12 +8,14 @@
 
 use futures::StreamExt;
 use schemas::{
-    PackageKey, RunTarget, SCHEMA_VERSION, SubmitReply, SubmitRequest, SubmitResult, decode, encode,
+    PackageKey, PackageState, RunTarget, SCHEMA_VERSION, SubmitReply, SubmitRequest, SubmitResult,
+    decode, encode,
 };
 use tracing::{error, info, warn};
 
 use crate::big_jobs::BigJobs;
 use crate::config::Schedule;
+use crate::graph;
 use crate::publish::{self, Publication, PublishError, PublishOutcome};
 use crate::schedule;
 use crate::service::Service;
@@ -164,9 +166,14 @@ impl Service {
         for (key, record, result) in written {
             match result {
                 Ok(revision) => {
+                    // A package waiting for its build dependencies gets its job when they are
+                    // done (`advance_graph`).
+                    let ready = matches!(record.state, PackageState::Queued { .. });
                     self.table.store(&key, Some(Entry { record, revision }));
                     queued += 1;
-                    to_publish.push(key);
+                    if ready {
+                        to_publish.push(key);
+                    }
                 }
                 Err(err) => {
                     if matches!(err, WriteError::Conflict) {
@@ -199,12 +206,21 @@ impl Service {
 
     /// Publishes jobs with many acks in flight at once, in the schedule's order; a job that
     /// cannot be published now is left to the reconciler.
-    async fn publish_many(&self, keys: &[PackageKey], attempt: u32) {
+    pub(crate) async fn publish_many(&self, keys: &[PackageKey], attempt: u32) {
+        // With build dependencies in the table, a job's priority is its critical path: its own
+        // work and the longest chain of work that waits on it.
+        let has_graph = self
+            .table
+            .records()
+            .any(|r| matches!(r.state, PackageState::Waiting));
+        let paths = has_graph.then(|| graph::remaining_path(&self.table, schedule::estimate_secs));
         let mut ordered: Vec<(&PackageKey, f64)> = keys
             .iter()
             .filter_map(|key| {
                 let entry = self.table.get(key)?;
-                Some((key, schedule::estimate_secs(&entry.record)))
+                let own = schedule::estimate_secs(&entry.record);
+                let priority = paths.as_ref().and_then(|p| p.get(key).copied());
+                Some((key, priority.unwrap_or(own)))
             })
             .collect();
         if self.settings.schedule == Schedule::LongestFirst {

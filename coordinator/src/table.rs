@@ -115,13 +115,18 @@ impl PackageTable {
         );
     }
 
-    /// The packages that should have a job in the stream or a drone's lease: those queued or
-    /// building.
     /// Every record.
     pub fn records(&self) -> impl Iterator<Item = &PackageRecord> {
         self.entries.values().map(|entry| &entry.record)
     }
 
+    /// Every record by its key.
+    pub fn entries(&self) -> impl Iterator<Item = (&PackageKey, &Entry)> {
+        self.entries.iter()
+    }
+
+    /// The packages that should have a job in the stream or a drone's lease: those queued or
+    /// building.
     pub fn live(&self) -> impl Iterator<Item = (&PackageKey, &Entry)> {
         self.entries.iter().filter(|(_, e)| {
             matches!(

@@ -1,16 +1,18 @@
-//! The service's housekeeping handlers: retries whose backoff is over, dead letters, the drones
-//! bucket's watch and lost drones, and the reconcile pass. Each reads what it needs, asks the
-//! pure part for a decision (`table`, `drones`, `reconcile`) and writes it.
+//! The service's housekeeping handlers: packages whose build dependencies moved, retries whose
+//! backoff is over, dead letters, the drones bucket's watch and lost drones, and the reconcile
+//! pass. Each reads what it needs, asks the pure part for a decision (`graph`, `table`,
+//! `drones`, `reconcile`) and writes it.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, kv, stream};
 use futures::StreamExt;
-use schemas::{Job, decode, encode, names};
-use tracing::{debug, warn};
+use schemas::{Job, PackageState, decode, encode, names};
+use tracing::{debug, info, warn};
 
 use crate::big_jobs::BigJobs;
 use crate::drones::{DroneRefusal, WatchEntry};
+use crate::graph::{self, Step};
 use crate::lifecycle::PackageEvent;
 use crate::publish::PublishOutcome;
 use crate::reconcile::{Action, Evidence};
@@ -38,6 +40,50 @@ struct Advisory {
 }
 
 impl Service {
+    /// Moves the packages that wait on their build dependencies (`graph::steps`): releases
+    /// those whose dependencies all succeeded and are in staging, and publishes their jobs in
+    /// critical-path order; blocks those with a dependency failed for good; lets blocked ones
+    /// wait again when their dependency is built again. Until nothing moves: a block reaches
+    /// every transitive dependent.
+    pub(crate) async fn advance_graph(&mut self) {
+        let mut released = Vec::new();
+        loop {
+            let steps = graph::steps(&self.table, runtime::now_ms());
+            let mut moved = false;
+            for step in steps {
+                let (key, event) = match step {
+                    Step::Release(key) => (key, PackageEvent::Released),
+                    Step::Block { key, dependency } => {
+                        (key, PackageEvent::DependencyFailed { dependency })
+                    }
+                    Step::Unblock(key) => (key, PackageEvent::Unblocked),
+                };
+                match self.apply(&Change::new(key.clone(), event)).await {
+                    Ok(Some(PackageState::Queued { .. })) => released.push(key),
+                    Ok(Some(PackageState::Blocked { dependency })) => {
+                        moved = true;
+                        info!(key = %key, %dependency, "blocked: a build dependency failed");
+                    }
+                    Ok(Some(_)) => moved = true,
+                    Ok(None) => {}
+                    Err(err) => {
+                        warn!(key = %key, error = %err, "dependency step not recorded; trying again")
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        if !released.is_empty() {
+            debug!(
+                released = released.len(),
+                "build dependencies done; jobs published"
+            );
+            self.publish_many(&released, 1).await;
+        }
+    }
+
     pub(crate) async fn publish_due_retries(&mut self) {
         let now = runtime::now_ms();
         let due = self.table.due_retries(now);

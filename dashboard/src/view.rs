@@ -214,7 +214,7 @@ pub fn progress<'a>(
     for (_, _, state) in run {
         match state {
             PackageState::Succeeded { .. } => p.succeeded += 1,
-            PackageState::Failed { .. } => p.failed += 1,
+            PackageState::Failed { .. } | PackageState::Blocked { .. } => p.failed += 1,
             _ => p.remaining += 1,
         }
     }

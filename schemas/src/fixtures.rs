@@ -73,6 +73,7 @@ pub fn package_record(atom_text: &str, state: PackageState) -> PackageRecord {
         artifacts: Vec::new(),
         fingerprint: None,
         run: None,
+        deps: Vec::new(),
     }
 }
 

@@ -51,11 +51,17 @@ pub struct PackageCounts {
     pub failed: u64,
     /// Of `queued`, those waiting out a retry backoff.
     pub retrying: u64,
+    /// Waiting for build dependencies of their run to succeed.
+    #[serde(default)]
+    pub waiting: u64,
+    /// Not built: a build dependency failed for good.
+    #[serde(default)]
+    pub blocked: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
-    /// Unfinished packages (queued or building).
+    /// Unfinished packages (queued, building or waiting for their dependencies).
     pub queue: u64,
     pub drones: DroneCounts,
     pub cores: CoreCounts,
@@ -126,9 +132,11 @@ pub fn summarize<'a>(
             PackageState::Building { .. } => pkgs.building += 1,
             PackageState::Succeeded { .. } => pkgs.succeeded += 1,
             PackageState::Failed { .. } => pkgs.failed += 1,
+            PackageState::Waiting => pkgs.waiting += 1,
+            PackageState::Blocked { .. } => pkgs.blocked += 1,
         }
     }
-    let queue = pkgs.queued + pkgs.building;
+    let queue = pkgs.queued + pkgs.building + pkgs.waiting;
     let status = if queue == 0 {
         SwarmStatus::Idle
     } else if can_work || pkgs.building > 0 {

@@ -118,6 +118,7 @@ async fn submit_with(
                 class: None,
                 atom: a.clone(),
                 estimate_secs: *e,
+                deps: Vec::new(),
             })
             .collect(),
         arch: None,

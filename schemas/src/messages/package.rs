@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Artifact, BuildOutcome, version};
 use crate::codec::Wire;
-use crate::ids::{Arch, Atom, DroneName, RunName};
+use crate::ids::{Arch, Atom, DroneName, PackageKey, RunName};
 
 /// Where a package is in its lifecycle; see the coordinator's `lifecycle` module for the
 /// transition function.
@@ -35,6 +35,14 @@ pub enum PackageState {
         attempt: u32,
         reason: String,
     },
+    /// Some of its build dependencies in the run (`PackageRecord::deps`) have not succeeded
+    /// yet: no job is published until they have, and their binary packages are in staging.
+    Waiting,
+    /// A build dependency in the run failed for good (or is itself blocked): it is not built.
+    /// Building that dependency again releases it.
+    Blocked {
+        dependency: Atom,
+    },
 }
 
 impl PackageState {
@@ -45,13 +53,17 @@ impl PackageState {
             PackageState::RetryWait { .. } => "retry_wait",
             PackageState::Succeeded { .. } => "succeeded",
             PackageState::Failed { .. } => "failed",
+            PackageState::Waiting => "waiting",
+            PackageState::Blocked { .. } => "blocked",
         }
     }
 
     pub fn is_final(&self) -> bool {
         matches!(
             self,
-            PackageState::Succeeded { .. } | PackageState::Failed { .. }
+            PackageState::Succeeded { .. }
+                | PackageState::Failed { .. }
+                | PackageState::Blocked { .. }
         )
     }
 
@@ -62,6 +74,7 @@ impl PackageState {
             | PackageState::RetryWait { attempt, .. }
             | PackageState::Succeeded { attempt, .. }
             | PackageState::Failed { attempt, .. } => *attempt,
+            PackageState::Waiting | PackageState::Blocked { .. } => 0,
         }
     }
 }
@@ -107,6 +120,10 @@ pub struct PackageRecord {
     /// none).
     #[serde(default)]
     pub run: Option<RunName>,
+    /// Its build dependencies in the run (package keys of the same arch): it is queued only
+    /// once every one of them has succeeded.
+    #[serde(default)]
+    pub deps: Vec<PackageKey>,
     pub submitted_ms: u64,
     pub updated_ms: u64,
 }

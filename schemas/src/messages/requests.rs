@@ -17,6 +17,11 @@ pub struct SubmitItem {
     /// Size class (`small`, `medium`, `heavy`, `giant`), used when there is no estimate.
     #[serde(default)]
     pub class: Option<SizeClass>,
+    /// Its build dependencies, as atoms of the same run: it is built only after them. An atom
+    /// that names no package of the run is provided from outside (the drones' system or the
+    /// binhost) and ignored.
+    #[serde(default)]
+    pub deps: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

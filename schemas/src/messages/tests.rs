@@ -180,6 +180,7 @@ fn every_message_round_trips() {
             artifacts: Vec::new(),
             fingerprint: None,
             run: Some(RunName::parse("nightly-1").expect("run name")),
+            deps: Vec::new(),
         });
     }
     round_trip(SubmitRequest {
@@ -188,6 +189,7 @@ fn every_message_round_trips() {
             class: None,
             atom: "not an atom".into(),
             estimate_secs: None,
+            deps: Vec::new(),
         }],
         arch: None,
         fingerprint: None,
