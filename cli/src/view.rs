@@ -82,7 +82,7 @@ impl PackageRow {
                 0,
                 None,
                 Some(format!(
-                    "blocked: its build dependency {dependency} failed; building that again releases it"
+                    "blocked by its build dependency {dependency}, which did not build; building that again releases it"
                 )),
             ),
             PackageState::Queued { .. }
@@ -261,12 +261,16 @@ pub(crate) fn packages_table(rows: &[PackageRow]) -> String {
                         .as_ref()
                         .map(|d| d.to_string())
                         .unwrap_or_default(),
-                    row.history
-                        .iter()
-                        .rev()
-                        .find_map(HistoryRow::failure_summary)
-                        .map(|text| schemas::shorten(&text, 100))
-                        .unwrap_or_default(),
+                    match (row.state.as_str(), &row.reason) {
+                        ("blocked", Some(reason)) => schemas::shorten(reason, 100),
+                        _ => row
+                            .history
+                            .iter()
+                            .rev()
+                            .find_map(HistoryRow::failure_summary)
+                            .map(|text| schemas::shorten(&text, 100))
+                            .unwrap_or_default(),
+                    },
                 ]
             })
             .collect(),

@@ -419,4 +419,90 @@ mod tests {
             }
         }
     }
+
+    /// Build dependencies inside the run become edges; a package waits for those not yet
+    /// succeeded; edges to packages outside the run are dropped; a cycle refuses the whole
+    /// submission, naming it.
+    #[test]
+    fn a_submission_carries_its_graph_and_refuses_cycles() {
+        let mut done = entry(
+            "a/done",
+            PackageState::Succeeded {
+                attempt: 1,
+                drone: fixtures::drone_name("d"),
+            },
+            1,
+        );
+        done.1.record.run = RunName::parse("night").ok();
+        let mut other_run = entry(
+            "a/other",
+            PackageState::Succeeded {
+                attempt: 1,
+                drone: fixtures::drone_name("d"),
+            },
+            1,
+        );
+        other_run.1.record.run = RunName::parse("day").ok();
+        let table = table(vec![done, other_run]);
+        let submit = |rows: &[(&str, &[&str])]| {
+            let mut req = request(&[], None);
+            req.run = Some("night".into());
+            req.items = rows
+                .iter()
+                .map(|(atom, deps)| SubmitItem {
+                    atom: (*atom).into(),
+                    estimate_secs: None,
+                    class: None,
+                    deps: deps.iter().map(|d| (*d).to_owned()).collect(),
+                })
+                .collect();
+            table.plan_submission(&req, &[Arch::default()], &POLICY, 9)
+        };
+        let plan = submit(&[
+            ("b/lib", &["a/done", "z/outside", "a/other"]),
+            ("b/app", &["b/lib", "a/done"]),
+            ("b/tool", &[]),
+        ])
+        .expect("accepted");
+        let got: Vec<(String, &str, usize)> = plan
+            .records
+            .iter()
+            .map(|n| {
+                (
+                    n.record.atom.to_string(),
+                    n.record.state.label(),
+                    n.record.deps.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                // Its one dependency in the run succeeded before: queued at once; the outside
+                // one and the other run's are dropped.
+                ("b/lib".to_owned(), "queued", 1),
+                // Its dependency is built now: it waits.
+                ("b/app".to_owned(), "waiting", 2),
+                ("b/tool".to_owned(), "queued", 0),
+            ]
+        );
+        let err = submit(&[("c/a", &["c/b"]), ("c/b", &["c/c"]), ("c/c", &["c/a"])])
+            .expect_err("a cycle");
+        assert_eq!(
+            err.to_string(),
+            "build dependencies form a cycle: c/a -> c/b -> c/c -> c/a"
+        );
+        let err = submit(&[("c/a", &["not an atom"])]).expect_err("a bad dependency");
+        match err {
+            SubmitRefusal::InvalidAtoms(rejections) => {
+                assert_eq!(rejections[0].input, "not an atom");
+                assert!(
+                    rejections[0]
+                        .reason
+                        .starts_with("build dependency of c/a: ")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

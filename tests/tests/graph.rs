@@ -1,0 +1,189 @@
+//! End-to-end: a run is a graph. The 152-package world with its 1,024 real build edges
+//! (`tests/fixtures/world-152-deps.tsv`) on the seed's four drones: no package starts before
+//! every one of its build dependencies has ended its build; a dependency that fails for good
+//! blocks exactly its transitive dependents, and building it again releases them; a cycle is
+//! refused at submission, naming it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use schemas::PackageState;
+use swarm_tests::*;
+
+/// The run file's packages and their build dependencies.
+fn graph(text: &str) -> BTreeMap<String, Vec<String>> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            let deps = cols.get(3).copied().unwrap_or("-");
+            let deps = deps
+                .split(',')
+                .filter(|d| !d.is_empty() && *d != "-")
+                .map(str::to_owned)
+                .collect();
+            (cols[0].to_owned(), deps)
+        })
+        .collect()
+}
+
+/// `swarmctl ARGS`: (success, stdout + stderr).
+fn swarmctl(swarm: &Swarm, args: &[&str]) -> (bool, String) {
+    let out = swarm.swarmctl(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_world_builds_in_dependency_order() {
+    let mut swarm = Swarm::start().await;
+    for (name, cores, slots) in [
+        ("drone-Izar", 16, 4),
+        ("drone-Tarn", 10, 2),
+        ("drone-Meridian", 24, 6),
+        ("drone-Tau-Beta", 8, 2),
+    ] {
+        swarm.spawn_drone(&DroneSpec::new(name, cores, slots).env("SWARM_TEST_SCALE", "0.0002"));
+    }
+    let file = testkit::fixture("world-152-deps.tsv");
+    let edges = graph(&std::fs::read_to_string(&file).expect("run file"));
+    assert_eq!(edges.values().map(Vec::len).sum::<usize>(), 1_024);
+    let (ok, text) = swarmctl(&swarm, &["submit", "--file", &file.display().to_string()]);
+    assert!(ok, "{text}");
+    let packages = swarm.wait_final(152, Duration::from_secs(240)).await;
+    assert!(all_succeeded(&packages), "{packages:?}");
+
+    // Every package started after each of its build dependencies ended.
+    let records = swarm.records();
+    let first_start: BTreeMap<&str, u64> =
+        records
+            .iter()
+            .filter(|r| r.phase == "start")
+            .fold(BTreeMap::new(), |mut m, r| {
+                let at = m.entry(r.atom.as_str()).or_insert(r.at_ms);
+                *at = (*at).min(r.at_ms);
+                m
+            });
+    let last_end: BTreeMap<&str, u64> = records
+        .iter()
+        .filter(|r| r.phase == "end" && r.rest == "0")
+        .map(|r| (r.atom.as_str(), r.at_ms))
+        .collect();
+    let mut early = Vec::new();
+    let mut release_ms = Vec::new();
+    for (atom, deps) in &edges {
+        let start = first_start[atom.as_str()];
+        let ready = deps.iter().map(|d| last_end[d.as_str()]).max();
+        for dep in deps {
+            if start < last_end[dep.as_str()] {
+                early.push(format!("{atom} started before {dep} ended"));
+            }
+        }
+        if let Some(ready) = ready {
+            release_ms.push(start.saturating_sub(ready));
+        }
+    }
+    assert!(early.is_empty(), "{} early: {early:#?}", early.len());
+    release_ms.sort_unstable();
+    eprintln!(
+        "release latency (last dependency's build end to the dependent's start) over {} packages: p50 {} ms, p99 {} ms",
+        release_ms.len(),
+        percentile(&release_ms, 0.5),
+        percentile(&release_ms, 0.99)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dependency_blocks_exactly_its_dependents_until_built_again() {
+    let mut swarm = Swarm::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run.tsv");
+    // a <- b <- c, a <- d, and e on its own; a cannot be built by the first drone.
+    std::fs::write(
+        &run,
+        "t-a/a\t\t\t-\nt-b/b\t\t\tt-a/a\nt-c/c\t\t\tt-b/b\nt-d/d\t\t\tt-a/a\nt-e/e\t\t\t-\n",
+    )
+    .expect("run file");
+    swarm.spawn_drone(&DroneSpec::new("broken", 2, 2).env("SWARM_TEST_FAIL_ATOMS", "t-a/a"));
+    let (ok, text) = swarmctl(&swarm, &["submit", "--file", &run.display().to_string()]);
+    assert!(ok, "{text}");
+    let packages = swarm.wait_final(5, Duration::from_secs(60)).await;
+    let states: BTreeMap<String, String> = packages
+        .iter()
+        .map(|(atom, p)| (atom.clone(), p.state.label().to_owned()))
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("t-a/a", "failed"),
+        ("t-b/b", "blocked"),
+        ("t-c/c", "blocked"),
+        ("t-d/d", "blocked"),
+        ("t-e/e", "succeeded"),
+    ]
+    .into_iter()
+    .map(|(a, s)| (a.to_owned(), s.to_owned()))
+    .collect();
+    assert_eq!(states, expected);
+    // Blocked packages were never started, and say what blocks them.
+    let started: BTreeSet<String> = swarm
+        .records()
+        .into_iter()
+        .filter(|r| r.phase == "start")
+        .map(|r| r.atom)
+        .collect();
+    assert_eq!(
+        started,
+        BTreeSet::from(["t-a/a".to_owned(), "t-e/e".to_owned()])
+    );
+    let (_, table) = swarmctl(&swarm, &["packages", "--state", "blocked"]);
+    for (atom, by) in [("t-b/b", "t-a/a"), ("t-c/c", "t-b/b"), ("t-d/d", "t-a/a")] {
+        assert!(
+            table.lines().any(|l| l.starts_with(atom)
+                && l.contains(&format!("blocked by its build dependency {by},"))),
+            "{atom}: {table}"
+        );
+    }
+    assert_eq!(table.lines().count(), 4, "a header and three rows: {table}");
+
+    // A drone that can build it; a is submitted again and everything it blocked follows.
+    swarm
+        .drone("broken")
+        .signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        swarm
+            .drone("broken")
+            .wait_exit(Duration::from_secs(20))
+            .is_some()
+    );
+    swarm.spawn_drone(&DroneSpec::new("fixed", 2, 2));
+    let (ok, text) = swarmctl(&swarm, &["submit", "t-a/a"]);
+    assert!(ok, "{text}");
+    let packages = swarm.wait_final(5, Duration::from_secs(60)).await;
+    assert!(all_succeeded(&packages), "{packages:?}");
+
+    // A cycle is refused whole, named, and nothing of it is queued.
+    let cyclic = dir.path().join("cycle.tsv");
+    std::fs::write(&cyclic, "u-a/a\t\t\tu-b/b\nu-b/b\t\t\tu-a/a\n").expect("run file");
+    let (ok, text) = swarmctl(&swarm, &["submit", "--file", &cyclic.display().to_string()]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("build dependencies form a cycle: u-a/a -> u-b/b -> u-a/a"),
+        "{text}"
+    );
+    assert_eq!(swarm.packages().await.len(), 5);
+    assert!(
+        !swarm
+            .packages()
+            .await
+            .values()
+            .any(|p| matches!(p.state, PackageState::Waiting)),
+    );
+}
