@@ -69,6 +69,10 @@ fn status_json_has_the_documented_keys() {
             drone: name("drone-Izar"),
             since_ms: 1,
         },
+        PackageState::Waiting,
+        PackageState::Blocked {
+            dependency: schemas::fixtures::atom("sys-libs/zlib"),
+        },
     ];
     let summary = summarize(drones.iter().map(|d| (d, 0)), packages.iter());
     let json = serde_json::to_value(&summary).expect("serializes");
@@ -76,15 +80,27 @@ fn status_json_has_the_documented_keys() {
         keys(&json),
         ["cores", "drones", "packages", "queue", "status"]
     );
-    assert_eq!(json["queue"], 2);
+    // Queued, building, and waiting for its dependencies; a blocked package is finished.
+    assert_eq!(json["queue"], 3);
     assert_eq!(json["drones"]["active"], 1);
     assert_eq!(json["drones"]["idle"], 1);
     assert_eq!(json["drones"]["grounded"], 1);
     assert_eq!(json["cores"]["active"], 16);
     assert_eq!(json["cores"]["total"], 34);
     assert_eq!(json["status"], "BUILDING");
-    for key in ["queued", "building", "succeeded", "failed"] {
-        assert!(json["packages"][key].is_u64(), "packages.{key} in {json}");
+    for key in [
+        "queued",
+        "building",
+        "succeeded",
+        "failed",
+        "waiting",
+        "blocked",
+    ] {
+        assert_eq!(
+            json["packages"][key].as_u64(),
+            Some(u64::from(key != "succeeded" && key != "failed")),
+            "packages.{key} in {json}"
+        );
     }
     assert_eq!(summary.status, SwarmStatus::Building);
 }

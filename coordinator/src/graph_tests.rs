@@ -49,8 +49,10 @@ fn edges(rows: &[(&str, &[&str])]) -> BTreeMap<PackageKey, Vec<PackageKey>> {
 
 #[test]
 fn cycles_are_found_and_named_in_order() {
+    // (each package's dependencies, the cycle expected)
+    type Case<'a> = (&'a [(&'a str, &'a [&'a str])], Option<&'a [&'a str]>);
     #[rustfmt::skip]
-    let cases: [(&[(&str, &[&str])], Option<&[&str]>); 6] = [
+    let cases: [Case; 6] = [
         (&[("a/a", &["a/b"]), ("a/b", &["a/c"]), ("a/c", &[])], None),
         (&[("a/d", &["a/b", "a/c"]), ("a/b", &["a/a"]), ("a/c", &["a/a"]), ("a/a", &[])], None),
         (&[("a/a", &["a/a"])], Some(&["a/a", "a/a"])),

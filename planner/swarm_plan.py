@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Plans a swarm run by asking Portage itself: which packages, in which order, with which
+build-dependency edges.
+
+    python3 planner/swarm_plan.py [--show] [ATOM ...]      (no atoms: @world)
+
+The atoms are resolved as `emerge --pretend --emptytree ATOMS` resolves them, through Portage's
+own Python API (`backtrack_depgraph`, then `altlist()` for the merge list in merge order), with
+the host's configuration as emerge reads it (`PORTAGE_CONFIGROOT`, `ROOT`, `SYSROOT`, `EPREFIX`
+honoured). A package's build dependencies are the edges of Portage's resolved dependency graph
+(`_dynamic_config.digraph`) from it to its children whose priority is build-time: its DEPEND and
+BDEPEND after USE and `||` choices, as Portage chose them; RDEPEND, PDEPEND and IDEPEND edges
+are runtime priorities and are left out. Only edges to packages earlier in the merge order are
+kept, so the run is acyclic by construction; an edge to a later package (one side of a cycle,
+such as gcc <-> glibc, that Portage broke because the installed system provides that side) is
+dropped and counted.
+
+Prints the run file to stdout: `#` comment lines, then one line per package in merge order,
+tab-separated: `=CATEGORY/PF`, estimated seconds (empty), size class (empty), and the
+comma-separated `=CATEGORY/PF` of its in-run build dependencies, or `-`. `--show` also prints to
+stderr, per package, its build dependencies outside the run and the dropped back edges.
+Errors go to stderr, exit status 2.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import os
+import sys
+
+USAGE_ERROR = 2
+
+
+class PlanError(Exception):
+    """Portage could not plan the run: `atom` is what it could not resolve (or None), `reason`
+    says why in one line, `details` is what Portage itself printed."""
+
+    def __init__(self, atom, reason, details=""):
+        super().__init__(f"{atom}: {reason}" if atom else reason)
+        self.atom = atom
+        self.reason = reason
+        self.details = details
+
+
+@dataclasses.dataclass
+class Plan:
+    """A planned run. Every package is `=CATEGORY/PF`.
+
+    packages: the packages to build, in Portage's merge order.
+    deps: package -> its in-run build dependencies, all earlier in `packages`, in merge order.
+    dropped: (package, dependency) build edges to a package later in the order, left out.
+    outside: package -> its build dependencies that are not built in this run (installed).
+    messages: what Portage printed while resolving (warnings), for stderr.
+    """
+
+    packages: list
+    deps: dict
+    dropped: list
+    outside: dict
+    messages: str = ""
+
+    def edge_count(self):
+        return sum(len(deps) for deps in self.deps.values())
+
+
+def _name(pkg):
+    return f"={pkg.cpv}"
+
+
+def _is_build_priority(priority):
+    """A DEPEND/BDEPEND edge that Portage holds as needed (see depgraph._add_pkg_deps)."""
+    return bool(
+        getattr(priority, "buildtime", False)
+        and not getattr(priority, "optional", False)
+        and not getattr(priority, "ignored", False)
+    )
+
+
+def _not_build_priority(priority):
+    return not _is_build_priority(priority)
+
+
+def _portage_text(mydepgraph):
+    """What emerge would print about the depgraph's problems, as plain text."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        with contextlib.suppress(Exception):
+            mydepgraph.display_problems()
+    return buf.getvalue().strip()
+
+
+def _failure(mydepgraph, atoms, details):
+    """The first thing Portage could not resolve, with a one-line reason."""
+    dynamic = mydepgraph._dynamic_config
+    for (_root, atom), kwargs in dynamic._unsatisfied_deps_for_display:
+        parent = kwargs.get("myparent")
+        required = f" (required by {_name(parent)})" if hasattr(parent, "cpv") else ""
+        if kwargs.get("show_req_use") is not None:
+            reason = "its REQUIRED_USE is not satisfied"
+        else:
+            reason = "no ebuild that is not masked matches it" + required
+        return PlanError(str(atom), reason, details)
+    for _arg, atom in dynamic._missing_args:
+        return PlanError(str(atom), "no ebuild matches it", details)
+    if dynamic._circular_deps_for_display is not None:
+        return PlanError(None, "circular build dependencies Portage cannot break", details)
+    changes = (
+        list(dynamic._needed_unstable_keywords)
+        + list(dynamic._needed_p_mask_changes)
+        + list(dynamic._needed_license_changes)
+        + list(dynamic._needed_use_config_changes)
+    )
+    if changes:
+        names = ", ".join(sorted({_name(pkg) for pkg in changes}))
+        return PlanError(names, "needs changes to the Portage configuration", details)
+    conflicts = next(iter(dynamic._package_tracker.slot_conflicts()), None)
+    if dynamic._slot_conflict_handler is not None or conflicts is not None:
+        return PlanError(None, "slot conflict", details)
+    return PlanError(" ".join(atoms), "Portage cannot resolve it", details)
+
+
+def resolve(settings, trees, atoms):
+    """Portage's depgraph for `emerge --pretend --emptytree ATOMS` and its merge list."""
+    import _emerge.emergelog
+    import portage
+    from _emerge.actions import expand_set_arguments
+    from _emerge.create_depgraph_params import create_depgraph_params
+    from _emerge.depgraph import backtrack_depgraph
+
+    atoms = list(atoms) or ["@world"]
+    opts = {"--pretend": True, "--emptytree": True}
+    params = create_depgraph_params(opts, None)
+    root_config = trees[settings["EROOT"]]["root_config"]
+    _emerge.emergelog._disable = True
+    portage.output.nocolor()
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            args, status = expand_set_arguments(atoms, None, root_config)
+            if status != os.EX_OK:
+                sets = [a for a in atoms if a.startswith("@") or a in ("world", "system")]
+                raise PlanError(" ".join(sets) or None, "not a package set Portage knows", buf.getvalue())
+            success, mydepgraph, _favorites = backtrack_depgraph(
+                settings, trees, opts, params, None, args, None
+            )
+            if not success:
+                details = buf.getvalue()
+                raise _failure(mydepgraph, atoms, (details + "\n" + _portage_text(mydepgraph)).strip())
+            try:
+                mergelist = mydepgraph.altlist()
+            except mydepgraph._unknown_internal_error:
+                raise _failure(mydepgraph, atoms, _portage_text(mydepgraph)) from None
+            mydepgraph.display_problems()
+    except portage.exception.AmbiguousPackageName as err:
+        names = ", ".join(str(name) for name in err.args[0]) if err.args else ""
+        raise PlanError(
+            " ".join(atoms), f"ambiguous package name, it could be any of: {names}", buf.getvalue()
+        ) from None
+    except portage.exception.PackageSetNotFound as err:
+        raise PlanError(f"@{err}", "no such package set", buf.getvalue()) from None
+    except portage.exception.PortageException as err:
+        raise PlanError(" ".join(atoms), f"{type(err).__name__}: {err}", buf.getvalue()) from None
+    return mydepgraph, mergelist, buf.getvalue().strip()
+
+
+def plan(settings, trees, atoms):
+    """The run for `atoms` (none: @world) on the configuration `settings`/`trees` (as
+    `portage.create_trees` makes them, each root with its `root_config`). Raises PlanError."""
+    from _emerge.Package import Package
+
+    mydepgraph, mergelist, messages = resolve(settings, trees, atoms)
+    builds = [
+        task
+        for task in mergelist
+        if isinstance(task, Package) and task.operation == "merge" and task.type_name == "ebuild"
+    ]
+    position = {pkg: index for index, pkg in enumerate(builds)}
+    graph = mydepgraph._dynamic_config.digraph
+    deps, dropped, outside = {}, [], {}
+    for pkg in builds:
+        earlier, others = [], set()
+        children = graph.child_nodes(pkg, ignore_priority=_not_build_priority) if graph.contains(pkg) else []
+        for child in children:
+            if not isinstance(child, Package) or child is pkg:
+                continue
+            where = position.get(child)
+            if where is None:
+                others.add(_name(child))
+            elif where < position[pkg]:
+                earlier.append(child)
+            else:
+                dropped.append((pkg, child))
+        earlier.sort(key=position.__getitem__)
+        deps[_name(pkg)] = list(dict.fromkeys(_name(child) for child in earlier))
+        if others:
+            outside[_name(pkg)] = sorted(others)
+    dropped.sort(key=lambda edge: (position[edge[0]], position[edge[1]]))
+    return Plan(
+        packages=[_name(pkg) for pkg in builds],
+        deps=deps,
+        dropped=[(_name(pkg), _name(child)) for pkg, child in dropped],
+        outside=outside,
+        messages=messages,
+    )
+
+
+def render(run, atoms):
+    """The run file: comment lines, then `=CATEGORY/PF<TAB><TAB><TAB>deps` in merge order."""
+    what = " ".join(atoms) if atoms else "@world"
+    lines = [
+        "# atom\test_seconds\tkind\tdeps",
+        f"# A swarm run planned by Portage (planner/swarm_plan.py) for: {what}",
+        "# as `emerge --pretend --emptytree` orders it; the fourth column names the packages of",
+        "# this list each one needs to build (DEPEND and BDEPEND as Portage resolved them).",
+        f"# {len(run.packages)} packages, {run.edge_count()} build edges; {len(run.dropped)} back",
+        "# edges to a package later in the merge order dropped, so the graph is acyclic.",
+    ]
+    for pkg in run.packages:
+        lines.append(f"{pkg}\t\t\t{','.join(run.deps[pkg]) or '-'}")
+    return "\n".join(lines) + "\n"
+
+
+def show(run):
+    """The --show report: dependencies outside the run, dropped back edges."""
+    lines = []
+    for pkg in run.packages:
+        if pkg in run.outside:
+            lines.append(f"{pkg}: needs outside the run: {', '.join(run.outside[pkg])}")
+    for pkg, dep in run.dropped:
+        lines.append(f"{pkg}: dropped back edge to {dep} (later in the merge order)")
+    return "".join(line + "\n" for line in lines)
+
+
+def load_config():
+    """settings and trees as emerge loads them (PORTAGE_CONFIGROOT, ROOT, SYSROOT, EPREFIX)."""
+    from _emerge.actions import load_emerge_config
+
+    emerge_config = load_emerge_config()
+    return emerge_config.target_config.settings, emerge_config.trees
+
+
+def main(argv=None, stdout=None, stderr=None):
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    parser = argparse.ArgumentParser(
+        prog="swarm_plan.py",
+        description="Plan a swarm run with Portage: packages in merge order and their build dependencies.",
+    )
+    parser.add_argument("--show", action="store_true", help="print dependencies outside the run and dropped back edges to stderr")
+    parser.add_argument("atoms", nargs="*", metavar="ATOM", help="atoms or @sets to resolve (default: @world)")
+    options = parser.parse_args(argv)
+    try:
+        import _emerge.depgraph  # noqa: F401
+        import portage  # noqa: F401
+    except ImportError as err:
+        print(
+            f"swarm_plan: cannot import Portage's Python modules ({err}); install the `portage` "
+            "package (scripts/install-deps.sh --test-tools puts it in .tools/venv)",
+            file=stderr,
+        )
+        return USAGE_ERROR
+    try:
+        settings, trees = load_config()
+        run = plan(settings, trees, options.atoms)
+    except PlanError as err:
+        subject = f"cannot resolve {err.atom}" if err.atom else "cannot plan the run"
+        print(f"swarm_plan: {subject}: {err.reason}", file=stderr)
+        if err.details:
+            print(err.details, file=stderr)
+        return USAGE_ERROR
+    except Exception as err:  # Portage's own configuration errors, unreadable trees
+        print(f"swarm_plan: Portage failed: {type(err).__name__}: {err}", file=stderr)
+        return USAGE_ERROR
+    if run.messages:
+        print(run.messages, file=stderr)
+    stdout.write(render(run, options.atoms))
+    if options.show:
+        stderr.write(show(run))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
