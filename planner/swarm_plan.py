@@ -2,7 +2,7 @@
 """Plans a swarm run by asking Portage itself: which packages, in which order, with which
 build-dependency edges.
 
-    python3 planner/swarm_plan.py [--show] [ATOM ...]      (no atoms: @world)
+    python3 planner/swarm_plan.py [--show] [--keep-installed] [ATOM ...]   (no atoms: @world)
 
 The atoms are resolved as `emerge --pretend --emptytree ATOMS` resolves them, through Portage's
 own Python API (`backtrack_depgraph`, then `altlist()` for the merge list in merge order), with
@@ -13,7 +13,9 @@ BDEPEND after USE and `||` choices, as Portage chose them; RDEPEND, PDEPEND and 
 are runtime priorities and are left out. Only edges to packages earlier in the merge order are
 kept, so the run is acyclic by construction; an edge to a later package (one side of a cycle,
 such as gcc <-> glibc, that Portage broke because the installed system provides that side) is
-dropped and counted.
+dropped and counted. With `--keep-installed` the atoms are resolved as `emerge --pretend --deep`
+resolves them instead: dependencies the host has installed are not rebuilt, and are the build
+dependencies outside the run that `--show` lists (with `--emptytree` Portage rebuilds them all).
 
 Prints the run file to stdout: `#` comment lines, then one line per package in merge order,
 tab-separated: `=CATEGORY/PF`, estimated seconds (empty), size class (empty), and the
@@ -27,6 +29,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import re
 import sys
 
 USAGE_ERROR = 2
@@ -52,6 +55,7 @@ class Plan:
     dropped: (package, dependency) build edges to a package later in the order, left out.
     outside: package -> its build dependencies that are not built in this run (installed).
     messages: what Portage printed while resolving (warnings), for stderr.
+    emptytree: resolved as `--emptytree` (else as `--deep`, installed packages kept).
     """
 
     packages: list
@@ -59,6 +63,7 @@ class Plan:
     dropped: list
     outside: dict
     messages: str = ""
+    emptytree: bool = True
 
     def edge_count(self):
         return sum(len(deps) for deps in self.deps.values())
@@ -90,19 +95,29 @@ def _portage_text(mydepgraph):
     return buf.getvalue().strip()
 
 
-def _failure(mydepgraph, atoms, details):
+def _as_typed(atom, parent):
+    """The atom as the user typed it when it is an argument (`foo`, which Portage expands to
+    `null/foo` when no category has it), else as Portage has it."""
+    from _emerge.AtomArg import AtomArg
+
+    return parent.arg if isinstance(parent, AtomArg) else str(atom)
+
+
+def _failure(mydepgraph, trees, atoms, details):
     """The first thing Portage could not resolve, with a one-line reason."""
     dynamic = mydepgraph._dynamic_config
-    for (_root, atom), kwargs in dynamic._unsatisfied_deps_for_display:
+    for (root, atom), kwargs in dynamic._unsatisfied_deps_for_display:
         parent = kwargs.get("myparent")
         required = f" (required by {_name(parent)})" if hasattr(parent, "cpv") else ""
         if kwargs.get("show_req_use") is not None:
             reason = "its REQUIRED_USE is not satisfied"
+        elif trees[root]["porttree"].dbapi.xmatch("match-all", atom.without_use):
+            reason = "every ebuild that matches it is masked or lacks the USE it needs"
         else:
-            reason = "no ebuild that is not masked matches it" + required
-        return PlanError(str(atom), reason, details)
-    for _arg, atom in dynamic._missing_args:
-        return PlanError(str(atom), "no ebuild matches it", details)
+            reason = "no ebuild in the configured repositories matches it"
+        return PlanError(_as_typed(atom, parent), reason + required, details)
+    for arg, atom in dynamic._missing_args:
+        return PlanError(_as_typed(atom, arg), "no ebuild matches it", details)
     if dynamic._circular_deps_for_display is not None:
         return PlanError(None, "circular build dependencies Portage cannot break", details)
     changes = (
@@ -114,14 +129,18 @@ def _failure(mydepgraph, atoms, details):
     if changes:
         names = ", ".join(sorted({_name(pkg) for pkg in changes}))
         return PlanError(names, "needs changes to the Portage configuration", details)
-    conflicts = next(iter(dynamic._package_tracker.slot_conflicts()), None)
-    if dynamic._slot_conflict_handler is not None or conflicts is not None:
-        return PlanError(None, "slot conflict", details)
+    for conflict in dynamic._package_tracker.slot_conflicts():
+        names = ", ".join(sorted(_name(pkg) for pkg in conflict.pkgs))
+        return PlanError(str(conflict.atom), f"slot conflict between {names}", details)
+    ambiguous = re.search(r'short ebuild name "([^"]+)" is ambiguous', details)
+    if ambiguous:
+        return PlanError(ambiguous[1], "ambiguous short name, give its category", details)
     return PlanError(" ".join(atoms), "Portage cannot resolve it", details)
 
 
-def resolve(settings, trees, atoms):
-    """Portage's depgraph for `emerge --pretend --emptytree ATOMS` and its merge list."""
+def resolve(settings, trees, atoms, emptytree=True):
+    """Portage's depgraph for `emerge --pretend --emptytree ATOMS` (without `emptytree`:
+    `emerge --pretend --deep ATOMS`) and its merge list."""
     import _emerge.emergelog
     import portage
     from _emerge.actions import expand_set_arguments
@@ -129,7 +148,7 @@ def resolve(settings, trees, atoms):
     from _emerge.depgraph import backtrack_depgraph
 
     atoms = list(atoms) or ["@world"]
-    opts = {"--pretend": True, "--emptytree": True}
+    opts = {"--pretend": True, "--emptytree" if emptytree else "--deep": True}
     params = create_depgraph_params(opts, None)
     root_config = trees[settings["EROOT"]]["root_config"]
     _emerge.emergelog._disable = True
@@ -139,37 +158,40 @@ def resolve(settings, trees, atoms):
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             args, status = expand_set_arguments(atoms, None, root_config)
             if status != os.EX_OK:
-                sets = [a for a in atoms if a.startswith("@") or a in ("world", "system")]
-                raise PlanError(" ".join(sets) or None, "not a package set Portage knows", buf.getvalue())
+                sets = " ".join(a for a in atoms if a.startswith("@") or a in ("world", "system"))
+                raise PlanError(sets or None, "not a package set Portage knows", buf.getvalue())
             success, mydepgraph, _favorites = backtrack_depgraph(
                 settings, trees, opts, params, None, args, None
             )
             if not success:
-                details = buf.getvalue()
-                raise _failure(mydepgraph, atoms, (details + "\n" + _portage_text(mydepgraph)).strip())
+                details = (buf.getvalue() + "\n" + _portage_text(mydepgraph)).strip()
+                raise _failure(mydepgraph, trees, atoms, details)
             try:
                 mergelist = mydepgraph.altlist()
             except mydepgraph._unknown_internal_error:
-                raise _failure(mydepgraph, atoms, _portage_text(mydepgraph)) from None
+                details = _portage_text(mydepgraph)
+                raise _failure(mydepgraph, trees, atoms, details) from None
             mydepgraph.display_problems()
     except portage.exception.AmbiguousPackageName as err:
         names = ", ".join(str(name) for name in err.args[0]) if err.args else ""
-        raise PlanError(
-            " ".join(atoms), f"ambiguous package name, it could be any of: {names}", buf.getvalue()
-        ) from None
+        reason = f"ambiguous package name, it could be any of: {names}"
+        raise PlanError(" ".join(atoms), reason, buf.getvalue()) from None
     except portage.exception.PackageSetNotFound as err:
         raise PlanError(f"@{err}", "no such package set", buf.getvalue()) from None
     except portage.exception.PortageException as err:
-        raise PlanError(" ".join(atoms), f"{type(err).__name__}: {err}", buf.getvalue()) from None
+        reason = f"{type(err).__name__}: {err}"
+        raise PlanError(" ".join(atoms), reason, buf.getvalue()) from None
     return mydepgraph, mergelist, buf.getvalue().strip()
 
 
-def plan(settings, trees, atoms):
+def plan(settings, trees, atoms, emptytree=True):
     """The run for `atoms` (none: @world) on the configuration `settings`/`trees` (as
-    `portage.create_trees` makes them, each root with its `root_config`). Raises PlanError."""
+    `portage.create_trees` makes them, each root with its `root_config`). With `emptytree`
+    everything is rebuilt, as `emerge --emptytree` does; without it, dependencies the host has
+    installed stay outside the run. Raises PlanError."""
     from _emerge.Package import Package
 
-    mydepgraph, mergelist, messages = resolve(settings, trees, atoms)
+    mydepgraph, mergelist, messages = resolve(settings, trees, atoms, emptytree)
     builds = [
         task
         for task in mergelist
@@ -180,7 +202,7 @@ def plan(settings, trees, atoms):
     deps, dropped, outside = {}, [], {}
     for pkg in builds:
         earlier, others = [], set()
-        children = graph.child_nodes(pkg, ignore_priority=_not_build_priority) if graph.contains(pkg) else []
+        children = graph.child_nodes(pkg, _not_build_priority) if graph.contains(pkg) else []
         for child in children:
             if not isinstance(child, Package) or child is pkg:
                 continue
@@ -202,19 +224,22 @@ def plan(settings, trees, atoms):
         dropped=[(_name(pkg), _name(child)) for pkg, child in dropped],
         outside=outside,
         messages=messages,
+        emptytree=emptytree,
     )
 
 
 def render(run, atoms):
     """The run file: comment lines, then `=CATEGORY/PF<TAB><TAB><TAB>deps` in merge order."""
     what = " ".join(atoms) if atoms else "@world"
+    mode = "--emptytree" if run.emptytree else "--deep"
     lines = [
-        "# atom\test_seconds\tkind\tdeps",
-        f"# A swarm run planned by Portage (planner/swarm_plan.py) for: {what}",
-        "# as `emerge --pretend --emptytree` orders it; the fourth column names the packages of",
-        "# this list each one needs to build (DEPEND and BDEPEND as Portage resolved them).",
-        f"# {len(run.packages)} packages, {run.edge_count()} build edges; {len(run.dropped)} back",
-        "# edges to a package later in the merge order dropped, so the graph is acyclic.",
+        "# atom\test_seconds_8_cores\tkind\tdeps",
+        f"# A swarm run planned by Portage (planner/swarm_plan.py) for {what}, in the merge",
+        f"# order of `emerge --pretend {mode}`. The fourth column names the packages of this",
+        "# list each one needs to build (DEPEND and BDEPEND as Portage resolved them).",
+        f"# {len(run.packages)} packages, {run.edge_count()} build edges; {len(run.dropped)} back"
+        " edges dropped",
+        "# (to a package later in the merge order: a cycle Portage broke), so it is acyclic.",
     ]
     for pkg in run.packages:
         lines.append(f"{pkg}\t\t\t{','.join(run.deps[pkg]) or '-'}")
@@ -245,33 +270,47 @@ def main(argv=None, stdout=None, stderr=None):
     stderr = stderr or sys.stderr
     parser = argparse.ArgumentParser(
         prog="swarm_plan.py",
-        description="Plan a swarm run with Portage: packages in merge order and their build dependencies.",
+        description="Plan a swarm run with Portage: packages in merge order and their build "
+        "dependencies, as a run file on stdout.",
     )
-    parser.add_argument("--show", action="store_true", help="print dependencies outside the run and dropped back edges to stderr")
-    parser.add_argument("atoms", nargs="*", metavar="ATOM", help="atoms or @sets to resolve (default: @world)")
+    parser.add_argument(
+        "--show",
+        action="store_true",
+        help="also print to stderr each package's build dependencies outside the run and the "
+        "dropped back edges",
+    )
+    parser.add_argument(
+        "--keep-installed",
+        action="store_true",
+        help="resolve like `emerge --pretend --deep` instead of `--emptytree`: dependencies the "
+        "host has installed are not rebuilt and stay outside the run",
+    )
+    parser.add_argument("atoms", nargs="*", metavar="ATOM", help="atoms or @sets (default: @world)")
     options = parser.parse_args(argv)
-    try:
-        import _emerge.depgraph  # noqa: F401
-        import portage  # noqa: F401
-    except ImportError as err:
-        print(
-            f"swarm_plan: cannot import Portage's Python modules ({err}); install the `portage` "
-            "package (scripts/install-deps.sh --test-tools puts it in .tools/venv)",
-            file=stderr,
-        )
-        return USAGE_ERROR
-    try:
-        settings, trees = load_config()
-        run = plan(settings, trees, options.atoms)
-    except PlanError as err:
-        subject = f"cannot resolve {err.atom}" if err.atom else "cannot plan the run"
-        print(f"swarm_plan: {subject}: {err.reason}", file=stderr)
-        if err.details:
-            print(err.details, file=stderr)
-        return USAGE_ERROR
-    except Exception as err:  # Portage's own configuration errors, unreadable trees
-        print(f"swarm_plan: Portage failed: {type(err).__name__}: {err}", file=stderr)
-        return USAGE_ERROR
+    # Portage prints its configuration warnings on stdout; stdout is the run file's.
+    with contextlib.redirect_stdout(stderr):
+        try:
+            import _emerge.depgraph  # noqa: F401
+            import portage  # noqa: F401
+        except ImportError as err:
+            print(
+                f"swarm_plan: cannot import Portage's Python modules ({err}): install the "
+                "`portage` package (scripts/install-deps.sh --test-tools puts it in .tools/venv)",
+                file=stderr,
+            )
+            return USAGE_ERROR
+        try:
+            settings, trees = load_config()
+            run = plan(settings, trees, options.atoms, emptytree=not options.keep_installed)
+        except PlanError as err:
+            subject = f"cannot resolve {err.atom}" if err.atom else "cannot plan the run"
+            print(f"swarm_plan: {subject}: {err.reason}", file=stderr)
+            if err.details:
+                print(err.details, file=stderr)
+            return USAGE_ERROR
+        except Exception as err:  # Portage's configuration errors: unreadable profile, repos.conf
+            print(f"swarm_plan: Portage failed: {type(err).__name__}: {err}", file=stderr)
+            return USAGE_ERROR
     if run.messages:
         print(run.messages, file=stderr)
     stdout.write(render(run, options.atoms))

@@ -445,6 +445,30 @@ impl Swarm {
         let client = self.client().await;
         submit_with(&client, atoms).await
     }
+
+    /// Waits until the coordinator answers requests (it subscribes a moment after it starts),
+    /// for a test that talks to it through `swarmctl` first thing.
+    pub async fn wait_coordinator(&self) {
+        let client = self.client().await;
+        let status = schemas::encode(&schemas::BinhostRequest {
+            v: schemas::SCHEMA_VERSION,
+            arch: None,
+            fingerprint: None,
+            command: schemas::BinhostCommand::Status,
+        })
+        .expect("encode");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Err(err) = client
+            .request(names::BINHOST_SUBJECT, status.clone().into())
+            .await
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the coordinator does not answer: {err}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for Swarm {

@@ -54,6 +54,7 @@ async fn the_world_builds_in_dependency_order() {
     ] {
         swarm.spawn_drone(&DroneSpec::new(name, cores, slots).env("SWARM_TEST_SCALE", "0.0002"));
     }
+    swarm.wait_coordinator().await;
     let file = testkit::fixture("world-152-deps.tsv");
     let edges = graph(&std::fs::read_to_string(&file).expect("run file"));
     assert_eq!(edges.values().map(Vec::len).sum::<usize>(), 1_024);
@@ -114,6 +115,7 @@ async fn a_failed_dependency_blocks_exactly_its_dependents_until_built_again() {
     )
     .expect("run file");
     swarm.spawn_drone(&DroneSpec::new("broken", 2, 2).env("SWARM_TEST_FAIL_ATOMS", "t-a/a"));
+    swarm.wait_coordinator().await;
     let (ok, text) = swarmctl(&swarm, &["submit", "--file", &run.display().to_string()]);
     assert!(ok, "{text}");
     let packages = swarm.wait_final(5, Duration::from_secs(60)).await;
