@@ -59,6 +59,8 @@ pub enum CliError {
     Output(#[from] std::io::Error),
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
 }
 
 /// A command-line value that does not parse; clap prints it after the argument's name and exits

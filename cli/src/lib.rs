@@ -10,6 +10,7 @@ mod config;
 mod demo;
 mod error;
 mod input;
+pub mod plan;
 mod rpc;
 mod submit;
 mod unground;
@@ -28,6 +29,7 @@ pub use config::Config;
 pub use demo::{DemoArgs, DemoError, demo};
 pub use error::{ArgError, CliError, EXIT_ERROR};
 pub use input::{InvalidAtom, Origin};
+pub use plan::PlanArgs;
 pub use submit::{Submitted, prepare_submission, submit};
 pub use unground::unground;
 pub use view::{DroneRow, HistoryRow, PackageRow, drones, packages, status};
@@ -97,6 +99,9 @@ pub enum Command {
     /// writes a config file for every process there. swarm-coordinator, swarm-drone and
     /// swarm-dashboard are taken from --bin-dir. `scripts/demo.sh` builds them and runs this.
     Demo(DemoArgs),
+    /// Write the run file of this Gentoo host's packages (default @world) with their build
+    /// dependencies, as Portage resolves them; needs a Python with Portage, no NATS
+    Plan(PlanArgs),
     /// The published binhost: publish what is built, roll back, list revisions, status
     #[command(subcommand)]
     Binhost(BinhostArgs),
@@ -275,6 +280,9 @@ pub async fn run(
         runtime::shutdown::cancel_on_signal(shutdown.clone());
         return demo(args, out, shutdown).await;
     }
+    if let Command::Plan(args) = &command {
+        return plan::plan(args, out);
+    }
     let prepared = match &command {
         Command::Submit(args) => Some(prepare_submission(args)?),
         _ => None,
@@ -350,6 +358,7 @@ async fn dispatch(
             })
         }
         Command::Demo(args) => demo(&args, out, tokio_util::sync::CancellationToken::new()).await,
+        Command::Plan(args) => plan::plan(&args, out),
         Command::Binhost(args) => {
             // (which binhost, request, print JSON, print the revisions table)
             let (target, command, json, table) = match args {

@@ -98,6 +98,24 @@ fn arguments_parse() {
             })),
         ),
         (&["swarmctl", "binhost", "publish", "../x"], None),
+        (
+            &[
+                "swarmctl",
+                "plan",
+                "--show",
+                "--output",
+                "run.tsv",
+                "@world",
+                "dev-libs/a",
+            ],
+            Some(Command::Plan(PlanArgs {
+                atoms: vec!["@world".into(), "dev-libs/a".into()],
+                show: true,
+                keep_installed: false,
+                python: "python3".into(),
+                output: Some("run.tsv".into()),
+            })),
+        ),
     ];
     for (argv, expected) in cases {
         let parsed = Cli::try_parse_from(argv).map(|cli| cli.command);
@@ -127,4 +145,17 @@ fn timeouts_are_positive_seconds() {
 fn the_config_option_is_global() {
     let cli = Cli::try_parse_from(["swarmctl", "status", "--config", "x.toml"]).expect("parses");
     assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
+}
+
+#[test]
+fn plan_says_which_python_it_could_not_run() {
+    let args = PlanArgs {
+        python: "/nonexistent/python-with-portage".into(),
+        ..PlanArgs::default()
+    };
+    let err = plan::plan(&args, &mut Vec::new()).expect_err("no such python");
+    assert_eq!(
+        err.to_string(),
+        "cannot run /nonexistent/python-with-portage (a Python with Portage; --python names another): No such file or directory (os error 2)"
+    );
 }
