@@ -136,13 +136,17 @@
     const p = state.progress;
     const total = p.total || 0;
     $('progress-done').style.width = total ? `${(100 * p.succeeded) / total}%` : '0';
-    $('progress-failed').style.width = total ? `${(100 * p.failed) / total}%` : '0';
+    $('progress-failed').style.width = total ? `${(100 * (p.failed + (p.blocked || 0))) / total}%` : '0';
     if (!total) {
       $('progress-text').textContent = 'No packages submitted yet.';
       return;
     }
     const parts = [`${p.done} of ${total} done`];
-    if (p.failed) parts[0] += ` (${p.failed} failed)`;
+    const bad = [];
+    if (p.failed) bad.push(`${p.failed} failed`);
+    if (p.blocked) bad.push(`${p.blocked} blocked by a failed dependency`);
+    if (bad.length) parts[0] += ` (${bad.join(', ')})`;
+    if (p.waiting) parts.push(`${p.waiting} waiting for their dependencies`);
     if (p.rate_per_min > 0) parts.push(`${p.rate_per_min.toFixed(1)} packages/min`);
     if (p.finished_ms) {
       parts.push(`finished in ${duration(p.finished_ms - p.started_ms)}`);

@@ -66,12 +66,18 @@ pub struct DroneCard {
 pub struct Progress {
     /// Packages in the run.
     pub total: u64,
-    /// Of those, finished (succeeded or failed).
+    /// Of those, finished (succeeded, failed or blocked).
     pub done: u64,
     pub succeeded: u64,
     pub failed: u64,
-    /// Queued, waiting to retry or building.
+    /// Not built: a build dependency failed for good.
+    #[serde(default)]
+    pub blocked: u64,
+    /// Queued, waiting to retry, building or waiting for build dependencies.
     pub remaining: u64,
+    /// Of `remaining`, those waiting for build dependencies of the run.
+    #[serde(default)]
+    pub waiting: u64,
     /// When the run's first package was submitted (unix ms); `null` with no packages.
     pub started_ms: Option<u64>,
     /// When its last package finished; `null` while it runs.
@@ -214,11 +220,16 @@ pub fn progress<'a>(
     for (_, _, state) in run {
         match state {
             PackageState::Succeeded { .. } => p.succeeded += 1,
-            PackageState::Failed { .. } | PackageState::Blocked { .. } => p.failed += 1,
+            PackageState::Failed { .. } => p.failed += 1,
+            PackageState::Blocked { .. } => p.blocked += 1,
+            PackageState::Waiting => {
+                p.remaining += 1;
+                p.waiting += 1;
+            }
             _ => p.remaining += 1,
         }
     }
-    p.done = p.succeeded + p.failed;
+    p.done = p.succeeded + p.failed + p.blocked;
     if p.remaining == 0 {
         p.finished_ms = Some(busy_until);
     }

@@ -152,6 +152,28 @@ fn progress_covers_the_latest_run_only() {
     assert_eq!(p.finished_ms, Some(130_000));
     assert_eq!(p.eta_secs, None);
     assert_eq!(progress(std::iter::empty(), 5), Progress::default());
+    // A run with a graph: one waits for its dependencies (still to do), one is blocked (done,
+    // not built).
+    let blocked = PackageState::Blocked {
+        dependency: fixtures::atom("a-b/x"),
+    };
+    let graph = [
+        (done("a"), 100_000, 100_600),
+        (PackageState::Waiting, 100_000, 100_000),
+        (blocked, 100_000, 100_700),
+    ];
+    let p = progress(graph.iter().map(|(s, a, b)| (s, *a, *b)), 160_000);
+    assert_eq!(
+        (
+            p.succeeded,
+            p.failed,
+            p.blocked,
+            p.done,
+            p.remaining,
+            p.waiting
+        ),
+        (1, 0, 1, 2, 1, 1)
+    );
 }
 
 #[test]
