@@ -8,6 +8,7 @@
 mod binhost;
 mod config;
 mod demo;
+pub mod emerge_log;
 mod error;
 mod input;
 pub mod plan;
@@ -141,6 +142,10 @@ pub struct SubmitArgs {
     /// named after this second, run-YYYYMMDD-HHMMSS UTC)
     #[arg(long, value_name = "NAME", value_parser = RunName::parse)]
     pub run: Option<RunName>,
+    /// Portage's emerge.log (e.g. /var/log/emerge.log): a package without an estimate gets the
+    /// median of its past merges there, so a first run is scheduled as a later one would be
+    #[arg(long, value_name = "FILE")]
+    pub estimates: Option<PathBuf>,
 }
 
 /// A fingerprint id as drones show it: hex digits.

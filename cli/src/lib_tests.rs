@@ -67,6 +67,7 @@ fn arguments_parse() {
                 file: vec!["a.txt".into()],
                 pretend: vec!["-".into()],
                 arch: Some(Arch::parse("arm64").expect("valid")),
+                estimates: None,
                 fingerprint: None,
                 run: None,
             })),
@@ -114,6 +115,7 @@ fn arguments_parse() {
                 keep_installed: false,
                 python: "python3".into(),
                 output: Some("run.tsv".into()),
+                estimates: None,
             })),
         ),
     ];

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use clap::Args;
 
-use crate::{CliError, Outcome};
+use crate::{CliError, Outcome, emerge_log};
 
 /// The planner, as the repository ships it.
 const PLANNER: &str = include_str!("../../planner/swarm_plan.py");
@@ -33,6 +33,10 @@ pub struct PlanArgs {
     /// Write the run file here instead of to standard output
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Portage's emerge.log (e.g. /var/log/emerge.log): each package's estimate column gets the
+    /// median of its past merges there
+    #[arg(long, value_name = "FILE")]
+    pub estimates: Option<PathBuf>,
 }
 
 /// Why the planner could not run.
@@ -84,12 +88,57 @@ pub fn plan(args: &PlanArgs, out: &mut (dyn Write + Send)) -> Result<Outcome, Cl
     if !output.status.success() {
         return Ok(Outcome::Failure);
     }
+    let mut run = String::from_utf8_lossy(&output.stdout).into_owned();
+    if let Some(path) = &args.estimates {
+        let text = std::fs::read_to_string(path).map_err(|err| CliError::ReadInput {
+            path: path.clone(),
+            reason: err.to_string(),
+        })?;
+        run = with_estimates(&run, &emerge_log::parse(&text));
+    }
     match &args.output {
-        Some(path) => std::fs::write(path, &output.stdout).map_err(|source| PlanError::Output {
+        Some(path) => std::fs::write(path, run.as_bytes()).map_err(|source| PlanError::Output {
             path: path.clone(),
             source,
         })?,
-        None => out.write_all(&output.stdout)?,
+        None => out.write_all(run.as_bytes())?,
     }
     Ok(Outcome::Success)
+}
+
+/// The run file with each empty estimate column filled from `history`.
+fn with_estimates(run: &str, history: &emerge_log::History) -> String {
+    let mut filled = String::with_capacity(run.len());
+    for line in run.lines() {
+        let mut columns: Vec<String> = line.split('\t').map(str::to_owned).collect();
+        if !line.starts_with('#')
+            && columns.len() >= 2
+            && columns[1].is_empty()
+            && let Some(secs) = schemas::Atom::parse(&columns[0])
+                .ok()
+                .and_then(|atom| history.estimate(&atom))
+        {
+            columns[1] = format!("{secs:.0}");
+        }
+        filled.push_str(&columns.join("\t"));
+        filled.push('\n');
+    }
+    filled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_fill_the_empty_column_only() {
+        let history = emerge_log::parse(
+            "1:  >>> emerge (1 of 1) sys-libs/zlib-1.3 to /\n61:  ::: completed emerge (1 of 1) sys-libs/zlib-1.3 to /\n",
+        );
+        let run = "# a comment\twith tabs\n=sys-libs/zlib-1.3.1\t\t\t-\n=dev-libs/a-1\t\t\t=sys-libs/zlib-1.3.1\n=sys-libs/zlib-1.3.2\t7\t\t-\n";
+        assert_eq!(
+            with_estimates(run, &history),
+            "# a comment\twith tabs\n=sys-libs/zlib-1.3.1\t60\t\t-\n=dev-libs/a-1\t\t\t=sys-libs/zlib-1.3.1\n=sys-libs/zlib-1.3.2\t7\t\t-\n"
+        );
+    }
 }

@@ -56,6 +56,16 @@ pub fn prepare_submission(args: &SubmitArgs) -> Result<SubmitRequest, CliError> 
     if !collected.invalid.is_empty() {
         return Err(CliError::InvalidAtoms(collected.invalid));
     }
+    if let Some(path) = &args.estimates {
+        let history = crate::emerge_log::parse(&read_input(path)?);
+        for item in &mut collected.items {
+            if item.estimate_secs.is_none()
+                && let Ok(atom) = schemas::Atom::parse(&item.atom)
+            {
+                item.estimate_secs = history.estimate(&atom);
+            }
+        }
+    }
     if collected.items.is_empty() {
         let what = args
             .file
@@ -142,9 +152,7 @@ mod tests {
             atoms: atoms.iter().map(|a| a.to_string()).collect(),
             file: file.into_iter().collect(),
             pretend: pretend.into_iter().collect(),
-            arch: None,
-            fingerprint: None,
-            run: None,
+            ..SubmitArgs::default()
         }
     }
 

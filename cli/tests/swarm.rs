@@ -242,11 +242,7 @@ async fn submit_needs_a_coordinator_and_validates_first() {
     let args = |atoms: &[&str]| {
         Command::Submit(SubmitArgs {
             atoms: atoms.iter().map(|a| a.to_string()).collect(),
-            file: vec![],
-            pretend: vec![],
-            arch: None,
-            fingerprint: None,
-            run: None,
+            ..SubmitArgs::default()
         })
     };
     let err = swarm

@@ -30,8 +30,9 @@ use crate::{ArgError, CliError, Outcome};
 use fleet::{Fleet, spawn, stop_leftovers, wait_ready};
 use setup::{Layout, MARKER, choose_port, find_nats_server, prepare_dir, quoted, write_file};
 
-/// The queue the demo builds: `world-152.tsv`, the workload model of a Gentoo desktop/server.
-const WORLD: &str = include_str!("../../../tests/fixtures/world-152.tsv");
+/// The run the demo builds: `world-152-deps.tsv`, the workload model of a Gentoo desktop/server
+/// with its 1,024 real build dependencies, built in dependency order.
+const WORLD: &str = include_str!("../../../tests/fixtures/world-152-deps.tsv");
 /// The seed's swarm: name and cores.
 const DRONES: [(&str, u32); 4] = [
     ("drone-Izar", 16),
@@ -447,7 +448,7 @@ fn elapsed(d: Duration) -> Elapsed {
 
 fn world() -> Result<schemas::SubmitRequest, CliError> {
     let mut collected = Collected::default();
-    collected.add_atom_list(Path::new("world-152.tsv"), WORLD);
+    collected.add_atom_list(Path::new("world-152-deps.tsv"), WORLD);
     if !collected.invalid.is_empty() {
         return Err(CliError::InvalidAtoms(collected.invalid));
     }
