@@ -7,20 +7,26 @@ build-dependency edges.
 The atoms are resolved as `emerge --pretend --emptytree ATOMS` resolves them, through Portage's
 own Python API (`backtrack_depgraph`, then `altlist()` for the merge list in merge order), with
 the host's configuration as emerge reads it (`PORTAGE_CONFIGROOT`, `ROOT`, `SYSROOT`, `EPREFIX`
-honoured). A package's build dependencies are the edges of Portage's resolved dependency graph
-(`_dynamic_config.digraph`) from it to its children whose priority is build-time: its DEPEND and
-BDEPEND after USE and `||` choices, as Portage chose them; RDEPEND, PDEPEND and IDEPEND edges
-are runtime priorities and are left out. Only edges to packages earlier in the merge order are
-kept, so the run is acyclic by construction; an edge to a later package (one side of a cycle,
-such as gcc <-> glibc, that Portage broke because the installed system provides that side) is
+honoured). What a package needs to build is read from Portage's resolved dependency graph
+(`_dynamic_config.digraph`): its build dependencies, the children of its edges whose priority is
+build-time (its DEPEND and BDEPEND after USE and `||` choices, as Portage chose them), plus the
+runtime closure of each of them, since emerge installs a build dependency together with what it
+needs at run time: the children of its runtime edges (RDEPEND, and IDEPEND, which Portage holds
+as runtime too), their runtime children, and so on through the packages of the run (a package
+left installed is taken as it is installed, with its runtime dependencies). PDEPEND is not
+followed: Portage merges it after the package, not before the package's dependents. A package's
+own RDEPEND, PDEPEND and IDEPEND are not its edges. Only edges to packages earlier in the merge
+order are kept, so the run is acyclic by construction; an edge to a later package (one side of a
+cycle that Portage broke, such as gcc <-> glibc, whose installed side serves meanwhile) is
 dropped and counted. With `--keep-installed` the atoms are resolved as `emerge --pretend --deep`
-resolves them instead: dependencies the host has installed are not rebuilt, and are the build
-dependencies outside the run that `--show` lists (with `--emptytree` Portage rebuilds them all).
+resolves them instead: dependencies the host has installed are not rebuilt, and are what `--show`
+lists as needed from outside the run (with `--emptytree` Portage rebuilds them all).
 
 Prints the run file to stdout: `#` comment lines, then one line per package in merge order,
 tab-separated: `=CATEGORY/PF`, estimated seconds (empty), size class (empty), and the
-comma-separated `=CATEGORY/PF` of its in-run build dependencies, or `-`. `--show` also prints to
-stderr, per package, its build dependencies outside the run and the dropped back edges.
+comma-separated `=CATEGORY/PF` of what it needs to build from the run (its build dependencies and
+their runtime closure), or `-`. `--show` also prints to stderr, per package, what it needs to
+build from outside the run and the dropped back edges.
 Errors go to stderr, exit status 2.
 """
 
@@ -51,9 +57,10 @@ class Plan:
     """A planned run. Every package is `=CATEGORY/PF`.
 
     packages: the packages to build, in Portage's merge order.
-    deps: package -> its in-run build dependencies, all earlier in `packages`, in merge order.
-    dropped: (package, dependency) build edges to a package later in the order, left out.
-    outside: package -> its build dependencies that are not built in this run (installed).
+    deps: package -> what it needs to build from the run (build dependencies and their runtime
+        closure), all earlier in `packages`, in merge order.
+    dropped: (package, dependency) such edges to a package later in the order, left out.
+    outside: package -> what it needs to build that is not built in this run (installed).
     messages: what Portage printed while resolving (warnings), for stderr.
     emptytree: resolved as `--emptytree` (else as `--deep`, installed packages kept).
     """
@@ -84,6 +91,97 @@ def _is_build_priority(priority):
 
 def _not_build_priority(priority):
     return not _is_build_priority(priority)
+
+
+def _is_runtime_priority(priority):
+    """An RDEPEND edge, or an IDEPEND one: depgraph._add_pkg_deps gives RDEPEND `runtime` and
+    IDEPEND `installtime` and `runtime` (a slot operator adds `runtime_slot_op`), and the merge
+    order holds both before the package (DepPriorityNormalRange ignores them only after
+    `runtime_post`). IDEPEND belongs: installing a build dependency into the build environment
+    runs its pkg_preinst/pkg_postinst, which need it. PDEPEND (`runtime_post` alone) does not:
+    Portage merges it after the package and ignores it first when it orders a cycle, so emerge
+    itself may build a dependent before a build dependency's PDEPEND is there."""
+    return bool(
+        getattr(priority, "runtime", False)
+        and not getattr(priority, "optional", False)
+        and not getattr(priority, "ignored", False)
+    )
+
+
+def _not_runtime_priority(priority):
+    return not _is_runtime_priority(priority)
+
+
+class _RuntimeClosure:
+    """closure(pkg): the packages `pkg` needs at run time, transitively: the children of its
+    runtime edges, theirs, and so on, through the packages of the run (`in_run`); a package
+    outside the run (left installed) is in a closure but not followed, it is installed with its
+    own runtime dependencies. Memoized per strongly connected component (Tarjan's algorithm,
+    iterative: runtime cycles are common, and a memo filled during a plain depth-first walk
+    would be incomplete inside them), so each package's runtime edges are read once."""
+
+    def __init__(self, graph, in_run):
+        from _emerge.Package import Package
+
+        self._graph, self._in_run, self._package = graph, in_run, Package
+        self._closure = {}
+
+    def _children(self, pkg):
+        if not self._graph.contains(pkg):
+            return []
+        children = self._graph.child_nodes(pkg, _not_runtime_priority)
+        return [child for child in children if isinstance(child, self._package)]
+
+    def __call__(self, pkg):
+        if pkg not in self._closure:
+            self._visit(pkg)
+        return self._closure[pkg]
+
+    def _visit(self, root):
+        index, low, stack, on_stack, children = {}, {}, [], set(), {}
+
+        def enter(node):
+            index[node] = low[node] = len(index)
+            stack.append(node)
+            on_stack.add(node)
+            children[node] = self._children(node)
+            return (node, iter(children[node]))
+
+        work = [enter(root)]
+        while work:
+            node, pending = work[-1]
+            for child in pending:
+                if child not in self._in_run or child in self._closure:
+                    continue
+                if child not in index:
+                    work.append(enter(child))
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    self._close_component(node, stack, on_stack, children)
+
+    def _close_component(self, head, stack, on_stack, children):
+        """Pops the component whose first visited node is `head`: its closure is what its
+        members point to, with the closures of the (already closed) components they reach."""
+        members = []
+        while not members or members[-1] is not head:
+            members.append(stack.pop())
+            on_stack.discard(members[-1])
+        reach = set()
+        for member in members:
+            for child in children[member]:
+                reach.add(child)
+                if child in self._closure:
+                    reach.update(self._closure[child])
+        closure = frozenset(reach)
+        for member in members:
+            self._closure[member] = closure
 
 
 def _portage_text(mydepgraph):
@@ -199,25 +297,38 @@ def plan(settings, trees, atoms, emptytree=True):
     ]
     position = {pkg: index for index, pkg in enumerate(builds)}
     graph = mydepgraph._dynamic_config.digraph
-    deps, dropped, outside = {}, [], {}
+    runtime_closure = _RuntimeClosure(graph, position)
+    deps, dropped, outside = {}, set(), {}
     for pkg in builds:
-        earlier, others = [], set()
+        needs = set()
         children = graph.child_nodes(pkg, _not_build_priority) if graph.contains(pkg) else []
         for child in children:
-            if not isinstance(child, Package) or child is pkg:
+            if not isinstance(child, Package):
                 continue
-            where = position.get(child)
+            needs.add(child)
+            if child in position:
+                needs.update(runtime_closure(child))
+        needs.discard(pkg)  # a build dependency may need `pkg` at run time: not an edge
+        earlier, others = [], set()
+        for need in needs:
+            where = position.get(need)
             if where is None:
-                others.add(_name(child))
+                others.add(_name(need))
             elif where < position[pkg]:
-                earlier.append(child)
+                earlier.append(need)
             else:
-                dropped.append((pkg, child))
+                # A need later in the order is one side of a cycle Portage broke: a build
+                # dependency (as before), or one reached at run time through a build dependency
+                # that Portage merges before its own runtime dependency, which it does only when
+                # an installed version satisfies that (else it refuses the cycle). Both are
+                # dropped and counted alike, not left out silently: emerge builds `pkg` there
+                # with the installed version, and --show names the needs the run cannot honour.
+                dropped.add((pkg, need))
         earlier.sort(key=position.__getitem__)
-        deps[_name(pkg)] = list(dict.fromkeys(_name(child) for child in earlier))
+        deps[_name(pkg)] = list(dict.fromkeys(_name(need) for need in earlier))
         if others:
             outside[_name(pkg)] = sorted(others)
-    dropped.sort(key=lambda edge: (position[edge[0]], position[edge[1]]))
+    dropped = sorted(dropped, key=lambda edge: (position[edge[0]], position[edge[1]]))
     return Plan(
         packages=[_name(pkg) for pkg in builds],
         deps=deps,
@@ -236,7 +347,8 @@ def render(run, atoms):
         "# atom\test_seconds_8_cores\tkind\tdeps",
         f"# A swarm run planned by Portage (planner/swarm_plan.py) for {what}, in the merge",
         f"# order of `emerge --pretend {mode}`. The fourth column names the packages of this",
-        "# list each one needs to build (DEPEND and BDEPEND as Portage resolved them).",
+        "# list each one needs to build (DEPEND and BDEPEND as Portage resolved them, and",
+        "# what those need at run time: RDEPEND and IDEPEND, transitively).",
         f"# {len(run.packages)} packages, {run.edge_count()} build edges; {len(run.dropped)} back"
         " edges dropped",
         "# (to a package later in the merge order: a cycle Portage broke), so it is acyclic.",

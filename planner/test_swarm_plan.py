@@ -133,6 +133,40 @@ EBUILDS = {
     "app-misc/uses-installed-only-1": ebuild(DEPEND="dev-libs/installed-only"),
     # a dependency nothing provides
     "app-misc/broken-1": ebuild(DEPEND="dev-libs/missing"),
+    # a build dependency's runtime closure: a virtual's provider
+    "app-misc/v-1": ebuild(DEPEND="virtual/vv"),
+    "virtual/vv-1": ebuild(RDEPEND="|| ( app-misc/impl-a app-misc/impl-b )"),
+    "app-misc/impl-a-1": ebuild(),
+    "app-misc/impl-b-1": ebuild(),
+    # transitively (b -> c -> d), IDEPEND followed, PDEPEND and the package's own RDEPEND not
+    "app-misc/rt-top-1": ebuild(BDEPEND="dev-libs/rt-b", RDEPEND="dev-libs/rt-own"),
+    "dev-libs/rt-b-1": ebuild(RDEPEND="dev-libs/rt-c", IDEPEND="dev-libs/rt-i"),
+    "dev-libs/rt-c-1": ebuild(RDEPEND="dev-libs/rt-d"),
+    "dev-libs/rt-d-1": ebuild(),
+    "dev-libs/rt-i-1": ebuild(),
+    "dev-libs/rt-own-1": ebuild(RDEPEND="dev-libs/rt-own-dep"),
+    "dev-libs/rt-own-dep-1": ebuild(),
+    "app-misc/post-top-1": ebuild(DEPEND="dev-libs/with-post"),
+    "dev-libs/with-post-1": ebuild(PDEPEND="dev-libs/post"),
+    "dev-libs/post-1": ebuild(),
+    # a runtime cycle (cyc-b <-> cyc-c) under two packages' build dependencies
+    "app-misc/cyc-top-1": ebuild(DEPEND="dev-libs/cyc-b"),
+    "app-misc/cyc-other-1": ebuild(DEPEND="dev-libs/cyc-c"),
+    "dev-libs/cyc-b-1": ebuild(RDEPEND="dev-libs/cyc-c"),
+    "dev-libs/cyc-c-1": ebuild(RDEPEND="dev-libs/cyc-b dev-libs/cyc-d"),
+    "dev-libs/cyc-d-1": ebuild(),
+    # needed at run time by a build dependency, but needs the package to build: later (it is
+    # installed: Portage breaks a build dependency's runtime edge only if it is satisfied)
+    "app-misc/late-top-1": ebuild(DEPEND="dev-libs/late-b"),
+    "dev-libs/late-b-1": ebuild(RDEPEND="dev-libs/late-c"),
+    "dev-libs/late-c-1": ebuild(DEPEND="app-misc/late-top"),
+    # runtime closure and installed packages
+    "app-misc/rt-user-1": ebuild(DEPEND="dev-libs/inst-rt dev-libs/new-rt"),
+    "dev-libs/inst-rt-1": ebuild(RDEPEND="dev-libs/inst-rt-dep"),
+    "dev-libs/inst-rt-dep-1": ebuild(),
+    "dev-libs/new-rt-1": ebuild(RDEPEND="dev-libs/inst-z"),
+    "dev-libs/inst-z-1": ebuild(),
+    "dev-libs/late-c-1": ebuild(DEPEND="app-misc/late-top"),
 }
 
 INSTALLED = {
@@ -140,6 +174,10 @@ INSTALLED = {
     "sys-libs/y-1": ebuild(DEPEND="sys-libs/x"),
     "dev-libs/has-ebuild-1": ebuild(),
     "dev-libs/installed-only-1": ebuild(),
+    "dev-libs/inst-rt-1": ebuild(RDEPEND="dev-libs/inst-rt-dep"),
+    "dev-libs/inst-rt-dep-1": ebuild(),
+    "dev-libs/inst-z-1": ebuild(),
+    "dev-libs/late-c-1": ebuild(DEPEND="app-misc/late-top"),
 }
 
 WORLD = ["app-misc/chain-c", "app-misc/top"]
@@ -258,6 +296,58 @@ class PlanTest(unittest.TestCase):
         with self.assertRaises(swarm_plan.PlanError) as caught:
             self.plan("app-misc/uses-installed-only")
         self.assertEqual(caught.exception.atom, "dev-libs/installed-only")
+
+    # What build dependencies need at run time is needed to build.
+
+    def test_a_virtual_build_dependency_brings_its_provider(self):
+        run = self.plan("app-misc/v")
+        v, vv, impl = "=app-misc/v-1", "=virtual/vv-1", "=app-misc/impl-a-1"
+        self.assertEqual(run.packages, [impl, vv, v])
+        self.assertEqual(run.deps, {impl: [], vv: [], v: [impl, vv]})
+        self.assertEqual((run.dropped, run.edge_count()), ([], 2))
+        self.assertIn(f"{v}\t\t\t{impl},{vv}", swarm_plan.render(run, ["app-misc/v"]))
+
+    def test_the_runtime_closure_is_transitive_with_idepend_not_own_rdepend(self):
+        run = self.plan("app-misc/rt-top")
+        top, b = "=app-misc/rt-top-1", "=dev-libs/rt-b-1"
+        c, d, i = "=dev-libs/rt-c-1", "=dev-libs/rt-d-1", "=dev-libs/rt-i-1"
+        own, own_dep = "=dev-libs/rt-own-1", "=dev-libs/rt-own-dep-1"
+        self.assertIn(own, run.packages, "the package's own RDEPEND is merged")
+        self.assertEqual(set(run.deps[top]), {b, c, d, i}, "not its own RDEPEND nor theirs")
+        self.assertEqual([run.deps[pkg] for pkg in (b, c, d, own)], [[], [], [], []])
+        self.assertNotIn(own_dep, run.deps[top])
+        self.assertEqual((run.dropped, run.edge_count()), ([], 4))
+        self.assert_acyclic_in_order(run)
+
+    def test_a_build_dependencys_pdepend_is_not_followed(self):
+        run = self.plan("app-misc/post-top")
+        self.assertIn("=dev-libs/post-1", run.packages)
+        self.assertEqual(run.deps["=app-misc/post-top-1"], ["=dev-libs/with-post-1"])
+        self.assertEqual(run.dropped, [])
+
+    def test_a_runtime_cycle_is_needed_whole(self):
+        run = self.plan("app-misc/cyc-top", "app-misc/cyc-other")
+        b, c, d = "=dev-libs/cyc-b-1", "=dev-libs/cyc-c-1", "=dev-libs/cyc-d-1"
+        self.assertEqual(set(run.deps["=app-misc/cyc-top-1"]), {b, c, d})
+        self.assertEqual(set(run.deps["=app-misc/cyc-other-1"]), {b, c, d})
+        self.assertEqual([run.deps[pkg] for pkg in (b, c, d)], [[], [], []])
+        self.assertEqual(run.dropped, [])
+        self.assert_acyclic_in_order(run)
+
+    def test_a_runtime_need_later_in_the_order_is_a_dropped_back_edge(self):
+        run = self.plan("app-misc/late-top")
+        top, b, c = "=app-misc/late-top-1", "=dev-libs/late-b-1", "=dev-libs/late-c-1"
+        self.assertEqual(run.packages, [b, top, c], "Portage merges b before its RDEPEND")
+        self.assertEqual(run.deps, {b: [], top: [b], c: [top]})
+        self.assertEqual(run.dropped, [(top, c)], "b's own RDEPEND on c is no edge of b's")
+        self.assertIn(f"{top}: dropped back edge to {c}", swarm_plan.show(run))
+
+    def test_an_installed_build_dependency_is_taken_with_its_runtime_dependencies(self):
+        run = self.plan("app-misc/rt-user", emptytree=False)
+        user, new = "=app-misc/rt-user-1", "=dev-libs/new-rt-1"
+        self.assertEqual(run.packages, [new, user])
+        self.assertEqual(run.deps, {new: [], user: [new]})
+        self.assertEqual(run.outside, {user: ["=dev-libs/inst-rt-1", "=dev-libs/inst-z-1"]})
 
     # The script itself, as a user runs it: configuration from the environment.
 
