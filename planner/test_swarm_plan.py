@@ -15,6 +15,7 @@ import grp
 import importlib
 import os
 import pwd
+import json
 import re
 import shutil
 import subprocess
@@ -349,7 +350,9 @@ class PlanTest(unittest.TestCase):
         self.assertEqual(run.deps, {new: [], user: [new]})
         self.assertEqual(run.outside, {user: ["=dev-libs/inst-rt-1", "=dev-libs/inst-z-1"]})
 
-    # The script itself, as a user runs it: configuration from the environment.
+    # The script itself, as a user runs it: configuration from the environment. With
+    # SWARM_PLAN_COMMAND (a JSON list, e.g. ["swarmctl", "plan", "--python", "python3"]) the
+    # same tests run that command instead: `swarmctl plan`, which carries this script.
 
     def run_script(self, *args):
         eprefix = self.playground.eprefix
@@ -362,8 +365,12 @@ class PlanTest(unittest.TestCase):
             PORTAGE_OVERRIDE_EPREFIX=eprefix,
             PORTAGE_REPOSITORIES=self.playground.settings.repositories.config_string(),
         )
+        command = json.loads(os.environ.get("SWARM_PLAN_COMMAND", "null")) or [
+            sys.executable,
+            SCRIPT,
+        ]
         return subprocess.run(
-            [sys.executable, SCRIPT, *args],
+            [*command, *args],
             env=env,
             capture_output=True,
             text=True,

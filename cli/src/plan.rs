@@ -54,10 +54,12 @@ pub enum PlanError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the run could not be planned ({status}); the planner said why above")]
+    Failed { status: std::process::ExitStatus },
 }
 
-/// Runs the planner; its run file goes to `out` (or `--output`), what it says to stderr. Exit
-/// status 0 when it planned, 1 when Portage could not (it said why).
+/// Runs the planner; its run file goes to `out` (or `--output`), what it says to stderr. An
+/// atom Portage cannot resolve is an error (exit status 2) after the planner said why.
 pub fn plan(args: &PlanArgs, out: &mut (dyn Write + Send)) -> Result<Outcome, CliError> {
     let mut script = tempfile::Builder::new()
         .prefix("swarm-plan-")
@@ -86,7 +88,10 @@ pub fn plan(args: &PlanArgs, out: &mut (dyn Write + Send)) -> Result<Outcome, Cl
             source,
         })?;
     if !output.status.success() {
-        return Ok(Outcome::Failure);
+        return Err(PlanError::Failed {
+            status: output.status,
+        }
+        .into());
     }
     let mut run = String::from_utf8_lossy(&output.stdout).into_owned();
     if let Some(path) = &args.estimates {
