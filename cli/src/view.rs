@@ -36,6 +36,9 @@ pub struct PackageRow {
     /// The run it was last submitted in.
     #[serde(default)]
     pub run: Option<RunName>,
+    /// Its build dependencies in the run, as atoms.
+    #[serde(default)]
+    pub deps: Vec<Atom>,
 }
 
 /// One ended attempt of a package.
@@ -97,6 +100,11 @@ impl PackageRow {
         PackageRow {
             learned_secs: record.learned_secs,
             run: record.run.clone(),
+            deps: record
+                .deps
+                .iter()
+                .filter_map(|key| schemas::PackageKey::decode(key.as_str()))
+                .collect(),
             atom: record.atom.clone(),
             state: record.state.label().to_owned(),
             attempts,

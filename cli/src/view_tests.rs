@@ -205,6 +205,7 @@ fn package_rows() {
         let mut expected = vec![
             "atom",
             "attempts",
+            "deps",
             "drone",
             "history",
             "learned_secs",

@@ -154,6 +154,15 @@ async fn a_failed_dependency_blocks_exactly_its_dependents_until_built_again() {
         );
     }
     assert_eq!(table.lines().count(), 4, "a header and three rows: {table}");
+    let rows = swarm.swarmctl_json(&["packages"]);
+    let row = |atom: &str| {
+        rows.as_array()
+            .and_then(|all| all.iter().find(|r| r["atom"] == atom))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(row("t-c/c")["deps"], serde_json::json!(["t-b/b"]), "{rows}");
+    assert_eq!(row("t-a/a")["deps"], serde_json::json!([]), "{rows}");
 
     // A drone that can build it; a is submitted again and everything it blocked follows.
     swarm
