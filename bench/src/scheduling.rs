@@ -64,20 +64,7 @@ pub fn world_deps() -> anyhow::Result<std::collections::BTreeMap<String, Vec<Str
     let path = testkit::fixture("world-152-deps.tsv");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let columns: Vec<&str> = l.split('\t').collect();
-            let deps = columns.get(3).copied().unwrap_or("-");
-            let deps = deps
-                .split(',')
-                .filter(|d| !d.is_empty() && *d != "-")
-                .map(str::to_owned)
-                .collect();
-            (columns[0].to_owned(), deps)
-        })
-        .collect())
+    Ok(testkit::run_file_deps(&text))
 }
 
 /// The longest chain of work in the graph, in model seconds on 8 cores.

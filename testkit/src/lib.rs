@@ -17,5 +17,5 @@ mod server;
 pub use binary::{MIN_VERSION, nats_server_binary};
 pub use cluster::NatsCluster;
 pub use error::{TestkitError, TestkitErrorKind};
-pub use paths::{cargo_bin, fixture, free_port, workspace_root};
+pub use paths::{cargo_bin, fixture, free_port, run_file_deps, workspace_root};
 pub use server::{NatsServer, NatsServerBuilder};

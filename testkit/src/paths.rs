@@ -48,6 +48,27 @@ pub fn fixture(name: impl AsRef<Path>) -> PathBuf {
     workspace_root().join("tests").join("fixtures").join(name)
 }
 
+/// The packages of a run file (`atom<TAB>seconds<TAB>class<TAB>deps`, `#` lines skipped) and
+/// each one's build dependencies, from its fourth column (comma-separated; `-` or empty for
+/// none): the graph the tests and the benchmark check a run against.
+pub fn run_file_deps(text: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let columns: Vec<&str> = l.split('\t').collect();
+            let deps = columns
+                .get(3)
+                .copied()
+                .unwrap_or("-")
+                .split(',')
+                .filter(|d| !d.is_empty() && *d != "-")
+                .map(str::to_owned)
+                .collect();
+            (columns[0].to_owned(), deps)
+        })
+        .collect()
+}
+
 /// The path of a workspace binary in the shared target directory, `<target>/debug/<name>`, where
 /// `<target>` is `CARGO_TARGET_DIR` (relative values are taken from the workspace root) or
 /// `<root>/target`.

@@ -360,6 +360,17 @@ impl Swarm {
 
     /// Runs swarmctl against this swarm (with the harness's credential when there is one) and
     /// returns its output.
+    /// `swarmctl ARGS`: whether it succeeded, and what it printed (stdout, then stderr).
+    pub fn swarmctl_text(&self, args: &[&str]) -> (bool, String) {
+        let out = self.swarmctl(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     pub fn swarmctl(&self, args: &[&str]) -> std::process::Output {
         self.swarmctl_command(args).output().expect("swarmctl runs")
     }

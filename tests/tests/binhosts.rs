@@ -165,17 +165,6 @@ async fn each_fingerprint_publishes_its_own_binhost_side_by_side() {
     assert!(table.contains(&format!("amd64@{fa}")), "{table}");
 }
 
-/// `swarmctl ARGS`: (success, stdout + stderr).
-fn swarmctl(swarm: &Swarm, args: &[&str]) -> (bool, String) {
-    let out = swarm.swarmctl(args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_is_published_once_it_has_ended_and_its_revision_names_it() {
     let mut swarm =
@@ -186,16 +175,13 @@ async fn a_run_is_published_once_it_has_ended_and_its_revision_names_it() {
     swarm.spawn_drone(&spec);
     let fp = fingerprint_of(&swarm, "e-n").await;
 
-    let (ok, text) = swarmctl(
-        &swarm,
-        &[
-            "submit",
-            "--run",
-            "day",
-            "=app-misc/one-1.0",
-            "=app-misc/two-1.0",
-        ],
-    );
+    let (ok, text) = swarm.swarmctl_text(&[
+        "submit",
+        "--run",
+        "day",
+        "=app-misc/one-1.0",
+        "=app-misc/two-1.0",
+    ]);
     assert!(ok && text.contains("in run day"), "{text}");
     let packages = swarm.wait_final(2, Duration::from_secs(60)).await;
     assert!(all_succeeded(&packages), "{packages:?}");
@@ -208,28 +194,25 @@ async fn a_run_is_published_once_it_has_ended_and_its_revision_names_it() {
             .wait_exit(Duration::from_secs(20))
             .is_some()
     );
-    let (ok, text) = swarmctl(
-        &swarm,
-        &[
-            "submit",
-            "--run",
-            "night",
-            "=app-misc/one-1.0",
-            "=app-misc/three-1.0",
-        ],
-    );
+    let (ok, text) = swarm.swarmctl_text(&[
+        "submit",
+        "--run",
+        "night",
+        "=app-misc/one-1.0",
+        "=app-misc/three-1.0",
+    ]);
     assert!(ok, "{text}");
-    let (ok, text) = swarmctl(&swarm, &["binhost", "publish", "night"]);
+    let (ok, text) = swarm.swarmctl_text(&["binhost", "publish", "night"]);
     assert!(!ok, "a run under way is not published: {text}");
     assert!(
         text.contains("run night has not ended: 2 of its 2 packages"),
         "{text}"
     );
-    let (ok, text) = swarmctl(&swarm, &["binhost", "publish", "nigth"]);
+    let (ok, text) = swarm.swarmctl_text(&["binhost", "publish", "nigth"]);
     assert!(!ok && text.contains("runs: night, day"), "{text}");
 
     // The day run has ended: published to its fingerprint's binhost, revision 1, naming it.
-    let (ok, text) = swarmctl(&swarm, &["binhost", "publish", "day"]);
+    let (ok, text) = swarm.swarmctl_text(&["binhost", "publish", "day"]);
     assert!(
         ok && text.contains(&format!("published amd64@{fp}: revision 1")),
         "{text}"
@@ -242,7 +225,7 @@ async fn a_run_is_published_once_it_has_ended_and_its_revision_names_it() {
     assert_eq!(listed, cpvs(&["app-misc/one-1.0", "app-misc/two-1.0"]));
     // Being built again, one keeps its published package: publishing what is built now
     // changes nothing.
-    let (ok, text) = swarmctl(&swarm, &["binhost", "publish"]);
+    let (ok, text) = swarm.swarmctl_text(&["binhost", "publish"]);
     assert!(ok && text.contains("nothing new to publish"), "{text}");
     let rows = swarm.swarmctl_json(&["packages"]);
     let runs: BTreeSet<(String, String)> = rows
@@ -269,14 +252,14 @@ async fn a_run_is_published_once_it_has_ended_and_its_revision_names_it() {
     swarm.spawn_drone(&spec);
     let packages = swarm.wait_final(3, Duration::from_secs(60)).await;
     assert!(all_succeeded(&packages), "{packages:?}");
-    let (ok, text) = swarmctl(&swarm, &["binhost", "publish", "night"]);
+    let (ok, text) = swarm.swarmctl_text(&["binhost", "publish", "night"]);
     assert!(ok && text.contains("revision 2"), "{text}");
     let listed = verified_cpvs(&portage_client(&url, client.path()));
     assert_eq!(
         listed,
         cpvs(&["app-misc/one-1.0", "app-misc/two-1.0", "app-misc/three-1.0"])
     );
-    let (_, table) = swarmctl(&swarm, &["binhost", "revisions"]);
+    let (_, table) = swarm.swarmctl_text(&["binhost", "revisions"]);
     let runs: Vec<&str> = table
         .lines()
         .skip(2)

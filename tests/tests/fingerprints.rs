@@ -88,15 +88,7 @@ fn has_fingerprint(row: &Value) -> bool {
 fn submit_cli(swarm: &Swarm, args: &[&str]) -> (bool, String) {
     let mut all = vec!["submit"];
     all.extend(args);
-    let output = swarm.swarmctl(&all);
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    swarm.swarmctl_text(&all)
 }
 
 /// The drones that started a build of one of `atoms`.

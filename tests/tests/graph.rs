@@ -10,34 +10,6 @@ use std::time::Duration;
 use schemas::PackageState;
 use swarm_tests::*;
 
-/// The run file's packages and their build dependencies.
-fn graph(text: &str) -> BTreeMap<String, Vec<String>> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let cols: Vec<&str> = l.split('\t').collect();
-            let deps = cols.get(3).copied().unwrap_or("-");
-            let deps = deps
-                .split(',')
-                .filter(|d| !d.is_empty() && *d != "-")
-                .map(str::to_owned)
-                .collect();
-            (cols[0].to_owned(), deps)
-        })
-        .collect()
-}
-
-/// `swarmctl ARGS`: (success, stdout + stderr).
-fn swarmctl(swarm: &Swarm, args: &[&str]) -> (bool, String) {
-    let out = swarm.swarmctl(args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(i).copied().unwrap_or(0)
@@ -56,9 +28,9 @@ async fn the_world_builds_in_dependency_order() {
     }
     swarm.wait_coordinator().await;
     let file = testkit::fixture("world-152-deps.tsv");
-    let edges = graph(&std::fs::read_to_string(&file).expect("run file"));
+    let edges = testkit::run_file_deps(&std::fs::read_to_string(&file).expect("run file"));
     assert_eq!(edges.values().map(Vec::len).sum::<usize>(), 1_024);
-    let (ok, text) = swarmctl(&swarm, &["submit", "--file", &file.display().to_string()]);
+    let (ok, text) = swarm.swarmctl_text(&["submit", "--file", &file.display().to_string()]);
     assert!(ok, "{text}");
     let packages = swarm.wait_final(152, Duration::from_secs(240)).await;
     assert!(all_succeeded(&packages), "{packages:?}");
@@ -116,7 +88,7 @@ async fn a_failed_dependency_blocks_exactly_its_dependents_until_built_again() {
     .expect("run file");
     swarm.spawn_drone(&DroneSpec::new("broken", 2, 2).env("SWARM_TEST_FAIL_ATOMS", "t-a/a"));
     swarm.wait_coordinator().await;
-    let (ok, text) = swarmctl(&swarm, &["submit", "--file", &run.display().to_string()]);
+    let (ok, text) = swarm.swarmctl_text(&["submit", "--file", &run.display().to_string()]);
     assert!(ok, "{text}");
     let packages = swarm.wait_final(5, Duration::from_secs(60)).await;
     let states: BTreeMap<String, String> = packages
@@ -145,7 +117,7 @@ async fn a_failed_dependency_blocks_exactly_its_dependents_until_built_again() {
         started,
         BTreeSet::from(["t-a/a".to_owned(), "t-e/e".to_owned()])
     );
-    let (_, table) = swarmctl(&swarm, &["packages", "--state", "blocked"]);
+    let (_, table) = swarm.swarmctl_text(&["packages", "--state", "blocked"]);
     for (atom, by) in [("t-b/b", "t-a/a"), ("t-c/c", "t-b/b"), ("t-d/d", "t-a/a")] {
         assert!(
             table.lines().any(|l| l.starts_with(atom)
@@ -175,7 +147,7 @@ async fn a_failed_dependency_blocks_exactly_its_dependents_until_built_again() {
             .is_some()
     );
     swarm.spawn_drone(&DroneSpec::new("fixed", 2, 2));
-    let (ok, text) = swarmctl(&swarm, &["submit", "t-a/a"]);
+    let (ok, text) = swarm.swarmctl_text(&["submit", "t-a/a"]);
     assert!(ok, "{text}");
     let packages = swarm.wait_final(5, Duration::from_secs(60)).await;
     assert!(all_succeeded(&packages), "{packages:?}");
@@ -183,7 +155,7 @@ async fn a_failed_dependency_blocks_exactly_its_dependents_until_built_again() {
     // A cycle is refused whole, named, and nothing of it is queued.
     let cyclic = dir.path().join("cycle.tsv");
     std::fs::write(&cyclic, "u-a/a\t\t\tu-b/b\nu-b/b\t\t\tu-a/a\n").expect("run file");
-    let (ok, text) = swarmctl(&swarm, &["submit", "--file", &cyclic.display().to_string()]);
+    let (ok, text) = swarm.swarmctl_text(&["submit", "--file", &cyclic.display().to_string()]);
     assert!(!ok, "{text}");
     assert!(
         text.contains("build dependencies form a cycle: u-a/a -> u-b/b -> u-a/a"),
