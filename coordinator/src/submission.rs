@@ -425,25 +425,19 @@ mod tests {
     /// submission, naming it.
     #[test]
     fn a_submission_carries_its_graph_and_refuses_cycles() {
-        let mut done = entry(
-            "a/done",
-            PackageState::Succeeded {
+        let succeeded_in = |atom: &str, run: &str| {
+            let state = PackageState::Succeeded {
                 attempt: 1,
                 drone: fixtures::drone_name("d"),
-            },
-            1,
-        );
-        done.1.record.run = RunName::parse("night").ok();
-        let mut other_run = entry(
-            "a/other",
-            PackageState::Succeeded {
-                attempt: 1,
-                drone: fixtures::drone_name("d"),
-            },
-            1,
-        );
-        other_run.1.record.run = RunName::parse("day").ok();
-        let table = table(vec![done, other_run]);
+            };
+            let mut built = entry(atom, state, 1);
+            built.1.record.run = RunName::parse(run).ok();
+            built
+        };
+        let table = table(vec![
+            succeeded_in("a/done", "night"),
+            succeeded_in("a/other", "day"),
+        ]);
         let submit = |rows: &[(&str, &[&str])]| {
             let mut req = request(&[], None);
             req.run = Some("night".into());
