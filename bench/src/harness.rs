@@ -238,8 +238,9 @@ impl Swarm {
         Ok(started.elapsed())
     }
 
-    /// Waits until the work stream is empty and the coordinator has applied every event: every
-    /// job was acknowledged, so every result was stored before it, and applied.
+    /// Waits until the work stream is empty, the coordinator has applied every event (every job
+    /// was acknowledged, so every result was stored before it, and applied) and no package is
+    /// left unfinished.
     pub async fn wait_drained(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         let mut builds = self.js.get_stream(schemas::names::BUILDS_STREAM).await?;
@@ -254,8 +255,16 @@ impl Swarm {
             let jobs = builds.info().await?.state.messages;
             if jobs == 0 {
                 let info = consumer.info().await?;
+                // With build dependencies the stream is empty for a moment between a result
+                // and the release of what waited on it: drained means nothing unfinished.
                 if info.num_pending == 0 && info.num_ack_pending == 0 {
-                    return Ok(());
+                    let states = self.package_states().await?;
+                    let unfinished = ["queued", "building", "retry_wait", "waiting"]
+                        .iter()
+                        .any(|state| states.get(*state).is_some_and(|n| *n > 0));
+                    if !unfinished {
+                        return Ok(());
+                    }
                 }
             }
             if Instant::now() > deadline {
