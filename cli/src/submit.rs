@@ -20,6 +20,8 @@ pub struct Submitted {
     pub already_queued: u32,
     /// The run they belong to (`None` from a coordinator of the previous release).
     pub run: Option<RunName>,
+    /// What the coordinator noticed (a build dependency that looks like a typo).
+    pub notes: Vec<String>,
 }
 
 impl fmt::Display for Submitted {
@@ -35,10 +37,13 @@ impl fmt::Display for Submitted {
             },
             self.already_queued
         )?;
-        match &self.run {
-            Some(run) => write!(f, " in run {run}"),
-            None => Ok(()),
+        if let Some(run) = &self.run {
+            write!(f, " in run {run}")?;
         }
+        for note in &self.notes {
+            write!(f, "\nnote: {note}")?;
+        }
+        Ok(())
     }
 }
 
@@ -131,10 +136,12 @@ pub async fn submit(
             queued,
             already_queued,
             run,
+            notes,
         } => Ok(Submitted {
             queued,
             already_queued,
             run,
+            notes,
         }),
         SubmitResult::Rejected { rejections } => Err(CliError::Rejected(rejections)),
         SubmitResult::Error { message } => Err(CliError::Coordinator { message }),
@@ -208,10 +215,21 @@ mod tests {
                 queued,
                 already_queued,
                 run: None,
+                notes: Vec::new(),
             }
             .to_string()
         };
         assert_eq!(line(152, 0), "queued 152 packages (0 already queued)");
         assert_eq!(line(1, 2), "queued 1 package (2 already queued)");
+        let noted = Submitted {
+            queued: 2,
+            already_queued: 0,
+            run: RunName::parse("nightly").ok(),
+            notes: vec!["look at this".into()],
+        };
+        assert_eq!(
+            noted.to_string(),
+            "queued 2 packages (0 already queued) in run nightly\nnote: look at this"
+        );
     }
 }

@@ -278,6 +278,7 @@ async fn submit_needs_a_coordinator_and_validates_first() {
             queued: 1,
             already_queued: 1,
             run: None,
+            notes: Vec::new(),
         },
         SubmitResult::Rejected {
             rejections: vec![schemas::AtomRejection {

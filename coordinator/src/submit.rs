@@ -142,6 +142,7 @@ impl Service {
             }
         }
         let (already, run) = (plan.already_queued, plan.run.clone());
+        let notes = std::mem::take(&mut plan.notes);
         // The records are written concurrently (each a compare-and-set on its own key), then
         // the jobs of those written are published.
         let bucket = self.topo.packages.clone();
@@ -201,6 +202,7 @@ impl Service {
             queued,
             already_queued: already,
             run: Some(run),
+            notes,
         }
     }
 

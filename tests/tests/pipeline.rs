@@ -33,6 +33,7 @@ async fn seed_swarm_builds_world_152_exactly_once_without_idle_slots() {
             queued: 152,
             already_queued: 0,
             run: Some(_),
+            ..
         } => {}
         other => panic!("unexpected submit reply {other:?}"),
     }

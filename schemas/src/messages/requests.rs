@@ -75,6 +75,10 @@ pub enum SubmitResult {
         /// The run the packages were queued in.
         #[serde(default)]
         run: Option<RunName>,
+        /// What the operator may want to check: a build dependency that names no package of
+        /// the run but one only slightly different (a typo?).
+        #[serde(default)]
+        notes: Vec<String>,
     },
     /// At least one atom was invalid; nothing was enqueued.
     Rejected { rejections: Vec<AtomRejection> },

@@ -200,6 +200,7 @@ fn every_message_round_trips() {
             queued: 1,
             already_queued: 2,
             run: RunName::parse("nightly-1").ok(),
+            notes: vec!["a note".into()],
         },
         SubmitResult::Rejected {
             rejections: vec![AtomRejection {
