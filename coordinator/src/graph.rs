@@ -73,6 +73,9 @@ fn staged(record: &PackageRecord, now_ms: u64) -> bool {
 /// removed) counts as provided from outside.
 pub fn steps(table: &PackageTable, now_ms: u64) -> Vec<Step> {
     let mut steps = Vec::new();
+    if !table.has_graph() {
+        return steps;
+    }
     for (key, entry) in table.entries() {
         let record = &entry.record;
         let deps = || {

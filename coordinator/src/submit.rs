@@ -211,11 +211,10 @@ impl Service {
     pub(crate) async fn publish_many(&self, keys: &[PackageKey], attempt: u32) {
         // With build dependencies in the table, a job's priority is its critical path: its own
         // work and the longest chain of work that waits on it.
-        let has_graph = self
+        let paths = self
             .table
-            .records()
-            .any(|r| matches!(r.state, PackageState::Waiting));
-        let paths = has_graph.then(|| graph::remaining_path(&self.table, schedule::estimate_secs));
+            .has_graph()
+            .then(|| graph::remaining_path(&self.table, schedule::estimate_secs));
         let mut ordered: Vec<(&PackageKey, f64)> = keys
             .iter()
             .filter_map(|key| {

@@ -74,6 +74,9 @@ pub fn fold(
 pub struct PackageTable {
     entries: HashMap<PackageKey, Entry>,
     retries: RetrySchedule,
+    /// How many records wait for build dependencies or are blocked by one: with none, the
+    /// graph has nothing to do (a run without dependencies never looks).
+    on_graph: usize,
 }
 
 impl PackageTable {
@@ -81,6 +84,7 @@ impl PackageTable {
         PackageTable {
             entries: HashMap::with_capacity(capacity),
             retries: RetrySchedule::default(),
+            on_graph: 0,
         }
     }
 
@@ -108,6 +112,14 @@ impl PackageTable {
             Some(entry) => self.entries.insert(key.clone(), entry),
             None => self.entries.remove(key),
         };
+        let on_graph = |state: Option<&PackageState>| {
+            matches!(
+                state,
+                Some(PackageState::Waiting | PackageState::Blocked { .. })
+            )
+        };
+        self.on_graph += usize::from(on_graph(new_state.as_ref()));
+        self.on_graph -= usize::from(on_graph(old.as_ref().map(|e| &e.record.state)));
         self.retries.update(
             key,
             old.as_ref().map(|e| &e.record.state),
@@ -118,6 +130,11 @@ impl PackageTable {
     /// Every record.
     pub fn records(&self) -> impl Iterator<Item = &PackageRecord> {
         self.entries.values().map(|entry| &entry.record)
+    }
+
+    /// Whether some record waits for its build dependencies or is blocked by one.
+    pub fn has_graph(&self) -> bool {
+        self.on_graph > 0
     }
 
     /// Every record by its key.
