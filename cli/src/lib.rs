@@ -10,6 +10,7 @@ mod config;
 mod demo;
 pub mod emerge_log;
 mod error;
+mod forecast;
 mod input;
 pub mod plan;
 mod rpc;
@@ -66,6 +67,15 @@ pub enum Command {
         /// Print JSON: queue, drones.{active,idle,grounded,...}, cores.{active,total}, status, packages.{queued,building,succeeded,failed,retrying}
         #[arg(long)]
         json: bool,
+        /// Print what is left as a graph: the critical path (each package's state and estimate),
+        /// the work left and the earliest end with the drones online now; with --json:
+        /// {run, path: [{atom, state, secs}], path_secs, work_secs, unfinished, eta_secs, cores,
+        /// largest_drone_cores, now_ms, end_ms}
+        #[arg(long)]
+        graph: bool,
+        /// With --graph: only this run's packages
+        #[arg(long, value_name = "NAME", value_parser = RunName::parse, requires = "graph")]
+        run: Option<RunName>,
     },
     /// List packages: ATOM STATE ATTEMPTS DRONE, sorted by atom
     ///
@@ -326,7 +336,20 @@ async fn dispatch(
             writeln!(out, "{submitted}")?;
             Ok(Outcome::Success)
         }
-        Command::Status { json } => {
+        Command::Status {
+            json,
+            graph: true,
+            run,
+        } => {
+            let graph = forecast::graph_status(client, run.as_ref()).await?;
+            if json {
+                write_json(out, &graph)?;
+            } else {
+                write!(out, "{}", graph.block())?;
+            }
+            Ok(Outcome::Success)
+        }
+        Command::Status { json, .. } => {
             let summary = status(client).await?;
             if json {
                 write_json(out, &summary)?;

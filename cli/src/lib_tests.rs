@@ -15,12 +15,31 @@ fn arguments_parse() {
     let cases: Vec<(&[&str], Option<Command>)> = vec![
         (
             &["swarmctl", "status"],
-            Some(Command::Status { json: false }),
+            Some(Command::Status {
+                json: false,
+                graph: false,
+                run: None,
+            }),
         ),
         (
             &["swarmctl", "status", "--json"],
-            Some(Command::Status { json: true }),
+            Some(Command::Status {
+                json: true,
+                graph: false,
+                run: None,
+            }),
         ),
+        (
+            &["swarmctl", "status", "--graph", "--run", "nightly-1"],
+            Some(Command::Status {
+                json: false,
+                graph: true,
+                run: Some(RunName::parse("nightly-1").expect("name")),
+            }),
+        ),
+        // --run is about the graph only; a run name is checked.
+        (&["swarmctl", "status", "--run", "nightly-1"], None),
+        (&["swarmctl", "status", "--graph", "--run", "a b"], None),
         (
             &["swarmctl", "packages", "--state", "retry_wait", "--json"],
             Some(Command::Packages {

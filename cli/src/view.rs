@@ -202,7 +202,7 @@ pub(crate) async fn open(
     Ok(runtime::kv::open_bucket(&js, bucket).await?)
 }
 
-async fn read<T: Wire>(
+pub(crate) async fn read<T: Wire>(
     client: &async_nats::Client,
     bucket: &str,
 ) -> Result<Vec<KvItem<T>>, CliError> {
@@ -212,7 +212,7 @@ async fn read<T: Wire>(
 
 /// Heartbeat age by the server's timestamp of the drone's last write, so a drone with a wrong
 /// clock is still judged correctly.
-fn heartbeat_age_ms(item: &KvItem<DroneRecord>, now_ms: u64) -> u64 {
+pub(crate) fn heartbeat_age_ms(item: &KvItem<DroneRecord>, now_ms: u64) -> u64 {
     now_ms.saturating_sub(item.created_ms)
 }
 

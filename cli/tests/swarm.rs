@@ -21,7 +21,13 @@ async fn read_commands_show_the_swarm() {
     let swarm = Swarm::start().await;
     populate(&swarm).await;
 
-    let status = swarm.json(Command::Status { json: true }).await;
+    let status = swarm
+        .json(Command::Status {
+            json: true,
+            graph: false,
+            run: None,
+        })
+        .await;
     assert_eq!(status["queue"], 3, "{status}");
     assert_eq!(status["drones"]["active"], 1, "{status}");
     assert_eq!(status["drones"]["idle"], 1, "{status}");
@@ -35,7 +41,13 @@ async fn read_commands_show_the_swarm() {
     assert_eq!(status["packages"]["succeeded"], 1, "{status}");
     assert_eq!(status["packages"]["failed"], 1, "{status}");
 
-    let (outcome, block, _) = swarm.exec(Command::Status { json: false }).await;
+    let (outcome, block, _) = swarm
+        .exec(Command::Status {
+            json: false,
+            graph: false,
+            run: None,
+        })
+        .await;
     assert_eq!(outcome.expect("succeeds"), Outcome::Success);
     assert_eq!(
         block,
@@ -173,7 +185,11 @@ async fn missing_buckets_say_to_start_the_coordinator() {
     let server = testkit::NatsServer::start().expect("server starts");
     let client = server.connect().await.expect("connects");
     for command in [
-        Command::Status { json: true },
+        Command::Status {
+            json: true,
+            graph: false,
+            run: None,
+        },
         Command::Packages {
             state: None,
             json: false,

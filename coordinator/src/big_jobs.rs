@@ -1,22 +1,66 @@
-//! The big-job threshold of one batch of publications (a tick's retries, a reconcile pass's
+//! Where the jobs of one batch of publications go (a tick's retries, a reconcile pass's
 //! requeues, a submission): per arch, the estimate above which a job goes to the big queue
-//! (`schedule::big_above` of the online capacity and the work left). Computing it reads every
-//! package record, so it is computed at most once per arch and batch, when first needed.
+//! (`schedule::big_above` of the online capacity and the work left) and, when the table holds
+//! a build-dependency graph, every unfinished package's place on it (`graph::head_path`,
+//! `graph::remaining_path`) for `schedule::place`. Both read every package record, so they are
+//! computed at most once per batch, when first needed.
 
 use std::collections::HashMap;
 
-use schemas::{Arch, PackageRecord};
+use schemas::{Arch, PackageKey, PackageRecord};
 
 use crate::config::Schedule;
 use crate::drones::DroneRegistry;
-use crate::schedule;
+use crate::graph;
+use crate::schedule::{self, Capacity, PathTimes, Placement};
 use crate::table::PackageTable;
 
 #[derive(Debug)]
 pub struct BigJobs {
     schedule: Schedule,
     now_ms: u64,
-    above: HashMap<Arch, Option<f64>>,
+    above: HashMap<Arch, (Capacity, Option<f64>)>,
+    paths: Option<Paths>,
+}
+
+/// The graph's times of every unfinished package, and the longest path of each arch.
+#[derive(Debug, Default)]
+struct Paths {
+    head: HashMap<PackageKey, f64>,
+    rest: HashMap<PackageKey, f64>,
+    longest: HashMap<Arch, f64>,
+}
+
+impl Paths {
+    fn of(table: &PackageTable) -> Paths {
+        let head = graph::head_path(table, schedule::estimate_secs);
+        let remaining = graph::remaining_path(table, schedule::estimate_secs);
+        let mut longest: HashMap<Arch, f64> = HashMap::new();
+        let mut rest = HashMap::with_capacity(remaining.len());
+        for (key, path) in remaining {
+            let Some(entry) = table.get(&key) else {
+                continue;
+            };
+            let total = head.get(&key).copied().unwrap_or(0.0) + path;
+            let arch = longest.entry(entry.record.arch.clone()).or_insert(0.0);
+            *arch = arch.max(total);
+            rest.insert(key, path - schedule::estimate_secs(&entry.record));
+        }
+        Paths {
+            head,
+            rest,
+            longest,
+        }
+    }
+
+    fn times(&self, key: &PackageKey, record: &PackageRecord) -> Option<PathTimes> {
+        Some(PathTimes {
+            own: schedule::estimate_secs(record),
+            head: self.head.get(key).copied().unwrap_or(0.0),
+            rest: *self.rest.get(key)?,
+            longest: *self.longest.get(&record.arch)?,
+        })
+    }
 }
 
 impl BigJobs {
@@ -26,7 +70,24 @@ impl BigJobs {
             schedule,
             now_ms,
             above: HashMap::new(),
+            paths: None,
         }
+    }
+
+    fn capacity(
+        &mut self,
+        arch: &Arch,
+        drones: &DroneRegistry,
+        table: &PackageTable,
+    ) -> (Capacity, Option<f64>) {
+        let now_ms = self.now_ms;
+        *self.above.entry(arch.clone()).or_insert_with(|| {
+            let capacity = drones.capacity(arch, now_ms);
+            (
+                capacity,
+                schedule::big_above(&capacity, table.work_secs(arch)),
+            )
+        })
     }
 
     /// The estimate above which a job of `arch` is big in this batch; `None` under the FIFO
@@ -37,24 +98,32 @@ impl BigJobs {
         drones: &DroneRegistry,
         table: &PackageTable,
     ) -> Option<f64> {
-        if self.schedule != Schedule::LongestFirst {
+        if self.schedule == Schedule::Fifo {
             return None;
         }
-        let now_ms = self.now_ms;
-        *self.above.entry(arch.clone()).or_insert_with(|| {
-            schedule::big_above(&drones.capacity(arch, now_ms), table.work_secs(arch))
-        })
+        self.capacity(arch, drones, table).1
     }
 
-    /// Whether the package's job goes to the big queue.
-    pub fn is_big(
+    /// Where the package's job goes.
+    pub fn placement(
         &mut self,
+        key: &PackageKey,
         record: &PackageRecord,
         drones: &DroneRegistry,
         table: &PackageTable,
-    ) -> bool {
-        let above = self.above(&record.arch, drones, table);
-        schedule::is_big(record, above)
+    ) -> Placement {
+        let Some(above) = self.above(&record.arch, drones, table) else {
+            return Placement::Normal;
+        };
+        let (capacity, _) = self.capacity(&record.arch, drones, table);
+        let times = if self.schedule == Schedule::CriticalPath && table.has_graph() {
+            self.paths
+                .get_or_insert_with(|| Paths::of(table))
+                .times(key, record)
+        } else {
+            None
+        };
+        schedule::place(&capacity, record, Some(above), times)
     }
 }
 
@@ -131,12 +200,24 @@ mod tests {
             .get(&fixtures::atom("a/small").key())
             .expect("small")
             .record;
-        assert!(batch.is_big(huge, &drones(), &table));
-        assert!(!batch.is_big(small, &drones(), &table));
+        assert!(
+            batch
+                .placement(&huge.atom.key(), huge, &drones(), &table)
+                .is_big()
+        );
+        assert!(
+            !batch
+                .placement(&small.atom.key(), small, &drones(), &table)
+                .is_big()
+        );
         // No drone online that takes big builds (their heartbeats are old): nothing is big.
         let mut later = BigJobs::new(Schedule::LongestFirst, 1_000_000);
         assert_eq!(later.above(&Arch::default(), &drones(), &table), None);
-        assert!(!later.is_big(huge, &drones(), &table));
+        assert!(
+            !later
+                .placement(&huge.atom.key(), huge, &drones(), &table)
+                .is_big()
+        );
     }
 
     #[test]
@@ -148,7 +229,11 @@ mod tests {
         };
         let mut batch = BigJobs::new(Schedule::Fifo, 0);
         assert_eq!(batch.above(&Arch::default(), &drones(), &table), None);
-        assert!(!batch.is_big(&giant, &drones(), &table));
+        assert!(
+            !batch
+                .placement(&giant.atom.key(), &giant, &drones(), &table)
+                .is_big()
+        );
     }
 
     /// The threshold is computed once per arch and batch: records written during the batch do

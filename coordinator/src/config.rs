@@ -23,8 +23,13 @@ pub enum Storage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Schedule {
+    /// `LongestFirst`, and for a run with build dependencies, by its graph: a job's priority is
+    /// its critical path (its own estimate and the longest chain of work waiting on it), and
+    /// the critical path goes to the largest drone that takes big builds (`schedule::place`).
+    CriticalPath,
     /// Each submission's jobs in order of their estimates, longest first, with jobs too long for
-    /// any drone's slot queued apart for the drones that take big builds.
+    /// any drone's slot queued apart for the drones that take big builds; a graph only releases
+    /// jobs, their order is their own estimates'.
     LongestFirst,
     /// Submission order, nothing queued apart.
     Fifo,
@@ -87,7 +92,7 @@ impl Default for Settings {
             replicas: 1,
             events_max_age_secs: 7 * 24 * 3600,
             duplicate_window_ms: 120_000,
-            schedule: Schedule::LongestFirst,
+            schedule: Schedule::CriticalPath,
             binhost_auto_publish: true,
             binhost_keep_revisions: 5,
             binhost_gc_grace_secs: 3_600,

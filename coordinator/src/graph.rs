@@ -2,9 +2,9 @@
 //! waiting for their dependencies do next (`steps`), and the critical-path priority of each
 //! unfinished package (`remaining_path`). The edges are `PackageRecord::deps`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use schemas::{Atom, PackageKey, PackageRecord, PackageState};
+use schemas::{Atom, PackageKey, PackageRecord, PackageState, paths};
 
 use crate::table::PackageTable;
 
@@ -131,53 +131,25 @@ pub fn remaining_path(
     table: &PackageTable,
     estimate: impl Fn(&PackageRecord) -> f64,
 ) -> HashMap<PackageKey, f64> {
-    // Who waits on whom: dependency -> its unfinished dependents.
-    let mut dependents: HashMap<&PackageKey, Vec<&PackageKey>> = HashMap::new();
-    let unfinished: HashSet<&PackageKey> = table
-        .entries()
-        .filter(|(_, e)| !e.record.state.is_final())
-        .map(|(k, _)| k)
-        .collect();
-    for key in &unfinished {
-        if let Some(entry) = table.get(key) {
-            for dep in &entry.record.deps {
-                if let Some(dep_key) = unfinished.get(dep) {
-                    dependents.entry(*dep_key).or_default().push(key);
-                }
-            }
-        }
-    }
-    let mut path: HashMap<PackageKey, f64> = HashMap::with_capacity(unfinished.len());
-    // Iteratively, dependents first (the graph is acyclic: submission refuses cycles; a cycle
-    // that slipped in anyway is cut where it is met).
-    for start in &unfinished {
-        let mut stack: Vec<(&PackageKey, bool)> = vec![(start, false)];
-        let mut on_stack: HashSet<&PackageKey> = HashSet::new();
-        while let Some((key, expanded)) = stack.pop() {
-            if path.contains_key(key) {
-                continue;
-            }
-            let waiting = dependents.get(key).map_or(&[][..], Vec::as_slice);
-            if expanded {
-                on_stack.remove(key);
-                let longest = waiting
-                    .iter()
-                    .filter_map(|d| path.get(*d))
-                    .fold(0.0_f64, |a, b| a.max(*b));
-                let own = table.get(key).map_or(0.0, |e| estimate(&e.record));
-                path.insert(key.clone(), own + longest);
-                continue;
-            }
-            on_stack.insert(key);
-            stack.push((key, true));
-            for dependent in waiting {
-                if !path.contains_key(*dependent) && !on_stack.contains(dependent) {
-                    stack.push((dependent, false));
-                }
-            }
-        }
-    }
-    path
+    paths::remaining_path(
+        table.entries().map(|(k, _)| k),
+        |k| table.get(k).map(|e| &e.record),
+        estimate,
+    )
+}
+
+/// The longest chain of unfinished work each unfinished package waits for (0 when its
+/// dependencies are all done), seconds on 8 cores. With `remaining_path`, a package's slack is
+/// the longest path of the run less `head + remaining`.
+pub fn head_path(
+    table: &PackageTable,
+    estimate: impl Fn(&PackageRecord) -> f64,
+) -> HashMap<PackageKey, f64> {
+    paths::head_path(
+        table.entries().map(|(k, _)| k),
+        |k| table.get(k).map(|e| &e.record),
+        estimate,
+    )
 }
 
 #[cfg(test)]

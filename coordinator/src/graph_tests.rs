@@ -195,3 +195,55 @@ fn priority_is_the_longest_chain_of_work_that_waits() {
     // The fan-out's root goes before the chain's root although its own work is far smaller.
     assert!(path[&key("f/f")] > path[&key("a/a")]);
 }
+
+#[test]
+fn head_is_the_longest_chain_of_unfinished_work_before() {
+    let t = graph(&[
+        (
+            "a/a",
+            PackageState::Building {
+                attempt: 1,
+                drone: fixtures::drone_name("d"),
+                since_ms: 0,
+            },
+            &[],
+            10.0,
+        ),
+        ("a/b", PackageState::Waiting, &["a/a"], 20.0),
+        ("a/c", PackageState::Waiting, &["a/b"], 30.0),
+        ("d/d", PackageState::Queued { attempt: 1 }, &[], 2.0),
+        ("d/e1", PackageState::Waiting, &["d/d"], 3.0),
+        ("d/e2", PackageState::Waiting, &["d/d"], 7.0),
+        ("d/g", PackageState::Waiting, &["d/e1", "d/e2"], 1.0),
+        ("z/done", succeeded(), &[], 500.0),
+        (
+            "z/after",
+            PackageState::Queued { attempt: 1 },
+            &["z/done"],
+            4.0,
+        ),
+    ]);
+    let head = head_path(&t, |r| r.estimate_secs.unwrap_or(0.0));
+    #[rustfmt::skip]
+    let expected = [
+        ("a/a", 0.0), ("a/b", 10.0), ("a/c", 30.0),
+        ("d/d", 0.0), ("d/e1", 2.0), ("d/e2", 2.0), ("d/g", 9.0),
+        // A finished dependency is no work left.
+        ("z/after", 0.0),
+    ];
+    for (atom, secs) in expected {
+        assert_eq!(head.get(&key(atom)), Some(&secs), "{atom}");
+    }
+    assert_eq!(head.get(&key("z/done")), None);
+    // Slack: the longest path is a/a..a/c (60 s), on which a/b has none; the diamond's e1 and
+    // e2 lie 54 and 50 s off it (2 + 3 + 1 and 2 + 7 + 1 of 60).
+    let rest = remaining_path(&t, |r| r.estimate_secs.unwrap_or(0.0));
+    let longest = rest
+        .iter()
+        .map(|(k, r)| head[k] + r)
+        .fold(0.0_f64, f64::max);
+    assert_eq!(longest, 60.0);
+    assert_eq!(longest - head[&key("a/b")] - rest[&key("a/b")], 0.0);
+    assert_eq!(longest - head[&key("d/e1")] - rest[&key("d/e1")], 54.0);
+    assert_eq!(longest - head[&key("d/e2")] - rest[&key("d/e2")], 50.0);
+}

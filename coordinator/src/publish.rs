@@ -11,15 +11,17 @@ use schemas::{
     encode, names,
 };
 
+use crate::schedule::Placement;
+
 /// One job to publish: the package's record at `revision`, for `attempt`, on the normal or the
-/// big queue.
+/// big queue (`placement`).
 #[derive(Debug, Clone, Copy)]
 pub struct Publication<'a> {
     pub key: &'a PackageKey,
     pub record: &'a PackageRecord,
     pub revision: u64,
     pub attempt: u32,
-    pub big: bool,
+    pub placement: Placement,
 }
 
 impl Publication<'_> {
@@ -27,7 +29,7 @@ impl Publication<'_> {
     /// twice after a crash is deduplicated by the server, while a re-publish after the record
     /// moved on (a requeue of a lost job) is a new message.
     pub fn msg_id(&self) -> String {
-        let queue = if self.big { ":big" } else { "" };
+        let queue = if self.placement.is_big() { ":big" } else { "" };
         format!(
             "{}:{}:{}:{}{queue}",
             self.key, self.record.submission, self.attempt, self.revision
@@ -35,7 +37,7 @@ impl Publication<'_> {
     }
 
     pub fn subject(&self) -> String {
-        if self.big {
+        if self.placement.is_big() {
             names::big_build_subject(&self.record.arch, self.key)
         } else {
             names::build_subject(&self.record.arch, self.key)
@@ -57,6 +59,10 @@ impl Publication<'_> {
             })
             .map(|a| a.drone.clone())
             .collect();
+        let (min_cores, linger) = match self.placement {
+            Placement::Normal => (None, false),
+            Placement::Big { min_cores, linger } => (min_cores, linger),
+        };
         Job {
             v: SCHEMA_VERSION,
             atom: self.record.atom.clone(),
@@ -65,6 +71,8 @@ impl Publication<'_> {
             avoid,
             estimate_secs: self.record.estimate_secs,
             fingerprint: self.record.fingerprint.clone(),
+            min_cores,
+            linger,
         }
     }
 }
@@ -175,11 +183,16 @@ mod tests {
             record: &record,
             revision: 17,
             attempt: 2,
-            big: false,
+            placement: Placement::Normal,
         };
         assert_eq!(publication.msg_id(), "dev-libs_2Fa:3:2:17");
         assert_eq!(publication.subject(), "swarm.build.amd64.dev-libs_2Fa");
-        publication.big = true;
+        publication.placement = Placement::Big {
+            min_cores: Some(24),
+            linger: true,
+        };
+        let job = publication.job();
+        assert_eq!((job.min_cores, job.linger), (Some(24), true));
         assert_eq!(publication.msg_id(), "dev-libs_2Fa:3:2:17:big");
         assert_eq!(publication.subject(), "swarm.build.amd64.big.dev-libs_2Fa");
     }
@@ -218,7 +231,7 @@ mod tests {
             record: &record,
             revision: 1,
             attempt: 3,
-            big: false,
+            placement: Placement::Normal,
         }
         .job();
         assert_eq!(

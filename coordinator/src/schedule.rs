@@ -11,28 +11,7 @@
 
 use schemas::{PackageRecord, SizeClass};
 
-/// Default estimate of each size class, in seconds on 8 cores.
-pub fn class_secs(class: SizeClass) -> f64 {
-    match class {
-        SizeClass::Small => 120.0,
-        SizeClass::Medium => 600.0,
-        SizeClass::Heavy => 1_800.0,
-        SizeClass::Giant => 7_200.0,
-    }
-}
-
-/// The estimate of a package with nothing known about it: a medium one.
-pub const UNKNOWN_SECS: f64 = 600.0;
-
-/// The best estimate of a package's build time, in seconds on 8 cores: learned from its own
-/// builds, else the submitter's estimate, else its size class, else medium.
-pub fn estimate_secs(record: &PackageRecord) -> f64 {
-    record
-        .learned_secs
-        .or(record.estimate_secs)
-        .or(record.class.map(class_secs))
-        .unwrap_or(UNKNOWN_SECS)
-}
+pub use schemas::paths::{UNKNOWN_SECS, class_secs, estimate_secs};
 
 /// What a successful build says about the package, in seconds on 8 cores: its duration scaled
 /// by the cores it had (build time is taken as inversely proportional to cores).
@@ -96,6 +75,98 @@ pub fn is_big(record: &PackageRecord, big_above: Option<f64>) -> bool {
     unmeasured_giant || estimate_secs(record) > above
 }
 
+/// Where a job goes: the normal queue, or the big queue (all of one big drone), there for a
+/// drone of at least `min_cores` when one is online, which `linger`s afterwards when the run's
+/// critical path goes on after the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Normal,
+    Big {
+        min_cores: Option<u32>,
+        linger: bool,
+    },
+}
+
+impl Placement {
+    pub fn is_big(self) -> bool {
+        matches!(self, Placement::Big { .. })
+    }
+}
+
+/// A package's place in its run's build-dependency graph, in seconds on 8 cores: its own
+/// estimate, the longest chain of unfinished work it waits for (`head`) and that waits for it
+/// (`rest`), and the longest such path of its arch's run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathTimes {
+    pub own: f64,
+    pub head: f64,
+    pub rest: f64,
+    pub longest: f64,
+}
+
+impl PathTimes {
+    /// How much later than it can, the package may end without making the longest path longer.
+    pub fn slack(&self) -> f64 {
+        (self.longest - self.head - self.own - self.rest).max(0.0)
+    }
+}
+
+/// Slack below this share of the longest path counts as none: the package is on the critical
+/// path (estimates are sums of floats).
+const ON_PATH: f64 = 1e-6;
+
+/// Where a job goes. Without a graph (`path` is `None`), by its own estimate (`is_big`). With
+/// one, the critical path belongs to the largest drone that takes big builds: its run cannot
+/// end before that path is built, and it is built fastest with all of the largest drone's cores
+/// and without waiting for a slot. So a package on it goes to the big queue for that drone
+/// (`min_cores`: its cores), which lingers after it while the path goes on. A package off the
+/// path goes there too when a normal slot would take longer than its slack allows (with the
+/// path built on the largest drone), for a drone with the cores that make it fit; any other
+/// package is judged by its own estimate, as without a graph.
+pub fn place(
+    capacity: &Capacity,
+    record: &PackageRecord,
+    big_above: Option<f64>,
+    path: Option<PathTimes>,
+) -> Placement {
+    let plain = if is_big(record, big_above) {
+        Placement::Big {
+            min_cores: None,
+            linger: false,
+        }
+    } else {
+        Placement::Normal
+    };
+    let (Some(path), Some(_)) = (path, big_above) else {
+        return plain;
+    };
+    let top = f64::from(capacity.max_big_cores);
+    let slot = f64::from(capacity.max_slot_cores.max(1));
+    let slack = path.slack();
+    if slack <= path.longest * ON_PATH {
+        return Placement::Big {
+            min_cores: Some(capacity.max_big_cores),
+            linger: path.rest > 0.0,
+        };
+    }
+    // Wall seconds it may take: its own time on the largest drone and its slack, the path
+    // running on that drone too.
+    let allowed = (path.own + slack) * 8.0 / top;
+    if path.own * 8.0 / slot > allowed {
+        let cores = (path.own * 8.0 / allowed).ceil();
+        let cores = if cores.is_finite() {
+            (cores as u32).clamp(capacity.max_slot_cores + 1, capacity.max_big_cores)
+        } else {
+            capacity.max_big_cores
+        };
+        return Placement::Big {
+            min_cores: Some(cores),
+            linger: false,
+        };
+    }
+    plain
+}
+
 /// Sorts jobs longest first; equal estimates keep their submission order.
 pub fn longest_first<T>(jobs: &mut [(T, f64)]) {
     jobs.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -124,18 +195,6 @@ mod tests {
             run: None,
             deps: Vec::new(),
         }
-    }
-
-    #[test]
-    fn estimates_fall_back_from_learned_to_submitted_to_class() {
-        let mut record = queued("www-client/chromium", None);
-        assert_eq!(estimate_secs(&record), UNKNOWN_SECS);
-        record.class = Some(SizeClass::Giant);
-        assert_eq!(estimate_secs(&record), 7_200.0);
-        record.estimate_secs = Some(21_600.0);
-        assert_eq!(estimate_secs(&record), 21_600.0);
-        record.learned_secs = Some(20_000.0);
-        assert_eq!(estimate_secs(&record), 20_000.0);
     }
 
     #[test]
@@ -185,6 +244,58 @@ mod tests {
         let mut whole = Capacity::default();
         whole.add(24, 1, true);
         assert_eq!(big_above(&whole, 111_935.0), None);
+    }
+
+    /// The seed swarm's capacity: the largest big drone 24 cores, the largest normal slot 5.
+    fn seed() -> Capacity {
+        let mut capacity = Capacity::default();
+        for (cores, slots, big) in [(16, 4, true), (10, 2, false), (24, 6, true), (8, 2, false)] {
+            capacity.add(cores, slots, big);
+        }
+        capacity
+    }
+
+    #[test]
+    fn the_critical_path_goes_to_the_largest_drone_and_slack_decides_the_rest() {
+        let record = queued("a/a", Some(SizeClass::Small));
+        let above = Some(8_000.0);
+        let times = |own, head, rest| PathTimes {
+            own,
+            head,
+            rest,
+            longest: 40_000.0,
+        };
+        let big = |min_cores, linger| Placement::Big { min_cores, linger };
+        #[rustfmt::skip]
+        let cases = [
+            // On the path, the path goes on after it: the largest drone, lingering.
+            ("head of the path", times(45.0, 0.0, 39_955.0), big(Some(24), true)),
+            ("middle of the path", times(4_800.0, 100.0, 35_100.0), big(Some(24), true)),
+            // On the path and its last package: no linger.
+            ("end of the path", times(21_600.0, 18_400.0, 0.0), big(Some(24), false)),
+            // Slack 9,000 s: a 600 s package takes 960 s on a 5-core slot, within its
+            // (600 + 9,000) x 8 / 24 = 3,200 s.
+            ("short with slack", times(600.0, 0.0, 30_400.0), Placement::Normal),
+            // Slack 1,500 s: 4,000 s on 8 cores take 6,400 s on a slot, and may take
+            // (4,000 + 1,500) x 8 / 24 = 1,833 s: it needs 4,000 x 8 / 1,833 = 17.5 cores.
+            ("long with little slack", times(4_000.0, 0.0, 34_500.0), big(Some(18), false)),
+            // Slack 12,000 s: 6,000 s on 8 cores may take (6,000 + 12,000) x 8 / 24 = 6,000 s:
+            // 8 cores do, a 5-core slot does not.
+            ("long with more slack", times(6_000.0, 0.0, 22_000.0), big(Some(8), false)),
+        ];
+        for (what, path, expected) in cases {
+            assert_eq!(
+                place(&seed(), &record, above, Some(path)),
+                expected,
+                "{what}"
+            );
+        }
+        // Without a graph, or without big drones (or under FIFO: no threshold), as before.
+        let giant = queued("a/giant", Some(SizeClass::Giant));
+        assert_eq!(place(&seed(), &giant, above, None), big(None, false));
+        assert_eq!(place(&seed(), &record, above, None), Placement::Normal);
+        let path = times(45.0, 0.0, 39_955.0);
+        assert_eq!(place(&seed(), &record, None, Some(path)), Placement::Normal);
     }
 
     #[test]

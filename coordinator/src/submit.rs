@@ -211,10 +211,8 @@ impl Service {
     pub(crate) async fn publish_many(&self, keys: &[PackageKey], attempt: u32) {
         // With build dependencies in the table, a job's priority is its critical path: its own
         // work and the longest chain of work that waits on it.
-        let paths = self
-            .table
-            .has_graph()
-            .then(|| graph::remaining_path(&self.table, schedule::estimate_secs));
+        let by_graph = self.settings.schedule == Schedule::CriticalPath && self.table.has_graph();
+        let paths = by_graph.then(|| graph::remaining_path(&self.table, schedule::estimate_secs));
         let mut ordered: Vec<(&PackageKey, f64)> = keys
             .iter()
             .filter_map(|key| {
@@ -224,7 +222,7 @@ impl Service {
                 Some((key, priority.unwrap_or(own)))
             })
             .collect();
-        if self.settings.schedule == Schedule::LongestFirst {
+        if self.settings.schedule != Schedule::Fifo {
             schedule::longest_first(&mut ordered);
         }
         let mut big = BigJobs::new(self.settings.schedule, runtime::now_ms());
@@ -237,13 +235,22 @@ impl Service {
                     record: &entry.record,
                     revision: entry.revision,
                     attempt,
-                    big: big.is_big(&entry.record, &self.drones, &self.table),
+                    placement: big.placement(key, &entry.record, &self.drones, &self.table),
                 })
             })
             .collect();
         let (js, builds) = (&self.js, &self.topo.builds);
+        // Big jobs one at a time, so that the stream holds them in priority order: a big drone
+        // pulls one at a time, and the critical path's next package must come first.
+        let (big, normal): (Vec<_>, Vec<_>) =
+            publications.into_iter().partition(|p| p.placement.is_big());
+        for p in &big {
+            if let Err(err) = publish::publish(js, builds, p).await {
+                warn!(key = %p.key, error = %err, "job not published; the reconciler will retry");
+            }
+        }
         let mut results = futures::stream::iter(
-            publications
+            normal
                 .into_iter()
                 .map(|p| async move { (p.key, publish::publish(js, builds, &p).await) }),
         )
@@ -269,7 +276,7 @@ impl Service {
             record: &entry.record,
             revision: entry.revision,
             attempt,
-            big: batch.is_big(&entry.record, &self.drones, &self.table),
+            placement: batch.placement(key, &entry.record, &self.drones, &self.table),
         };
         publish::publish(&self.js, &self.topo.builds, &publication).await
     }

@@ -27,7 +27,7 @@ async fn a_busy_subject_is_told_by_the_servers_error_code() {
         record: &record,
         revision: 1,
         attempt: 1,
-        big: false,
+        placement: swarm_coordinator::schedule::Placement::Normal,
     };
     assert_eq!(
         publish::publish(&js, &topo.builds, &first)
@@ -94,7 +94,7 @@ async fn a_refusal_for_another_limit_is_an_error() {
         record,
         revision: 1,
         attempt: 1,
-        big: false,
+        placement: swarm_coordinator::schedule::Placement::Normal,
     };
     let stored = publish::publish(&js, &builds, &publication(&key_a, &a)).await;
     assert_eq!(stored.expect("stored"), PublishOutcome::Published);

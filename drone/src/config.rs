@@ -166,6 +166,10 @@ pub struct Settings {
     pub log_dir: Option<PathBuf>,
     /// A drone that already failed a package leaves its retry this long to other drones.
     pub avoid_delay_ms: u64,
+    /// After building a package of the run's critical path that the path goes on after (the
+    /// job says so), a drone that takes big builds takes no normal work for up to this long,
+    /// waiting for the next package of the path; 0 turns lingering off.
+    pub critical_linger_ms: u64,
     /// A build whose source files would not download is given back and offered again after
     /// this long (to any drone); it spends no attempt of the package.
     pub fetch_retry_ms: u64,
@@ -202,6 +206,7 @@ impl Default for Settings {
             log_tail_bytes: 4_096,
             log_dir: None,
             avoid_delay_ms: 2_000,
+            critical_linger_ms: 5_000,
             fetch_retry_ms: 300_000,
             build_dir: None,
             min_free_mb: default_min_free_mb(),

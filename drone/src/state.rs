@@ -32,6 +32,10 @@ pub enum Reservation<M> {
     /// A big job was received while builds that had just started were being handed back; it
     /// starts once they have stopped.
     Holding(M),
+    /// A build of the run's critical path has just ended here and the path goes on: no normal
+    /// work until `until`, so that the path's next package, published in a moment, starts here
+    /// at once instead of waiting for normal builds taken in between.
+    Lingering { until: Instant },
 }
 
 /// A request to the server that at most one of is out at a time.
@@ -61,6 +65,8 @@ pub struct BigQueue<M> {
     pull: Request,
     /// A look at a queue's pending count.
     look: Request,
+    /// The big build running says the critical path goes on after it: linger once it ends.
+    linger_after: bool,
 }
 
 /// What the pulls may do now.
@@ -154,6 +160,7 @@ impl<M> Drone<M> {
                 normal_waiting: false,
                 pull: Request::None,
                 look: Request::None,
+                linger_after: false,
             }),
             gate: PullGate::Open,
             last_pull_activity: now,
@@ -231,7 +238,7 @@ impl<M> Drone<M> {
         match &self.big {
             None => true,
             Some(big) => match (&big.reservation, self.slots.idle()) {
-                (Reservation::Holding(_), _) => false,
+                (Reservation::Holding(_) | Reservation::Lingering { .. }, _) => false,
                 (_, true) => big.normal_waiting || self.slots.requested() > 0,
                 (reservation, false) => !matches!(reservation, Reservation::Reserved),
             },
@@ -242,6 +249,11 @@ impl<M> Drone<M> {
     /// for. Asking for normal work while idle means a big job seen before went elsewhere (this
     /// drone's big pull would have had it).
     pub fn normal_pull(&mut self, now: Instant) -> Option<usize> {
+        if let Some(big) = self.big.as_mut()
+            && matches!(big.reservation, Reservation::Lingering { until } if now >= until)
+        {
+            big.reservation = Reservation::Clear;
+        }
         if !self.pulls() || !self.normal_allowed() {
             return None;
         }
@@ -377,7 +389,10 @@ impl<M> Drone<M> {
             return BigJob::GiveBack(message);
         };
         big.pull = Request::None;
-        if matches!(big.reservation, Reservation::Reserved) {
+        if matches!(
+            big.reservation,
+            Reservation::Reserved | Reservation::Lingering { .. }
+        ) {
             big.reservation = Reservation::Clear;
         }
         if !pulls || !just_started || matches!(big.reservation, Reservation::Holding(_)) {
@@ -386,6 +401,41 @@ impl<M> Drone<M> {
         big.reservation = Reservation::Holding(message);
         BigJob::Hold {
             hand_back: building.len(),
+        }
+    }
+
+    /// A big job starts in all slots; `linger`: its job says the critical path goes on after it.
+    pub fn big_started(&mut self, linger: bool) {
+        if let Some(big) = self.big.as_mut() {
+            big.linger_after = linger;
+        }
+    }
+
+    /// A build's process ended (its slots are free at once, before its result is reported):
+    /// after a big build the critical path goes on from, the drone lingers for `linger`.
+    pub fn build_exited(&mut self, now: Instant, linger: Duration) {
+        let idle = self.slots.idle();
+        if let Some(big) = self.big.as_mut()
+            && std::mem::take(&mut big.linger_after)
+            && idle
+            && !linger.is_zero()
+            && matches!(big.reservation, Reservation::Clear)
+        {
+            big.reservation = Reservation::Lingering {
+                until: now + linger,
+            };
+        }
+    }
+
+    /// A build's report: the path does not go on from a build that did not succeed here.
+    pub fn build_done(&mut self, succeeded: bool) {
+        if let Some(big) = self.big.as_mut()
+            && !succeeded
+        {
+            big.linger_after = false;
+            if matches!(big.reservation, Reservation::Lingering { .. }) {
+                big.reservation = Reservation::Clear;
+            }
         }
     }
 

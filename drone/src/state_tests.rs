@@ -478,3 +478,92 @@ fn a_drone_that_does_not_fit_the_run_takes_nothing_and_says_why() {
     asked.refuse(now);
     assert_eq!(asked.slots.requested(), 1);
 }
+
+#[test]
+fn after_a_build_the_critical_path_goes_on_from_a_big_drone_lingers_for_the_next() {
+    let now = Instant::now();
+    let linger = Duration::from_secs(5);
+    // A big build whose job says the path goes on, then its process ends.
+    let building = |linger_after: bool| {
+        let mut drone = drone(
+            Setup {
+                big: true,
+                building: 1,
+                ..BASE
+            },
+            now,
+        );
+        drone.big_started(linger_after);
+        drone.slots.exited(&key(0), now);
+        drone.build_exited(now, linger);
+        drone
+    };
+    let mut lingering = building(true);
+    assert_eq!(
+        lingering.big.as_ref().map(|b| &b.reservation),
+        Some(&Reservation::Lingering {
+            until: now + linger
+        })
+    );
+    // No normal work while it lingers, even once normal work was seen queued; a normal job
+    // that arrives anyway goes back.
+    if let Some(big) = lingering.big.as_mut() {
+        big.normal_waiting = true;
+    }
+    assert_eq!(lingering.normal_pull(now + Duration::from_secs(1)), None);
+    assert_eq!(lingering.admit(None, now), Admit::Reserved);
+    // It keeps waiting on the big queue: the next package of the path is taken at once.
+    assert!(lingering.begin_big_pull());
+    assert!(matches!(
+        lingering.big_job("next", runtime_ms()),
+        BigJob::Hold { hand_back: 0 }
+    ));
+    assert_eq!(lingering.take_held(), Some(Held::Start("next")));
+
+    // Nothing came in time: normal work again.
+    let mut expired = building(true);
+    if let Some(big) = expired.big.as_mut() {
+        big.normal_waiting = true;
+    }
+    assert_eq!(expired.normal_pull(now + linger), Some(4));
+
+    // The last package of the path, a build that did not succeed, or lingering turned off:
+    // normal work at once.
+    let mut last = building(false);
+    assert_eq!(
+        last.big.as_ref().map(|b| &b.reservation),
+        Some(&Reservation::Clear)
+    );
+    let mut failed = building(true);
+    failed.build_done(false);
+    assert_eq!(
+        failed.big.as_ref().map(|b| &b.reservation),
+        Some(&Reservation::Clear)
+    );
+    let mut off = drone(
+        Setup {
+            big: true,
+            building: 1,
+            ..BASE
+        },
+        now,
+    );
+    off.big_started(true);
+    off.slots.exited(&key(0), now);
+    off.build_exited(now, Duration::ZERO);
+    assert_eq!(
+        off.big.as_ref().map(|b| &b.reservation),
+        Some(&Reservation::Clear)
+    );
+    for drone in [&mut last, &mut failed, &mut off] {
+        if let Some(big) = drone.big.as_mut() {
+            big.normal_waiting = true;
+        }
+        assert_eq!(drone.normal_pull(now), Some(4));
+    }
+}
+
+/// A clock reading for `big_job`, whose hand-back window no build here is in.
+fn runtime_ms() -> u64 {
+    1_000_000
+}

@@ -45,6 +45,18 @@ pub fn format_compact(secs: u64) -> String {
     )
 }
 
+/// Unix seconds as `YYYY-MM-DD HH:MM` (UTC, the minute): a predicted time for people.
+pub fn format_minute(secs: u64) -> String {
+    let secs = secs as i64;
+    let (year, month, day) = civil(secs.div_euclid(86_400));
+    let rest = secs.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        rest / 3_600,
+        rest % 3_600 / 60
+    )
+}
+
 /// Unix seconds as an HTTP date.
 pub fn format_http(secs: u64) -> String {
     let secs = secs as i64;
@@ -138,6 +150,12 @@ mod tests {
         ] {
             assert_eq!(parse_http(junk), None, "{junk}");
         }
+    }
+
+    #[test]
+    fn minutes_read_as_people_write_them() {
+        assert_eq!(format_minute(0), "1970-01-01 00:00");
+        assert_eq!(format_minute(1_796_310_059), "2026-12-03 15:00");
     }
 
     #[test]

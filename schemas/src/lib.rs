@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod ids;
 pub mod messages;
 pub mod names;
+pub mod paths;
 pub mod summary;
 
 pub use codec::{

@@ -2,7 +2,9 @@
 //! (`tests/fixtures/world-152-deps.tsv`) on the seed's four drones: no package starts before
 //! every one of its build dependencies has ended its build; a dependency that fails for good
 //! blocks exactly its transitive dependents, and building it again releases them; a cycle is
-//! refused at submission, naming it.
+//! refused at submission, naming it. With real binary packages: when a build starts, every one
+//! of its build dependencies is downloadable from the staging binhost, and `swarmctl status
+//! --graph` names the run's critical path.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -73,6 +75,84 @@ async fn the_world_builds_in_dependency_order() {
         percentile(&release_ms, 0.5),
         percentile(&release_ms, 0.99)
     );
+}
+
+/// The acceptance builder: the tests' fake emerge writes a real gpkg for every package,
+/// and before that checks (`tests/fixtures/check_staging.py`) that each of the package's build
+/// dependencies in the run is in the staging binhost's index and downloads with the size it
+/// states, failing the build otherwise. Over the whole world: no build fails, so no package
+/// ever started before its dependencies were there to install.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dependency_is_in_staging_when_its_dependent_starts() {
+    let mut swarm = Swarm::start().await;
+    let addr = binhost::start_binhost(&mut swarm).await;
+    let file = testkit::fixture("world-152-deps.tsv");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let staging = format!("[\"http://{addr}/staging/amd64\"]");
+    for name in ["drone-a", "drone-b", "drone-c"] {
+        let spec = DroneSpec {
+            cores: 4,
+            slots: 2,
+            ..DroneSpec::fake_emerge(name, &dir.path().join(name))
+        };
+        swarm.spawn_drone(
+            &spec
+                .env("SWARM_TEST_DEPS_FILE", &file.display().to_string())
+                .env("SWARM_DRONE__BINHOST", &staging),
+        );
+    }
+    swarm.wait_coordinator().await;
+    let (ok, text) = swarm.swarmctl_text(&["submit", "--file", &file.display().to_string()]);
+    assert!(ok, "{text}");
+
+    // The plan, as the operator reads it while the run starts: the world's critical path ends
+    // with chromium, through rust and qtbase.
+    let graph = swarm.swarmctl_json(&["status", "--graph"]);
+    let path: Vec<&str> = graph["path"]
+        .as_array()
+        .expect("a path")
+        .iter()
+        .filter_map(|s| s["atom"].as_str())
+        .collect();
+    assert_eq!(path.last(), Some(&"www-client/chromium"), "{graph}");
+    for on_path in ["dev-lang/rust", "dev-qt/qtbase"] {
+        assert!(path.contains(&on_path), "{on_path}: {graph}");
+    }
+    assert!(graph["unfinished"].as_u64() > Some(100), "{graph}");
+    assert!(
+        graph["end_ms"].as_u64() > graph["now_ms"].as_u64(),
+        "{graph}"
+    );
+    let (ok, block) = swarm.swarmctl_text(&["status", "--graph"]);
+    assert!(ok && block.contains("critical path: "), "{block}");
+    assert!(block.contains("earliest end: "), "{block}");
+
+    let packages = swarm.wait_final(152, Duration::from_secs(400)).await;
+    let mut failed_attempts = Vec::new();
+    for (atom, record) in &packages {
+        assert!(
+            matches!(record.state, PackageState::Succeeded { .. }),
+            "{atom}: {:?}",
+            record.state
+        );
+        for attempt in &record.history {
+            if !matches!(attempt.outcome, schemas::BuildOutcome::Succeeded) {
+                failed_attempts.push(format!("{atom}: {:?}", attempt.outcome));
+            }
+        }
+    }
+    assert!(
+        failed_attempts.is_empty(),
+        "{} builds found a dependency missing from staging: {failed_attempts:#?}",
+        failed_attempts.len()
+    );
+    // The staging view lists the whole world.
+    let index = testkit::http::get(addr, "/staging/amd64/Packages", binhost::HTTP)
+        .await
+        .expect("the staging index");
+    assert_eq!(index.body.matches("\nCPV: ").count(), 152, "{}", index.body);
+    let (ok, done) = swarm.swarmctl_text(&["status", "--graph"]);
+    assert!(ok && done.contains("nothing left to build"), "{done}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

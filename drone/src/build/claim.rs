@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
 use schemas::{
-    DroneName, DroneState, Job, Lease, LeasePhase, PackageKey, PackageRecord, PackageState,
-    SCHEMA_VERSION, decode, encode,
+    DroneState, Job, Lease, LeasePhase, PackageKey, PackageRecord, PackageState, SCHEMA_VERSION,
+    decode, encode,
 };
 use tracing::{debug, info, warn};
 
@@ -56,9 +56,18 @@ pub async fn claim(
         Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
         Err(_) => (0, 1),
     };
-    if leave_to_others(ctx, job, delivery).await {
-        debug!(package = %job.atom, "failed here before; leaving the retry to another drone");
-        let delay = Duration::from_millis(ctx.settings.avoid_delay_ms);
+    if let Some(leave) = leave_to_others(ctx, job, delivery).await {
+        let (why, delay) = match leave {
+            Leave::Larger => (
+                "it asks for more cores than this drone has",
+                LARGER_DRONE_DELAY,
+            ),
+            Leave::FailedHere => (
+                "it failed here before",
+                Duration::from_millis(ctx.settings.avoid_delay_ms),
+            ),
+        };
+        debug!(package = %job.atom, why, "leaving the job to another drone");
         nak(message, Some(delay)).await;
         return Err(BuildReport::NotBuilt);
     }
@@ -116,10 +125,40 @@ enum Wanted {
     Unsure,
 }
 
-/// Whether this drone, which failed the package before, leaves the retry to another drone: for
-/// the first deliveries of the job, while another working drone of the arch is online.
-async fn leave_to_others(ctx: &Ctx, job: &Job, delivery: u64) -> bool {
-    job.avoid.contains(&ctx.name) && delivery <= 3 && another_drone_can_take(ctx, &job.avoid).await
+/// Why a drone leaves a job to another.
+enum Leave {
+    /// The job asks for more cores than this drone has (a package of the run's critical path,
+    /// meant for the largest drone).
+    Larger,
+    /// This drone failed the package before.
+    FailedHere,
+}
+
+/// How long a job left to a larger drone stays away from this one: briefly, since the larger
+/// drone, idle for it, has a pull waiting (`Reservation::Lingering`) or will as soon as its
+/// build ends; the critical path waits for nothing else.
+const LARGER_DRONE_DELAY: Duration = Duration::from_millis(50);
+
+/// Whether this drone leaves the job to another one while such a working drone of the arch is
+/// online: a job that asks for more cores than this drone has, always (the larger drone takes
+/// it when it is free, and a busy one stops taking normal work while it waits); one this drone
+/// failed before, for its first 3 deliveries.
+async fn leave_to_others(ctx: &Ctx, job: &Job, delivery: u64) -> Option<Leave> {
+    let cores = ctx.settings.cores;
+    if job.min_cores.is_some_and(|wanted| cores < wanted) {
+        let wanted = job.min_cores.unwrap_or(0);
+        let larger = |d: &schemas::DroneRecord| d.big_builds && d.cores >= wanted;
+        if another_drone_can_take(ctx, larger).await {
+            return Some(Leave::Larger);
+        }
+    }
+    if job.avoid.contains(&ctx.name) && delivery <= 3 {
+        let other = |d: &schemas::DroneRecord| !job.avoid.contains(&d.name);
+        if another_drone_can_take(ctx, other).await {
+            return Some(Leave::FailedHere);
+        }
+    }
+    None
 }
 
 /// Creates the lease, or takes over a finished one of an earlier attempt; its revision, or the
@@ -225,8 +264,8 @@ async fn current_state(
     }
 }
 
-/// Whether a working drone other than those that already failed this package is online.
-async fn another_drone_can_take(ctx: &Ctx, avoid: &[DroneName]) -> bool {
+/// Whether a working drone of the arch, other than this one, that `fits` is online.
+async fn another_drone_can_take(ctx: &Ctx, fits: impl Fn(&schemas::DroneRecord) -> bool) -> bool {
     let Ok(drones) = runtime::kv::read_bucket::<schemas::DroneRecord>(&ctx.drones).await else {
         return false;
     };
@@ -234,7 +273,8 @@ async fn another_drone_can_take(ctx: &Ctx, avoid: &[DroneName]) -> bool {
     drones.iter().any(|item| {
         let state =
             schemas::summary::effective_state(&item.value, now.saturating_sub(item.created_ms));
-        !avoid.contains(&item.value.name)
+        item.value.name != ctx.name
+            && fits(&item.value)
             && item.value.arch == ctx.settings.arch
             && matches!(state, DroneState::Idle | DroneState::Building)
     })

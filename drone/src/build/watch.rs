@@ -161,6 +161,8 @@ mod tests {
             avoid: Vec::new(),
             estimate_secs: None,
             fingerprint: None,
+            min_cores: None,
+            linger: false,
         }
     }
 

@@ -1,8 +1,11 @@
 //! What the drone hears about itself: its build tasks' slot events (and the health verdicts
 //! they carry) and the operator's control requests.
 
+use std::time::{Duration, Instant};
+
 use schemas::{
-    DroneCommand, DroneControl, DroneControlReply, EventKind, SCHEMA_VERSION, decode, encode,
+    BuildOutcome, DroneCommand, DroneControl, DroneControlReply, EventKind, SCHEMA_VERSION, decode,
+    encode,
 };
 use tracing::{debug, info, warn};
 
@@ -24,6 +27,8 @@ impl Shell {
                     .slots
                     .exited(&key, at)
                     .and_then(|slot| verdict(&slot.atom, outcome.as_ref()));
+                let linger = Duration::from_millis(self.ctx.settings.critical_linger_ms);
+                self.drone.build_exited(Instant::now(), linger);
                 match event {
                     Some(event) => self.health(event).await,
                     None => false,
@@ -38,6 +43,14 @@ impl Shell {
                     return false;
                 };
                 debug!(package = %slot.atom, ?report, "job done");
+                let succeeded = matches!(
+                    report,
+                    build::BuildReport::Finished {
+                        outcome: BuildOutcome::Succeeded,
+                        ..
+                    }
+                );
+                self.drone.build_done(succeeded);
                 match report {
                     // The machine's faults found after the build's process ended.
                     build::BuildReport::BuilderBroken { atom, reason } => {

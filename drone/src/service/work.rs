@@ -21,6 +21,8 @@ impl Shell {
     pub(super) async fn start_held(&mut self) {
         match self.drone.take_held() {
             Some(Held::Start(message)) => {
+                let linger = decode::<Job>(&message.payload).is_ok_and(|job| job.linger);
+                self.drone.big_started(linger);
                 let (slots, cores) = (self.drone.slots.capacity(), self.ctx.settings.cores);
                 self.start(*message, slots, cores);
                 self.drone.touch();

@@ -28,6 +28,16 @@ pub struct Job {
     /// The fingerprint id its run targets: only a drone of it builds the job.
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// The job is on the run's critical path, or so close to it that a slot of a small drone
+    /// would delay the run's end: only a drone with at least this many cores builds it while
+    /// one is online (others give it back at once).
+    #[serde(default)]
+    pub min_cores: Option<u32>,
+    /// The run's critical path goes on after this package: the drone that builds it keeps
+    /// itself free for a moment afterwards (`critical_linger_ms`), so that the next package of
+    /// the path starts at once instead of waiting for normal builds taken in between.
+    #[serde(default)]
+    pub linger: bool,
 }
 
 impl Wire for Job {

@@ -37,6 +37,8 @@ fn every_message_round_trips() {
         avoid: vec![drone("drone-Izar")],
         estimate_secs: Some(20.0),
         fingerprint: None,
+        min_cores: Some(24),
+        linger: true,
     });
     round_trip(Lease {
         v: SCHEMA_VERSION,
