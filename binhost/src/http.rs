@@ -15,6 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt;
 use schemas::{Arch, BinhostName};
 use tokio::sync::OnceCell;
 use tokio_util::io::ReaderStream;
@@ -202,6 +203,59 @@ async fn serve(
     file(sources, &stored, headers).await
 }
 
+/// How often a stored binary package is opened before its request fails, and the pause between
+/// tries: a read of the object store can fail under load (a chunk consumer that never
+/// delivered), and a client that got headers but no bytes would see a cut-off download.
+const OPEN_TRIES: u32 = 3;
+const OPEN_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Opens `stored` and reads its first chunk, before any header is sent, trying again when the
+/// object store fails: the object (its info checked against the index) and that chunk.
+async fn open_object(
+    sources: &Sources,
+    stored: &Stored,
+) -> Result<(async_nats::jetstream::object_store::Object, bytes::Bytes), Response> {
+    let mut last = String::new();
+    for attempt in 1..=OPEN_TRIES {
+        if attempt > 1 {
+            tokio::time::sleep(OPEN_PAUSE * attempt).await;
+        }
+        let mut object = match sources.artifacts.get(&stored.object).await {
+            Ok(object) => object,
+            Err(err) => {
+                last = format!("stored object {} is not readable: {err}", stored.object);
+                tracing::warn!(object = %stored.object, attempt, error = %err, "listed binary package not readable");
+                continue;
+            }
+        };
+        if object.info().size as u64 != stored.size {
+            return Err(text(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "stored object {} holds {} bytes, the index says {}\n",
+                    stored.object,
+                    object.info().size,
+                    stored.size
+                ),
+            ));
+        }
+        let mut first = vec![0; FIRST_CHUNK.min(stored.size as usize)];
+        match tokio::io::AsyncReadExt::read(&mut object, &mut first).await {
+            Ok(n) if n > 0 || stored.size == 0 => {
+                first.truncate(n);
+                return Ok((object, first.into()));
+            }
+            Ok(_) => last = format!("stored object {} read as empty", stored.object),
+            Err(err) => last = format!("stored object {} is not readable: {err}", stored.object),
+        }
+        tracing::warn!(object = %stored.object, attempt, reason = %last, "binary package not read; trying again");
+    }
+    Err(text(StatusCode::BAD_GATEWAY, format!("{last}\n")))
+}
+
+/// The first read of a binary package, before the response starts.
+const FIRST_CHUNK: usize = 64 * 1024;
+
 /// The index, or, for the published binhost, 304 when the client's copy is as new (its
 /// `If-Modified-Since`; revisions' `TIMESTAMP`s are far enough apart for Portage's 5 s slack).
 /// Staging's index changes by the second while a run goes, closer than Portage's slack: it is
@@ -248,24 +302,7 @@ async fn file(
     if cached {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
-    let object = sources.artifacts.get(&stored.object).await.map_err(|err| {
-        tracing::warn!(object = %stored.object, error = %err, "listed binary package not readable");
-        text(
-            StatusCode::BAD_GATEWAY,
-            format!("stored object {} is not readable: {err}\n", stored.object),
-        )
-    })?;
-    if object.info().size as u64 != stored.size {
-        return Err(text(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "stored object {} holds {} bytes, the index says {}\n",
-                stored.object,
-                object.info().size,
-                stored.size
-            ),
-        ));
-    }
+    let (object, first) = open_object(sources, stored).await?;
     let modified = object
         .info()
         .modified
@@ -288,7 +325,13 @@ async fn file(
         )
             .into_response());
     }
-    let mut response = Response::new(Body::from_stream(ReaderStream::new(object)));
+    let rest = ReaderStream::new(object).inspect(|chunk| {
+        if let Err(err) = chunk {
+            tracing::warn!(error = %err, "binary package cut off while being sent");
+        }
+    });
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(rest);
+    let mut response = Response::new(Body::from_stream(body));
     let h = response.headers_mut();
     if let Some(last_modified) = last_modified {
         h.insert(header::LAST_MODIFIED, last_modified);

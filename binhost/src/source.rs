@@ -7,11 +7,11 @@
 //! view by (number, served `TIMESTAMP`). A client that read revision N's index may ask for N's
 //! files after `current` moved on: files are looked up in the current revision first, then in
 //! every other kept one, so a publication never breaks a download under way. Staging is read
-//! afresh at most every `STAGING_FRESH`.
+//! afresh once per wall-clock second at most, and a view is never served past the second it was
+//! read in (`fresh`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv, object_store::ObjectStore};
 use bytes::Bytes;
@@ -24,9 +24,15 @@ use tokio::io::AsyncReadExt;
 
 use crate::index;
 
-/// How long a staging view is served before the packages bucket is read again. Drones read the
-/// index once per emerge; a second's staleness costs nothing and spares the bucket.
-const STAGING_FRESH: Duration = Duration::from_secs(1);
+/// Whether a staging view read at `read_ms` may still be served at `now_ms`: only within the
+/// same wall-clock second. A view read in second T lists every package that succeeded before T,
+/// so from second T on every view served lists them: the coordinator releases a dependent in
+/// the second after its dependencies succeeded (with a second's margin for the machines'
+/// clocks), and its drone then finds them in the index. Drones read the index once per emerge;
+/// one read of the packages bucket per second at most spares the bucket.
+fn fresh(read_ms: u64, now_ms: u64) -> bool {
+    read_ms / 1000 == now_ms / 1000
+}
 
 /// Why a view could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +110,8 @@ pub struct Sources {
     /// Kept revisions' files by (binhost, number): immutable once written.
     revisions: Mutex<HashMap<(BinhostName, u64), Files>>,
     published: Mutex<HashMap<BinhostName, PublishedView>>,
-    staging: Mutex<HashMap<Arch, (Instant, Arc<View>)>>,
+    /// Each arch's staging view and the wall-clock time (unix ms) it was read at.
+    staging: Mutex<HashMap<Arch, (u64, Arc<View>)>>,
 }
 
 impl Sources {
@@ -275,8 +282,10 @@ impl Sources {
     /// Every package of the arch built so far: what drones install dependencies from
     /// (`staged`).
     pub async fn staging(&self, arch: &Arch) -> Result<Arc<View>, SourceError> {
+        // Read before the bucket, so that the view is dated no later than what it holds.
+        let read_ms = runtime::now_ms();
         if let Some((read_at, view)) = lock(&self.staging).get(arch)
-            && read_at.elapsed() < STAGING_FRESH
+            && fresh(*read_at, read_ms)
         {
             return Ok(view.clone());
         }
@@ -285,9 +294,9 @@ impl Sources {
             .map_err(|e| read_error(names::PACKAGES_BUCKET)(&e))?;
         let records: Vec<PackageRecord> = records.into_iter().map(|item| item.value).collect();
         let target = self.target_id(arch).await?;
-        let (timestamp, packages) = staged(&records, arch, target.as_deref(), runtime::now_ms());
+        let (timestamp, packages) = staged(&records, arch, target.as_deref(), read_ms);
         let view = Arc::new(View::of(arch, timestamp, &packages));
-        lock(&self.staging).insert(arch.clone(), (Instant::now(), view.clone()));
+        lock(&self.staging).insert(arch.clone(), (read_ms, view.clone()));
         Ok(view)
     }
 }
@@ -359,6 +368,15 @@ mod tests {
             metadata: Default::default(),
         }];
         record
+    }
+
+    #[test]
+    fn a_staging_view_is_served_within_the_second_it_was_read_in() {
+        assert!(fresh(4_000, 4_999));
+        assert!(fresh(4_500, 4_500));
+        // Read at 4.9 s, it lacks what succeeded in second 4: not served at 5.0 s.
+        assert!(!fresh(4_900, 5_000));
+        assert!(!fresh(4_000, 6_100));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use schemas::{Arch, PackageKey, PackageRecord};
+use schemas::{Arch, PackageKey, PackageRecord, PackageState};
 
 use crate::config::Schedule;
 use crate::drones::DroneRegistry;
@@ -23,12 +23,14 @@ pub struct BigJobs {
     paths: Option<Paths>,
 }
 
-/// The graph's times of every unfinished package, and the longest path of each arch.
+/// The graph's times of every unfinished package, the longest path of each arch and the work
+/// queued (published, not started) of each arch.
 #[derive(Debug, Default)]
 struct Paths {
     head: HashMap<PackageKey, f64>,
     rest: HashMap<PackageKey, f64>,
     longest: HashMap<Arch, f64>,
+    queued: HashMap<Arch, f64>,
 }
 
 impl Paths {
@@ -36,6 +38,7 @@ impl Paths {
         let head = graph::head_path(table, schedule::estimate_secs);
         let remaining = graph::remaining_path(table, schedule::estimate_secs);
         let mut longest: HashMap<Arch, f64> = HashMap::new();
+        let mut queued: HashMap<Arch, f64> = HashMap::new();
         let mut rest = HashMap::with_capacity(remaining.len());
         for (key, path) in remaining {
             let Some(entry) = table.get(&key) else {
@@ -44,21 +47,36 @@ impl Paths {
             let total = head.get(&key).copied().unwrap_or(0.0) + path;
             let arch = longest.entry(entry.record.arch.clone()).or_insert(0.0);
             *arch = arch.max(total);
+            if matches!(
+                entry.record.state,
+                PackageState::Queued { .. } | PackageState::RetryWait { .. }
+            ) {
+                *queued.entry(entry.record.arch.clone()).or_insert(0.0) +=
+                    schedule::estimate_secs(&entry.record);
+            }
             rest.insert(key, path - schedule::estimate_secs(&entry.record));
         }
         Paths {
             head,
             rest,
             longest,
+            queued,
         }
     }
 
-    fn times(&self, key: &PackageKey, record: &PackageRecord) -> Option<PathTimes> {
+    fn times(
+        &self,
+        key: &PackageKey,
+        record: &PackageRecord,
+        capacity: &Capacity,
+    ) -> Option<PathTimes> {
+        let queued = self.queued.get(&record.arch).copied().unwrap_or(0.0);
         Some(PathTimes {
             own: schedule::estimate_secs(record),
             head: self.head.get(key).copied().unwrap_or(0.0),
             rest: *self.rest.get(key)?,
             longest: *self.longest.get(&record.arch)?,
+            wait: queued * 8.0 / f64::from(capacity.cores.max(1)),
         })
     }
 }
@@ -119,7 +137,7 @@ impl BigJobs {
         let times = if self.schedule == Schedule::CriticalPath && table.has_graph() {
             self.paths
                 .get_or_insert_with(|| Paths::of(table))
-                .times(key, record)
+                .times(key, record, &capacity)
         } else {
             None
         };

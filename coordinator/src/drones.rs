@@ -301,6 +301,7 @@ mod tests {
             Capacity {
                 cores: 24,
                 max_slot_cores: 4,
+                min_slot_cores: 4,
                 max_big_cores: 16
             }
         );

@@ -62,11 +62,17 @@ pub enum Step {
     Unblock(PackageKey),
 }
 
+/// Seconds added to the staging index's own rule (a package is listed from the second after it
+/// succeeded) for the clocks of the coordinator's and the binhost's machines to differ by.
+pub const STAGING_MARGIN_SECS: u64 = 1;
+
 /// Whether a dependency's binary packages are in the staging view at `now_ms`: it succeeded,
-/// and (when it wrote any) in a second already over, as the staging index lists them.
+/// and (when it wrote any) the staging index lists it, from the second after its success, here
+/// counted `STAGING_MARGIN_SECS` later.
 fn staged(record: &PackageRecord, now_ms: u64) -> bool {
     matches!(record.state, PackageState::Succeeded { .. })
-        && (record.artifacts.is_empty() || record.updated_ms / 1000 < now_ms / 1000)
+        && (record.artifacts.is_empty()
+            || record.updated_ms / 1000 + STAGING_MARGIN_SECS < now_ms / 1000)
 }
 
 /// The steps the waiting and blocked packages take now. A dependency without a record (it was

@@ -35,6 +35,8 @@ pub struct Capacity {
     pub cores: u32,
     /// The most cores one normal build gets on any online drone.
     pub max_slot_cores: u32,
+    /// The fewest cores one normal build gets on an online drone (0: none online).
+    pub min_slot_cores: u32,
     /// The most cores of an online drone that takes big builds (0: none).
     pub max_big_cores: u32,
 }
@@ -42,7 +44,12 @@ pub struct Capacity {
 impl Capacity {
     pub fn add(&mut self, cores: u32, slots: u32, big_builds: bool) {
         self.cores += cores;
-        self.max_slot_cores = self.max_slot_cores.max((cores / slots.max(1)).max(1));
+        let slot = (cores / slots.max(1)).max(1);
+        self.max_slot_cores = self.max_slot_cores.max(slot);
+        self.min_slot_cores = match self.min_slot_cores {
+            0 => slot,
+            least => least.min(slot),
+        };
         if big_builds {
             self.max_big_cores = self.max_big_cores.max(cores);
         }
@@ -95,13 +102,16 @@ impl Placement {
 
 /// A package's place in its run's build-dependency graph, in seconds on 8 cores: its own
 /// estimate, the longest chain of unfinished work it waits for (`head`) and that waits for it
-/// (`rest`), and the longest such path of its arch's run.
+/// (`rest`), and the longest such path of its arch's run; and `wait`, the wall seconds a job
+/// published now waits for a normal slot (the queued work ahead of it over the online cores:
+/// the stream hands out jobs in the order they were published).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PathTimes {
     pub own: f64,
     pub head: f64,
     pub rest: f64,
     pub longest: f64,
+    pub wait: f64,
 }
 
 impl PathTimes {
@@ -120,9 +130,10 @@ const ON_PATH: f64 = 1e-6;
 /// end before that path is built, and it is built fastest with all of the largest drone's cores
 /// and without waiting for a slot. So a package on it goes to the big queue for that drone
 /// (`min_cores`: its cores), which lingers after it while the path goes on. A package off the
-/// path goes there too when a normal slot would take longer than its slack allows (with the
-/// path built on the largest drone), for a drone with the cores that make it fit; any other
-/// package is judged by its own estimate, as without a graph.
+/// path goes there too when waiting for a normal slot and building on the smallest one would
+/// take longer than its slack allows (with the path built on the largest drone), for a drone
+/// with the cores that make it fit; any other package is judged by its own estimate, as
+/// without a graph.
 pub fn place(
     capacity: &Capacity,
     record: &PackageRecord,
@@ -141,7 +152,7 @@ pub fn place(
         return plain;
     };
     let top = f64::from(capacity.max_big_cores);
-    let slot = f64::from(capacity.max_slot_cores.max(1));
+    let slot = f64::from(capacity.min_slot_cores.max(1));
     let slack = path.slack();
     if slack <= path.longest * ON_PATH {
         return Placement::Big {
@@ -152,7 +163,7 @@ pub fn place(
     // Wall seconds it may take: its own time on the largest drone and its slack, the path
     // running on that drone too.
     let allowed = (path.own + slack) * 8.0 / top;
-    if path.own * 8.0 / slot > allowed {
+    if path.wait + path.own * 8.0 / slot > allowed {
         let cores = (path.own * 8.0 / allowed).ceil();
         let cores = if cores.is_finite() {
             (cores as u32).clamp(capacity.max_slot_cores + 1, capacity.max_big_cores)
@@ -246,7 +257,7 @@ mod tests {
         assert_eq!(big_above(&whole, 111_935.0), None);
     }
 
-    /// The seed swarm's capacity: the largest big drone 24 cores, the largest normal slot 5.
+    /// The seed swarm's capacity: the largest big drone 24 cores, normal slots of 4 and 5.
     fn seed() -> Capacity {
         let mut capacity = Capacity::default();
         for (cores, slots, big) in [(16, 4, true), (10, 2, false), (24, 6, true), (8, 2, false)] {
@@ -264,6 +275,7 @@ mod tests {
             head,
             rest,
             longest: 40_000.0,
+            wait: 0.0,
         };
         let big = |min_cores, linger| Placement::Big { min_cores, linger };
         #[rustfmt::skip]
@@ -273,14 +285,16 @@ mod tests {
             ("middle of the path", times(4_800.0, 100.0, 35_100.0), big(Some(24), true)),
             // On the path and its last package: no linger.
             ("end of the path", times(21_600.0, 18_400.0, 0.0), big(Some(24), false)),
-            // Slack 9,000 s: a 600 s package takes 960 s on a 5-core slot, within its
+            // Slack 9,000 s: a 600 s package takes 1,200 s on a 4-core slot, within its
             // (600 + 9,000) x 8 / 24 = 3,200 s.
             ("short with slack", times(600.0, 0.0, 30_400.0), Placement::Normal),
-            // Slack 1,500 s: 4,000 s on 8 cores take 6,400 s on a slot, and may take
+            // ... unless it would first wait 2,500 s for a slot: then any big drone.
+            ("short behind a queue", PathTimes { wait: 2_500.0, ..times(600.0, 0.0, 30_400.0) }, big(Some(6), false)),
+            // Slack 1,500 s: 4,000 s on 8 cores take 8,000 s on a 4-core slot, and may take
             // (4,000 + 1,500) x 8 / 24 = 1,833 s: it needs 4,000 x 8 / 1,833 = 17.5 cores.
             ("long with little slack", times(4_000.0, 0.0, 34_500.0), big(Some(18), false)),
             // Slack 12,000 s: 6,000 s on 8 cores may take (6,000 + 12,000) x 8 / 24 = 6,000 s:
-            // 8 cores do, a 5-core slot does not.
+            // 8 cores do, a 4-core slot does not.
             ("long with more slack", times(6_000.0, 0.0, 22_000.0), big(Some(8), false)),
         ];
         for (what, path, expected) in cases {

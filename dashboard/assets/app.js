@@ -95,7 +95,7 @@
 
   function applyDelta(delta) {
     state.now_ms = delta.now_ms;
-    for (const key of ['ready', 'summary', 'progress', 'failures', 'builds', 'fold']) {
+    for (const key of ['ready', 'summary', 'progress', 'failures', 'builds', 'fold', 'dependencies']) {
       if (key in delta) state[key] = delta[key];
     }
     const removed = new Set(delta.removed || []);
@@ -109,7 +109,9 @@
   function render() {
     renderBlock();
     renderProgress();
+    renderCriticalPath();
     renderDrones();
+    renderDependencies();
     renderFailures();
     renderFold();
   }
@@ -155,6 +157,67 @@
       if (p.eta_secs !== null && p.eta_secs !== undefined) parts.push(`about ${duration(p.eta_secs * 1000)} left`);
     }
     $('progress-text').textContent = parts.join(' · ');
+  }
+
+  function known(value) {
+    return value !== null && value !== undefined;
+  }
+
+  // The run's critical path through its build dependencies, and the earliest it can end with
+  // the drones online; only for a run with build dependencies and work left.
+  function renderCriticalPath() {
+    const p = state.progress;
+    const path = p.critical_path || [];
+    const show = !p.finished_ms && known(p.critical_path_secs) && path.length > 0;
+    $('critical').hidden = !show;
+    if (!show) return;
+    const count = path.length === 1 ? '1 package' : `${path.length} packages`;
+    const end = known(p.critical_eta_secs)
+      ? `ends in about ${duration(p.critical_eta_secs * 1000)}`
+      : 'no drone online to build it';
+    $('critical-text').textContent = `Critical path: ${count}, ${duration(p.critical_path_secs * 1000)} of work on 8 cores · ${end}`;
+    $('critical-path').replaceChildren(...path.map((atom) => {
+      const item = el('li', 'atom', atom);
+      item.dataset.atom = atom;
+      return item;
+    }));
+  }
+
+  // Packages held back by their build dependencies: what each waits for, and those a failed
+  // dependency blocked. The lists are cut by the dashboard; the totals count them all.
+  function renderDependencies() {
+    const d = state.dependencies || { waiting: [], waiting_total: 0, blocked: [], blocked_total: 0 };
+    $('held').hidden = !(d.waiting_total || d.blocked_total);
+    const counts = [];
+    if (d.waiting_total) counts.push(`${d.waiting_total} waiting`);
+    if (d.blocked_total) counts.push(`${d.blocked_total} blocked`);
+    $('held-count').textContent = counts.length ? `(${counts.join(', ')})` : '';
+    const waiting = d.waiting.map((w) => {
+      const item = el('li', 'waiting');
+      item.dataset.atom = w.atom;
+      item.append(el('span', 'atom', w.atom));
+      if (w.waits_for.length) {
+        item.append(el('span', 'muted', ' waits for '), el('span', 'deps', w.waits_for.join(', ')));
+      } else {
+        item.append(el('span', 'muted', ' waits for nothing now: about to be queued'));
+      }
+      return item;
+    });
+    if (d.waiting_total > d.waiting.length) {
+      waiting.push(el('li', 'muted', `+${d.waiting_total - d.waiting.length} more waiting`));
+    }
+    $('waiting').replaceChildren(...waiting);
+    const blocked = d.blocked.map((b) => {
+      const item = el('li', 'blocked');
+      item.dataset.atom = b.atom;
+      item.append(el('span', 'atom', b.atom), el('span', 'muted', ' blocked by '), el('span', 'deps', b.blocked_by),
+        el('span', 'muted', ', which did not build'));
+      return item;
+    });
+    if (d.blocked_total > d.blocked.length) {
+      blocked.push(el('li', 'muted', `+${d.blocked_total - d.blocked.length} more blocked`));
+    }
+    $('blocked').replaceChildren(...blocked);
   }
 
   function renderDrones() {

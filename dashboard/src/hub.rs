@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use crate::fold::{Applied, Input, Swarm};
+use crate::graph::ForecastCache;
 use crate::view::{Delta, Snapshot};
 
 /// Inputs taken in one go before the loop looks at its other branches, so a start-up replay of
@@ -72,12 +73,15 @@ pub fn spawn(
         let mut computed_at = Instant::now();
         let rejected = runtime::throttle::Throttle::default();
         let mut inputs_open = true;
+        // The last forecast of the run's graph, reused while it serves.
+        let mut forecasts = ForecastCache::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(command) = requests.recv() => match command {
                     Command::Snapshot(reply) => {
-                        let _ = reply.send(Arc::new(Snapshot::of(&swarm, runtime::now_ms(), connected())));
+                        let snapshot = Snapshot::of_cached(&swarm, runtime::now_ms(), connected(), &mut forecasts);
+                        let _ = reply.send(Arc::new(snapshot));
                     }
                 },
                 input = inputs.recv(), if inputs_open => {
@@ -106,7 +110,7 @@ pub fn spawn(
                     }
                     computed_version = swarm.version;
                     computed_at = now;
-                    let snapshot = Snapshot::of(&swarm, runtime::now_ms(), connected());
+                    let snapshot = Snapshot::of_cached(&swarm, runtime::now_ms(), connected(), &mut forecasts);
                     let changed = Delta::between(&publish.borrow(), &snapshot).is_some();
                     if changed {
                         publish.send_replace(Arc::new(snapshot));

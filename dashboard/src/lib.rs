@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod fold;
+pub mod graph;
 pub mod http;
 pub mod hub;
 pub mod metrics;

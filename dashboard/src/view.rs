@@ -6,10 +6,11 @@
 //! added, never renamed.
 
 use schemas::summary::{Summary, effective_state, summarize};
-use schemas::{Arch, DroneState, PackageState, RunningBuild};
+use schemas::{Arch, Atom, DroneState, PackageState, RunningBuild};
 use serde::{Deserialize, Serialize};
 
-use crate::fold::{BuildCounts, Failure, LastResult, Swarm};
+use crate::fold::{BuildCounts, Failure, LastResult, PackageView, Swarm};
+use crate::graph::{self, Dependencies, ForecastCache};
 
 /// Version of the snapshot's shape.
 pub const VIEW_VERSION: u16 = 1;
@@ -33,6 +34,10 @@ pub struct Snapshot {
     /// Builds counted from the events folded.
     pub builds: BuildCounts,
     pub fold: FoldStatus,
+    /// The run's packages held back by build dependencies; empty lists unless some package of
+    /// the run has build dependencies.
+    #[serde(default)]
+    pub dependencies: Dependencies,
 }
 
 /// One drone as its card shows it.
@@ -86,6 +91,20 @@ pub struct Progress {
     pub rate_per_min: f64,
     /// Estimated seconds until the run is done at that rate; `null` when unknown or done.
     pub eta_secs: Option<u64>,
+    /// The run's critical path: the longest chain of unfinished work through its build
+    /// dependencies, first to last. Empty unless some package of the run has build
+    /// dependencies and some are unfinished.
+    #[serde(default)]
+    pub critical_path: Vec<Atom>,
+    /// Its length in whole seconds on 8 cores; `null` when there is no critical path.
+    #[serde(default)]
+    pub critical_path_secs: Option<u64>,
+    /// The least time the run still needs, in whole seconds, with the drones online (idle or
+    /// building) for its packages: its critical path on the largest of them, or all of its work
+    /// spread over their cores, whichever is longer. `null` when there is no critical path or no
+    /// such drone online.
+    #[serde(default)]
+    pub critical_eta_secs: Option<u64>,
 }
 
 /// How the dashboard's own reading of NATS stands.
@@ -108,6 +127,17 @@ impl Snapshot {
     /// The picture at `now_ms`. `nats_connected` is the connection's state, which the fold
     /// cannot know.
     pub fn of(swarm: &Swarm, now_ms: u64, nats_connected: bool) -> Snapshot {
+        Snapshot::of_cached(swarm, now_ms, nats_connected, &mut ForecastCache::default())
+    }
+
+    /// The picture at `now_ms`, its forecast taken from `forecasts` while the one remembered
+    /// there still serves.
+    pub fn of_cached(
+        swarm: &Swarm,
+        now_ms: u64,
+        nats_connected: bool,
+        forecasts: &mut ForecastCache,
+    ) -> Snapshot {
         let ages: Vec<_> = swarm
             .drones
             .values()
@@ -117,7 +147,7 @@ impl Snapshot {
             ages.iter().map(|(view, age)| (&view.record, *age)),
             swarm.packages.values().map(|p| &p.state),
         );
-        let drones = ages
+        let drones: Vec<DroneCard> = ages
             .iter()
             .map(|(view, age)| {
                 let state = effective_state(&view.record, *age);
@@ -148,18 +178,35 @@ impl Snapshot {
                 }
             })
             .collect();
+        let (run, busy_until) = latest_run(
+            swarm
+                .packages
+                .iter()
+                .map(|(key, p)| (&p.state, p.submitted_ms, p.updated_ms, (key.as_str(), p))),
+        );
+        let mut progress = progress_of(&run, busy_until, now_ms);
+        let mut dependencies = Dependencies::default();
+        if run.iter().any(|span| !span.item.1.deps.is_empty()) {
+            let packages: Vec<(&str, &PackageView)> = run.iter().map(|span| span.item).collect();
+            dependencies = graph::dependencies(swarm, &packages);
+            if progress.remaining > 0 {
+                let cores = graph::online_cores(swarm, &packages, &drones);
+                let critical = forecasts.get(swarm.packages_version, cores, now_ms, || {
+                    graph::critical_path(swarm, &packages, cores, now_ms)
+                });
+                if let Some(critical) = critical {
+                    progress.critical_path = critical.path;
+                    progress.critical_path_secs = Some(critical.path_secs);
+                    progress.critical_eta_secs = critical.eta_secs;
+                }
+            }
+        }
         Snapshot {
             v: VIEW_VERSION,
             now_ms,
             ready: swarm.ready(),
             summary,
-            progress: progress(
-                swarm
-                    .packages
-                    .values()
-                    .map(|p| (&p.state, p.submitted_ms, p.updated_ms)),
-                now_ms,
-            ),
+            progress,
             drones,
             failures: swarm.failures.iter().rev().cloned().collect(),
             builds: swarm.builds,
@@ -171,6 +218,7 @@ impl Snapshot {
                 lag_events: swarm.events.lag(),
                 caught_up: swarm.events.caught_up(),
             },
+            dependencies,
         }
     }
 }
@@ -185,40 +233,67 @@ pub fn progress<'a>(
     packages: impl IntoIterator<Item = (&'a PackageState, u64, u64)>,
     now_ms: u64,
 ) -> Progress {
-    let mut spans: Vec<(u64, u64, &PackageState)> = packages
+    let (run, busy_until) = latest_run(packages.into_iter().map(|(s, a, b)| (s, a, b, ())));
+    progress_of(&run, busy_until, now_ms)
+}
+
+/// One package of a run: busy from `start` to `end` (`u64::MAX` while unfinished).
+struct Span<'a, T> {
+    start: u64,
+    end: u64,
+    state: &'a PackageState,
+    item: T,
+}
+
+/// The packages of the latest run (each with its state, submission time, last update and
+/// `item`), by submission time, and the end of the run's busy time.
+fn latest_run<'a, T>(
+    packages: impl IntoIterator<Item = (&'a PackageState, u64, u64, T)>,
+) -> (Vec<Span<'a, T>>, u64) {
+    let mut spans: Vec<Span<'a, T>> = packages
         .into_iter()
-        .map(|(state, submitted, updated)| {
+        .map(|(state, submitted, updated, item)| {
             let end = if state.is_final() {
                 updated.max(submitted)
             } else {
                 u64::MAX
             };
-            (submitted, end, state)
+            Span {
+                start: submitted,
+                end,
+                state,
+                item,
+            }
         })
         .collect();
-    if spans.is_empty() {
-        return Progress::default();
-    }
-    spans.sort_unstable_by_key(|(start, _, _)| *start);
+    spans.sort_unstable_by_key(|span| span.start);
     let mut run_from = 0;
     let mut busy_until = 0;
-    for (i, (start, end, _)) in spans.iter().enumerate() {
-        if i == 0 || *start > busy_until {
+    for (i, span) in spans.iter().enumerate() {
+        if i == 0 || span.start > busy_until {
             run_from = i;
-            busy_until = *end;
+            busy_until = span.end;
         } else {
-            busy_until = busy_until.max(*end);
+            busy_until = busy_until.max(span.end);
         }
     }
-    let run = &spans[run_from..];
-    let started_ms = run[0].0;
+    spans.drain(..run_from);
+    (spans, busy_until)
+}
+
+/// The progress of `run` (as [`latest_run`] found it) at `now_ms`.
+fn progress_of<T>(run: &[Span<'_, T>], busy_until: u64, now_ms: u64) -> Progress {
+    let Some(first) = run.first() else {
+        return Progress::default();
+    };
+    let started_ms = first.start;
     let mut p = Progress {
         total: run.len() as u64,
         started_ms: Some(started_ms),
         ..Progress::default()
     };
-    for (_, _, state) in run {
-        match state {
+    for span in run {
+        match span.state {
             PackageState::Succeeded { .. } => p.succeeded += 1,
             PackageState::Failed { .. } => p.failed += 1,
             PackageState::Blocked { .. } => p.blocked += 1,
@@ -268,6 +343,8 @@ pub struct Delta {
     pub builds: Option<BuildCounts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fold: Option<FoldStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<Dependencies>,
     /// Drones that appeared or changed, whole.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drones: Vec<DroneCard>,
@@ -290,6 +367,7 @@ impl Delta {
             failures: changed(&old.failures, &new.failures),
             builds: changed(&old.builds, &new.builds),
             fold: changed(&old.fold, &new.fold),
+            dependencies: changed(&old.dependencies, &new.dependencies),
             ..Delta::default()
         };
         // Both lists are sorted by name.
@@ -345,6 +423,9 @@ impl Delta {
         }
         if let Some(v) = &self.fold {
             old.fold = v.clone();
+        }
+        if let Some(v) = &self.dependencies {
+            old.dependencies = v.clone();
         }
         old.drones.retain(|d| !self.removed.contains(&d.name));
         for card in &self.drones {

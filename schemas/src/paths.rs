@@ -189,6 +189,12 @@ pub fn forecast<'a>(
     let rest = remaining_path(by_key.keys(), get, left);
     let head = head_path(by_key.keys(), get, left);
     let work_secs: f64 = by_key.values().map(|r| left(r)).sum();
+    let mut dependents: HashMap<&PackageKey, Vec<&PackageKey>> = HashMap::new();
+    for (key, record) in &by_key {
+        for dep in &record.deps {
+            dependents.entry(dep).or_default().push(key);
+        }
+    }
     // The path starts at a package that waits for nothing unfinished, with the longest rest.
     let mut path = Vec::new();
     let mut at = rest
@@ -210,10 +216,11 @@ pub fn forecast<'a>(
         });
         // Next: the dependent whose rest is this package's rest less its own work.
         let want = rest.get(&key).copied().unwrap_or(0.0) - left(record);
-        at = by_key
-            .iter()
-            .filter(|(_, r)| r.deps.contains(&key))
-            .filter_map(|(k, _)| Some((k, *rest.get(k)?)))
+        at = dependents
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| Some((*k, *rest.get(*k)?)))
             .filter(|(_, r)| (r - want).abs() <= 1e-6 * want.max(1.0))
             .min_by(|a, b| a.0.cmp(b.0))
             .map(|(k, _)| k.clone());

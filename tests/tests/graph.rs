@@ -90,6 +90,7 @@ async fn every_dependency_is_in_staging_when_its_dependent_starts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let staging = format!("[\"http://{addr}/staging/amd64\"]");
     for name in ["drone-a", "drone-b", "drone-c"] {
+        std::fs::create_dir_all(dir.path().join(name)).expect("build directory");
         let spec = DroneSpec {
             cores: 4,
             slots: 2,
@@ -102,6 +103,15 @@ async fn every_dependency_is_in_staging_when_its_dependent_starts() {
         );
     }
     swarm.wait_coordinator().await;
+    // The drones online, so that the plan has cores to forecast with.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while swarm.swarmctl_json(&["status"])["cores"]["total"].as_u64() < Some(12) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drones never came online"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (ok, text) = swarm.swarmctl_text(&["submit", "--file", &file.display().to_string()]);
     assert!(ok, "{text}");
 
@@ -121,7 +131,8 @@ async fn every_dependency_is_in_staging_when_its_dependent_starts() {
     assert!(graph["unfinished"].as_u64() > Some(100), "{graph}");
     assert!(
         graph["end_ms"].as_u64() > graph["now_ms"].as_u64(),
-        "{graph}"
+        "{graph} {}",
+        swarm.swarmctl_json(&["drones"])
     );
     let (ok, block) = swarm.swarmctl_text(&["status", "--graph"]);
     assert!(ok && block.contains("critical path: "), "{block}");
@@ -132,8 +143,9 @@ async fn every_dependency_is_in_staging_when_its_dependent_starts() {
     for (atom, record) in &packages {
         assert!(
             matches!(record.state, PackageState::Succeeded { .. }),
-            "{atom}: {:?}",
-            record.state
+            "{atom}: {:?} {:?}",
+            record.state,
+            record.history
         );
         for attempt in &record.history {
             if !matches!(attempt.outcome, schemas::BuildOutcome::Succeeded) {
@@ -146,13 +158,27 @@ async fn every_dependency_is_in_staging_when_its_dependent_starts() {
         "{} builds found a dependency missing from staging: {failed_attempts:#?}",
         failed_attempts.len()
     );
-    // The staging view lists the whole world.
-    let index = testkit::http::get(addr, "/staging/amd64/Packages", binhost::HTTP)
-        .await
-        .expect("the staging index");
-    assert_eq!(index.body.matches("\nCPV: ").count(), 152, "{}", index.body);
+    // The staging view lists the whole world (what succeeded in the current second from the
+    // next one).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let index = testkit::http::get(addr, "/staging/amd64/Packages", binhost::HTTP)
+            .await
+            .expect("the staging index");
+        let listed = index.body.matches("\nCPV: ").count();
+        if listed == 152 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", index.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (ok, done) = swarm.swarmctl_text(&["status", "--graph"]);
     assert!(ok && done.contains("nothing left to build"), "{done}");
+    let log = std::fs::read_to_string(swarm.dir.path().join("binhost.log")).unwrap_or_default();
+    eprintln!(
+        "binary packages the binhost had to open again before sending: {}",
+        log.matches("trying again").count()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,14 +19,18 @@ mod history;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use schemas::{DroneName, DroneRecord, DroneState, Event, PackageRecord, PackageState};
+use schemas::{
+    Arch, Atom, DroneName, DroneRecord, DroneState, Event, PackageKey, PackageRecord, PackageState,
+};
 use serde::{Deserialize, Serialize};
 
 pub use drone::{ASSUMED_HEARTBEAT_MS, DroneView, MAX_PENDING_EVENTS, ReportId, SeenWindow};
 use history::insert_failure;
 pub use history::{BuildCounts, FAILURE_TAIL_CHARS, Failure, LastResult, ResultKind};
 
-/// What the dashboard keeps of one package: enough to count states and follow the run.
+/// What the dashboard keeps of one package: enough to count states, follow the run and forecast
+/// it from its build-dependency graph. Kept small, as there may be 100,000 of them: the record's
+/// history, artifacts and size hints are dropped, its estimate kept as one number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackageView {
     pub state: PackageState,
@@ -34,6 +38,15 @@ pub struct PackageView {
     pub updated_ms: u64,
     /// KV revision of the record this view was made from.
     pub revision: u64,
+    /// What the critical path and the list of waiting packages name it by.
+    pub atom: Atom,
+    /// Its build dependencies in the run; empty (no allocation) for a package without any.
+    pub deps: Box<[PackageKey]>,
+    /// Its best estimate of its build time, seconds on 8 cores
+    /// ([`schemas::paths::estimate_secs`] of its record).
+    pub estimate_secs: f64,
+    /// Its arch, as an index into [`Swarm::archs`].
+    pub arch: u32,
 }
 
 /// The event stream's state as last polled.
@@ -149,6 +162,9 @@ pub enum Applied {
 pub struct Swarm {
     pub drones: BTreeMap<DroneName, DroneView>,
     pub packages: HashMap<String, PackageView>,
+    /// Every arch a package record named, in the order first seen: what [`PackageView::arch`]
+    /// indexes, so a package keeps four bytes rather than a string.
+    pub archs: Vec<Arch>,
     /// The most recent build failures, oldest first.
     pub failures: VecDeque<Failure>,
     failures_kept: usize,
@@ -159,6 +175,9 @@ pub struct Swarm {
     pub packages_loaded: bool,
     /// Bumped by every input that changed the picture.
     pub version: u64,
+    /// Bumped by every input that changed a package: what a forecast of the packages is
+    /// remembered by.
+    pub packages_version: u64,
 }
 
 impl Swarm {
@@ -167,6 +186,7 @@ impl Swarm {
         Swarm {
             drones: BTreeMap::new(),
             packages: HashMap::new(),
+            archs: Vec::new(),
             failures: VecDeque::new(),
             failures_kept,
             builds: BuildCounts::default(),
@@ -174,6 +194,7 @@ impl Swarm {
             drones_loaded: false,
             packages_loaded: false,
             version: 0,
+            packages_version: 0,
         }
     }
 
@@ -186,6 +207,7 @@ impl Swarm {
     /// The fold: applies one input to the picture. It is the pure function (picture, input) →
     /// picture, updating in place rather than copying a picture of thousands of packages.
     pub fn apply(&mut self, input: Input) -> Applied {
+        let package = matches!(input, Input::Package { .. } | Input::PackageRemoved { .. });
         let applied = match input {
             Input::Event {
                 subject_drone,
@@ -250,6 +272,9 @@ impl Swarm {
         };
         if applied == Applied::Changed || applied == Applied::Stale {
             self.version += 1;
+        }
+        if package && applied == Applied::Changed {
+            self.packages_version += 1;
         }
         applied
     }
@@ -337,6 +362,8 @@ impl Swarm {
                 Applied::Stale
             };
         }
+        let estimate_secs = schemas::paths::estimate_secs(&record);
+        let arch = self.arch_index(record.arch);
         self.packages.insert(
             key,
             PackageView {
@@ -344,9 +371,30 @@ impl Swarm {
                 submitted_ms: record.submitted_ms,
                 updated_ms: record.updated_ms,
                 revision,
+                atom: record.atom,
+                deps: record.deps.into_boxed_slice(),
+                estimate_secs,
+                arch,
             },
         );
         Applied::Changed
+    }
+
+    /// The index of `arch` in [`Swarm::archs`], added there when new.
+    fn arch_index(&mut self, arch: Arch) -> u32 {
+        let at = match self.archs.iter().position(|a| *a == arch) {
+            Some(at) => at,
+            None => {
+                self.archs.push(arch);
+                self.archs.len() - 1
+            }
+        };
+        u32::try_from(at).unwrap_or(u32::MAX)
+    }
+
+    /// The arch of `package`.
+    pub fn arch_of(&self, package: &PackageView) -> Option<&Arch> {
+        self.archs.get(package.arch as usize)
     }
 }
 

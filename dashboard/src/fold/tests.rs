@@ -274,6 +274,76 @@ fn packages_follow_revisions() {
 }
 
 #[test]
+fn a_package_keeps_its_atom_deps_estimate_and_arch_and_little_else() {
+    let mut swarm = Swarm::new(3);
+    let put = |swarm: &mut Swarm, record: schemas::PackageRecord| {
+        let key = record.atom.key().to_string();
+        swarm.apply(Input::Package {
+            key: key.clone(),
+            revision: 1,
+            record,
+        });
+        key
+    };
+    let waiting = |atom_text: &str| fixtures::package_record(atom_text, PackageState::Waiting);
+    // The estimate: learned, else the submitter's, else the size class, else medium.
+    let learned = put(
+        &mut swarm,
+        schemas::PackageRecord {
+            learned_secs: Some(90.0),
+            estimate_secs: Some(300.0),
+            deps: vec![atom("a-b/c").key(), atom("a-b/d").key()],
+            ..waiting("x-y/learned")
+        },
+    );
+    let estimated = put(
+        &mut swarm,
+        schemas::PackageRecord {
+            estimate_secs: Some(300.0),
+            class: Some(schemas::SizeClass::Giant),
+            arch: Arch::parse("arm64").expect("arch"),
+            ..waiting("x-y/estimated")
+        },
+    );
+    let classed = put(
+        &mut swarm,
+        schemas::PackageRecord {
+            class: Some(schemas::SizeClass::Heavy),
+            ..waiting("x-y/classed")
+        },
+    );
+    let unknown = put(&mut swarm, waiting("x-y/unknown"));
+    let view = &swarm.packages[&learned];
+    assert_eq!(view.atom, atom("x-y/learned"));
+    assert_eq!(*view.deps, [atom("a-b/c").key(), atom("a-b/d").key()]);
+    assert_eq!(view.estimate_secs, 90.0);
+    assert_eq!(swarm.packages[&estimated].estimate_secs, 300.0);
+    assert_eq!(swarm.packages[&classed].estimate_secs, 1_800.0);
+    assert_eq!(swarm.packages[&unknown].estimate_secs, 600.0);
+    assert!(swarm.packages[&unknown].deps.is_empty());
+    // Archs are kept once each; a package names its own by index.
+    assert_eq!(
+        swarm.archs,
+        [Arch::default(), Arch::parse("arm64").expect("arch")]
+    );
+    assert_eq!(
+        swarm.arch_of(&swarm.packages[&estimated]).map(Arch::as_str),
+        Some("arm64")
+    );
+    assert_eq!(
+        swarm.arch_of(&swarm.packages[&unknown]).map(Arch::as_str),
+        Some("amd64")
+    );
+    // What a package costs the picture, besides its strings: a hundred thousand of them stay
+    // within a few tens of megabytes.
+    assert!(
+        std::mem::size_of::<PackageView>() <= 120,
+        "{}",
+        std::mem::size_of::<PackageView>()
+    );
+}
+
+#[test]
 fn caught_up_means_everything_stored_a_poll_ago_is_folded() {
     let mut swarm = Swarm::new(3);
     assert!(!swarm.events.caught_up(), "no poll yet");

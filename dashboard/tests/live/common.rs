@@ -190,10 +190,15 @@ pub async fn put_package(
         updated_ms: runtime::now_ms(),
         ..fixtures::package_record(atom_text, state)
     };
+    put_record(store, &record).await;
+}
+
+/// Writes `record` under its package key, as the coordinator does.
+pub async fn put_record(store: &jetstream::kv::Store, record: &PackageRecord) {
     store
         .put(
             record.atom.key().as_str(),
-            schemas::encode(&record).expect("encode").into(),
+            schemas::encode(record).expect("encode").into(),
         )
         .await
         .expect("package written");

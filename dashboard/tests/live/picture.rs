@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use schemas::{DroneState, EventKind};
+use schemas::fixtures::atom;
+use schemas::{DroneState, EventKind, PackageRecord, PackageState};
 use swarm_dashboard::view::{Push, Snapshot};
 use testkit::NatsServer;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -32,7 +33,7 @@ fn fifty_state(i: usize) -> (&'static str, DroneState) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_drones_reporting_in_the_same_instant_all_appear_with_their_states() {
     let nats = NatsServer::start().expect("nats-server");
-    let _topology = topology(&nats).await;
+    let topology = topology(&nats).await;
     let dashboard = Dashboard::start(&nats, None).await;
     dashboard
         .wait_for(Duration::from_secs(10), "dashboard ready", |s| s.ready)
@@ -121,6 +122,30 @@ async fn fifty_drones_reporting_in_the_same_instant_all_appear_with_their_states
         .sum();
     assert_eq!(state.summary.cores.active, building_cores);
 
+    // A run with build dependencies: the snapshot forecasts its critical path with the drones
+    // online and lists what each waiting package waits for, and what a failed one blocks.
+    put_graph(&topology.packages).await;
+    let state = dashboard
+        .wait_for(Duration::from_secs(10), "the run's graph", |s| {
+            s.dependencies.waiting_total == 2 && s.dependencies.blocked_total == 1
+        })
+        .await;
+    let path: Vec<&str> = state
+        .progress
+        .critical_path
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
+    assert_eq!(path, ["sys-devel/gcc", "sys-libs/glibc", "app-misc/top"]);
+    assert_eq!(state.progress.critical_path_secs, Some(5_760));
+    // On the largest drone online (32 cores): 5,760 s × 8 / 32.
+    assert_eq!(state.progress.critical_eta_secs, Some(1_440));
+    let top = &state.dependencies.waiting[0];
+    assert_eq!(
+        (top.atom.as_str(), top.waits_for.as_slice()),
+        ("app-misc/top", [atom("sys-libs/glibc")].as_slice())
+    );
+
     // The page stays readable with fifty drones: every card, in its state, no sideways
     // scrolling, and the top block's counts.
     let mut browser =
@@ -137,6 +162,18 @@ async fn fifty_drones_reporting_in_the_same_instant_all_appear_with_their_states
     assert!(
         browser.wait_for(&shown, Duration::from_secs(20)).await,
         "the page does not show the fifty drones in their states"
+    );
+    // The run's critical path and end, and the waiting panel: each package with what it waits
+    // for, the blocked one with the dependency that failed.
+    assert!(
+        browser
+            .wait_for(SHOWS_THE_GRAPH, Duration::from_secs(10))
+            .await,
+        "the page does not show the run's graph: {}",
+        browser
+            .eval("document.getElementById('critical').textContent + ' | ' + document.getElementById('held').textContent")
+            .await
+            .unwrap_or_default()
     );
     let layout = browser
         .eval(
@@ -161,6 +198,67 @@ async fn fifty_drones_reporting_in_the_same_instant_all_appear_with_their_states
         .await
         .expect("screenshot");
     dashboard.stop().await;
+}
+
+/// Whether the page shows the graph of [`put_graph`].
+const SHOWS_THE_GRAPH: &str = r#"(() => {
+  const text = (selector) => {
+    const node = document.querySelector(selector);
+    return node === null ? '' : node.textContent;
+  };
+  return !document.getElementById('critical').hidden
+    && text('#critical-text') === 'Critical path: 3 packages, 1h 36m of work on 8 cores · ends in about 24m 00s'
+    && text('#critical-path').includes('sys-devel/gcc')
+    && !document.getElementById('held').hidden
+    && text('#held h2').includes('2 waiting, 1 blocked')
+    && text('#waiting li[data-atom="app-misc/top"]') === 'app-misc/top waits for sys-libs/glibc'
+    && text('#waiting li[data-atom="sys-libs/glibc"]') === 'sys-libs/glibc waits for sys-devel/gcc'
+    && text('#blocked li[data-atom="dev-libs/victim"]').startsWith('dev-libs/victim blocked by dev-libs/broken');
+})()"#;
+
+/// A run with build dependencies, written as the coordinator writes it: gcc queued, glibc
+/// waiting for it and app-misc/top for glibc; dev-libs/broken failed and blocked its dependent.
+async fn put_graph(packages: &async_nats::jetstream::kv::Store) {
+    let now = runtime::now_ms();
+    let failed = PackageState::Failed {
+        attempt: 3,
+        reason: "failed 3 times".into(),
+    };
+    let blocked = PackageState::Blocked {
+        dependency: atom("dev-libs/broken"),
+    };
+    let graph = [
+        (
+            "sys-devel/gcc",
+            PackageState::Queued { attempt: 1 },
+            vec![],
+            4_800.0,
+        ),
+        (
+            "sys-libs/glibc",
+            PackageState::Waiting,
+            vec!["sys-devel/gcc"],
+            900.0,
+        ),
+        (
+            "app-misc/top",
+            PackageState::Waiting,
+            vec!["sys-libs/glibc"],
+            60.0,
+        ),
+        ("dev-libs/broken", failed, vec![], 60.0),
+        ("dev-libs/victim", blocked, vec!["dev-libs/broken"], 60.0),
+    ];
+    for (text, state, deps, secs) in graph {
+        let record = PackageRecord {
+            estimate_secs: Some(secs),
+            deps: deps.iter().map(|d| atom(d).key()).collect(),
+            submitted_ms: now,
+            updated_ms: now,
+            ..schemas::fixtures::package_record(text, state)
+        };
+        put_record(packages, &record).await;
+    }
 }
 
 async fn next_push(
