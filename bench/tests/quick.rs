@@ -41,10 +41,15 @@ fn every_part_runs_and_reports_its_figures() {
     let scheduling = &report["scheduling"];
     assert_eq!(scheduling["packages"], 152);
     let runs = scheduling["runs"].as_array().expect("scheduling runs");
-    assert_eq!(runs.len(), 6, "{text}");
+    assert_eq!(runs.len(), 8, "{text}");
     for run in runs {
         assert!(run["builds"].as_u64() >= Some(152), "{run}");
         assert!(run["ratio_to_bound"].as_f64() >= Some(0.99), "{run}");
+        // The graph's rows report the release latency, the others have no graph.
+        let graph = run["label"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("graph:"));
+        assert_eq!(run["release_ms"].is_array(), graph, "{run}");
     }
 
     // Scale and footprint report memory and throughput figures.

@@ -132,8 +132,8 @@ const ON_PATH: f64 = 1e-6;
 /// (`min_cores`: its cores), which lingers after it while the path goes on. A package off the
 /// path goes there too when waiting for a normal slot and building on the smallest one would
 /// take longer than its slack allows (with the path built on the largest drone), for a drone
-/// with the cores that make it fit; any other package is judged by its own estimate, as
-/// without a graph.
+/// with the cores that make it fit, lingering after it when the rest of its path needs a big
+/// drone too; any other package is judged by its own estimate, as without a graph.
 pub fn place(
     capacity: &Capacity,
     record: &PackageRecord,
@@ -164,6 +164,9 @@ pub fn place(
     // running on that drone too.
     let allowed = (path.own + slack) * 8.0 / top;
     if path.wait + path.own * 8.0 / slot > allowed {
+        // The drone lingers after it when what waits on it needs a big drone too: the rest of
+        // its path on a normal slot would overrun the rest's own allowance.
+        let linger = path.rest > 0.0 && path.rest * 8.0 / slot > (path.rest + slack) * 8.0 / top;
         let cores = (path.own * 8.0 / allowed).ceil();
         let cores = if cores.is_finite() {
             (cores as u32).clamp(capacity.max_slot_cores + 1, capacity.max_big_cores)
@@ -172,7 +175,7 @@ pub fn place(
         };
         return Placement::Big {
             min_cores: Some(cores),
-            linger: false,
+            linger,
         };
     }
     plain
@@ -289,13 +292,17 @@ mod tests {
             // (600 + 9,000) x 8 / 24 = 3,200 s.
             ("short with slack", times(600.0, 0.0, 30_400.0), Placement::Normal),
             // ... unless it would first wait 2,500 s for a slot: then any big drone.
-            ("short behind a queue", PathTimes { wait: 2_500.0, ..times(600.0, 0.0, 30_400.0) }, big(Some(6), false)),
+            ("short behind a queue", PathTimes { wait: 2_500.0, ..times(600.0, 0.0, 30_400.0) }, big(Some(6), true)),
             // Slack 1,500 s: 4,000 s on 8 cores take 8,000 s on a 4-core slot, and may take
             // (4,000 + 1,500) x 8 / 24 = 1,833 s: it needs 4,000 x 8 / 1,833 = 17.5 cores.
-            ("long with little slack", times(4_000.0, 0.0, 34_500.0), big(Some(18), false)),
+            ("long with little slack", times(4_000.0, 0.0, 34_500.0), big(Some(18), true)),
             // Slack 12,000 s: 6,000 s on 8 cores may take (6,000 + 12,000) x 8 / 24 = 6,000 s:
             // 8 cores do, a 4-core slot does not.
-            ("long with more slack", times(6_000.0, 0.0, 22_000.0), big(Some(8), false)),
+            ("long with more slack", times(6_000.0, 0.0, 22_000.0), big(Some(8), true)),
+            // The drone lingers after those above: what waits on them needs a big drone too.
+            // Not after one whose rest is short enough for a slot (600 s of 8-core work, with
+            // 33,400 s of slack).
+            ("long, short rest", PathTimes { wait: 2_000.0, ..times(6_000.0, 0.0, 600.0) }, big(Some(6), false)),
         ];
         for (what, path, expected) in cases {
             assert_eq!(
