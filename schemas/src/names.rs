@@ -60,6 +60,16 @@ pub fn build_subject(arch: &Arch, key: &PackageKey) -> String {
     format!("{BUILD_SUBJECT_PREFIX}.{arch}.{key}")
 }
 
+/// Headers every job and event carries beside its MessagePack payload, for people reading the
+/// streams with the NATS CLI: the message's kind (`job`, or an event's `type`), the package's
+/// atom, the attempt, the run (jobs) and the drone and a finished build's outcome (events).
+pub const HEADER_KIND: &str = "Swarm-Kind";
+pub const HEADER_ATOM: &str = "Swarm-Atom";
+pub const HEADER_ATTEMPT: &str = "Swarm-Attempt";
+pub const HEADER_RUN: &str = "Swarm-Run";
+pub const HEADER_DRONE: &str = "Swarm-Drone";
+pub const HEADER_OUTCOME: &str = "Swarm-Outcome";
+
 /// Subject of a big job: one that no normal slot finishes within the run's horizon, given the
 /// whole of a big drone. Only drones that take big builds pull these.
 pub fn big_build_subject(arch: &Arch, key: &PackageKey) -> String {

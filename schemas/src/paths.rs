@@ -44,10 +44,7 @@ pub fn remaining_path<'a>(
     get: impl Fn(&PackageKey) -> Option<&'a PackageRecord>,
     estimate: impl Fn(&PackageRecord) -> f64,
 ) -> HashMap<PackageKey, f64> {
-    let unfinished: HashSet<&PackageKey> = keys
-        .into_iter()
-        .filter(|k| get(k).is_some_and(|r| !r.state.is_final()))
-        .collect();
+    let unfinished = unfinished(keys, &get);
     // Who waits on whom: dependency -> its unfinished dependents.
     let mut dependents: HashMap<&PackageKey, Vec<&PackageKey>> = HashMap::new();
     for key in &unfinished {
@@ -75,10 +72,7 @@ pub fn head_path<'a>(
     get: impl Fn(&PackageKey) -> Option<&'a PackageRecord>,
     estimate: impl Fn(&PackageRecord) -> f64,
 ) -> HashMap<PackageKey, f64> {
-    let unfinished: HashSet<&PackageKey> = keys
-        .into_iter()
-        .filter(|k| get(k).is_some_and(|r| !r.state.is_final()))
-        .collect();
+    let unfinished = unfinished(keys, &get);
     let deps = |key: &PackageKey| -> Vec<&PackageKey> {
         get(key).map_or_else(Vec::new, |r| {
             r.deps
@@ -88,6 +82,16 @@ pub fn head_path<'a>(
         })
     };
     longest(&unfinished, deps, |k| get(k).map_or(0.0, &estimate), false)
+}
+
+/// The keys among `keys` whose package is not finished.
+fn unfinished<'a>(
+    keys: impl IntoIterator<Item = &'a PackageKey>,
+    get: &impl Fn(&PackageKey) -> Option<&'a PackageRecord>,
+) -> HashSet<&'a PackageKey> {
+    keys.into_iter()
+        .filter(|k| get(k).is_some_and(|r| !r.state.is_final()))
+        .collect()
 }
 
 /// The longest weighted chain from each node along `next` (iteratively, memoized): with

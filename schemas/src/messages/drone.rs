@@ -178,3 +178,53 @@ pub enum EventKind {
     Draining,
     Offline,
 }
+
+impl EventKind {
+    /// The kind's name, as the wire's `type` tag spells it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EventKind::Online { .. } => "online",
+            EventKind::Claimed { .. } => "claimed",
+            EventKind::Started { .. } => "started",
+            EventKind::Finished { .. } => "finished",
+            EventKind::HandedBack { .. } => "handed_back",
+            EventKind::LeaseLost { .. } => "lease_lost",
+            EventKind::Grounded { .. } => "grounded",
+            EventKind::Ungrounded => "ungrounded",
+            EventKind::Draining => "draining",
+            EventKind::Offline => "offline",
+        }
+    }
+
+    /// The package and attempt the event is about, if any.
+    pub fn package(&self) -> Option<(&Atom, u32)> {
+        match self {
+            EventKind::Claimed { atom, attempt, .. }
+            | EventKind::Started { atom, attempt, .. }
+            | EventKind::Finished { atom, attempt, .. }
+            | EventKind::HandedBack { atom, attempt, .. }
+            | EventKind::LeaseLost { atom, attempt, .. } => Some((atom, *attempt)),
+            _ => None,
+        }
+    }
+}
+
+impl Event {
+    /// What `nats stream view SWARM_EVENTS` shows a person beside the MessagePack payload: the
+    /// kind, the drone, and the package, attempt and result when the event has them. Values
+    /// are validated names and numbers: never a line break.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            (crate::names::HEADER_KIND, self.kind.label().to_owned()),
+            (crate::names::HEADER_DRONE, self.drone.to_string()),
+        ];
+        if let Some((atom, attempt)) = self.kind.package() {
+            headers.push((crate::names::HEADER_ATOM, atom.to_string()));
+            headers.push((crate::names::HEADER_ATTEMPT, attempt.to_string()));
+        }
+        if let EventKind::Finished { outcome, .. } = &self.kind {
+            headers.push((crate::names::HEADER_OUTCOME, outcome.label()));
+        }
+        headers
+    }
+}

@@ -40,6 +40,22 @@ pub struct Job {
     pub linger: bool,
 }
 
+impl Job {
+    /// What `nats stream view SWARM_BUILDS` shows a person beside the MessagePack payload:
+    /// `Swarm-Kind: job`, the atom, the attempt and the run (when the package has one).
+    pub fn headers(&self, run: Option<&crate::RunName>) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            (crate::names::HEADER_KIND, "job".to_owned()),
+            (crate::names::HEADER_ATOM, self.atom.to_string()),
+            (crate::names::HEADER_ATTEMPT, self.attempt.to_string()),
+        ];
+        if let Some(run) = run {
+            headers.push((crate::names::HEADER_RUN, run.to_string()));
+        }
+        headers
+    }
+}
+
 impl Wire for Job {
     const KIND: &'static str = "job";
 }

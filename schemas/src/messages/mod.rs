@@ -87,6 +87,14 @@ pub enum BuildOutcome {
 }
 
 impl BuildOutcome {
+    /// `succeeded`, or `failed` with the class: `failed (package)`.
+    pub fn label(&self) -> String {
+        match self {
+            BuildOutcome::Succeeded => "succeeded".to_owned(),
+            BuildOutcome::Failed { class, .. } => format!("failed ({})", class.label()),
+        }
+    }
+
     /// A failure of the package's own (the class of anything not known to be another's fault).
     pub fn package_failure(exit: ExitInfo, log_tail: impl Into<String>) -> BuildOutcome {
         BuildOutcome::Failed {

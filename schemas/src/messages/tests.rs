@@ -377,3 +377,63 @@ fn a_publish_request_of_the_previous_release_still_reads() {
     let bytes = encode(&new).expect("encode");
     assert_eq!(decode::<BinhostRequest>(&bytes).expect("decode"), new);
 }
+
+#[test]
+fn jobs_and_events_carry_headers_people_read() {
+    let job = Job {
+        v: SCHEMA_VERSION,
+        atom: atom("=dev-libs/openssl-3.3.2"),
+        attempt: 2,
+        submission: 1,
+        avoid: Vec::new(),
+        estimate_secs: None,
+        fingerprint: None,
+        min_cores: None,
+        linger: false,
+    };
+    let run = RunName::parse("nightly-1").expect("run");
+    assert_eq!(
+        job.headers(Some(&run)),
+        [
+            ("Swarm-Kind", "job".to_owned()),
+            ("Swarm-Atom", "=dev-libs/openssl-3.3.2".to_owned()),
+            ("Swarm-Attempt", "2".to_owned()),
+            ("Swarm-Run", "nightly-1".to_owned()),
+        ]
+    );
+    assert_eq!(job.headers(None).len(), 3, "no run, no run header");
+    let event = |kind| Event {
+        v: SCHEMA_VERSION,
+        drone: drone("drone-Izar"),
+        boot_ms: 1,
+        seq: 1,
+        at_ms: 1,
+        kind,
+    };
+    let finished = event(EventKind::Finished {
+        atom: atom("sys-libs/zlib"),
+        attempt: 1,
+        lease_rev: 3,
+        outcome: BuildOutcome::package_failure(ExitInfo::code(1), "boom"),
+        duration_ms: 5,
+        jobs: 4,
+        artifacts: Vec::new(),
+    });
+    assert_eq!(
+        finished.headers(),
+        [
+            ("Swarm-Kind", "finished".to_owned()),
+            ("Swarm-Drone", "drone-Izar".to_owned()),
+            ("Swarm-Atom", "sys-libs/zlib".to_owned()),
+            ("Swarm-Attempt", "1".to_owned()),
+            ("Swarm-Outcome", "failed (package)".to_owned()),
+        ]
+    );
+    assert_eq!(
+        event(EventKind::Draining).headers(),
+        [
+            ("Swarm-Kind", "draining".to_owned()),
+            ("Swarm-Drone", "drone-Izar".to_owned()),
+        ]
+    );
+}
