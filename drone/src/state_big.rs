@@ -155,4 +155,12 @@ impl<M> Drone<M> {
             }
         }
     }
+
+    /// Whether the drone keeps itself free for the run's critical path now: it takes only the
+    /// jobs the coordinator placed by the graph (`Job::min_cores`), and gives back others.
+    pub fn lingering(&self) -> bool {
+        self.big
+            .as_ref()
+            .is_some_and(|big| matches!(big.reservation, Reservation::Lingering { .. }))
+    }
 }

@@ -513,6 +513,7 @@ fn after_a_build_the_critical_path_goes_on_from_a_big_drone_lingers_for_the_next
         big.normal_waiting = true;
     }
     assert_eq!(lingering.normal_pull(now + Duration::from_secs(1)), None);
+    assert!(lingering.lingering(), "it takes only the path's jobs");
     assert_eq!(lingering.admit(None, now), Admit::Reserved);
     // It keeps waiting on the big queue: the next package of the path is taken at once.
     assert!(lingering.begin_big_pull());
@@ -521,6 +522,10 @@ fn after_a_build_the_critical_path_goes_on_from_a_big_drone_lingers_for_the_next
         BigJob::Hold { hand_back: 0 }
     ));
     assert_eq!(lingering.take_held(), Some(Held::Start("next")));
+    assert!(
+        !lingering.lingering(),
+        "the path's next package ends the lingering"
+    );
 
     // Nothing came in time: normal work again.
     let mut expired = building(true);

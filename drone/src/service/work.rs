@@ -253,6 +253,15 @@ impl Shell {
                 self.drone.big_pull_empty();
                 self.give_back_later(&message).await;
             }
+            // Kept free for the critical path: a big job not placed by the graph (published
+            // before the path's next package, so ahead of it in the stream) goes back for a
+            // moment, and the next pull finds the path's package.
+            BigEvent::Job(Some(message)) if self.drone.lingering() && !by_graph(&message) => {
+                self.drone.big_pull_empty();
+                if let Err(err) = message.ack_with(AckKind::Nak(Some(LINGER_PASS))).await {
+                    debug!(error = %err, "nak not sent; the job is redelivered after its ack wait");
+                }
+            }
             BigEvent::Job(Some(message)) => match self.drone.big_job(message, runtime::now_ms()) {
                 BigJob::GiveBack(message) => nak(&message).await,
                 BigJob::Hold { hand_back } => {
@@ -267,6 +276,14 @@ impl Shell {
             },
         }
     }
+}
+
+/// How long a big job a lingering drone passes over stays away from it.
+const LINGER_PASS: Duration = Duration::from_millis(100);
+
+/// Whether the coordinator placed the job by the run's graph (it asks for cores).
+fn by_graph(message: &jetstream::Message) -> bool {
+    decode::<Job>(&message.payload).is_ok_and(|job| job.min_cores.is_some())
 }
 
 /// What a status message on the pull inbox says.
