@@ -116,6 +116,13 @@ pub enum Command {
     /// The published binhost: publish what is built, roll back, list revisions, status
     #[command(subcommand)]
     Binhost(BinhostArgs),
+    /// Print a shell completion script: `swarmctl completions bash > /etc/bash_completion.d/swarmctl`,
+    /// zsh into a directory on `$fpath` as `_swarmctl`, fish into
+    /// `~/.config/fish/completions/swarmctl.fish`
+    Completions {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     /// Block until nothing is queued or building; exit 0 if every package succeeded, 1 if some failed, 2 on timeout
     Wait {
         /// Give up after this many seconds (default: wait for ever)
@@ -298,6 +305,9 @@ pub async fn run(
     if let Command::Plan(args) = &command {
         return plan::plan(args, out);
     }
+    if let Command::Completions { shell } = &command {
+        return completions(*shell, out);
+    }
     let prepared = match &command {
         Command::Submit(args) => Some(prepare_submission(args)?),
         _ => None,
@@ -387,6 +397,7 @@ async fn dispatch(
         }
         Command::Demo(args) => demo(&args, out, tokio_util::sync::CancellationToken::new()).await,
         Command::Plan(args) => plan::plan(&args, out),
+        Command::Completions { shell } => completions(shell, out),
         Command::Binhost(args) => {
             // (which binhost, request, print JSON, print the revisions table)
             let (target, command, json, table) = match args {
@@ -444,6 +455,18 @@ async fn dispatch(
             })
         }
     }
+}
+
+/// Writes the completion script of `shell` for every command and flag of this binary.
+fn completions(
+    shell: clap_complete::Shell,
+    out: &mut (dyn Write + Send),
+) -> Result<Outcome, CliError> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "swarmctl", &mut script);
+    out.write_all(&script)?;
+    Ok(Outcome::Success)
 }
 
 fn write_json<T: serde::Serialize>(
