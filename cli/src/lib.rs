@@ -312,7 +312,13 @@ pub async fn run(
         Command::Submit(args) => Some(prepare_submission(args)?),
         _ => None,
     };
-    let client = config.nats.connect_once(CLIENT_NAME).await?;
+    // `wait` rides out an outage: its connection retries from the start, and it says when it
+    // waits for the server. Every other command fails at once when the server is away.
+    let client = if matches!(command, Command::Wait { .. }) {
+        config.nats.connect(CLIENT_NAME).await?
+    } else {
+        config.nats.connect_once(CLIENT_NAME).await?
+    };
     let outcome = dispatch(&client, command, prepared, out, progress).await;
     // A clean close; nothing is published without a reply, so nothing waits in the buffer.
     drop(client);

@@ -1,5 +1,7 @@
 //! `swarmctl wait`: poll the packages bucket until nothing is queued, waiting to retry or
-//! building, then report which packages failed.
+//! building, then report which packages failed. It rides out a NATS outage (a server restarting,
+//! not up yet): the connection retries by itself, and `wait` says that it waits for the server
+//! and goes on until its timeout.
 
 use std::fmt;
 use std::io::Write;
@@ -17,8 +19,6 @@ use crate::view::{self, PackageRow};
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Progress lines are written at most this often.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
-/// Reads may fail this long in a row (a NATS reconnect, a server restart) before `wait` gives up.
-const READ_FAILURE_GRACE: Duration = Duration::from_secs(15);
 
 /// How a finished queue ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,12 +78,38 @@ pub async fn wait(
         timeout: timeout.unwrap_or_default(),
         unfinished,
     };
-    let store = view::open(client, PACKAGES_BUCKET).await?;
+    let mut store = None;
     let mut last_progress: Option<Instant> = None;
-    let mut failing_since: Option<Instant> = None;
+    let mut last_outage: Option<Instant> = None;
     let mut unfinished = 0;
     loop {
-        let read = runtime::kv::read_bucket::<PackageRecord>(&store);
+        if client.connection_state() != async_nats::connection::State::Connected {
+            // Reads would wait for the connection: say why nothing moves, and look again soon.
+            if last_outage.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) {
+                writeln!(progress, "waiting for the NATS server (not connected)")?;
+                last_outage = Some(Instant::now());
+            }
+            let wake = Instant::now() + POLL_INTERVAL;
+            match deadline {
+                Some(deadline) if deadline <= wake => {
+                    tokio::time::sleep_until(deadline).await;
+                    return Err(timed_out(unfinished));
+                }
+                _ => tokio::time::sleep_until(wake).await,
+            }
+            continue;
+        }
+        let read = async {
+            if store.is_none() {
+                store = Some(view::open(client, PACKAGES_BUCKET).await?);
+            }
+            let Some(store) = &store else {
+                unreachable!("opened above");
+            };
+            runtime::kv::read_bucket::<PackageRecord>(store)
+                .await
+                .map_err(CliError::from)
+        };
         let read = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, read)
                 .await
@@ -92,7 +118,9 @@ pub async fn wait(
         };
         match read {
             Ok(records) => {
-                failing_since = None;
+                if last_outage.take().is_some() {
+                    writeln!(progress, "the server answers again")?;
+                }
                 let counts = counts(&records);
                 unfinished = counts.queued + counts.building + counts.waiting;
                 if unfinished == 0 {
@@ -122,12 +150,14 @@ pub async fn wait(
                     last_progress = Some(Instant::now());
                 }
             }
+            // The server is away (restarting, not up yet) or its JetStream is not ready: say so
+            // now and then, and keep waiting until the timeout.
             Err(err) => {
-                let since = *failing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= READ_FAILURE_GRACE {
-                    return Err(err.into());
+                if last_outage.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) {
+                    writeln!(progress, "waiting for the NATS server: {err}")?;
+                    last_outage = Some(Instant::now());
                 }
-                tracing::warn!(error = %err, "cannot read package state, retrying");
+                store = None;
             }
         }
         let mut wake = Instant::now() + POLL_INTERVAL;

@@ -77,6 +77,46 @@ async fn nats_server_killed_and_restarted_mid_run() {
         .assert_ok();
 }
 
+/// `swarmctl wait` started while nats-server is down says that it waits for the server, rides
+/// out the outage and reports the run once the swarm has finished it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarmctl_wait_rides_out_a_nats_restart() {
+    let nats = NatsServer::builder()
+        .sync_always(true)
+        .start()
+        .expect("nats-server");
+    let mut swarm = Swarm::start_on(nats, None, &[]).await;
+    for spec in drones("wr", "0.2") {
+        swarm.spawn_drone(&spec);
+    }
+    let atoms = atoms("wait-restart", 60);
+    submit_all(&swarm, &atoms).await;
+    wait_finished(&swarm, 10, Duration::from_secs(60)).await;
+    swarm.nats.kill().expect("nats-server killed");
+    let wait = swarm
+        .swarmctl_command(&["wait", "--timeout", "120"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("swarmctl wait starts");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    swarm.nats.start_again().expect("nats-server restarts");
+    let out = tokio::task::spawn_blocking(move || wait.wait_with_output())
+        .await
+        .expect("join")
+        .expect("swarmctl wait ends");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("waiting for the NATS server"),
+        "it says what it waits for: {stderr} {stdout}"
+    );
+    assert!(stdout.contains("all 60 packages succeeded"), "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_killed_and_restarted_mid_run() {
     let mut swarm = Swarm::start().await;
