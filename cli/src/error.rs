@@ -53,6 +53,8 @@ pub enum CliError {
     ReadBucket(#[from] runtime::kv::KvReadError),
     #[error("drone {name} is not online")]
     DroneNotOnline { name: String },
+    #[error("no package was submitted in run {run} (`swarmctl runs` lists the runs)")]
+    NoSuchRun { run: schemas::RunName },
     #[error("timed out after {} s with {unfinished} packages unfinished", timeout.as_secs_f64())]
     WaitTimedOut { timeout: Duration, unfinished: u64 },
     #[error("cannot write output: {0}")]

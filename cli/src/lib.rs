@@ -14,6 +14,7 @@ mod forecast;
 mod input;
 pub mod plan;
 mod rpc;
+pub mod runs;
 mod submit;
 mod unground;
 mod view;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use schemas::{Arch, BinhostCommand, DroneName, NameError, RunName};
+use schemas::{Arch, BinhostCommand, DroneName, NameError, PackageRecord, RunName, names};
 
 pub use binhost::{BinhostState, binhost};
 pub use config::Config;
@@ -73,9 +74,17 @@ pub enum Command {
         /// largest_drone_cores, now_ms, end_ms}
         #[arg(long)]
         graph: bool,
-        /// With --graph: only this run's packages
-        #[arg(long, value_name = "NAME", value_parser = RunName::parse, requires = "graph")]
+        /// Only this run: its row as `runs` shows it (with --graph: its graph)
+        #[arg(long, value_name = "NAME", value_parser = RunName::parse)]
         run: Option<RunName>,
+    },
+    /// List runs, newest first: RUN STATE PACKAGES QUEUED BUILDING SUCCEEDED FAILED BLOCKED
+    /// STARTED ENDED DURATION (UTC)
+    Runs {
+        /// Print a JSON list of {run, packages, counts, state, started_ms, ended_ms,
+        /// duration_secs}
+        #[arg(long)]
+        json: bool,
     },
     /// List packages: ATOM STATE ATTEMPTS DRONE, sorted by atom
     ///
@@ -362,6 +371,33 @@ async fn dispatch(
                 write_json(out, &graph)?;
             } else {
                 write!(out, "{}", graph.block())?;
+            }
+            Ok(Outcome::Success)
+        }
+        Command::Status {
+            json,
+            graph: false,
+            run: Some(run),
+        } => {
+            let records = view::read::<PackageRecord>(client, names::PACKAGES_BUCKET).await?;
+            let rows = runs::runs(records.iter().map(|item| &item.value), runtime::now_ms());
+            let Some(row) = rows.into_iter().find(|row| row.run == run) else {
+                return Err(CliError::NoSuchRun { run });
+            };
+            if json {
+                write_json(out, &row)?;
+            } else {
+                write!(out, "{}", runs::table(std::slice::from_ref(&row)))?;
+            }
+            Ok(Outcome::Success)
+        }
+        Command::Runs { json } => {
+            let records = view::read::<PackageRecord>(client, names::PACKAGES_BUCKET).await?;
+            let rows = runs::runs(records.iter().map(|item| &item.value), runtime::now_ms());
+            if json {
+                write_json(out, &rows)?;
+            } else {
+                write!(out, "{}", runs::table(&rows))?;
             }
             Ok(Outcome::Success)
         }

@@ -37,8 +37,19 @@ fn arguments_parse() {
                 run: Some(RunName::parse("nightly-1").expect("name")),
             }),
         ),
-        // --run is about the graph only; a run name is checked.
-        (&["swarmctl", "status", "--run", "nightly-1"], None),
+        (
+            &["swarmctl", "status", "--run", "nightly-1"],
+            Some(Command::Status {
+                json: false,
+                graph: false,
+                run: Some(RunName::parse("nightly-1").expect("name")),
+            }),
+        ),
+        (
+            &["swarmctl", "runs", "--json"],
+            Some(Command::Runs { json: true }),
+        ),
+        // A run name is checked.
         (&["swarmctl", "status", "--graph", "--run", "a b"], None),
         (
             &["swarmctl", "packages", "--state", "retry_wait", "--json"],

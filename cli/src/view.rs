@@ -333,7 +333,7 @@ pub(crate) fn drones_table(rows: &[DroneRow]) -> String {
 }
 
 /// Left-aligned columns two spaces apart, without trailing spaces.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {

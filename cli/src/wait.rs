@@ -152,6 +152,8 @@ pub async fn wait(
             }
             // The server is away (restarting, not up yet) or its JetStream is not ready: say so
             // now and then, and keep waiting until the timeout.
+            // The server answered that the swarm's buckets do not exist: no outage, an answer.
+            Err(err @ CliError::AssetsMissing { .. }) => return Err(err),
             Err(err) => {
                 if last_outage.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) {
                     writeln!(progress, "waiting for the NATS server: {err}")?;

@@ -80,4 +80,24 @@ async fn jobs_and_events_carry_headers_a_person_reads() {
         assert_eq!(h["Swarm-Outcome"], "succeeded", "{event}");
         assert!(h["Swarm-Atom"].is_string(), "{event}");
     }
+
+    // The run, as `swarmctl runs` and `status --run` show it.
+    let runs = swarm.swarmctl_json(&["runs"]);
+    assert_eq!(runs[0]["run"], "nightly-1", "{runs}");
+    assert_eq!(runs[0]["state"], "ended", "{runs}");
+    assert_eq!(runs[0]["packages"], 2, "{runs}");
+    assert_eq!(runs[0]["counts"]["succeeded"], 2, "{runs}");
+    let (ok, row) = swarm.swarmctl_text(&["status", "--run", "nightly-1"]);
+    assert!(
+        ok && row
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("nightly-1  ended")),
+        "{row}"
+    );
+    let (ok, unknown) = swarm.swarmctl_text(&["status", "--run", "nightly-9"]);
+    assert!(
+        !ok && unknown.contains("no package was submitted in run nightly-9"),
+        "{unknown}"
+    );
 }
