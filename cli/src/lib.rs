@@ -19,6 +19,7 @@ mod submit;
 mod unground;
 mod view;
 mod wait;
+mod why;
 
 use std::io::Write;
 use std::path::PathBuf;

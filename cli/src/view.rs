@@ -39,6 +39,10 @@ pub struct PackageRow {
     /// Its build dependencies in the run, as atoms.
     #[serde(default)]
     pub deps: Vec<Atom>,
+    /// Why it is not building, while it is queued, waiting to retry or waiting for its
+    /// dependencies; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// One ended attempt of a package.
@@ -98,6 +102,7 @@ impl PackageRow {
             ),
         };
         PackageRow {
+            why: None,
             learned_secs: record.learned_secs,
             run: record.run.clone(),
             deps: record
@@ -229,16 +234,34 @@ pub async fn status(client: &async_nats::Client) -> Result<Summary, CliError> {
     ))
 }
 
-/// Every package (or those in one state), sorted by atom.
+/// Every package (or those in one state), sorted by atom, each one not building saying why.
 pub async fn packages(
     client: &async_nats::Client,
     state: Option<StateFilter>,
 ) -> Result<Vec<PackageRow>, CliError> {
     let records = read::<PackageRecord>(client, PACKAGES_BUCKET).await?;
+    let drones = read::<DroneRecord>(client, DRONES_BUCKET).await?;
+    let now = runtime::now_ms();
+    let judged: Vec<crate::why::JudgedDrone<'_>> = drones
+        .iter()
+        .map(|item| {
+            (
+                &item.value,
+                effective_state(&item.value, heartbeat_age_ms(item, now)),
+            )
+        })
+        .collect();
+    let by_key: std::collections::HashMap<schemas::PackageKey, &PackageRecord> = records
+        .iter()
+        .map(|item| (item.value.atom.key(), &item.value))
+        .collect();
     let mut rows: Vec<PackageRow> = records
         .iter()
         .filter(|item| state.is_none_or(|s| s.label() == item.value.state.label()))
-        .map(|item| PackageRow::from_record(&item.value))
+        .map(|item| PackageRow {
+            why: crate::why::why(&item.value, |k| by_key.get(k).copied(), &judged, now),
+            ..PackageRow::from_record(&item.value)
+        })
         .collect();
     rows.sort_by(|a, b| a.atom.cmp(&b.atom));
     Ok(rows)
@@ -257,11 +280,17 @@ pub async fn drones(client: &async_nats::Client) -> Result<Vec<DroneRow>, CliErr
 }
 
 pub(crate) fn packages_table(rows: &[PackageRow]) -> String {
+    // A WHY column when some package is not building (queued, retrying or waiting).
+    let why = rows.iter().any(|row| row.why.is_some());
+    let mut headers = vec!["ATOM", "STATE", "ATTEMPTS", "DRONE", "LAST FAILURE"];
+    if why {
+        headers.push("WHY");
+    }
     table(
-        &["ATOM", "STATE", "ATTEMPTS", "DRONE", "LAST FAILURE"],
+        &headers,
         rows.iter()
             .map(|row| {
-                vec![
+                let mut cells = vec![
                     row.atom.to_string(),
                     row.state.clone(),
                     row.attempts.to_string(),
@@ -279,7 +308,11 @@ pub(crate) fn packages_table(rows: &[PackageRow]) -> String {
                             .map(|text| schemas::shorten(&text, 100))
                             .unwrap_or_default(),
                     },
-                ]
+                ];
+                if why {
+                    cells.push(row.why.clone().unwrap_or_default());
+                }
+                cells
             })
             .collect(),
     )

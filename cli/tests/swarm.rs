@@ -127,7 +127,17 @@ async fn read_commands_show_the_swarm() {
     );
     // The last failure of a package that failed before, by class and line.
     assert!(lines[4].ends_with("package: exit status 2"), "{table}");
-    assert!(lines[5].ends_with("queued      0"), "{table}");
+    // Packages not building say why, in a WHY column.
+    assert!(lines[0].ends_with("WHY"), "{table}");
+    assert!(
+        lines[5].starts_with("sys-libs/zlib      queued      0")
+            && lines[5].ends_with("in line: the next drone to ask for work takes it"),
+        "{table}"
+    );
+    assert!(
+        lines[3].contains("waiting out the backoff after attempt 2, until "),
+        "{table}"
+    );
 
     let drones = swarm.json(Command::Drones { json: true }).await;
     let rows = drones.as_array().expect("a list");
