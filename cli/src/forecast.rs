@@ -135,7 +135,7 @@ impl GraphStatus {
 }
 
 /// Seconds as people read them: `45 s`, `12m 05s`, `4h 27m`.
-fn duration(secs: f64) -> String {
+pub(crate) fn duration(secs: f64) -> String {
     let secs = secs.max(0.0).round() as u64;
     match secs {
         0..60 => format!("{secs} s"),

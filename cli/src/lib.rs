@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use schemas::{Arch, BinhostCommand, DroneName, NameError, PackageRecord, RunName, names};
+use schemas::{Arch, BinhostCommand, DroneName, NameError, RunName};
 
 pub use binhost::{BinhostState, binhost};
 pub use config::Config;
@@ -316,7 +316,7 @@ pub async fn run(
         return plan::plan(args, out);
     }
     if let Command::Completions { shell } = &command {
-        return completions(*shell, out);
+        return runs::completions(*shell, out);
     }
     let prepared = match &command {
         Command::Submit(args) => Some(prepare_submission(args)?),
@@ -379,29 +379,8 @@ async fn dispatch(
             json,
             graph: false,
             run: Some(run),
-        } => {
-            let records = view::read::<PackageRecord>(client, names::PACKAGES_BUCKET).await?;
-            let rows = runs::runs(records.iter().map(|item| &item.value), runtime::now_ms());
-            let Some(row) = rows.into_iter().find(|row| row.run == run) else {
-                return Err(CliError::NoSuchRun { run });
-            };
-            if json {
-                write_json(out, &row)?;
-            } else {
-                write!(out, "{}", runs::table(std::slice::from_ref(&row)))?;
-            }
-            Ok(Outcome::Success)
-        }
-        Command::Runs { json } => {
-            let records = view::read::<PackageRecord>(client, names::PACKAGES_BUCKET).await?;
-            let rows = runs::runs(records.iter().map(|item| &item.value), runtime::now_ms());
-            if json {
-                write_json(out, &rows)?;
-            } else {
-                write!(out, "{}", runs::table(&rows))?;
-            }
-            Ok(Outcome::Success)
-        }
+        } => runs::one(client, run, json, out).await,
+        Command::Runs { json } => runs::all(client, json, out).await,
         Command::Status { json, .. } => {
             let summary = status(client).await?;
             if json {
@@ -440,7 +419,7 @@ async fn dispatch(
         }
         Command::Demo(args) => demo(&args, out, tokio_util::sync::CancellationToken::new()).await,
         Command::Plan(args) => plan::plan(&args, out),
-        Command::Completions { shell } => completions(shell, out),
+        Command::Completions { shell } => runs::completions(shell, out),
         Command::Binhost(args) => {
             // (which binhost, request, print JSON, print the revisions table)
             let (target, command, json, table) = match args {
@@ -500,19 +479,7 @@ async fn dispatch(
     }
 }
 
-/// Writes the completion script of `shell` for every command and flag of this binary.
-fn completions(
-    shell: clap_complete::Shell,
-    out: &mut (dyn Write + Send),
-) -> Result<Outcome, CliError> {
-    let mut command = <Cli as clap::CommandFactory>::command();
-    let mut script = Vec::new();
-    clap_complete::generate(shell, &mut command, "swarmctl", &mut script);
-    out.write_all(&script)?;
-    Ok(Outcome::Success)
-}
-
-fn write_json<T: serde::Serialize>(
+pub(crate) fn write_json<T: serde::Serialize>(
     out: &mut (dyn Write + Send),
     value: &T,
 ) -> Result<(), CliError> {

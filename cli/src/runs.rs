@@ -1,11 +1,15 @@
 //! `swarmctl runs`: every run the packages bucket knows, with its counts, start, end and
-//! duration, newest first; `status --run NAME` is one run's row. Pure over the records.
+//! duration, newest first; `status --run NAME` is one run's row (`runs` is pure over the
+//! records; `all` and `one` read and print). Also `completions`, which needs no NATS.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use schemas::summary::{PackageCounts, summarize};
 use schemas::{DroneRecord, PackageRecord, RunName};
 use serde::Serialize;
+
+use crate::{Cli, CliError, Outcome, view, write_json};
 
 /// One run as `runs` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,6 +69,54 @@ pub fn runs<'a>(records: impl IntoIterator<Item = &'a PackageRecord>, now_ms: u6
     rows
 }
 
+/// `runs`: every run, as a table or JSON.
+pub async fn all(
+    client: &async_nats::Client,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<Outcome, CliError> {
+    let records = view::read::<PackageRecord>(client, schemas::names::PACKAGES_BUCKET).await?;
+    let rows = runs(records.iter().map(|item| &item.value), runtime::now_ms());
+    if json {
+        write_json(out, &rows)?;
+    } else {
+        write!(out, "{}", table(&rows))?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// `status --run NAME`: that run's row; an unknown run is an error naming it.
+pub async fn one(
+    client: &async_nats::Client,
+    run: RunName,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<Outcome, CliError> {
+    let records = view::read::<PackageRecord>(client, schemas::names::PACKAGES_BUCKET).await?;
+    let rows = runs(records.iter().map(|item| &item.value), runtime::now_ms());
+    let Some(row) = rows.into_iter().find(|row| row.run == run) else {
+        return Err(CliError::NoSuchRun { run });
+    };
+    if json {
+        write_json(out, &row)?;
+    } else {
+        write!(out, "{}", table(std::slice::from_ref(&row)))?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// Writes the completion script of `shell` for every command and flag of this binary.
+pub fn completions(
+    shell: clap_complete::Shell,
+    out: &mut (dyn Write + Send),
+) -> Result<Outcome, CliError> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "swarmctl", &mut script);
+    out.write_all(&script)?;
+    Ok(Outcome::Success)
+}
+
 /// The aligned table people read.
 pub fn table(rows: &[RunRow]) -> String {
     let cells = rows
@@ -81,7 +133,7 @@ pub fn table(rows: &[RunRow]) -> String {
                 r.counts.blocked.to_string(),
                 minute(r.started_ms),
                 r.ended_ms.map_or_else(|| "-".to_owned(), minute),
-                duration(r.duration_secs),
+                crate::forecast::duration(r.duration_secs as f64),
             ]
         })
         .collect();
@@ -105,14 +157,6 @@ pub fn table(rows: &[RunRow]) -> String {
 
 fn minute(ms: u64) -> String {
     runtime::dates::format_minute(ms / 1000)
-}
-
-fn duration(secs: u64) -> String {
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
-        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
-    }
 }
 
 #[cfg(test)]
@@ -204,7 +248,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            lines[2].ends_with("1970-01-01 00:00  1970-01-01 01:02  1h02m"),
+            lines[2].ends_with("1970-01-01 00:00  1970-01-01 01:02  1h 02m"),
             "{text}"
         );
     }
