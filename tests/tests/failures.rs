@@ -63,6 +63,19 @@ fn drone_state(swarm: &Swarm, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The drone's state once it is no longer reporting the build it just finished
+/// (its status event may arrive after the coordinator recorded the result).
+async fn settled_state(swarm: &Swarm, name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = drone_state(swarm, name);
+        if state != "building" || Instant::now() > deadline {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_error_spends_an_attempt_and_leaves_the_drone_working() {
     let mut swarm = Swarm::start_with(&[("SWARM_COORDINATOR__MAX_ATTEMPTS", "2")]).await;
@@ -90,8 +103,9 @@ async fn a_package_error_spends_an_attempt_and_leaves_the_drone_working() {
         ),
         other => panic!("{other:?}"),
     }
-    // Set to ground itself after a single failure of its own, it is still at work.
-    assert_eq!(drone_state(&swarm, "p-a"), "idle");
+    // Set to ground itself after a single failure of its own, it is still at work:
+    // once its last build's report is in, it is idle, not grounded.
+    assert_eq!(settled_state(&swarm, "p-a").await, "idle");
     // `swarmctl packages` names the class and the line.
     let out = swarm.swarmctl(&["packages"]);
     let text = String::from_utf8_lossy(&out.stdout);
