@@ -9,7 +9,7 @@ use schemas::{
 };
 use serde::Serialize;
 
-use crate::rpc::{self, RequestFailure};
+use crate::rpc;
 use crate::{BinhostTarget, CliError};
 
 /// What the coordinator answered: which binhost, its current revision and the kept ones.
@@ -45,19 +45,7 @@ pub async fn binhost(
         command,
     })?;
     let subject = names::BINHOST_SUBJECT;
-    let reply = rpc::request(client, subject, payload)
-        .await
-        .map_err(|failure| match failure {
-            RequestFailure::NoResponders => CliError::NoCoordinator {
-                subject: subject.to_owned(),
-            },
-            RequestFailure::Other(err) => err,
-        })?;
-    let reply: BinhostReply =
-        schemas::decode(&reply.payload).map_err(|source| CliError::BadReply {
-            subject: subject.to_owned(),
-            source,
-        })?;
+    let reply: BinhostReply = rpc::call(client, subject, payload).await?;
     Ok(match reply.result {
         BinhostResult::State {
             arch,

@@ -31,6 +31,12 @@ pub enum CliError {
     NoCoordinator { subject: String },
     #[error("no reply on {subject} within {} s", timeout.as_secs_f64())]
     NoReply { subject: String, timeout: Duration },
+    #[error("the coordinator refused the request on {subject}: {message} (code {code})")]
+    Refused {
+        subject: String,
+        code: u16,
+        message: String,
+    },
     #[error("request on {subject} failed: {reason}")]
     Request { subject: String, reason: String },
     #[error("bad reply on {subject}: {source}")]
@@ -51,8 +57,6 @@ pub enum CliError {
     OpenBucket(runtime::kv::KvOpenError),
     #[error(transparent)]
     ReadBucket(#[from] runtime::kv::KvReadError),
-    #[error("drone {name} is not online")]
-    DroneNotOnline { name: String },
     #[error("no package was submitted in run {run} (`swarmctl runs` lists the runs)")]
     NoSuchRun { run: schemas::RunName },
     #[error("timed out after {} s with {unfinished} packages unfinished", timeout.as_secs_f64())]

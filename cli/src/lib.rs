@@ -7,6 +7,7 @@
 
 mod binhost;
 mod config;
+pub mod control;
 mod demo;
 pub mod emerge_log;
 mod error;
@@ -16,7 +17,6 @@ pub mod plan;
 mod rpc;
 pub mod runs;
 mod submit;
-mod unground;
 mod view;
 mod wait;
 mod why;
@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use schemas::{Arch, BinhostCommand, DroneName, NameError, RunName};
+use schemas::{Arch, BinhostCommand, NameError, RunName};
 
 pub use binhost::{BinhostState, binhost};
 pub use config::Config;
@@ -35,7 +35,6 @@ pub use error::{ArgError, CliError, EXIT_ERROR};
 pub use input::{InvalidAtom, Origin};
 pub use plan::PlanArgs;
 pub use submit::{Submitted, prepare_submission, submit};
-pub use unground::unground;
 pub use view::{DroneRow, HistoryRow, PackageRow, drones, packages, status};
 pub use wait::{WaitReport, wait};
 
@@ -66,7 +65,8 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Print the swarm summary: queue, drones, cores, status
     Status {
-        /// Print JSON: queue, drones.{active,idle,grounded,...}, cores.{active,total}, status, packages.{queued,building,succeeded,failed,retrying}
+        /// Print JSON: queue, drones.{active,idle,grounded,...}, cores.{active,total}, status,
+        /// operator_paused, packages.{queued,building,succeeded,failed,retrying,waiting,blocked,cancelled}
         #[arg(long)]
         json: bool,
         /// Print what is left as a graph: the critical path (each package's state and estimate),
@@ -107,12 +107,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Return a grounded drone to work
-    Unground {
-        /// The drone's name
-        #[arg(value_name = "NAME")]
-        name: DroneName,
-    },
+    #[command(flatten)]
+    Control(control::ControlCommand),
     /// Run the whole swarm on this machine: NATS, the coordinator, the seed's four drones
     /// (simulated builds) and the dashboard, building the 152-package world; Ctrl-C stops it all
     ///
@@ -408,15 +404,7 @@ async fn dispatch(
             }
             Ok(Outcome::Success)
         }
-        Command::Unground { name } => {
-            let reply = unground(client, &name).await?;
-            writeln!(out, "{}", reply.message)?;
-            Ok(if reply.ok {
-                Outcome::Success
-            } else {
-                Outcome::Failure
-            })
-        }
+        Command::Control(command) => control::run(client, command, out).await,
         Command::Demo(args) => demo(&args, out, tokio_util::sync::CancellationToken::new()).await,
         Command::Plan(args) => plan::plan(&args, out),
         Command::Completions { shell } => runs::completions(shell, out),

@@ -3,6 +3,11 @@
 use clap::CommandFactory;
 
 use super::*;
+use crate::control::ControlCommand;
+
+fn drone(name: &str) -> schemas::DroneName {
+    schemas::DroneName::parse(name).expect("valid")
+}
 
 #[test]
 fn the_command_line_is_consistent() {
@@ -69,12 +74,62 @@ fn arguments_parse() {
         (&["swarmctl", "wait", "--timeout", "soon"], None),
         (
             &["swarmctl", "unground", "drone-Izar"],
-            Some(Command::Unground {
-                name: DroneName::parse("drone-Izar").expect("valid"),
-            }),
+            Some(Command::Control(ControlCommand::Unground {
+                name: drone("drone-Izar"),
+            })),
         ),
         (&["swarmctl", "unground", "drone;reboot"], None),
         (&["swarmctl", "unground"], None),
+        (
+            &["swarmctl", "ground", "drone-Izar", "--reason", "disk swap"],
+            Some(Command::Control(ControlCommand::Ground {
+                name: drone("drone-Izar"),
+                reason: Some("disk swap".into()),
+            })),
+        ),
+        (
+            &["swarmctl", "drain", "drone-Izar"],
+            Some(Command::Control(ControlCommand::Drain {
+                name: drone("drone-Izar"),
+            })),
+        ),
+        (
+            &["swarmctl", "cancel", "sys-libs/zlib", "--json"],
+            Some(Command::Control(ControlCommand::Cancel {
+                atoms: vec!["sys-libs/zlib".into()],
+                run: None,
+                json: true,
+            })),
+        ),
+        (
+            &["swarmctl", "cancel", "--run", "nightly"],
+            Some(Command::Control(ControlCommand::Cancel {
+                atoms: Vec::new(),
+                run: Some(RunName::parse("nightly").expect("valid")),
+                json: false,
+            })),
+        ),
+        // Cancel what? Nothing named is refused before connecting.
+        (&["swarmctl", "cancel"], None),
+        (
+            &["swarmctl", "retry", "--failed", "--run", "nightly"],
+            Some(Command::Control(ControlCommand::Retry {
+                atoms: Vec::new(),
+                failed: true,
+                run: Some(RunName::parse("nightly").expect("valid")),
+                json: false,
+            })),
+        ),
+        (&["swarmctl", "retry"], None),
+        (&["swarmctl", "retry", "--run", "nightly"], None),
+        (
+            &["swarmctl", "pause"],
+            Some(Command::Control(ControlCommand::Pause { reason: None })),
+        ),
+        (
+            &["swarmctl", "resume"],
+            Some(Command::Control(ControlCommand::Resume)),
+        ),
         (&["swarmctl", "submit"], None),
         (
             &["swarmctl", "submit", "--arch", "AMD64", "sys-libs/zlib"],

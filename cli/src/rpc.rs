@@ -32,3 +32,31 @@ pub(crate) async fn request(
             }),
         })
 }
+
+/// One request to the coordinator's control service and its decoded reply: nobody listening
+/// is "no coordinator"; a service error is the coordinator's refusal, with its code and message.
+pub(crate) async fn call<T: schemas::Wire>(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: Vec<u8>,
+) -> Result<T, CliError> {
+    let reply = request(client, subject, payload)
+        .await
+        .map_err(|failure| match failure {
+            RequestFailure::NoResponders => CliError::NoCoordinator {
+                subject: subject.to_owned(),
+            },
+            RequestFailure::Other(err) => err,
+        })?;
+    if let Some((code, message)) = runtime::service::error_of(&reply) {
+        return Err(CliError::Refused {
+            subject: subject.to_owned(),
+            code,
+            message,
+        });
+    }
+    schemas::decode(&reply.payload).map_err(|source| CliError::BadReply {
+        subject: subject.to_owned(),
+        source,
+    })
+}

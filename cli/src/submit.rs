@@ -8,7 +8,7 @@ use schemas::names::SUBMIT_SUBJECT;
 use schemas::{RunName, SCHEMA_VERSION, SubmitReply, SubmitRequest, SubmitResult};
 
 use crate::input::Collected;
-use crate::rpc::{self, RequestFailure};
+use crate::rpc;
 use crate::{CliError, SubmitArgs};
 
 /// What the coordinator did with an accepted submission.
@@ -118,19 +118,7 @@ pub async fn submit(
     request: &SubmitRequest,
 ) -> Result<Submitted, CliError> {
     let payload = schemas::encode(request)?;
-    let reply = rpc::request(client, SUBMIT_SUBJECT, payload)
-        .await
-        .map_err(|failure| match failure {
-            RequestFailure::NoResponders => CliError::NoCoordinator {
-                subject: SUBMIT_SUBJECT.to_owned(),
-            },
-            RequestFailure::Other(err) => err,
-        })?;
-    let reply: SubmitReply =
-        schemas::decode(&reply.payload).map_err(|source| CliError::BadReply {
-            subject: SUBMIT_SUBJECT.to_owned(),
-            source,
-        })?;
+    let reply: SubmitReply = rpc::call(client, SUBMIT_SUBJECT, payload).await?;
     match reply.result {
         SubmitResult::Accepted {
             queued,

@@ -84,7 +84,8 @@ impl PackageRow {
         let (attempts, drone, reason) = match &record.state {
             PackageState::Building { attempt, drone, .. }
             | PackageState::Succeeded { attempt, drone } => (*attempt, Some(drone.clone()), None),
-            PackageState::Failed { attempt, reason } => (*attempt, None, Some(reason.clone())),
+            PackageState::Failed { attempt, reason }
+            | PackageState::Cancelled { attempt, reason } => (*attempt, None, Some(reason.clone())),
             PackageState::Blocked { dependency } => (
                 0,
                 None,
@@ -226,12 +227,42 @@ pub async fn status(client: &async_nats::Client) -> Result<Summary, CliError> {
     let drones = read::<DroneRecord>(client, DRONES_BUCKET).await?;
     let packages = read::<PackageRecord>(client, PACKAGES_BUCKET).await?;
     let now = runtime::now_ms();
+    let mut arches: std::collections::BTreeSet<schemas::Arch> = packages
+        .iter()
+        .map(|item| item.value.arch.clone())
+        .collect();
+    arches.extend(drones.iter().map(|item| item.value.arch.clone()));
+    arches.insert(schemas::Arch::default());
+    let paused = operator_paused(client, &arches).await;
     Ok(summarize(
         drones
             .iter()
             .map(|item| (&item.value, heartbeat_age_ms(item, now))),
         packages.iter().map(|item| &item.value.state),
-    ))
+    )
+    .paused_by_operator(paused))
+}
+
+/// Whether the operator paused the swarm (`swarmctl pause`): the build consumers of one of
+/// `arches` are paused. A consumer that cannot be read counts as not paused.
+pub(crate) async fn operator_paused(
+    client: &async_nats::Client,
+    arches: &std::collections::BTreeSet<schemas::Arch>,
+) -> bool {
+    let js = async_nats::jetstream::new(client.clone());
+    let Ok(stream) = js.get_stream(schemas::names::BUILDS_STREAM).await else {
+        return false;
+    };
+    for arch in arches {
+        if let Ok(info) = stream
+            .consumer_info(schemas::names::builders_consumer(arch))
+            .await
+            && info.paused
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Every package (or those in one state), sorted by atom, each one not building saying why.

@@ -73,14 +73,26 @@ fn status_json_has_the_documented_keys() {
         PackageState::Blocked {
             dependency: schemas::fixtures::atom("sys-libs/zlib"),
         },
+        PackageState::Cancelled {
+            attempt: 1,
+            reason: "cancelled by the operator".into(),
+        },
     ];
     let summary = summarize(drones.iter().map(|d| (d, 0)), packages.iter());
     let json = serde_json::to_value(&summary).expect("serializes");
     assert_eq!(
         keys(&json),
-        ["cores", "drones", "packages", "queue", "status"]
+        [
+            "cores",
+            "drones",
+            "operator_paused",
+            "packages",
+            "queue",
+            "status"
+        ]
     );
-    // Queued, building, and waiting for its dependencies; a blocked package is finished.
+    assert_eq!(json["operator_paused"], false);
+    // Queued, building, and waiting for its dependencies; blocked and cancelled ones are finished.
     assert_eq!(json["queue"], 3);
     assert_eq!(json["drones"]["active"], 1);
     assert_eq!(json["drones"]["idle"], 1);
@@ -95,6 +107,7 @@ fn status_json_has_the_documented_keys() {
         "failed",
         "waiting",
         "blocked",
+        "cancelled",
     ] {
         assert_eq!(
             json["packages"][key].as_u64(),

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use common::{Swarm, package, populate};
 use schemas::fixtures::drone_name as name;
-use schemas::names::{SUBMIT_SUBJECT, drone_control_subject};
+use schemas::names::{SUBMIT_SUBJECT, control_subject};
 use schemas::{
-    DroneControl, DroneControlReply, PackageState, SCHEMA_VERSION, SubmitReply, SubmitRequest,
+    ControlReply, DroneRequest, PackageState, SCHEMA_VERSION, SubmitReply, SubmitRequest,
     SubmitResult,
 };
 use serde_json::Value;
+use swarmctl::control::ControlCommand;
 use swarmctl::{CliError, Command, Config, Outcome, StateFilter, SubmitArgs};
 
 #[tokio::test]
@@ -225,41 +226,37 @@ async fn missing_buckets_say_to_start_the_coordinator() {
 }
 
 #[tokio::test]
-async fn unground_needs_an_online_drone_and_reports_its_answer() {
+async fn drone_commands_go_to_the_coordinator_and_report_its_answer() {
     let swarm = Swarm::start().await;
+    let unground = |drone: &str| Command::Control(ControlCommand::Unground { name: name(drone) });
     let err = swarm
-        .exec(Command::Unground {
-            name: name("drone-Absent"),
-        })
+        .exec(unground("drone-Absent"))
         .await
         .0
         .expect_err("nobody answers");
-    assert!(
-        matches!(&err, CliError::DroneNotOnline { name } if name == "drone-Absent"),
-        "{err:?}"
+    assert_eq!(
+        err.to_string(),
+        "no coordinator is answering on swarm.ctl.unground; is swarm-coordinator running?"
     );
-    assert_eq!(err.to_string(), "drone drone-Absent is not online");
 
-    // A stand-in drone that refuses: the command works, the outcome is a failure (exit 1).
+    // A stand-in coordinator passes the drone's answer on.
     let responder = swarm
-        .stand_in::<DroneControl, _>(
-            drone_control_subject(&name("drone-Tarn")),
-            vec![DroneControlReply {
+        .stand_in::<DroneRequest, _>(
+            control_subject("unground"),
+            vec![ControlReply {
                 v: SCHEMA_VERSION,
-                ok: false,
-                message: "drone-Tarn is not grounded".into(),
+                message: "drone-Tarn ungrounded: pulling work again".into(),
+                changed: vec!["drone-Tarn".into()],
+                unchanged: Vec::new(),
             }],
         )
         .await;
-    let (outcome, out, _) = swarm
-        .exec(Command::Unground {
-            name: name("drone-Tarn"),
-        })
-        .await;
-    assert_eq!(outcome.expect("answered"), Outcome::Failure);
-    assert_eq!(out, "drone-Tarn is not grounded\n");
-    let control = responder.await.expect("responder ran").remove(0);
-    assert_eq!(control.command, schemas::DroneCommand::Unground);
+    let (outcome, out, _) = swarm.exec(unground("drone-Tarn")).await;
+    assert_eq!(outcome.expect("answered"), Outcome::Success);
+    assert_eq!(out, "drone-Tarn ungrounded: pulling work again\n");
+    let request = responder.await.expect("responder ran").remove(0);
+    assert_eq!(request.drone, "drone-Tarn");
+    assert_eq!(request.reason, None);
 }
 
 #[tokio::test]

@@ -93,7 +93,19 @@ impl Service {
                     Ok(()) => moved = true,
                     // A late or repeated event: safe to drop, the package has moved on.
                     Err(err) => {
-                        debug!(package = %record.atom, error = %err, "event does not move the package")
+                        debug!(package = %record.atom, error = %err, "event does not move the package");
+                        // A drone claimed the job of a package cancelled meanwhile (the job
+                        // was on its way): it is told to kill the build.
+                        if let (
+                            PackageEvent::Claimed { drone, attempt },
+                            PackageState::Cancelled {
+                                attempt: cancelled, ..
+                            },
+                        ) = (&pending.change.event, &record.state)
+                            && attempt == cancelled
+                        {
+                            self.cancel_build(drone.clone(), key.clone(), *attempt);
+                        }
                     }
                 }
             }

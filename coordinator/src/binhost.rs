@@ -11,10 +11,11 @@
 use async_nats::jetstream::kv;
 use schemas::{
     Arch, BinhostCommand, BinhostCurrent, BinhostName, BinhostReply, BinhostRequest, BinhostResult,
-    RunName, SCHEMA_VERSION, decode, encode, names,
+    RunName, SCHEMA_VERSION, encode, names,
 };
 use tracing::{debug, info, warn};
 
+use crate::api::{self, Reply};
 use crate::binhost_store::{Current, Published};
 use crate::publication;
 use crate::runs::{self, RunRefusal};
@@ -50,49 +51,33 @@ pub enum BinhostError {
 }
 
 impl Service {
-    pub(crate) async fn handle_binhost(
-        &mut self,
-        client: &async_nats::Client,
-        request: async_nats::Message,
-    ) {
-        let result = match decode::<BinhostRequest>(&request.payload) {
-            Ok(req) => {
-                let arch = req
-                    .arch
-                    .clone()
-                    .unwrap_or_else(|| self.settings.arches[0].clone());
-                match self
-                    .binhost_command(&arch, req.fingerprint.as_deref(), &req.command)
-                    .await
-                {
-                    Ok((binhost, published, changed)) => BinhostResult::State {
-                        arch,
-                        fingerprint: binhost.fingerprint,
-                        current: published.current_number(),
-                        revisions: published.summaries(),
-                        changed,
-                    },
-                    Err(err) => BinhostResult::Error {
-                        message: err.to_string(),
-                    },
-                }
-            }
-            Err(err) => {
-                if let Some(suppressed) = self.refused.allow("malformed binhost request") {
-                    warn!(error = %err, suppressed, "malformed binhost request discarded");
-                }
-                BinhostResult::Error {
-                    message: err.to_string(),
-                }
-            }
+    /// The `binhost` endpoint: publish, roll back or show a binhost; a request that cannot be
+    /// read is a bad request, one that cannot be done is answered with why.
+    pub(crate) async fn binhost_request(&mut self, payload: &[u8]) -> Reply {
+        let req: BinhostRequest = api::read_required(payload)?;
+        let arch = req
+            .arch
+            .clone()
+            .unwrap_or_else(|| self.settings.arches[0].clone());
+        let result = match self
+            .binhost_command(&arch, req.fingerprint.as_deref(), &req.command)
+            .await
+        {
+            Ok((binhost, published, changed)) => BinhostResult::State {
+                arch,
+                fingerprint: binhost.fingerprint,
+                current: published.current_number(),
+                revisions: published.summaries(),
+                changed,
+            },
+            Err(err) => BinhostResult::Error {
+                message: err.to_string(),
+            },
         };
-        let reply = BinhostReply {
+        api::write(&BinhostReply {
             v: SCHEMA_VERSION,
             result,
-        };
-        if let (Some(to), Ok(bytes)) = (request.reply, encode(&reply)) {
-            let _ = client.publish(to, bytes.into()).await;
-        }
+        })
     }
 
     /// Carries out an operator's request on the binhost of `fingerprint` of the arch (default:

@@ -75,6 +75,15 @@ fn staged(record: &PackageRecord, now_ms: u64) -> bool {
             || record.updated_ms / 1000 + STAGING_MARGIN_SECS < now_ms / 1000)
 }
 
+/// A dependency in this state will not be built unless an operator asks again: it failed for
+/// good, is blocked itself, or was cancelled.
+fn dead_end(state: &PackageState) -> bool {
+    matches!(
+        state,
+        PackageState::Failed { .. } | PackageState::Blocked { .. } | PackageState::Cancelled { .. }
+    )
+}
+
 /// The steps the waiting and blocked packages take now. A dependency without a record (it was
 /// removed) counts as provided from outside.
 pub fn steps(table: &PackageTable, now_ms: u64) -> Vec<Step> {
@@ -92,12 +101,7 @@ pub fn steps(table: &PackageTable, now_ms: u64) -> Vec<Step> {
         };
         match &record.state {
             PackageState::Waiting => {
-                let failed = deps().find(|d| {
-                    matches!(
-                        d.state,
-                        PackageState::Failed { .. } | PackageState::Blocked { .. }
-                    )
-                });
+                let failed = deps().find(|d| dead_end(&d.state));
                 if let Some(dependency) = failed {
                     steps.push(Step::Block {
                         key: key.clone(),
@@ -108,12 +112,9 @@ pub fn steps(table: &PackageTable, now_ms: u64) -> Vec<Step> {
                 }
             }
             PackageState::Blocked { dependency } => {
-                let still = table.get(&dependency.key()).is_some_and(|d| {
-                    matches!(
-                        d.record.state,
-                        PackageState::Failed { .. } | PackageState::Blocked { .. }
-                    )
-                });
+                let still = table
+                    .get(&dependency.key())
+                    .is_some_and(|d| dead_end(&d.record.state));
                 if !still {
                     steps.push(Step::Unblock(key.clone()));
                 }

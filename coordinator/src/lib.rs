@@ -4,13 +4,16 @@
 //! Pure parts (no I/O, table-tested): `lifecycle`, `table`, `retry`, `watermark`, `hold`,
 //! `reconcile`, `drones`, `big_jobs`, `schedule`, `events`. I/O: `store` and `publish` (one
 //! request each), `topology`, and the service (`service` wiring, with its handlers in
-//! `submit`, `apply` and `upkeep`).
+//! `control`, `submit`, `apply` and `upkeep`; `api` is the control service they answer, and
+//! `select` the pure choice of what a cancel or retry acts on).
 
+pub mod api;
 mod apply;
 pub mod big_jobs;
 pub mod binhost;
 mod binhost_store;
 pub mod config;
+mod control;
 pub mod drones;
 pub mod events;
 pub mod graph;
@@ -22,6 +25,7 @@ pub mod reconcile;
 pub mod retry;
 pub mod runs;
 pub mod schedule;
+pub mod select;
 pub mod service;
 pub mod store;
 pub mod submission;

@@ -34,6 +34,9 @@ pub enum PackageEvent {
     DependencyFailed { dependency: Atom },
     /// The dependency that blocked the package is being built again.
     Unblocked,
+    /// An operator cancelled the package (`reason` says so): it is not built and not retried;
+    /// a build under way is killed, and its late result changes nothing.
+    Cancelled { reason: String },
 }
 
 /// Where a package stands before an event: unknown to the coordinator (no record yet), or known
@@ -112,6 +115,7 @@ fn event_name(event: &PackageEvent) -> &'static str {
         PackageEvent::Released => "released",
         PackageEvent::DependencyFailed { .. } => "dependency_failed",
         PackageEvent::Unblocked => "unblocked",
+        PackageEvent::Cancelled { .. } => "cancelled",
     }
 }
 
@@ -256,6 +260,10 @@ pub fn transition<'a>(
         E::Unblocked => Err(TransitionError::Invalid {
             event: event_name(event),
             state: state.label(),
+        }),
+        E::Cancelled { reason } => Ok(S::Cancelled {
+            attempt: state.attempt(),
+            reason: reason.clone(),
         }),
     }
 }

@@ -287,7 +287,7 @@ fn every_state_against_every_event() {
         }),
     ];
     let dependency = schemas::fixtures::atom("a-b/dep");
-    let without: [(&str, E); 7] = [
+    let without: [(&str, E); 8] = [
         ("retry_published", E::RetryPublished),
         ("requeued", E::Requeued),
         ("submitted", E::Submitted { ready: true }),
@@ -300,6 +300,12 @@ fn every_state_against_every_event() {
             },
         ),
         ("unblocked", E::Unblocked),
+        (
+            "cancelled",
+            E::Cancelled {
+                reason: "by operator".into(),
+            },
+        ),
     ];
     let unknown = None;
     let queued = Some(S::Queued { attempt: 2 });
@@ -319,6 +325,10 @@ fn every_state_against_every_event() {
     });
     let on_deps = Some(S::Waiting);
     let blocked = Some(S::Blocked { dependency });
+    let cancelled = Some(S::Cancelled {
+        attempt: 2,
+        reason: "by operator".into(),
+    });
     // (state, event, with attempt live-1, live, live+1); an event without an attempt has
     // one expectation, repeated.
     #[rustfmt::skip]
@@ -335,6 +345,12 @@ fn every_state_against_every_event() {
         (&unknown, "released", ["unknown"; 3]),
         (&unknown, "dependency_failed", ["unknown"; 3]),
         (&unknown, "unblocked", ["unknown"; 3]),
+        (&unknown, "cancelled", ["unknown"; 3]),
+        // A cancel ends every unfinished package where it stands, keeping its attempt.
+        (&queued, "cancelled", ["cancelled 2"; 3]),
+        (&in_build, "cancelled", ["cancelled 2"; 3]),
+        (&waiting, "cancelled", ["cancelled 3"; 3]),
+        (&on_deps, "cancelled", ["cancelled 0"; 3]),
         (&queued, "claimed", ["stale", "building 2 e", "stale"]),
         (&queued, "succeeded", ["stale", "succeeded 2 e", "stale"]),
         (&queued, "failed", ["stale", "retry_wait 3 1200", "stale"]),
@@ -386,7 +402,7 @@ fn every_state_against_every_event() {
     }
     // A finished package refuses everything but a new submission, which starts it over.
     // A blocked one also waits again when its dependency is built again.
-    for finished in [&succeeded, &failed, &blocked] {
+    for finished in [&succeeded, &failed, &blocked, &cancelled] {
         for (name, _) in &with_attempt {
             cases.push((finished, name, ["finished"; 3]));
         }
@@ -395,6 +411,7 @@ fn every_state_against_every_event() {
             "requeued",
             "released",
             "dependency_failed",
+            "cancelled",
         ] {
             cases.push((finished, name, ["finished"; 3]));
         }
@@ -408,7 +425,7 @@ fn every_state_against_every_event() {
         cases.push((finished, "unblocked", [unblocked; 3]));
     }
     let states = [
-        &unknown, &queued, &in_build, &waiting, &succeeded, &failed, &on_deps, &blocked,
+        &unknown, &queued, &in_build, &waiting, &succeeded, &failed, &on_deps, &blocked, &cancelled,
     ];
     for state in states {
         for name in with_attempt

@@ -1,8 +1,9 @@
 //! The coordinator's one task: it owns the package table (loaded from the packages bucket at
 //! start), the drone registry, the reconciler, the event watermark and the claim hold, and is
-//! the only writer of package state. This file is the wiring: it opens the inputs and selects
-//! over them, handing each to its handler (`submit.rs`, `apply.rs`, `upkeep.rs`, `binhost.rs`), which calls
-//! the pure parts and writes their decisions.
+//! the only writer of package state. This file is the wiring: it opens the inputs (the control
+//! service's requests, `api`; the event and dead-letter consumers; the drones bucket; timers)
+//! and selects over them, handing each to its handler (`control.rs`, `submit.rs`, `apply.rs`,
+//! `upkeep.rs`, `binhost.rs`), which calls the pure parts and writes their decisions.
 
 use std::time::Duration;
 
@@ -11,8 +12,10 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use schemas::{PackageRecord, names};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::api::Api;
 use crate::apply::Pending;
 use crate::config::Settings;
 use crate::drones::DroneRegistry;
@@ -31,12 +34,8 @@ pub enum ServiceError {
         #[source]
         source: runtime::kv::KvReadError,
     },
-    #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe {
-        subject: String,
-        #[source]
-        source: async_nats::SubscribeError,
-    },
+    #[error(transparent)]
+    Api(#[from] crate::api::StartError),
 }
 
 /// Events applied together at most.
@@ -55,6 +54,8 @@ pub struct Service {
     pub(crate) refused: runtime::throttle::Throttle,
     /// Claims not yet written; their events stay unacknowledged until written.
     pub(crate) held: Hold<Pending>,
+    /// Tasks that wait on another component (a drone's answer), joined when the service stops.
+    pub(crate) tasks: TaskTracker,
 }
 
 impl Service {
@@ -99,6 +100,7 @@ impl Service {
             watermark: Watermark::new(floor),
             refused: runtime::throttle::Throttle::default(),
             held: Hold::default(),
+            tasks: TaskTracker::new(),
         })
     }
 
@@ -107,21 +109,7 @@ impl Service {
         client: async_nats::Client,
         shutdown: CancellationToken,
     ) -> Result<(), ServiceError> {
-        let mut submissions = client
-            .subscribe(names::SUBMIT_SUBJECT)
-            .await
-            .map_err(|source| ServiceError::Subscribe {
-                subject: names::SUBMIT_SUBJECT.to_owned(),
-                source,
-            })?;
-        let mut binhost_requests =
-            client
-                .subscribe(names::BINHOST_SUBJECT)
-                .await
-                .map_err(|source| ServiceError::Subscribe {
-                    subject: names::BINHOST_SUBJECT.to_owned(),
-                    source,
-                })?;
+        let mut api = Api::start(&client).await?;
         // Events are taken in batches of whatever has arrived (up to EVENT_BATCH), so that the
         // writes of one batch go out together.
         let events_consumer = names::COORDINATOR_EVENTS_CONSUMER;
@@ -142,11 +130,7 @@ impl Service {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(request) = submissions.next() => {
-                    self.handle_submit(&client, request).await;
-                    self.advance_graph().await;
-                }
-                Some(request) = binhost_requests.next() => self.handle_binhost(&client, request).await,
+                Some((endpoint, request)) = api.next() => self.handle_api(endpoint, request).await,
                 batch = events.next() => match batch {
                     Some(batch) => {
                         let mut messages = Vec::with_capacity(batch.len());
@@ -193,6 +177,15 @@ impl Service {
                     self.publish_finished_runs().await;
                 }
             }
+        }
+        api.stop().await;
+        self.tasks.close();
+        // A drone's answer waits at most its timeout; a task still waiting is abandoned.
+        if tokio::time::timeout(Duration::from_secs(6), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("control tasks still waiting for drones at shutdown; abandoned");
         }
         info!("coordinator stopped");
         Ok(())

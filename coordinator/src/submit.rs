@@ -11,8 +11,9 @@ use schemas::{
     PackageKey, PackageState, RunTarget, SCHEMA_VERSION, SubmitReply, SubmitRequest, SubmitResult,
     decode, encode,
 };
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
+use crate::api::{self, Reply};
 use crate::big_jobs::BigJobs;
 use crate::config::Schedule;
 use crate::graph;
@@ -59,40 +60,18 @@ impl Service {
         Ok(chosen)
     }
 
-    pub(crate) async fn handle_submit(
-        &mut self,
-        client: &async_nats::Client,
-        request: async_nats::Message,
-    ) {
-        let result = match decode::<SubmitRequest>(&request.payload) {
-            Ok(submit) => self.submit(submit).await,
-            Err(err) => {
-                if let Some(suppressed) = self.refused.allow("malformed submission") {
-                    warn!(error = %err, suppressed, "malformed submission discarded");
-                }
-                SubmitResult::Error {
-                    message: err.to_string(),
-                }
-            }
-        };
-        let Some(reply) = request.reply else {
-            return;
-        };
-        let reply_msg = SubmitReply {
+    /// The `submit` endpoint: a submission that cannot be read is a bad request; one that can
+    /// is answered with its result (accepted, atoms rejected, or why it could not be handled).
+    pub(crate) async fn submit_request(&mut self, payload: &[u8]) -> Reply {
+        let submit: SubmitRequest = api::read_required(payload)?;
+        let result = self.submit(submit).await;
+        api::write(&SubmitReply {
             v: SCHEMA_VERSION,
             result,
-        };
-        match encode(&reply_msg) {
-            Ok(bytes) => {
-                if let Err(err) = client.publish(reply, bytes.into()).await {
-                    warn!(error = %err, "cannot answer a submission");
-                }
-            }
-            Err(err) => error!(error = %err, "cannot encode a submission reply"),
-        }
+        })
     }
 
-    async fn submit(&mut self, request: SubmitRequest) -> SubmitResult {
+    pub(crate) async fn submit(&mut self, request: SubmitRequest) -> SubmitResult {
         let now = runtime::now_ms();
         let mut plan =
             match self

@@ -256,6 +256,12 @@ pub async fn ensure(
             big_builders_consumer(settings, arch),
         ] {
             let name = config.durable_name.clone().unwrap_or_default();
+            // A paused swarm stays paused across a coordinator restart: the pause is the
+            // consumers' own (`swarmctl pause`), and updating their settings keeps it.
+            let mut config = config;
+            if let Ok(info) = builds.consumer_info(&name).await {
+                config.pause_until = info.config.pause_until;
+            }
             builds
                 .create_consumer(config)
                 .await

@@ -1,5 +1,6 @@
 //! The drone's lifecycle as a pure state machine: working (with its current streak of failed
-//! packages), grounded, or draining for shutdown.
+//! packages), grounded (by its own health or by the operator), drained by the operator, or
+//! draining for shutdown.
 
 use schemas::Atom;
 
@@ -12,6 +13,9 @@ pub enum Lifecycle {
     Grounded { reason: String },
     /// Shutting down: pulls nothing, finishes or hands back what runs.
     Draining,
+    /// Drained by the operator (`swarmctl drain`): finishes what it builds, pulls nothing new,
+    /// and stays online until ungrounded.
+    Drained,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,11 +33,17 @@ pub enum HealthEvent {
     Unhealthy {
         reason: String,
     },
+    /// The operator grounds the drone (`swarmctl ground`).
+    Ground {
+        reason: String,
+    },
+    /// The operator drains the drone (`swarmctl drain`).
+    Drain,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LifecycleError {
-    #[error("drone is not grounded")]
+    #[error("drone is not grounded or drained")]
     NotGrounded,
     #[error("drone is shutting down")]
     Draining,
@@ -62,8 +72,19 @@ pub fn transition(
     use Lifecycle as L;
     match (state, event) {
         (_, E::Shutdown) => Ok(L::Draining),
-        (L::Draining, E::Unground) => Err(LifecycleError::Draining),
+        (L::Draining, E::Unground | E::Ground { .. } | E::Drain) => Err(LifecycleError::Draining),
         (L::Draining, _) => Ok(L::Draining),
+        // The operator's word: grounded or drained whatever it was doing; running builds end.
+        (L::Working { .. } | L::Drained, E::Ground { reason }) => Ok(L::Grounded {
+            reason: reason.clone(),
+        }),
+        (L::Grounded { .. }, E::Ground { .. }) => Ok(state.clone()),
+        (L::Working { .. } | L::Grounded { .. } | L::Drained, E::Drain) => Ok(L::Drained),
+        (L::Drained, E::Unground) => Ok(L::start()),
+        (L::Drained, E::Unhealthy { reason }) => Ok(L::Grounded {
+            reason: reason.clone(),
+        }),
+        (L::Drained, E::BuildSucceeded | E::BuildFailed { .. }) => Ok(L::Drained),
         (L::Working { .. }, E::BuildSucceeded) => Ok(L::start()),
         (L::Working { failed_streak }, E::BuildFailed { atom, why }) => {
             let mut streak = failed_streak.clone();
@@ -120,6 +141,9 @@ mod tests {
             failed_streak: atoms.iter().map(|s| a(s)).collect(),
         };
         let grounded = || L::Grounded { reason: "x".into() };
+        let op_ground = || E::Ground {
+            reason: "by the operator".into(),
+        };
         let cases: Vec<(Lifecycle, HealthEvent, Result<&str, LifecycleError>)> = vec![
             (L::start(), fail("a-a/x"), Ok("working:1")),
             (streak(&["a-a/x"]), fail("a-a/x"), Ok("working:1")),
@@ -159,12 +183,33 @@ mod tests {
                 },
                 Ok("draining"),
             ),
+            // The operator's ground and drain.
+            (streak(&["a-a/x"]), op_ground(), Ok("grounded")),
+            (grounded(), op_ground(), Ok("grounded")),
+            (L::Drained, op_ground(), Ok("grounded")),
+            (L::Draining, op_ground(), Err(LifecycleError::Draining)),
+            (streak(&["a-a/x"]), E::Drain, Ok("drained")),
+            (grounded(), E::Drain, Ok("drained")),
+            (L::Drained, E::Drain, Ok("drained")),
+            (L::Draining, E::Drain, Err(LifecycleError::Draining)),
+            (L::Drained, E::Unground, Ok("working:0")),
+            (L::Drained, fail("a-a/x"), Ok("drained")),
+            (L::Drained, E::BuildSucceeded, Ok("drained")),
+            (
+                L::Drained,
+                E::Unhealthy {
+                    reason: "disk".into(),
+                },
+                Ok("grounded"),
+            ),
+            (L::Drained, E::Shutdown, Ok("draining")),
         ];
         for (from, event, expected) in cases {
             let got = transition(&from, &event, 3).map(|s| match s {
                 L::Working { failed_streak } => format!("working:{}", failed_streak.len()),
                 L::Grounded { .. } => "grounded".to_owned(),
                 L::Draining => "draining".to_owned(),
+                L::Drained => "drained".to_owned(),
             });
             assert_eq!(
                 got.as_deref().map_err(Clone::clone),

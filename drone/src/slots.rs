@@ -26,6 +26,9 @@ pub struct Slot {
     pub started_ms: u64,
     /// Cancelled to hand the build back (shutdown grace over, or a big job displacing it).
     pub handback: CancellationToken,
+    /// Cancelled when an operator cancels the package: the build is killed and its job given
+    /// up for good.
+    pub cancel: CancellationToken,
     /// Slots the job holds while it builds.
     pub weight: usize,
     pub phase: Phase,
@@ -179,6 +182,18 @@ impl Slots {
         }
     }
 
+    /// Cancels the build of `attempt` of `key` (its task kills the build and gives the job up);
+    /// false when this drone holds no such build.
+    pub fn cancel(&self, key: &PackageKey, attempt: u32) -> bool {
+        match self.jobs.get(key) {
+            Some(slot) if slot.attempt == attempt => {
+                slot.cancel.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// What the drone record shows: every job on the drone, by atom.
     pub fn running_builds(&self) -> Vec<RunningBuild> {
         let mut builds: Vec<RunningBuild> = self
@@ -210,6 +225,7 @@ mod tests {
             attempt: 1,
             started_ms: u64::from(n),
             handback: CancellationToken::new(),
+            cancel: CancellationToken::new(),
             weight,
             phase: Phase::Building,
         }
@@ -363,5 +379,21 @@ mod tests {
             .map(|b| b.atom.to_string())
             .collect();
         assert_eq!(atoms, ["a-b/p1", "a-b/p2", "a-b/p3"]);
+    }
+
+    #[test]
+    fn a_cancel_reaches_only_the_named_attempt() {
+        let mut slots = Slots::new(2);
+        slots.start(key(1), slot(1, 1));
+        slots.start(key(2), slot(2, 1));
+        assert!(!slots.cancel(&key(1), 2), "another attempt");
+        assert!(!slots.cancel(&key(3), 1), "not on this drone");
+        assert!(slots.cancel(&key(1), 1));
+        let cancelled: Vec<bool> = [1, 2]
+            .iter()
+            .map(|n| slots.jobs[&key(*n)].cancel.is_cancelled())
+            .collect();
+        assert_eq!(cancelled, [true, false]);
+        assert!(!slots.jobs[&key(1)].handback.is_cancelled());
     }
 }

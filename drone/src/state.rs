@@ -303,9 +303,10 @@ impl<M> Drone<M> {
         grounded
     }
 
-    /// The operator's `unground`.
-    pub fn unground(&mut self) -> Result<(), LifecycleError> {
-        self.lifecycle = transition(&self.lifecycle, &HealthEvent::Unground, self.threshold)?;
+    /// The operator's `unground`, `ground` or `drain` (`event`).
+    pub fn operator(&mut self, event: &HealthEvent) -> Result<(), LifecycleError> {
+        self.lifecycle = transition(&self.lifecycle, event, self.threshold)?;
+        self.record.stale = true;
         Ok(())
     }
 
@@ -339,7 +340,7 @@ impl<M> Drone<M> {
             Lifecycle::Grounded { reason } => DroneState::Grounded {
                 reason: reason.clone(),
             },
-            Lifecycle::Draining => DroneState::Draining,
+            Lifecycle::Draining | Lifecycle::Drained => DroneState::Draining,
         }
     }
 

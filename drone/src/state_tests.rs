@@ -25,6 +25,7 @@ fn start(drone: &mut D, n: u32, started_ms: u64) {
             attempt: 1,
             started_ms,
             handback: CancellationToken::new(),
+            cancel: CancellationToken::new(),
             weight: 1,
             phase: Phase::Building,
         },
@@ -336,8 +337,13 @@ fn health_grounds_once_and_the_record_shows_the_mode() {
     assert!(matches!(drone.record_state(), DroneState::Grounded { .. }));
     assert_eq!(drone.failed_streak(), 0);
     assert!(!drone.pulls());
-    drone.unground().expect("grounded drones can be ungrounded");
-    assert!(drone.unground().is_err(), "a working drone cannot");
+    drone
+        .operator(&HealthEvent::Unground)
+        .expect("grounded drones can be ungrounded");
+    assert!(
+        drone.operator(&HealthEvent::Unground).is_err(),
+        "a working drone cannot"
+    );
     assert!(drone.pulls());
     drone.drain(now);
     assert_eq!(drone.record_state(), DroneState::Draining);

@@ -19,6 +19,8 @@ fn event() -> impl Strategy<Value = HealthEvent> {
         2 => Just(HealthEvent::Unground),
         1 => Just(HealthEvent::Unhealthy { reason: "build directory full".into() }),
         1 => Just(HealthEvent::Shutdown),
+        1 => Just(HealthEvent::Ground { reason: "grounded by the operator".into() }),
+        1 => Just(HealthEvent::Drain),
     ]
 }
 
@@ -41,8 +43,11 @@ proptest! {
                     if matches!(event, HealthEvent::Shutdown) {
                         prop_assert_eq!(&next, &Lifecycle::Draining);
                     }
-                    if let (Lifecycle::Grounded { .. }, Lifecycle::Working { .. }) = (&before, &next) {
-                        prop_assert!(matches!(event, HealthEvent::Unground), "left grounding by {event:?}");
+                    if let (Lifecycle::Grounded { .. } | Lifecycle::Drained, Lifecycle::Working { .. }) = (&before, &next) {
+                        prop_assert!(matches!(event, HealthEvent::Unground), "left grounding or a drain by {event:?}");
+                    }
+                    if matches!(next, Lifecycle::Drained) {
+                        prop_assert!(matches!(event, HealthEvent::Drain) || before == Lifecycle::Drained, "drained by {event:?}");
                     }
                     state = next;
                 }
@@ -63,7 +68,7 @@ proptest! {
                     prop_assert_eq!(distinct.len(), failed_streak.len(), "a package counted twice");
                 }
                 Lifecycle::Grounded { reason } => prop_assert!(!reason.is_empty(), "no reason"),
-                Lifecycle::Draining => {}
+                Lifecycle::Draining | Lifecycle::Drained => {}
             }
         }
     }

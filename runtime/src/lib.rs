@@ -11,6 +11,7 @@ pub mod dates;
 pub mod kv;
 pub mod logging;
 pub mod nats;
+pub mod service;
 pub mod shutdown;
 pub mod throttle;
 

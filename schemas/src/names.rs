@@ -53,8 +53,25 @@ pub const COORDINATOR_EVENTS_CONSUMER: &str = "coordinator";
 /// Durable consumer through which the coordinator reads dead-letter advisories.
 pub const COORDINATOR_DEADLETTER_CONSUMER: &str = "coordinator-deadletter";
 
+/// The coordinator's control API, a NATS micro service under this name (`nats micro info
+/// swarm-coordinator`): each endpoint answers on `swarm.ctl.<endpoint>`.
+pub const CONTROL_SERVICE: &str = "swarm-coordinator";
+/// Every control endpoint's subject starts with this prefix.
+pub const CONTROL_SUBJECT_PREFIX: &str = "swarm.ctl";
+
 /// Request/reply subject for submissions.
 pub const SUBMIT_SUBJECT: &str = "swarm.ctl.submit";
+
+/// Every endpoint of the control service; each changes the swarm, so only the operator's
+/// credential may call them (`deploy/nats-server.conf`).
+pub const CONTROL_ENDPOINTS: [&str; 9] = [
+    "submit", "binhost", "cancel", "retry", "pause", "resume", "ground", "unground", "drain",
+];
+
+/// The subject of the control endpoint `endpoint` (`submit`, `cancel`, `pause`, ...).
+pub fn control_subject(endpoint: &str) -> String {
+    format!("{CONTROL_SUBJECT_PREFIX}.{endpoint}")
+}
 
 pub fn build_subject(arch: &Arch, key: &PackageKey) -> String {
     format!("{BUILD_SUBJECT_PREFIX}.{arch}.{key}")

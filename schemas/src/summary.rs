@@ -57,6 +57,9 @@ pub struct PackageCounts {
     /// Not built: a build dependency failed for good.
     #[serde(default)]
     pub blocked: u64,
+    /// Withdrawn by the operator (`swarmctl cancel`).
+    #[serde(default)]
+    pub cancelled: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +70,9 @@ pub struct Summary {
     pub cores: CoreCounts,
     pub status: SwarmStatus,
     pub packages: PackageCounts,
+    /// The operator paused the swarm (`swarmctl pause`): no new build starts until `resume`.
+    #[serde(default)]
+    pub operator_paused: bool,
 }
 
 /// The state a reader should show for a drone: its own report, unless its heartbeat is stale,
@@ -134,6 +140,7 @@ pub fn summarize<'a>(
             PackageState::Failed { .. } => pkgs.failed += 1,
             PackageState::Waiting => pkgs.waiting += 1,
             PackageState::Blocked { .. } => pkgs.blocked += 1,
+            PackageState::Cancelled { .. } => pkgs.cancelled += 1,
         }
     }
     let queue = pkgs.queued + pkgs.building + pkgs.waiting;
@@ -150,15 +157,32 @@ pub fn summarize<'a>(
         cores,
         status,
         packages: pkgs,
+        operator_paused: false,
     }
 }
 
 impl Summary {
+    /// The summary of a swarm the operator paused (or not): a paused swarm with work left is
+    /// `Paused`, whatever its drones could do.
+    pub fn paused_by_operator(mut self, paused: bool) -> Summary {
+        self.operator_paused = paused;
+        if paused && self.status == SwarmStatus::Building {
+            self.status = SwarmStatus::Paused;
+        }
+        self
+    }
+
     /// The block the operator reads, as `swarmctl status` prints it.
     pub fn block(&self) -> String {
         let status = match self.status {
             SwarmStatus::Building => "BUILDING",
+            SwarmStatus::Idle if self.operator_paused => {
+                "IDLE (PAUSED: `swarmctl resume` to go on)"
+            }
             SwarmStatus::Idle => "IDLE",
+            SwarmStatus::Paused if self.operator_paused => {
+                "PAUSED by the operator: running builds finish, nothing new starts (`swarmctl resume`)"
+            }
             SwarmStatus::Paused => "PAUSED",
         };
         format!(
@@ -213,5 +237,33 @@ mod tests {
             summarize([(&drones[1], 0)], none.iter()).status,
             SwarmStatus::Idle
         );
+    }
+
+    #[test]
+    fn an_operator_pause_reads_paused_while_work_is_left() {
+        let drones = [record("a", 8, DroneState::Building)];
+        let packages = [
+            PackageState::Queued { attempt: 1 },
+            PackageState::Cancelled {
+                attempt: 1,
+                reason: "x".into(),
+            },
+        ];
+        let summary =
+            summarize(drones.iter().map(|d| (d, 0)), packages.iter()).paused_by_operator(true);
+        assert_eq!(summary.status, SwarmStatus::Paused);
+        assert_eq!(summary.packages.cancelled, 1);
+        assert!(
+            summary.block().contains("PAUSED by the operator"),
+            "{}",
+            summary.block()
+        );
+        let none: [PackageState; 0] = [];
+        let idle = summarize(drones.iter().map(|d| (d, 0)), none.iter()).paused_by_operator(true);
+        assert_eq!(idle.status, SwarmStatus::Idle);
+        assert!(idle.block().contains("IDLE (PAUSED"), "{}", idle.block());
+        let unpaused =
+            summarize(drones.iter().map(|d| (d, 0)), packages.iter()).paused_by_operator(false);
+        assert_eq!(unpaused.status, SwarmStatus::Building);
     }
 }

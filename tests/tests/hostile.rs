@@ -90,12 +90,10 @@ async fn malformed_messages_are_discarded_and_the_queue_still_completes() {
             .request(names::SUBMIT_SUBJECT, payload.clone().into())
             .await
             .expect("coordinator answers");
-        let decoded =
-            schemas::decode::<schemas::SubmitReply>(&reply.payload).expect("a reply of our schema");
-        assert!(
-            matches!(decoded.result, SubmitResult::Error { .. }),
-            "{decoded:?}"
-        );
+        // A bad request, coded, naming what it could not read.
+        let (code, message) = runtime::service::error_of(&reply).expect("a service error");
+        assert_eq!(code, 400, "{message}");
+        assert!(message.contains("submit request"), "{message}");
         let drone = schemas::DroneName::parse("h-a").expect("name");
         let reply = client
             .request(names::drone_control_subject(&drone), payload.clone().into())
@@ -256,12 +254,7 @@ async fn a_flood_of_junk_is_logged_once_per_kind_and_oversized_messages_are_refu
                 .request(names::SUBMIT_SUBJECT, b"\xc1 junk".to_vec().into())
                 .await
                 .expect("the coordinator answers junk");
-            assert!(matches!(
-                schemas::decode::<schemas::SubmitReply>(&reply.payload)
-                    .expect("a reply")
-                    .result,
-                SubmitResult::Error { .. }
-            ));
+            assert_eq!(runtime::service::error_of(&reply).map(|e| e.0), Some(400));
             let drone = schemas::DroneName::parse("flood").expect("name");
             let reply = client
                 .request(
@@ -287,13 +280,8 @@ async fn a_flood_of_junk_is_logged_once_per_kind_and_oversized_messages_are_refu
         .request(names::SUBMIT_SUBJECT, oversized.clone().into())
         .await
         .expect("the coordinator answers an oversized submission");
-    match schemas::decode::<schemas::SubmitReply>(&reply.payload)
-        .expect("a reply")
-        .result
-    {
-        SubmitResult::Error { message } => {
-            assert!(message.contains("exceeds the limit"), "{message}")
-        }
+    match runtime::service::error_of(&reply) {
+        Some((400, message)) => assert!(message.contains("exceeds the limit"), "{message}"),
         other => panic!("an oversized submission was not refused: {other:?}"),
     }
     // Over the server's limit: refused by the server; nothing reaches the swarm.
@@ -349,11 +337,7 @@ async fn a_flood_of_junk_is_logged_once_per_kind_and_oversized_messages_are_refu
             "claims to come from another drone",
             "forged events",
         ),
-        (
-            &coordinator,
-            "malformed submission discarded",
-            "junk submissions",
-        ),
+        (&coordinator, "control request refused", "junk submissions"),
         (&drone, "undecodable job terminated", "junk jobs"),
         (
             &drone,

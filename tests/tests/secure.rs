@@ -385,6 +385,11 @@ async fn roles_cannot_overstep() {
     ] {
         refused(&izar, &mut izar_errors, "drone-Izar", subject).await;
     }
+    // Nor call any endpoint of the control service, each of which changes the swarm.
+    for endpoint in names::CONTROL_ENDPOINTS {
+        let subject = names::control_subject(endpoint);
+        refused(&izar, &mut izar_errors, "drone-Izar", &subject).await;
+    }
     // Through the JetStream API as a program would do it: refused, and the stream is still there.
     let mut js = async_nats::jetstream::new(izar.clone());
     js.set_timeout(Duration::from_secs(2));
@@ -411,6 +416,10 @@ async fn roles_cannot_overstep() {
     ] {
         refused(&dashboard, &mut dashboard_errors, "dashboard", subject).await;
     }
+    for endpoint in names::CONTROL_ENDPOINTS {
+        let subject = names::control_subject(endpoint);
+        refused(&dashboard, &mut dashboard_errors, "dashboard", &subject).await;
+    }
 
     // swarm-binhost reads what is published; it publishes, writes and asks nothing.
     let (binhost, mut binhost_errors) = connect_as(&swarm.nats, "binhost").await;
@@ -428,8 +437,12 @@ async fn roles_cannot_overstep() {
     ] {
         refused(&binhost, &mut binhost_errors, "binhost", subject).await;
     }
+    for endpoint in names::CONTROL_ENDPOINTS {
+        let subject = names::control_subject(endpoint);
+        refused(&binhost, &mut binhost_errors, "binhost", &subject).await;
+    }
 
-    // The operator submits and asks drones, but writes no state and no jobs or events.
+    // The operator calls the control service, but writes no state and no jobs or events.
     let (operator, mut operator_errors) = connect_as(&swarm.nats, "operator").await;
     for subject in [
         "swarm.build.amd64.dev-test_2Fforged",
@@ -439,6 +452,8 @@ async fn roles_cannot_overstep() {
         "$KV.swarm-packages.dev-test_2Fforged",
         "$KV.swarm-leases.dev-test_2Fforged",
         "$JS.API.STREAM.DELETE.SWARM_BUILDS",
+        // A drone is reached only through the coordinator's service.
+        "swarm.ctl.drone.drone-Izar",
     ] {
         refused(&operator, &mut operator_errors, "operator", subject).await;
     }

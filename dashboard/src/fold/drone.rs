@@ -146,7 +146,9 @@ impl Shown {
                     BuildOutcome::Failed { .. } => record.consecutive_failures += 1,
                 }
             }
-            EventKind::HandedBack { atom, .. } | EventKind::LeaseLost { atom, .. } => {
+            EventKind::HandedBack { atom, .. }
+            | EventKind::LeaseLost { atom, .. }
+            | EventKind::Cancelled { atom, .. } => {
                 record.building.retain(|b| b.atom != *atom);
             }
             EventKind::Grounded { reason } => {

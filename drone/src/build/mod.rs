@@ -70,6 +70,17 @@ pub enum BuildReport {
     /// The build succeeded but its binary packages could not be stored: given back, and a
     /// fault of this drone (or its link to the store).
     NotStored { reason: String },
+    /// An operator cancelled the package: the build was killed and the job given up for good.
+    Cancelled,
+}
+
+/// The two ways a build is stopped early from outside its task.
+#[derive(Debug, Clone, Default)]
+pub struct Stops {
+    /// Hand the build back to be built elsewhere (shutdown grace over, a big job displacing it).
+    pub handback: CancellationToken,
+    /// The operator cancelled the package: kill the build, give its job up for good.
+    pub cancel: CancellationToken,
 }
 
 /// What a build task tells the main loop about its slots.
@@ -183,7 +194,7 @@ pub async fn run(
     ctx: Arc<Ctx>,
     message: jetstream::Message,
     job: Job,
-    handback: CancellationToken,
+    stops: Stops,
     slot: &mut SlotHandle,
     jobs: u32,
 ) -> BuildReport {
@@ -206,7 +217,7 @@ pub async fn run(
         }
     };
     info!(package = %job.atom, attempt = job.attempt, delivery = claim.delivery, "build started");
-    match watch::watch(&ctx, &message, &job, claim, running, &handback, slot).await {
+    match watch::watch(&ctx, &message, &job, claim, running, &stops, slot).await {
         RunEnd::Exited {
             claim,
             outcome:
@@ -276,6 +287,22 @@ pub async fn run(
             report::report(&ctx, &message, &job, claim, built).await
         }
         RunEnd::LeaseLost { reason } => lease_lost(&ctx, &job, reason).await,
+        RunEnd::Cancelled { claim } => {
+            // The coordinator recorded the cancel before asking: the job is removed from the
+            // work stream (acknowledged), so no drone builds it again.
+            claim.release(&ctx).await;
+            if let Err(err) = message.ack().await {
+                debug!(package = %job.atom, error = %err, "cancelled job not acknowledged; a drone that takes it again is told to cancel it");
+            }
+            info!(package = %job.atom, attempt = job.attempt, "build cancelled by the operator; its process group was killed");
+            ctx.reporter
+                .note(EventKind::Cancelled {
+                    atom: job.atom.clone(),
+                    attempt: job.attempt,
+                })
+                .await;
+            BuildReport::Cancelled
+        }
         RunEnd::HandedBack { claim } => {
             claim.release(&ctx).await;
             nak(&message, None).await;

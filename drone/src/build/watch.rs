@@ -7,11 +7,10 @@ use std::time::Instant;
 
 use async_nats::jetstream::{self, AckKind};
 use schemas::{BuildOutcome, Job, encode};
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::claim::Claim;
-use super::{Ctx, SlotHandle};
+use super::{Ctx, SlotHandle, Stops};
 use crate::builder::Running;
 
 /// How the run stage ended.
@@ -27,6 +26,8 @@ pub enum RunEnd {
     LeaseLost { reason: String },
     /// Handed back: the build was killed, the lease is still held.
     HandedBack { claim: Claim },
+    /// Cancelled by the operator: the build was killed, the lease is still held.
+    Cancelled { claim: Claim },
 }
 
 /// Runs the build to its end, its lease's loss or its hand-back.
@@ -36,7 +37,7 @@ pub async fn watch(
     job: &Job,
     mut claim: Claim,
     mut running: Running,
-    handback: &CancellationToken,
+    stops: &Stops,
     slot: &mut SlotHandle,
 ) -> RunEnd {
     let mut deadline = claim.deadline(ctx.lease_ttl);
@@ -66,10 +67,16 @@ pub async fn watch(
                     duration_ms: started.elapsed().as_millis() as u64,
                 };
             }
-            _ = handback.cancelled() => {
+            _ = stops.handback.cancelled() => {
                 // The slot frees when the job leaves (`SlotHandle::done`), a moment later.
                 running.kill().await;
                 return RunEnd::HandedBack { claim };
+            }
+            _ = stops.cancel.cancelled() => {
+                // No verdict on the package or the machine: nobody's build failed.
+                running.kill().await;
+                slot.process_exited(None);
+                return RunEnd::Cancelled { claim };
             }
             _ = renew.tick() => {
                 let sent = Instant::now();
@@ -223,14 +230,13 @@ mod tests {
         tokio::time::sleep(settle).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut slot = SlotHandle::new(job().atom.key(), tx, None, (1, 1), Arc::new(Quiet));
-        let handback = CancellationToken::new();
         let end = watch(
             ctx,
             &message(js),
             &job(),
             claim,
             running,
-            &handback,
+            &Stops::default(),
             &mut slot,
         )
         .await;

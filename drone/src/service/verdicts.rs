@@ -87,27 +87,18 @@ impl Shell {
         }
     }
 
-    /// An operator's request. True when the drone's own state changed.
+    /// An operator's request (passed on by the coordinator). True when the drone's own state
+    /// changed.
     pub(super) async fn control(&mut self, request: async_nats::Message) -> bool {
-        let (ok, message) = match decode::<DroneControl>(&request.payload) {
-            Ok(DroneControl {
-                command: DroneCommand::Unground,
-                ..
-            }) => match self.drone.unground() {
-                Ok(()) => (true, "ungrounded: pulling work again".to_owned()),
-                Err(err) => (false, err.to_string()),
-            },
+        let (ok, message, changed) = match decode::<DroneControl>(&request.payload) {
+            Ok(DroneControl { command, .. }) => self.command(command).await,
             Err(err) => {
                 if let Some(suppressed) = self.ctx.refused.allow("malformed control request") {
                     warn!(error = %err, suppressed, "malformed control request discarded");
                 }
-                (false, err.to_string())
+                (false, err.to_string(), false)
             }
         };
-        if ok {
-            info!(drone = %self.ctx.name, "ungrounded by operator");
-            self.ctx.reporter.note(EventKind::Ungrounded).await;
-        }
         let reply = DroneControlReply {
             v: SCHEMA_VERSION,
             ok,
@@ -116,6 +107,55 @@ impl Shell {
         if let (Some(to), Ok(bytes)) = (request.reply, encode(&reply)) {
             let _ = self.client.publish(to, bytes.into()).await;
         }
-        ok
+        changed
+    }
+
+    /// Carries out one command: whether it was done, what to answer, and whether the drone's
+    /// own state changed.
+    async fn command(&mut self, command: DroneCommand) -> (bool, String, bool) {
+        let name = self.ctx.name.clone();
+        let (event, kind, done) = match command {
+            DroneCommand::Cancel { key, attempt } => {
+                return if self.drone.slots.cancel(&key, attempt) {
+                    info!(drone = %name, package = %key, attempt, "cancel: killing the build");
+                    (
+                        true,
+                        format!("{name}: killing the build of {key} (attempt {attempt})"),
+                        false,
+                    )
+                } else {
+                    (
+                        false,
+                        format!("{name} builds no attempt {attempt} of {key}"),
+                        false,
+                    )
+                };
+            }
+            DroneCommand::Unground => (
+                HealthEvent::Unground,
+                EventKind::Ungrounded,
+                "ungrounded: pulling work again",
+            ),
+            DroneCommand::Ground { reason } => (
+                HealthEvent::Ground {
+                    reason: reason.clone(),
+                },
+                EventKind::Grounded { reason },
+                "grounded: running builds finish, nothing new is taken until `swarmctl unground`",
+            ),
+            DroneCommand::Drain => (
+                HealthEvent::Drain,
+                EventKind::Draining,
+                "draining: running builds finish, nothing new is taken until `swarmctl unground`",
+            ),
+        };
+        match self.drone.operator(&event) {
+            Ok(()) => {
+                info!(drone = %name, command = kind.label(), "by the operator");
+                self.ctx.reporter.note(kind).await;
+                (true, format!("{name} {done}"), true)
+            }
+            Err(err) => (false, format!("{name}: {err}"), false),
+        }
     }
 }

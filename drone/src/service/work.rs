@@ -8,7 +8,6 @@ use async_nats::jetstream::{self, AckKind, consumer::pull::BatchConfig};
 use async_nats::{HeaderMap, StatusCode};
 use futures::StreamExt;
 use schemas::{Job, decode, names};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{BigEvent, LOOK_TIMEOUT, PULL_RETRY, Shell};
@@ -163,14 +162,15 @@ impl Shell {
             self.give_back(message, AckKind::Nak(Some(Duration::from_secs(1))));
             return;
         }
-        let handback = CancellationToken::new();
+        let stops = build::Stops::default();
         let freed_at = self.drone.slots.start(
             key.clone(),
             Slot {
                 atom: job.atom.clone(),
                 attempt: job.attempt,
                 started_ms: runtime::now_ms(),
-                handback: handback.clone(),
+                handback: stops.handback.clone(),
+                cancel: stops.cancel.clone(),
                 weight,
                 phase: Phase::Building,
             },
@@ -184,7 +184,7 @@ impl Shell {
             ctx.observer.clone(),
         );
         self.tracker.spawn(async move {
-            let report = build::run(ctx, message, job, handback, &mut slot, jobs).await;
+            let report = build::run(ctx, message, job, stops, &mut slot, jobs).await;
             slot.done(report);
         });
     }

@@ -171,6 +171,12 @@ pub enum EventKind {
         attempt: u32,
         reason: String,
     },
+    /// The operator cancelled the package: the drone killed the build's process group and
+    /// gave its job up for good.
+    Cancelled {
+        atom: Atom,
+        attempt: u32,
+    },
     Grounded {
         reason: String,
     },
@@ -189,6 +195,7 @@ impl EventKind {
             EventKind::Finished { .. } => "finished",
             EventKind::HandedBack { .. } => "handed_back",
             EventKind::LeaseLost { .. } => "lease_lost",
+            EventKind::Cancelled { .. } => "cancelled",
             EventKind::Grounded { .. } => "grounded",
             EventKind::Ungrounded => "ungrounded",
             EventKind::Draining => "draining",
@@ -203,7 +210,8 @@ impl EventKind {
             | EventKind::Started { atom, attempt, .. }
             | EventKind::Finished { atom, attempt, .. }
             | EventKind::HandedBack { atom, attempt, .. }
-            | EventKind::LeaseLost { atom, attempt, .. } => Some((atom, *attempt)),
+            | EventKind::LeaseLost { atom, attempt, .. }
+            | EventKind::Cancelled { atom, attempt } => Some((atom, *attempt)),
             _ => None,
         }
     }

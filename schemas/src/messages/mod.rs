@@ -5,11 +5,13 @@
 //! They are grouped by what they are about: `job.rs` the job and the lease that fences its build,
 //! `drone.rs` a drone's record and events, `package.rs` a package's record, `fingerprint.rs` what a drone's packages depend on and the
 //! fingerprint a run targets, `requests.rs` the
-//! requests and replies of submission and drone control. This file has what several of them
+//! requests and replies of submission and drone control, `control.rs` the operator's other
+//! requests to the coordinator's control service. This file has what several of them
 //! share: how a build ended.
 
 mod artifact;
 mod binhost;
+mod control;
 mod drone;
 mod fingerprint;
 mod job;
@@ -23,6 +25,9 @@ pub use binhost::{
     BinhostCommand, BinhostCurrent, BinhostName, BinhostNameError, BinhostReply, BinhostRequest,
     BinhostResult, BinhostRevision, RevisionContents, RevisionSummary, is_fingerprint_id,
     staged_artifacts,
+};
+pub use control::{
+    CancelRequest, ControlReply, DroneRequest, PauseRequest, RetryRequest, Unchanged, codes,
 };
 pub use drone::{DroneRecord, DroneState, Event, EventKind, RunningBuild};
 pub use fingerprint::{Fingerprint, RunTarget};

@@ -43,6 +43,12 @@ pub enum PackageState {
     Blocked {
         dependency: Atom,
     },
+    /// An operator cancelled it (`reason` says who or why): not built, not retried; its build,
+    /// if one ran, was killed. `swarmctl retry` builds it again.
+    Cancelled {
+        attempt: u32,
+        reason: String,
+    },
 }
 
 impl PackageState {
@@ -55,6 +61,7 @@ impl PackageState {
             PackageState::Failed { .. } => "failed",
             PackageState::Waiting => "waiting",
             PackageState::Blocked { .. } => "blocked",
+            PackageState::Cancelled { .. } => "cancelled",
         }
     }
 
@@ -64,6 +71,7 @@ impl PackageState {
             PackageState::Succeeded { .. }
                 | PackageState::Failed { .. }
                 | PackageState::Blocked { .. }
+                | PackageState::Cancelled { .. }
         )
     }
 
@@ -73,7 +81,8 @@ impl PackageState {
             | PackageState::Building { attempt, .. }
             | PackageState::RetryWait { attempt, .. }
             | PackageState::Succeeded { attempt, .. }
-            | PackageState::Failed { attempt, .. } => *attempt,
+            | PackageState::Failed { attempt, .. }
+            | PackageState::Cancelled { attempt, .. } => *attempt,
             PackageState::Waiting | PackageState::Blocked { .. } => 0,
         }
     }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{SizeClass, version};
 use crate::codec::Wire;
-use crate::ids::{Arch, RunName};
+use crate::ids::{Arch, PackageKey, RunName};
 
 /// One entry of a submission: an atom as the user typed it (validated by the coordinator) and an
 /// optional build-time estimate on an 8-core drone.
@@ -100,7 +100,15 @@ impl Wire for DroneControl {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DroneCommand {
+    /// Return a grounded or drained drone to work.
     Unground,
+    /// Stop taking work until ungrounded; running builds finish.
+    Ground { reason: String },
+    /// Finish what it builds, take nothing new (shown as `draining`) until ungrounded.
+    Drain,
+    /// Kill the build of `attempt` of the package `key` (its whole process group), give its
+    /// job up for good, and report it cancelled. Sent by the coordinator only.
+    Cancel { key: PackageKey, attempt: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
