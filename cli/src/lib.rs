@@ -244,6 +244,7 @@ pub enum StateFilter {
     Failed,
     Waiting,
     Blocked,
+    Cancelled,
 }
 
 impl StateFilter {
@@ -256,6 +257,7 @@ impl StateFilter {
             StateFilter::Failed => "failed",
             StateFilter::Waiting => "waiting",
             StateFilter::Blocked => "blocked",
+            StateFilter::Cancelled => "cancelled",
         }
     }
 }

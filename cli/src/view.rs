@@ -286,11 +286,17 @@ pub async fn packages(
         .iter()
         .map(|item| (item.value.atom.key(), &item.value))
         .collect();
+    let arches = records.iter().map(|item| item.value.arch.clone()).collect();
+    let swarm = crate::why::Swarm {
+        drones: &judged,
+        paused: operator_paused(client, &arches).await,
+        now_ms: now,
+    };
     let mut rows: Vec<PackageRow> = records
         .iter()
         .filter(|item| state.is_none_or(|s| s.label() == item.value.state.label()))
         .map(|item| PackageRow {
-            why: crate::why::why(&item.value, |k| by_key.get(k).copied(), &judged, now),
+            why: crate::why::why(&item.value, |k| by_key.get(k).copied(), &swarm),
             ..PackageRow::from_record(&item.value)
         })
         .collect();

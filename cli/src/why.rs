@@ -1,7 +1,8 @@
 //! Why a package that is not finished is not building, as `swarmctl packages` says it: waiting
 //! for build dependencies, waiting out a retry's backoff, or queued with no drone able to take
-//! it now (none online for its arch or its run's fingerprint, every one grounded, draining or
-//! excluded, every slot busy). Pure over the records and the drones as readers judge them.
+//! it now (the operator paused the swarm, none online for its arch or its run's fingerprint,
+//! every one grounded, draining or excluded, every slot busy). Pure over the records and the
+//! drones as readers judge them.
 
 use schemas::paths::waits_for;
 use schemas::{DroneRecord, DroneState, PackageKey, PackageRecord, PackageState};
@@ -9,13 +10,21 @@ use schemas::{DroneRecord, DroneState, PackageKey, PackageRecord, PackageState};
 /// A drone and the state readers judge it in (its heartbeat's age applied).
 pub type JudgedDrone<'a> = (&'a DroneRecord, DroneState);
 
-/// Why `record` is not building at `now_ms`; `None` for a package building or finished.
+/// What a package's reason reads of the swarm besides the package records.
+pub struct Swarm<'a> {
+    pub drones: &'a [JudgedDrone<'a>],
+    /// The operator paused the swarm (`swarmctl pause`).
+    pub paused: bool,
+    pub now_ms: u64,
+}
+
+/// Why `record` is not building now; `None` for a package building or finished.
 pub fn why<'a>(
     record: &'a PackageRecord,
     get: impl Fn(&PackageKey) -> Option<&'a PackageRecord>,
-    drones: &[JudgedDrone<'_>],
-    now_ms: u64,
+    swarm: &Swarm<'_>,
 ) -> Option<String> {
+    let (drones, now_ms) = (swarm.drones, swarm.now_ms);
     match &record.state {
         PackageState::Waiting => {
             let deps = waits_for(record, get);
@@ -39,6 +48,9 @@ pub fn why<'a>(
                     runtime::dates::format_minute(not_before_ms / 1000)
                 )
             })
+        }
+        PackageState::Queued { .. } | PackageState::RetryWait { .. } if swarm.paused => {
+            Some("the swarm is paused: no new build starts until `swarmctl resume`".to_owned())
         }
         PackageState::Queued { .. } | PackageState::RetryWait { .. } => {
             Some(queued(record, drones))
@@ -103,6 +115,14 @@ mod tests {
         }
     }
 
+    fn swarm<'a>(drones: &'a [JudgedDrone<'a>], paused: bool) -> Swarm<'a> {
+        Swarm {
+            drones,
+            paused,
+            now_ms: 1_000,
+        }
+    }
+
     #[test]
     fn each_unbuilt_package_says_what_it_waits_for() {
         let dep = fixtures::package_record("a/dep", PackageState::Queued { attempt: 1 });
@@ -135,7 +155,7 @@ mod tests {
             let drones: Vec<JudgedDrone<'_>> = d.iter().map(|(r, s)| (r, s.clone())).collect();
             [&waiting, &backoff, &queued]
                 .iter()
-                .map(|r| why(r, get, &drones, 1_000).unwrap_or_default())
+                .map(|r| why(r, get, &swarm(&drones, false)).unwrap_or_default())
                 .collect()
         };
         let with_idle = view(std::slice::from_ref(&idle));
@@ -161,7 +181,7 @@ mod tests {
         };
         let drones: Vec<JudgedDrone<'_>> = vec![(&idle.0, idle.1.clone())];
         assert_eq!(
-            why(&pinned, get, &drones, 1_000).as_deref(),
+            why(&pinned, get, &swarm(&drones, false)).as_deref(),
             Some("no drone online has the run's fingerprint abc123")
         );
         // Building and finished packages have nothing to explain.
@@ -173,6 +193,15 @@ mod tests {
                 since_ms: 0,
             },
         );
-        assert_eq!(why(&building, get, &drones, 1_000), None);
+        assert_eq!(why(&building, get, &swarm(&drones, false)), None);
+        // Paused by the operator: that is why, whatever the drones could do.
+        assert_eq!(
+            why(&queued, get, &swarm(&drones, true)).as_deref(),
+            Some("the swarm is paused: no new build starts until `swarmctl resume`")
+        );
+        assert_eq!(
+            why(&waiting, get, &swarm(&drones, true)).as_deref(),
+            Some("waits for its build dependencies: a/dep")
+        );
     }
 }
