@@ -227,6 +227,7 @@ async fn write_records(
             fingerprint: None,
             run: None,
             deps: Vec::new(),
+            priority: schemas::Priority::Normal,
         };
         bucket
             .put(p.atom.key().as_str(), schemas::encode(&record)?.into())

@@ -217,6 +217,7 @@ impl Swarm {
                 arch: None,
                 fingerprint: None,
                 run: None,
+                priority: None,
             };
             let payload = schemas::encode(&request)?;
             let reply = self

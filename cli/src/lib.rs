@@ -17,6 +17,7 @@ pub mod plan;
 mod rpc;
 pub mod runs;
 mod submit;
+mod values;
 mod view;
 mod wait;
 mod why;
@@ -25,8 +26,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use schemas::{Arch, BinhostCommand, NameError, RunName};
+use clap::{Args, Parser, Subcommand};
+use schemas::{Arch, BinhostCommand, RunName};
 
 pub use binhost::{BinhostState, binhost};
 pub use config::Config;
@@ -35,6 +36,8 @@ pub use error::{ArgError, CliError, EXIT_ERROR};
 pub use input::{InvalidAtom, Origin};
 pub use plan::PlanArgs;
 pub use submit::{Submitted, prepare_submission, submit};
+pub use values::{PriorityArg, StateFilter};
+use values::{parse_arch, parse_timeout};
 pub use view::{DroneRow, HistoryRow, PackageRow, drones, packages, status};
 pub use wait::{WaitReport, wait};
 
@@ -165,6 +168,10 @@ pub struct SubmitArgs {
     /// named after this second, run-YYYYMMDD-HHMMSS UTC)
     #[arg(long, value_name = "NAME", value_parser = RunName::parse)]
     pub run: Option<RunName>,
+    /// The packages' priority: every queued package of a higher one starts before any of a
+    /// lower one, even those queued earlier
+    #[arg(long, value_enum, value_name = "PRIORITY")]
+    pub priority: Option<PriorityArg>,
     /// Portage's emerge.log (e.g. /var/log/emerge.log): a package without an estimate gets the
     /// median of its past merges there, so a first run is scheduled as a later one would be
     #[arg(long, value_name = "FILE")]
@@ -231,50 +238,6 @@ pub enum BinhostArgs {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// A package state as `packages --state` takes it; the names are the `state` labels of the JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StateFilter {
-    Queued,
-    #[value(name = "retry_wait", alias = "retry-wait")]
-    RetryWait,
-    Building,
-    Succeeded,
-    Failed,
-    Waiting,
-    Blocked,
-    Cancelled,
-}
-
-impl StateFilter {
-    pub fn label(self) -> &'static str {
-        match self {
-            StateFilter::Queued => "queued",
-            StateFilter::RetryWait => "retry_wait",
-            StateFilter::Building => "building",
-            StateFilter::Succeeded => "succeeded",
-            StateFilter::Failed => "failed",
-            StateFilter::Waiting => "waiting",
-            StateFilter::Blocked => "blocked",
-            StateFilter::Cancelled => "cancelled",
-        }
-    }
-}
-
-fn parse_arch(input: &str) -> Result<Arch, NameError> {
-    Arch::parse(input)
-}
-
-fn parse_timeout(input: &str) -> Result<Duration, ArgError> {
-    match input.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
-            Ok(Duration::from_secs_f64(secs))
-        }
-        _ => Err(ArgError::NotSeconds {
-            input: input.to_owned(),
-        }),
-    }
 }
 
 /// How a command that ran to its end went; errors are [`CliError`].

@@ -155,7 +155,26 @@ fn arguments_parse() {
                 estimates: None,
                 fingerprint: None,
                 run: None,
+                priority: None,
             })),
+        ),
+        (
+            &["swarmctl", "submit", "--priority", "high", "sys-libs/zlib"],
+            Some(Command::Submit(SubmitArgs {
+                atoms: vec!["sys-libs/zlib".into()],
+                priority: Some(PriorityArg::High),
+                ..SubmitArgs::default()
+            })),
+        ),
+        (
+            &[
+                "swarmctl",
+                "submit",
+                "--priority",
+                "urgent",
+                "sys-libs/zlib",
+            ],
+            None,
         ),
         (
             &["swarmctl", "submit", "--run", "nightly-3", "sys-libs/zlib"],

@@ -93,6 +93,7 @@ pub fn prepare_submission(args: &SubmitArgs) -> Result<SubmitRequest, CliError> 
         arch: args.arch.clone(),
         fingerprint: args.fingerprint.clone(),
         run: args.run.as_ref().map(ToString::to_string),
+        priority: args.priority.map(Into::into),
     })
 }
 

@@ -39,6 +39,9 @@ pub struct PackageRow {
     /// Its build dependencies in the run, as atoms.
     #[serde(default)]
     pub deps: Vec<Atom>,
+    /// The operator's priority (`submit --priority`).
+    #[serde(default)]
+    pub priority: schemas::Priority,
     /// Why it is not building, while it is queued, waiting to retry or waiting for its
     /// dependencies; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,6 +115,7 @@ impl PackageRow {
                 .filter_map(|key| schemas::PackageKey::decode(key.as_str()))
                 .collect(),
             atom: record.atom.clone(),
+            priority: record.priority,
             state: record.state.label().to_owned(),
             attempts,
             drone,

@@ -222,6 +222,7 @@ fn package_rows() {
             "drone",
             "history",
             "learned_secs",
+            "priority",
             "run",
             "state",
         ];

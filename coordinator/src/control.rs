@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_nats::service;
 use schemas::{
     Arch, CancelRequest, ControlReply, DroneCommand, DroneControl, DroneControlReply, DroneName,
-    DroneRequest, PackageKey, PackageState, PauseRequest, RetryRequest, SCHEMA_VERSION, SubmitItem,
-    SubmitRequest, SubmitResult, decode, encode, names,
+    DroneRequest, PackageKey, PackageState, PauseRequest, Priority, RetryRequest, SCHEMA_VERSION,
+    SubmitItem, SubmitRequest, SubmitResult, decode, encode, names,
 };
 use tracing::{info, warn};
 
@@ -177,7 +177,8 @@ impl Service {
         )?;
         // Submitted again in their own runs and arches, with their estimates and edges: a
         // finished package starts over at attempt 1, a fresh budget.
-        let mut groups: BTreeMap<(Arch, Option<String>), Vec<SubmitItem>> = BTreeMap::new();
+        let mut groups: BTreeMap<(Arch, Option<String>, Priority), Vec<SubmitItem>> =
+            BTreeMap::new();
         for key in &keys {
             let Some(entry) = self.table.get(key) else {
                 continue;
@@ -191,6 +192,7 @@ impl Service {
             let group = (
                 record.arch.clone(),
                 record.run.as_ref().map(|r| r.to_string()),
+                record.priority,
             );
             groups.entry(group).or_default().push(SubmitItem {
                 atom: record.atom.to_string(),
@@ -201,7 +203,7 @@ impl Service {
         }
         let mut changed = Vec::new();
         let mut errors = Vec::new();
-        for ((arch, run), items) in groups {
+        for ((arch, run, priority), items) in groups {
             let atoms: Vec<String> = items.iter().map(|i| i.atom.clone()).collect();
             let submit = SubmitRequest {
                 v: SCHEMA_VERSION,
@@ -209,6 +211,7 @@ impl Service {
                 arch: Some(arch),
                 fingerprint: None,
                 run,
+                priority: Some(priority),
             };
             match self.submit(submit).await {
                 SubmitResult::Accepted { .. } => changed.extend(atoms),

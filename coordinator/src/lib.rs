@@ -19,6 +19,7 @@ pub mod events;
 pub mod graph;
 pub mod hold;
 pub mod lifecycle;
+pub mod priority;
 pub mod publication;
 pub mod publish;
 pub mod reconcile;

@@ -208,6 +208,7 @@ mod tests {
             fingerprint: None,
             run: None,
             deps: Vec::new(),
+            priority: schemas::Priority::Normal,
         }
     }
 

@@ -128,6 +128,7 @@ impl PackageTable {
                 fingerprint: known.and_then(|e| e.record.fingerprint.clone()),
                 run: Some(run.clone()),
                 deps,
+                priority: request.priority.unwrap_or_default(),
             };
             plan.records.push(NewRecord {
                 key,

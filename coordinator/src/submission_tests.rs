@@ -20,6 +20,7 @@ fn request(atoms: &[&str], arch: Option<&str>) -> SubmitRequest {
         arch: arch.map(|a| Arch::parse(a).expect("arch")),
         fingerprint: None,
         run: None,
+        priority: None,
     }
 }
 

@@ -8,8 +8,8 @@
 
 use futures::StreamExt;
 use schemas::{
-    PackageKey, PackageState, RunTarget, SCHEMA_VERSION, SubmitReply, SubmitRequest, SubmitResult,
-    decode, encode,
+    PackageKey, PackageState, Priority, RunTarget, SCHEMA_VERSION, SubmitReply, SubmitRequest,
+    SubmitResult, decode, encode,
 };
 use tracing::{info, warn};
 
@@ -204,6 +204,10 @@ impl Service {
         if self.settings.schedule != Schedule::Fifo {
             schedule::longest_first(&mut ordered);
         }
+        // The operator's priority first, the schedule's order within it (a stable sort).
+        let priority_of = |key: &PackageKey| self.table.get(key).map(|e| e.record.priority);
+        ordered.sort_by_key(|(key, _)| std::cmp::Reverse(priority_of(key)));
+        let highest = ordered.iter().filter_map(|(key, _)| priority_of(key)).max();
         let mut big = BigJobs::new(self.settings.schedule, runtime::now_ms());
         let publications: Vec<Publication<'_>> = ordered
             .into_iter()
@@ -238,6 +242,12 @@ impl Service {
             if let Err(err) = result {
                 warn!(key = %key, error = %err, "job not published; the reconciler will retry");
             }
+        }
+        drop(results);
+        if let Some(highest) = highest
+            && highest > Priority::Low
+        {
+            self.overtake(highest).await;
         }
     }
 

@@ -84,6 +84,7 @@ fn record(swarm: &Swarm, view: &PackageView) -> PackageRecord {
         deps: view.deps.to_vec(),
         submitted_ms: view.submitted_ms,
         updated_ms: view.updated_ms,
+        priority: schemas::Priority::Normal,
     }
 }
 

@@ -74,6 +74,7 @@ pub fn package_record(atom_text: &str, state: PackageState) -> PackageRecord {
         fingerprint: None,
         run: None,
         deps: Vec::new(),
+        priority: crate::Priority::Normal,
     }
 }
 

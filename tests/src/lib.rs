@@ -124,6 +124,7 @@ async fn submit_with(
         arch: None,
         fingerprint: None,
         run: None,
+        priority: None,
     };
     let bytes: bytes::Bytes = schemas::encode(&request).expect("encode").into();
     // In a cluster the coordinator's subscription reaches the other nodes a moment after it

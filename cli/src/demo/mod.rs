@@ -458,6 +458,7 @@ fn world() -> Result<schemas::SubmitRequest, CliError> {
         arch: None,
         fingerprint: None,
         run: None,
+        priority: None,
     })
 }
 

@@ -32,7 +32,7 @@ pub use control::{
 pub use drone::{DroneRecord, DroneState, Event, EventKind, RunningBuild};
 pub use fingerprint::{Fingerprint, RunTarget};
 pub use job::{Job, Lease, LeasePhase};
-pub use package::{AttemptRecord, PackageRecord, PackageState, SizeClass};
+pub use package::{AttemptRecord, PackageRecord, PackageState, Priority, SizeClass};
 pub use requests::{
     AtomRejection, DroneCommand, DroneControl, DroneControlReply, SubmitItem, SubmitReply,
     SubmitRequest, SubmitResult,

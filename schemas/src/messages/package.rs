@@ -133,12 +133,41 @@ pub struct PackageRecord {
     /// once every one of them has succeeded.
     #[serde(default)]
     pub deps: Vec<PackageKey>,
+    /// The operator's priority: a higher one starts before lower ones queued earlier.
+    #[serde(default)]
+    pub priority: Priority,
     pub submitted_ms: u64,
     pub updated_ms: u64,
 }
 
 impl Wire for PackageRecord {
     const KIND: &'static str = "package record";
+}
+
+/// The operator's priority for a package (`swarmctl submit --priority`): every queued package
+/// of a higher priority starts before any of a lower one, whenever it was queued; within one
+/// priority, the scheduler's own order holds.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::Low, Priority::Normal, Priority::High];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
 }
 
 /// How big a package is to build, as a submitter knows it without timings. Each class stands for

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{SizeClass, version};
+use super::{Priority, SizeClass, version};
 use crate::codec::Wire;
 use crate::ids::{Arch, PackageKey, RunName};
 
@@ -40,6 +40,9 @@ pub struct SubmitRequest {
     /// new run named after the submission's second, `run-YYYYMMDD-HHMMSS`.
     #[serde(default)]
     pub run: Option<String>,
+    /// The packages' priority; absent: normal.
+    #[serde(default)]
+    pub priority: Option<Priority>,
 }
 
 impl Wire for SubmitRequest {

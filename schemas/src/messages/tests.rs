@@ -183,6 +183,7 @@ fn every_message_round_trips() {
             fingerprint: None,
             run: Some(RunName::parse("nightly-1").expect("run name")),
             deps: Vec::new(),
+            priority: super::Priority::High,
         });
     }
     round_trip(SubmitRequest {
@@ -196,6 +197,7 @@ fn every_message_round_trips() {
         arch: None,
         fingerprint: None,
         run: Some("nightly-1".into()),
+        priority: Some(super::Priority::Low),
     });
     for result in [
         SubmitResult::Accepted {
