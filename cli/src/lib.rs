@@ -12,6 +12,7 @@ mod demo;
 pub mod emerge_log;
 mod error;
 mod forecast;
+pub mod history;
 mod input;
 pub mod plan;
 mod rpc;
@@ -101,6 +102,16 @@ pub enum Command {
         #[arg(long, value_enum, value_name = "STATE")]
         state: Option<StateFilter>,
         /// Print a JSON list of {atom, state, attempts, drone, history, reason}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every ended build of a package across runs, oldest first: RUN ATTEMPT DRONE STARTED
+    /// (UTC) DURATION EXIT CLASS RESULT; kept by the swarm across restarts
+    History {
+        #[arg(value_name = "ATOM")]
+        atom: schemas::Atom,
+        /// Print a JSON list of {atom, arch, run, attempt, drone, started_ms, duration_ms, exit,
+        /// class, outcome, result, signature}
         #[arg(long)]
         json: bool,
     },
@@ -370,6 +381,7 @@ async fn dispatch(
             Ok(Outcome::Success)
         }
         Command::Control(command) => control::run(client, command, out).await,
+        Command::History { atom, json } => history::history(client, &atom, json, out).await,
         Command::Demo(args) => demo(&args, out, tokio_util::sync::CancellationToken::new()).await,
         Command::Plan(args) => plan::plan(&args, out),
         Command::Completions { shell } => runs::completions(shell, out),

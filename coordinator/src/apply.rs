@@ -133,9 +133,16 @@ impl Service {
             .buffer_unordered(WRITE_CONCURRENCY)
             .collect()
             .await;
+        let mut history = Vec::new();
         for (key, record, events, result) in results {
             match result {
                 Ok(revision) => {
+                    history.extend(
+                        events
+                            .iter()
+                            .filter_map(|p| p.change.attempt.as_ref())
+                            .map(|a| crate::history::entry(&record, a)),
+                    );
                     for atom in events.iter().filter_map(|p| p.change.result_of.as_ref()) {
                         info!(package = %atom, state = record.state.label(), "build result recorded");
                     }
@@ -160,6 +167,7 @@ impl Service {
                 }
             }
         }
+        self.record_history(history).await;
     }
 
     /// Writes a record with compare-and-set on the revision this task last saw, and only then
@@ -218,8 +226,16 @@ impl Service {
                 return Ok(None);
             }
             let next = record.state.clone();
+            let history: Vec<_> = change
+                .attempt
+                .iter()
+                .map(|a| crate::history::entry(&record, a))
+                .collect();
             match self.write(key, record).await {
-                Ok(()) => return Ok(Some(next)),
+                Ok(()) => {
+                    self.record_history(history).await;
+                    return Ok(Some(next));
+                }
                 Err(WriteError::Conflict) => continue,
                 Err(other) => return Err(other),
             }

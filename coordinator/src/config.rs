@@ -63,6 +63,10 @@ pub struct Settings {
     pub replicas: usize,
     /// How long status events are kept.
     pub events_max_age_secs: u64,
+    /// How long the build history (`swarmctl history`) is kept.
+    pub history_max_age_secs: u64,
+    /// Build history entries kept per package (its newest ones).
+    pub history_per_package: i64,
     /// Window in which a re-published job with the same message id is dropped as a duplicate.
     pub duplicate_window_ms: u64,
     /// Order of the queue: `longest-first` or `fifo`.
@@ -91,6 +95,8 @@ impl Default for Settings {
             storage: Storage::File,
             replicas: 1,
             events_max_age_secs: 7 * 24 * 3600,
+            history_max_age_secs: 365 * 24 * 3600,
+            history_per_package: 1_000,
             duplicate_window_ms: 120_000,
             schedule: Schedule::CriticalPath,
             binhost_auto_publish: true,
@@ -107,6 +113,12 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "coordinator.arches",
                 "name at least one arch",
+            ));
+        }
+        if self.history_per_package < 1 {
+            return Err(ConfigError::invalid(
+                "coordinator.history_per_package",
+                "must be at least 1",
             ));
         }
         if self.max_attempts == 0 {

@@ -17,6 +17,7 @@ mod control;
 pub mod drones;
 pub mod events;
 pub mod graph;
+pub mod history;
 pub mod hold;
 pub mod lifecycle;
 pub mod priority;

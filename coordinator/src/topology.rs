@@ -71,6 +71,23 @@ pub fn events_stream(settings: &Settings) -> stream::Config {
     }
 }
 
+/// The build history: one entry per ended attempt, subject per package, kept for
+/// `history_max_age_secs`, the newest `history_per_package` of each package.
+pub fn history_stream(settings: &Settings) -> stream::Config {
+    stream::Config {
+        name: names::HISTORY_STREAM.to_owned(),
+        subjects: vec![format!("{}.>", names::HISTORY_SUBJECT_PREFIX)],
+        retention: stream::RetentionPolicy::Limits,
+        max_age: Duration::from_secs(settings.history_max_age_secs),
+        max_messages_per_subject: settings.history_per_package,
+        storage: storage(settings),
+        num_replicas: settings.replicas,
+        duplicate_window: Duration::from_millis(settings.duplicate_window_ms),
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
 /// Keeps the server's max-deliveries advisories, which are otherwise fire-and-forget, until the
 /// coordinator has handled them.
 pub fn deadletter_stream(settings: &Settings) -> stream::Config {
@@ -230,6 +247,7 @@ pub async fn ensure(
     let builds = ensure_stream(js, builds_stream(settings)).await?;
     let events = ensure_stream(js, events_stream(settings)).await?;
     let deadletter = ensure_stream(js, deadletter_stream(settings)).await?;
+    ensure_stream(js, history_stream(settings)).await?;
     // Drone records outlive a stopped drone for a day so the dashboard can show it as offline.
     let drones = ensure_bucket(
         js,

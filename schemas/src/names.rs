@@ -11,6 +11,21 @@ pub const BUILD_SUBJECT_PREFIX: &str = "swarm.build";
 /// Event log: every drone's status events, `swarm.event.<drone>`.
 pub const EVENTS_STREAM: &str = "SWARM_EVENTS";
 pub const EVENT_SUBJECT_PREFIX: &str = "swarm.event";
+/// Build history: one entry per ended attempt, `swarm.history.<arch>.<package-key>`, kept
+/// across runs and restarts.
+pub const HISTORY_STREAM: &str = "SWARM_HISTORY";
+pub const HISTORY_SUBJECT_PREFIX: &str = "swarm.history";
+
+/// The subject of a package's history entries.
+pub fn history_subject(arch: &Arch, key: &PackageKey) -> String {
+    format!("{HISTORY_SUBJECT_PREFIX}.{arch}.{key}")
+}
+
+/// Every history entry of a package key, whatever its arch.
+pub fn history_filter(key: &PackageKey) -> String {
+    format!("{HISTORY_SUBJECT_PREFIX}.*.{key}")
+}
+
 /// Captures the server's max-deliveries advisories for the work stream, so a dead letter is not
 /// lost while the coordinator is down.
 pub const DEADLETTER_STREAM: &str = "SWARM_DEADLETTER";

@@ -408,3 +408,78 @@ async fn a_high_priority_package_submitted_mid_run_is_next() {
         .expect("built");
     assert!((1..=2).contains(&at), "{order:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_keeps_every_attempt_across_runs_and_restarts() {
+    let nats = testkit::NatsServer::builder()
+        .sync_always(true)
+        .start()
+        .expect("nats-server");
+    let mut swarm = Swarm::start_on(nats, None, &[]).await;
+    swarm.wait_coordinator().await;
+    // Attempt 1 fails (the package's fault), attempt 2 succeeds.
+    swarm.spawn_drone(
+        &DroneSpec::new("h-a", 2, 1)
+            .env("SWARM_TEST_FAIL_BELOW_ATTEMPT", "2")
+            .env("SWARM_DRONE__GROUND_AFTER_FAILURES", "100"),
+    );
+    let atom = "dev-test/storied";
+    let (ok, text) = swarm.swarmctl_text(&["submit", "--run", "first-run", atom]);
+    assert!(ok, "{text}");
+    swarm.wait_final(1, Duration::from_secs(60)).await;
+    // Submitted again in another run: its record starts over, its history does not.
+    let (ok, text) = swarm.swarmctl_text(&["submit", "--run", "second-run", atom]);
+    assert!(ok, "{text}");
+    wait_for(&swarm, atom, "the second run's build", |r| {
+        r.run
+            .as_ref()
+            .is_some_and(|run| run.as_str() == "second-run")
+            && r.state.is_final()
+    })
+    .await;
+
+    // Every component restarts: the coordinator, nats-server (kill -9), the drone.
+    swarm.drone("h-a").kill9();
+    if let Some(mut coordinator) = swarm.coordinator.take() {
+        coordinator.kill9();
+    }
+    swarm.nats.restart().expect("nats-server restarts");
+    swarm.spawn_coordinator();
+    swarm.wait_coordinator().await;
+
+    let lines = swarm.swarmctl_json(&["history", atom]);
+    let rows: Vec<(&str, u64, &str, &str, &str)> = lines
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|l| {
+            (
+                l["run"].as_str().unwrap_or_default(),
+                l["attempt"].as_u64().unwrap_or_default(),
+                l["drone"].as_str().unwrap_or_default(),
+                l["outcome"].as_str().unwrap_or_default(),
+                l["result"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("first-run", 1, "h-a", "failed", "retry_wait"),
+            ("first-run", 2, "h-a", "succeeded", "succeeded"),
+            ("second-run", 1, "h-a", "failed", "retry_wait"),
+            ("second-run", 2, "h-a", "succeeded", "succeeded"),
+        ],
+        "{lines}"
+    );
+    assert_eq!(lines[0]["class"], "package", "{lines}");
+    assert_eq!(lines[0]["exit"], "exit status 1", "{lines}");
+    assert!(lines[1]["duration_ms"].as_u64().is_some(), "{lines}");
+    let (ok, text) = swarm.swarmctl_text(&["history", atom]);
+    assert!(ok, "{text}");
+    assert!(text.starts_with("RUN "), "{text}");
+    assert_eq!(text.lines().count(), 5, "{text}");
+    // A package never built has no history: said, exit 1.
+    let out = swarm.swarmctl(&["history", "dev-test/unknown"]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -167,6 +167,13 @@ async fn every_component_works_with_its_own_credential() {
         String::from_utf8_lossy(&unground.stdout)
     );
     assert!(String::from_utf8_lossy(&unground.stdout).contains("not grounded"));
+    // The operator pauses and resumes the swarm, and reads a package's build history.
+    for command in ["pause", "resume"] {
+        let (ok, text) = swarm.swarmctl_text(&[command]);
+        assert!(ok, "{command} as operator: {text}");
+    }
+    let history = swarm.swarmctl_json(&["history", "www-client/chromium"]);
+    assert_eq!(history[0]["drone"], "drone-Izar", "{history}");
 
     // The dashboard, with its read-only user, shows the swarm.
     let addr = SocketAddr::from(([127, 0, 0, 1], port));

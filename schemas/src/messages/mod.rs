@@ -14,6 +14,7 @@ mod binhost;
 mod control;
 mod drone;
 mod fingerprint;
+mod history;
 mod job;
 mod package;
 mod requests;
@@ -31,6 +32,7 @@ pub use control::{
 };
 pub use drone::{DroneRecord, DroneState, Event, EventKind, RunningBuild};
 pub use fingerprint::{Fingerprint, RunTarget};
+pub use history::HistoryEntry;
 pub use job::{Job, Lease, LeasePhase};
 pub use package::{AttemptRecord, PackageRecord, PackageState, Priority, SizeClass};
 pub use requests::{
