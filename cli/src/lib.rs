@@ -21,6 +21,7 @@ mod submit;
 mod values;
 mod view;
 mod wait;
+mod watch;
 mod why;
 
 use std::io::Write;
@@ -142,6 +143,16 @@ pub enum Command {
     Completions {
         #[arg(value_enum, value_name = "SHELL")]
         shell: clap_complete::Shell,
+    },
+    /// A live progress bar (on stderr, when it is a terminal) until nothing is queued or
+    /// building: done/total, failures, rate, time left; exits as `wait` does
+    Watch {
+        /// Only this run's packages
+        #[arg(long, value_name = "NAME", value_parser = RunName::parse)]
+        run: Option<RunName>,
+        /// Give up after this many seconds (default: watch for ever)
+        #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+        timeout: Option<Duration>,
     },
     /// Block until nothing is queued or building; exit 0 if every package succeeded, 1 if some failed, 2 on timeout
     Wait {
@@ -294,9 +305,9 @@ pub async fn run(
         Command::Submit(args) => Some(prepare_submission(args)?),
         _ => None,
     };
-    // `wait` rides out an outage: its connection retries from the start, and it says when it
-    // waits for the server. Every other command fails at once when the server is away.
-    let client = if matches!(command, Command::Wait { .. }) {
+    // `wait` and `watch` ride out an outage: the connection retries from the start, and they
+    // say when they wait for the server. Every other command fails at once when it is away.
+    let client = if matches!(command, Command::Wait { .. } | Command::Watch { .. }) {
         config.nats.connect(CLIENT_NAME).await?
     } else {
         config.nats.connect_once(CLIENT_NAME).await?
@@ -432,16 +443,21 @@ async fn dispatch(
             }
             Ok(Outcome::Success)
         }
-        Command::Wait { timeout } => {
-            let report = wait(client, timeout, progress).await?;
-            write!(out, "{report}")?;
-            Ok(if report.failed.is_empty() {
-                Outcome::Success
-            } else {
-                Outcome::Failure
-            })
+        Command::Watch { run, timeout } => {
+            finished(watch::watch(client, timeout, run.as_ref()).await?, out)
         }
+        Command::Wait { timeout } => finished(wait(client, timeout, progress).await?, out),
     }
+}
+
+/// Prints how the followed packages ended; exit 1 when some failed.
+fn finished(report: WaitReport, out: &mut (dyn Write + Send)) -> Result<Outcome, CliError> {
+    write!(out, "{report}")?;
+    Ok(if report.failed.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    })
 }
 
 pub(crate) fn write_json<T: serde::Serialize>(

@@ -1,5 +1,5 @@
-//! `swarmctl wait`: poll the packages bucket until nothing is queued, waiting to retry or
-//! building, then report which packages failed. It rides out a NATS outage (a server restarting,
+//! `swarmctl wait` (and `watch`'s loop, `follow`): poll the packages bucket until nothing is
+//! queued, waiting to retry or building, then report which packages failed. It rides out a NATS outage (a server restarting,
 //! not up yet): the connection retries by itself, and `wait` says that it waits for the server
 //! and goes on until its timeout.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use schemas::names::PACKAGES_BUCKET;
 use schemas::summary::{PackageCounts, summarize};
-use schemas::{DroneRecord, PackageRecord};
+use schemas::{DroneRecord, PackageRecord, RunName};
 use tokio::time::Instant;
 
 use crate::CliError;
@@ -66,6 +66,50 @@ fn counts(records: &[runtime::kv::KvItem<PackageRecord>]) -> PackageCounts {
     .packages
 }
 
+/// What the follow loop tells whoever shows its progress.
+pub(crate) trait Progress {
+    /// The packages followed, read again (every poll).
+    fn counts(&mut self, counts: &PackageCounts, total: u64) -> std::io::Result<()>;
+    /// The server cannot be read (`why`), at most every `PROGRESS_INTERVAL`.
+    fn outage(&mut self, why: &str) -> std::io::Result<()>;
+    /// The server answers again after an outage.
+    fn back(&mut self) -> std::io::Result<()>;
+}
+
+/// `wait`'s progress: a line every `PROGRESS_INTERVAL`.
+struct Lines<'a> {
+    out: &'a mut (dyn Write + Send),
+    last: Option<Instant>,
+}
+
+impl Progress for Lines<'_> {
+    fn counts(&mut self, counts: &PackageCounts, _total: u64) -> std::io::Result<()> {
+        if self.last.is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL) {
+            return Ok(());
+        }
+        self.last = Some(Instant::now());
+        writeln!(
+            self.out,
+            "waiting: {} queued ({} retrying), {} waiting for dependencies, {} building, {} succeeded, {} failed, {} blocked",
+            counts.queued,
+            counts.retrying,
+            counts.waiting,
+            counts.building,
+            counts.succeeded,
+            counts.failed,
+            counts.blocked
+        )
+    }
+
+    fn outage(&mut self, why: &str) -> std::io::Result<()> {
+        writeln!(self.out, "{why}")
+    }
+
+    fn back(&mut self) -> std::io::Result<()> {
+        writeln!(self.out, "the server answers again")
+    }
+}
+
 /// Waits until no package is unfinished. `None` waits for ever. An empty bucket counts as
 /// finished: there is nothing to wait for.
 pub async fn wait(
@@ -73,20 +117,34 @@ pub async fn wait(
     timeout: Option<Duration>,
     progress: &mut (dyn Write + Send),
 ) -> Result<WaitReport, CliError> {
+    let mut lines = Lines {
+        out: progress,
+        last: None,
+    };
+    follow(client, timeout, None, &mut lines).await
+}
+
+/// Follows the packages (of `run` only, when given) until none is unfinished, telling
+/// `progress` what it sees; rides out a NATS outage until `timeout`.
+pub(crate) async fn follow(
+    client: &async_nats::Client,
+    timeout: Option<Duration>,
+    run: Option<&RunName>,
+    progress: &mut dyn Progress,
+) -> Result<WaitReport, CliError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let timed_out = |unfinished| CliError::WaitTimedOut {
         timeout: timeout.unwrap_or_default(),
         unfinished,
     };
     let mut store = None;
-    let mut last_progress: Option<Instant> = None;
     let mut last_outage: Option<Instant> = None;
     let mut unfinished = 0;
     loop {
         if client.connection_state() != async_nats::connection::State::Connected {
             // Reads would wait for the connection: say why nothing moves, and look again soon.
             if last_outage.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) {
-                writeln!(progress, "waiting for the NATS server (not connected)")?;
+                progress.outage("waiting for the NATS server (not connected)")?;
                 last_outage = Some(Instant::now());
             }
             let wake = Instant::now() + POLL_INTERVAL;
@@ -117,9 +175,12 @@ pub async fn wait(
             None => read.await,
         };
         match read {
-            Ok(records) => {
+            Ok(mut records) => {
                 if last_outage.take().is_some() {
-                    writeln!(progress, "the server answers again")?;
+                    progress.back()?;
+                }
+                if let Some(run) = run {
+                    records.retain(|item| item.value.run.as_ref() == Some(run));
                 }
                 let counts = counts(&records);
                 unfinished = counts.queued + counts.building + counts.waiting;
@@ -135,28 +196,15 @@ pub async fn wait(
                         failed,
                     });
                 }
-                if last_progress.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) {
-                    writeln!(
-                        progress,
-                        "waiting: {} queued ({} retrying), {} waiting for dependencies, {} building, {} succeeded, {} failed, {} blocked",
-                        counts.queued,
-                        counts.retrying,
-                        counts.waiting,
-                        counts.building,
-                        counts.succeeded,
-                        counts.failed,
-                        counts.blocked
-                    )?;
-                    last_progress = Some(Instant::now());
-                }
+                progress.counts(&counts, records.len() as u64)?;
             }
-            // The server is away (restarting, not up yet) or its JetStream is not ready: say so
-            // now and then, and keep waiting until the timeout.
             // The server answered that the swarm's buckets do not exist: no outage, an answer.
             Err(err @ CliError::AssetsMissing { .. }) => return Err(err),
+            // The server is away (restarting, not up yet) or its JetStream is not ready: say so
+            // now and then, and keep waiting until the timeout.
             Err(err) => {
                 if last_outage.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) {
-                    writeln!(progress, "waiting for the NATS server: {err}")?;
+                    progress.outage(&format!("waiting for the NATS server: {err}"))?;
                     last_outage = Some(Instant::now());
                 }
                 store = None;

@@ -483,3 +483,61 @@ async fn history_keeps_every_attempt_across_runs_and_restarts() {
     let out = swarm.swarmctl(&["history", "dev-test/unknown"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_draws_a_bar_until_its_run_ends_and_exits_with_its_status() {
+    let mut swarm = Swarm::start().await;
+    swarm.wait_coordinator().await;
+    swarm.spawn_drone(
+        &DroneSpec::new("w-a", 4, 2)
+            .env("SWARM_TEST_SLEEP", "0.4")
+            .env("SWARM_TEST_FAIL_ATOMS", "dev-test/broken")
+            .env("SWARM_DRONE__GROUND_AFTER_FAILURES", "100"),
+    );
+    let good: Vec<String> = (1..=6).map(|n| format!("dev-test/good{n}")).collect();
+    let mut args = vec!["submit", "--run", "w-good"];
+    args.extend(good.iter().map(String::as_str));
+    let (ok, text) = swarm.swarmctl_text(&args);
+    assert!(ok, "{text}");
+    let (ok, text) = swarm.swarmctl_text(&["submit", "--run", "w-bad", "dev-test/broken"]);
+    assert!(ok, "{text}");
+
+    // In a terminal (a pseudo-terminal by `script`), the bar is drawn while the run builds.
+    let watch = swarm.swarmctl_command(&[]);
+    let mut line = format!("{}", watch.get_program().to_string_lossy());
+    line.push_str(" watch --run w-good --timeout 60");
+    let envs: Vec<(String, String)> = watch
+        .get_envs()
+        .filter_map(|(k, v)| {
+            Some((
+                k.to_string_lossy().into_owned(),
+                v?.to_string_lossy().into_owned(),
+            ))
+        })
+        .collect();
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .envs(envs)
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("/6 done"), "no bar drawn: {text}");
+    assert!(text.contains("ETA"), "{text}");
+    assert!(text.contains("all 6 packages succeeded"), "{text}");
+
+    // Without a terminal: lines instead of a bar, and the run's status as the exit code.
+    let out = swarm.swarmctl(&["watch", "--run", "w-bad", "--timeout", "60"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0 packages succeeded, 1 failed"), "{text}");
+    assert!(text.contains("dev-test/broken"), "{text}");
+}
