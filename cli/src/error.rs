@@ -57,6 +57,8 @@ pub enum CliError {
     OpenBucket(runtime::kv::KvOpenError),
     #[error(transparent)]
     ReadBucket(#[from] runtime::kv::KvReadError),
+    #[error("no log of {atom}: {why}")]
+    NoLog { atom: String, why: String },
     #[error("no package was submitted in run {run} (`swarmctl runs` lists the runs)")]
     NoSuchRun { run: schemas::RunName },
     #[error("timed out after {} s with {unfinished} packages unfinished", timeout.as_secs_f64())]

@@ -14,6 +14,7 @@ mod error;
 mod forecast;
 pub mod history;
 mod input;
+pub mod logs;
 pub mod plan;
 mod rpc;
 pub mod runs;
@@ -115,6 +116,18 @@ pub enum Command {
         /// class, outcome, result, signature}
         #[arg(long)]
         json: bool,
+    },
+    /// A build's log (by default the package's current or last attempt): the complete log once
+    /// the build has ended, what it has printed so far while it runs
+    Logs {
+        #[arg(value_name = "ATOM")]
+        atom: schemas::Atom,
+        /// Keep printing the running build's output as the drone writes it, until it ends
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// This attempt instead
+        #[arg(long, value_name = "N")]
+        attempt: Option<u32>,
     },
     /// List drones: NAME CORES SLOTS STATE BUILDING; a drone whose heartbeat stopped shows `lost`
     Drones {
@@ -393,6 +406,11 @@ async fn dispatch(
         }
         Command::Control(command) => control::run(client, command, out).await,
         Command::History { atom, json } => history::history(client, &atom, json, out).await,
+        Command::Logs {
+            atom,
+            follow,
+            attempt,
+        } => logs::logs(client, &atom, attempt, follow, out).await,
         Command::Demo(args) => demo(&args, out, tokio_util::sync::CancellationToken::new()).await,
         Command::Plan(args) => plan::plan(&args, out),
         Command::Completions { shell } => runs::completions(shell, out),

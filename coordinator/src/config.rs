@@ -67,6 +67,8 @@ pub struct Settings {
     pub history_max_age_secs: u64,
     /// Build history entries kept per package (its newest ones).
     pub history_per_package: i64,
+    /// How long build logs are kept: the complete logs (`swarmctl logs`) and the live ones.
+    pub log_retention_secs: u64,
     /// Window in which a re-published job with the same message id is dropped as a duplicate.
     pub duplicate_window_ms: u64,
     /// Order of the queue: `longest-first` or `fifo`.
@@ -97,6 +99,7 @@ impl Default for Settings {
             events_max_age_secs: 7 * 24 * 3600,
             history_max_age_secs: 365 * 24 * 3600,
             history_per_package: 1_000,
+            log_retention_secs: 14 * 24 * 3600,
             duplicate_window_ms: 120_000,
             schedule: Schedule::CriticalPath,
             binhost_auto_publish: true,

@@ -71,6 +71,20 @@ pub fn events_stream(settings: &Settings) -> stream::Config {
     }
 }
 
+/// Live build logs, in chunks, kept as long as the complete logs.
+pub fn logs_stream(settings: &Settings) -> stream::Config {
+    stream::Config {
+        name: names::LOGS_STREAM.to_owned(),
+        subjects: vec![format!("{}.>", names::LOG_SUBJECT_PREFIX)],
+        retention: stream::RetentionPolicy::Limits,
+        max_age: Duration::from_secs(settings.log_retention_secs),
+        storage: storage(settings),
+        num_replicas: settings.replicas,
+        duplicate_window: Duration::from_millis(settings.duplicate_window_ms),
+        ..Default::default()
+    }
+}
+
 /// The build history: one entry per ended attempt, subject per package, kept for
 /// `history_max_age_secs`, the newest `history_per_package` of each package.
 pub fn history_stream(settings: &Settings) -> stream::Config {
@@ -208,16 +222,19 @@ async fn ensure_bucket(
 async fn ensure_object_store(
     js: &jetstream::Context,
     settings: &Settings,
+    name: &str,
+    description: &str,
+    max_age: Duration,
 ) -> Result<ObjectStore, TopologyError> {
-    let name = names::ARTIFACTS_BUCKET;
     if let Ok(store) = js.get_object_store(name).await {
         return Ok(store);
     }
     js.create_object_store(async_nats::jetstream::object_store::Config {
         bucket: name.to_owned(),
-        description: Some("binary packages built by the swarm, by content".to_owned()),
+        description: Some(description.to_owned()),
         storage: storage(settings),
         num_replicas: settings.replicas,
+        max_age,
         ..Default::default()
     })
     .await
@@ -264,7 +281,25 @@ pub async fn ensure(
     .await?;
     let packages =
         ensure_bucket(js, bucket(settings, names::PACKAGES_BUCKET, Duration::ZERO)).await?;
-    let artifacts = ensure_object_store(js, settings).await?;
+    let artifacts = ensure_object_store(
+        js,
+        settings,
+        names::ARTIFACTS_BUCKET,
+        "binary packages built by the swarm, by content",
+        Duration::ZERO,
+    )
+    .await?;
+    // Build logs: the complete ones, and the live stream they are written to as builds run.
+    let retention = Duration::from_secs(settings.log_retention_secs);
+    ensure_object_store(
+        js,
+        settings,
+        names::LOGS_BUCKET,
+        "complete build logs, gzip, one per attempt",
+        retention,
+    )
+    .await?;
+    ensure_stream(js, logs_stream(settings)).await?;
     // Published binhost revisions: kept until the coordinator drops them.
     let binhost =
         ensure_bucket(js, bucket(settings, names::BINHOST_BUCKET, Duration::ZERO)).await?;

@@ -175,11 +175,14 @@ pub enum Running {
     },
 }
 
+/// Starts the build; its output is kept (its tail), written to `log_file` and sent to `live`,
+/// when given.
 pub fn start(
     builder: &Builder,
     env: &BuildEnv,
     tail_bytes: usize,
     log_file: Option<PathBuf>,
+    live: Option<tokio::sync::mpsc::UnboundedSender<bytes::Bytes>>,
 ) -> Result<Running, StartError> {
     match builder {
         Builder::Simulate {
@@ -254,8 +257,8 @@ pub fn start(
             let lifeline = child.stdin.take();
             let kept = tail_bytes.max(CLASSIFY_BYTES);
             let tail = Arc::new(Mutex::new(VecDeque::with_capacity(kept)));
-            let log = match log_file {
-                Some(path) => Some(Arc::new(tokio::sync::Mutex::new(
+            let file = match log_file {
+                Some(path) => Some(
                     path.parent()
                         .map_or(Ok(()), std::fs::create_dir_all)
                         .and_then(|()| std::fs::File::create(&path))
@@ -264,15 +267,17 @@ pub fn start(
                             path: path.clone(),
                             source,
                         })?,
-                ))),
+                ),
                 None => None,
             };
+            // The live log's channel closes when both readers have ended.
+            let sinks = Arc::new(tokio::sync::Mutex::new(Sinks { file, live }));
             let mut readers = Vec::new();
             if let Some(out) = child.stdout.take() {
-                readers.push(tokio::spawn(pump(out, tail.clone(), kept, log.clone())));
+                readers.push(tokio::spawn(pump(out, tail.clone(), kept, sinks.clone())));
             }
             if let Some(err) = child.stderr.take() {
-                readers.push(tokio::spawn(pump(err, tail.clone(), kept, log)));
+                readers.push(tokio::spawn(pump(err, tail.clone(), kept, sinks)));
             }
             Ok(Running::Child {
                 child: Box::new(child),
@@ -405,11 +410,18 @@ fn find_program(program: &str) -> Option<PathBuf> {
     })
 }
 
+/// Where a build's output goes besides its tail: the log file and the live log, both written
+/// under one lock, so they hold the output of stdout and stderr in the same order.
+pub struct Sinks {
+    file: Option<tokio::fs::File>,
+    live: Option<tokio::sync::mpsc::UnboundedSender<bytes::Bytes>>,
+}
+
 async fn pump(
     mut source: impl AsyncRead + Unpin,
     tail: Arc<Mutex<VecDeque<u8>>>,
     limit: usize,
-    log: Option<Arc<tokio::sync::Mutex<tokio::fs::File>>>,
+    sinks: Arc<tokio::sync::Mutex<Sinks>>,
 ) {
     let mut buf = [0u8; 8192];
     loop {
@@ -421,16 +433,20 @@ async fn pump(
                     let excess = tail.len().saturating_sub(limit);
                     tail.drain(..excess);
                 }
-                if let Some(log) = &log {
-                    let _ = log.lock().await.write_all(&buf[..n]).await;
+                let mut sinks = sinks.lock().await;
+                if let Some(file) = &mut sinks.file {
+                    let _ = file.write_all(&buf[..n]).await;
+                }
+                if let Some(live) = &sinks.live {
+                    let _ = live.send(bytes::Bytes::copy_from_slice(&buf[..n]));
                 }
             }
         }
     }
     // A tokio file writes in the background: without a flush the end of the log may not be in
     // the file when the build's result is reported.
-    if let Some(log) = &log {
-        let _ = log.lock().await.flush().await;
+    if let Some(file) = &mut sinks.lock().await.file {
+        let _ = file.flush().await;
     }
 }
 

@@ -93,7 +93,7 @@ async fn runs_with_env_and_captures_tail() {
         env: Vec::new(),
         supervisor: None,
     };
-    let mut running = start(&builder, &env("sys-libs/zlib"), 4096, None).expect("starts");
+    let mut running = start(&builder, &env("sys-libs/zlib"), 4096, None, None).expect("starts");
     match running.wait().await {
         BuildOutcome::Failed { exit, log_tail, .. } => {
             assert_eq!(exit.code, Some(3));
@@ -116,7 +116,7 @@ async fn a_simulated_build_ends_on_time_however_often_it_is_waited_for() {
         estimate_secs: None,
         supervise_deadline: None,
     };
-    let mut running = start(&builder, &env, 100, None).expect("starts");
+    let mut running = start(&builder, &env, 100, None, None).expect("starts");
     let started = std::time::Instant::now();
     // The build loop waits beside a renewal timer; each tick drops the wait and starts it
     // again. The build must still end after 0.3 s, not 0.3 s after the last tick.
@@ -148,7 +148,7 @@ async fn kill_takes_the_whole_process_group() {
         env: Vec::new(),
         supervisor: None,
     };
-    let mut running = start(&builder, &env("sys-libs/zlib"), 64, None).expect("starts");
+    let mut running = start(&builder, &env("sys-libs/zlib"), 64, None, None).expect("starts");
     tokio::time::sleep(Duration::from_millis(200)).await;
     running.kill().await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -162,7 +162,7 @@ async fn missing_program_is_a_start_error() {
         env: Vec::new(),
         supervisor: None,
     };
-    match start(&builder, &env("sys-libs/zlib"), 64, None) {
+    match start(&builder, &env("sys-libs/zlib"), 64, None, None) {
         Err(StartError::NotFound { program }) => assert_eq!(program, "/nonexistent/builder"),
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("a missing program started"),
@@ -203,7 +203,7 @@ async fn the_model_decides_a_simulated_build_time_over_the_jobs_estimate() {
         ("a-b/other", 8, 10),
     ] {
         let started = tokio::time::Instant::now();
-        let mut running = start(&builder, &env(atom, jobs), 64, None).expect("starts");
+        let mut running = start(&builder, &env(atom, jobs), 64, None, None).expect("starts");
         assert_eq!(running.wait().await, BuildOutcome::Succeeded);
         assert_eq!(
             started.elapsed().as_millis(),
@@ -308,7 +308,7 @@ async fn a_build_sees_its_environment_and_logs_to_its_own_file() {
         supervisor: None,
     };
     let log = dir.path().join("logs/not-yet/a-b_2Fc-2.log");
-    let mut running = start(&builder, &env("a-b/c"), 256, Some(log.clone())).expect("starts");
+    let mut running = start(&builder, &env("a-b/c"), 256, Some(log.clone()), None).expect("starts");
     assert_eq!(running.wait().await, BuildOutcome::Succeeded);
     let text = std::fs::read_to_string(&log).expect("the attempt's log file");
     assert_eq!(text, "/pkgs gpkg binpkg-multi-instance -j4\n");

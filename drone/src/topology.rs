@@ -46,6 +46,8 @@ pub struct Topology {
     /// The store of built binary packages, for a builder that writes them (`emerge`): such a
     /// drone waits for it like for the rest.
     pub artifacts: Option<ObjectStore>,
+    /// The store of complete build logs (none from a coordinator that keeps none).
+    pub logs: Option<ObjectStore>,
 }
 
 impl Topology {
@@ -93,7 +95,9 @@ impl Topology {
             ),
             _ => js.get_object_store(names::ARTIFACTS_BUCKET).await.ok(),
         };
+        let logs = js.get_object_store(names::LOGS_BUCKET).await.ok();
         Ok(Topology {
+            logs,
             leases,
             packages,
             drones,

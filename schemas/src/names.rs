@@ -26,6 +26,32 @@ pub fn history_filter(key: &PackageKey) -> String {
     format!("{HISTORY_SUBJECT_PREFIX}.*.{key}")
 }
 
+/// Build logs as they are written: the drone's output in order, in chunks, under
+/// `swarm.log.<drone>.<package-key>.<submission>.<attempt>`; the last chunk of a build carries
+/// `HEADER_LOG_END`.
+pub const LOGS_STREAM: &str = "SWARM_LOGS";
+pub const LOG_SUBJECT_PREFIX: &str = "swarm.log";
+/// Object store of complete build logs, gzip-compressed, one object per attempt
+/// (`log_object`), kept for the coordinator's `log_retention_secs`.
+pub const LOGS_BUCKET: &str = "swarm-logs";
+/// On the last live chunk of a build's log: the build's output has ended.
+pub const HEADER_LOG_END: &str = "Swarm-Log-End";
+
+/// The subject of the live log of one attempt, written by `drone`.
+pub fn log_subject(drone: &DroneName, key: &PackageKey, submission: u64, attempt: u32) -> String {
+    format!("{LOG_SUBJECT_PREFIX}.{drone}.{key}.{submission}.{attempt}")
+}
+
+/// The live log of one attempt, whichever drone writes it.
+pub fn log_filter(key: &PackageKey, submission: u64, attempt: u32) -> String {
+    format!("{LOG_SUBJECT_PREFIX}.*.{key}.{submission}.{attempt}")
+}
+
+/// The name of one attempt's complete log in the logs object store.
+pub fn log_object(key: &PackageKey, submission: u64, attempt: u32) -> String {
+    format!("{key}.{submission}.{attempt}.log.gz")
+}
+
 /// Captures the server's max-deliveries advisories for the work stream, so a dead letter is not
 /// lost while the coordinator is down.
 pub const DEADLETTER_STREAM: &str = "SWARM_DEADLETTER";

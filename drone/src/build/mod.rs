@@ -9,6 +9,7 @@
 //! renewal, is killed at once, and nothing is acknowledged or reported as a result for it.
 
 mod claim;
+pub mod logship;
 mod report;
 mod watch;
 
@@ -17,8 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{self, AckKind, kv, object_store::ObjectStore};
+use bytes::Bytes;
 use schemas::{Artifact, Atom, BuildOutcome, DroneName, EventKind, FailureClass, Job, PackageKey};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -49,6 +51,10 @@ pub struct Ctx {
     pub pkgdir: Option<PathBuf>,
     /// The store a successful build's binary packages go to.
     pub artifacts: Option<ObjectStore>,
+    /// Where live build logs are published (`logship`).
+    pub js: jetstream::Context,
+    /// The store of complete build logs; `None` with a coordinator that keeps none.
+    pub logs: Option<ObjectStore>,
 }
 
 /// How a job left this drone.
@@ -202,8 +208,8 @@ pub async fn run(
         Ok(claim) => claim,
         Err(report) => return report,
     };
-    let running = match prepare(&ctx, &job, &claim, jobs, slot).await {
-        Ok(running) => running,
+    let (running, output) = match prepare(&ctx, &job, &claim, jobs, slot).await {
+        Ok(started) => started,
         Err(err) => {
             warn!(package = %job.atom, error = %err, "builder did not start; handing the job back");
             let reason = err.to_string();
@@ -217,7 +223,21 @@ pub async fn run(
         }
     };
     info!(package = %job.atom, attempt = job.attempt, delivery = claim.delivery, "build started");
-    match watch::watch(&ctx, &message, &job, claim, running, &stops, slot).await {
+    // The log is shipped while the build runs, and stored once its output has ended.
+    let shipping = async {
+        match output {
+            Some(output) => Some(logship::ship(&ctx, &job, output).await),
+            None => None,
+        }
+    };
+    let (end, shipped) = tokio::join!(
+        watch::watch(&ctx, &message, &job, claim, running, &stops, slot),
+        shipping
+    );
+    if let Some(shipped) = shipped {
+        debug!(package = %job.atom, ?shipped, "build log shipped");
+    }
+    match end {
         RunEnd::Exited {
             claim,
             outcome:
@@ -314,14 +334,15 @@ pub async fn run(
     }
 }
 
-/// Starts the builder and announces the claim (`started` is the claim event).
+/// Starts the builder and announces the claim (`started` is the claim event); the build's
+/// output comes out of the receiver, for a builder that runs a process.
 async fn prepare(
     ctx: &Ctx,
     job: &Job,
     claim: &claim::Claim,
     jobs: u32,
     slot: &mut SlotHandle,
-) -> Result<Running, builder::StartError> {
+) -> Result<(Running, Option<UnboundedReceiver<Bytes>>), builder::StartError> {
     let env = BuildEnv {
         atom: job.atom.clone(),
         attempt: job.attempt,
@@ -336,7 +357,20 @@ async fn prepare(
         .settings
         .effective_log_dir()
         .map(|dir| dir.join(format!("{}-{}.log", job.atom.key(), job.attempt)));
-    let running = builder::start(&ctx.builder, &env, ctx.settings.log_tail_bytes, log_file)?;
+    let (live, output) = match ctx.builder {
+        Builder::Process { .. } => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        }
+        Builder::Simulate { .. } => (None, None),
+    };
+    let running = builder::start(
+        &ctx.builder,
+        &env,
+        ctx.settings.log_tail_bytes,
+        log_file,
+        live,
+    )?;
     slot.build_started(&job.atom);
     ctx.reporter
         .note(EventKind::Started {
@@ -348,7 +382,7 @@ async fn prepare(
             lease_rev: claim.revision,
         })
         .await;
-    Ok(running)
+    Ok((running, output))
 }
 
 /// The lease is lost (or may be): nothing of the build is acknowledged or reported as a

@@ -155,6 +155,8 @@ mod tests {
             observer: Arc::new(Quiet),
             pkgdir: None,
             artifacts: None,
+            js: js.clone(),
+            logs: None,
         };
         (ctx, js)
     }
@@ -225,7 +227,8 @@ mod tests {
             estimate_secs: None,
             supervise_deadline: None,
         };
-        let running = builder::start(&ctx.builder, &env, 256, None).expect("the build starts");
+        let running =
+            builder::start(&ctx.builder, &env, 256, None, None).expect("the build starts");
         // Let the build end before the stage looks at it, as for a drone that was frozen.
         tokio::time::sleep(settle).await;
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -116,6 +116,8 @@ pub async fn run_observed(
         observer,
         pkgdir: settings.writes_binpkgs(),
         artifacts: topology.artifacts.clone(),
+        js: js.clone(),
+        logs: topology.logs.clone(),
     });
     let subscribe = |subject: String| {
         let client = client.clone();
