@@ -15,6 +15,7 @@ pub mod deploy;
 pub mod invariants;
 mod records;
 mod swarm;
+mod waits;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -8,25 +8,6 @@ use std::time::{Duration, Instant};
 use schemas::{BuildOutcome, FailureClass, PackageRecord, PackageState, SubmitResult};
 use swarm_tests::*;
 
-/// Waits until `ready` holds for the package's record.
-async fn wait_for_package(
-    swarm: &Swarm,
-    atom: &str,
-    what: &str,
-    ready: impl Fn(&PackageRecord) -> bool,
-) -> PackageRecord {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(record) = swarm.packages().await.remove(atom)
-            && ready(&record)
-        {
-            return record;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn classes(record: &PackageRecord) -> Vec<Option<FailureClass>> {
     record
         .history
@@ -124,10 +105,11 @@ async fn the_machines_fault_spends_no_attempt_and_grounds_the_drone() {
     ));
     let atom = "=dev-test/innocent-1.0";
     submit_one(&swarm, atom).await;
-    let record = wait_for_package(&swarm, atom, "the failure to be recorded", |r| {
-        !r.history.is_empty()
-    })
-    .await;
+    let record = swarm
+        .wait_for_package(atom, "the failure to be recorded", |r| {
+            !r.history.is_empty()
+        })
+        .await;
     assert_eq!(classes(&record), [Some(FailureClass::Infrastructure)]);
     assert_eq!(
         record.state,
@@ -168,7 +150,9 @@ async fn a_failed_download_is_tried_again_later_and_counts_against_no_one() {
     let atom = "=dev-test/gone-1.0";
     submit_one(&swarm, atom).await;
     // Tried again and again, with a single attempt allowed: none is spent.
-    let record = wait_for_package(&swarm, atom, "three tries", |r| r.history.len() >= 3).await;
+    let record = swarm
+        .wait_for_package(atom, "three tries", |r| r.history.len() >= 3)
+        .await;
     assert!(
         classes(&record)
             .iter()
