@@ -304,6 +304,12 @@
         el('summary', null, `${when} · ${f.atom} (attempt ${f.attempt}) on ${f.drone}: ${f.class || 'package'}: ${f.signature || describeExit(f.exit)}`),
         el('pre', 'log', f.log_tail || '(no output)'),
       );
+      if (f.log) {
+        // The attempt's complete log, as the drone stored it.
+        const link = el('a', 'full-log', 'full log');
+        link.href = f.log;
+        details.append(link);
+      }
       item.append(details);
       return item;
     });

@@ -1,5 +1,5 @@
 //! The dashboard's HTTP interface, read-only: the page and its assets (served from the binary, no
-//! CDN), `/api/state`, `/ws`, `/metrics` and `/healthz`. Only `GET` is routed; nothing here can
+//! CDN), `/api/state`, `/ws`, `/metrics`, `/healthz` and the stored build logs (`logs.rs`). Only `GET` is routed; nothing here can
 //! change the swarm.
 
 use std::sync::Arc;
@@ -30,6 +30,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Hub,
+    /// Reads the stored build logs (`/logs/...`).
+    pub client: async_nats::Client,
     /// Cancelled at shutdown: open WebSockets are closed with a close frame.
     pub shutdown: CancellationToken,
 }
@@ -44,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ws", get(ws))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
+        .route("/logs/{key}/{attempt}", get(crate::logs::build_log))
         .with_state(state)
 }
 

@@ -7,6 +7,7 @@ pub mod fold;
 pub mod graph;
 pub mod http;
 pub mod hub;
+pub mod logs;
 pub mod metrics;
 pub mod source;
 pub mod view;
@@ -80,6 +81,7 @@ pub async fn serve(
     ));
     let app = http::app(http::AppState {
         hub,
+        client: client.clone(),
         shutdown: shutdown.clone(),
     });
     if let Ok(addr) = listener.local_addr() {

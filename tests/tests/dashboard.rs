@@ -256,6 +256,18 @@ async fn browser_shows_the_swarm_live_and_recovers_from_a_dashboard_restart() {
     );
     let page = browser.eval(READ_PAGE).await.expect("page readable");
     assert_eq!(page["pwned"], false, "a log line became markup");
+    // Each failure links to its attempt's complete log, which the dashboard serves as text.
+    let link = browser
+        .eval("document.querySelector('#failures a.full-log')?.getAttribute('href') ?? null")
+        .await
+        .expect("page readable");
+    let link = link.as_str().expect("a failure links to its full log").to_owned();
+    assert!(link.starts_with("/logs/"), "{link}");
+    let log = testkit::http::get(addr, &link, Duration::from_secs(5))
+        .await
+        .expect("the full log");
+    assert_eq!(log.status, 200, "{}", log.body);
+    assert!(log.body.contains(HOSTILE_LOG), "{}", log.body);
     let shot = testkit::workspace_root().join("artifacts/dashboard.png");
     browser.screenshot(&shot).await.expect("screenshot");
     println!("screenshot of the building swarm: {}", shot.display());

@@ -112,3 +112,63 @@ async fn a_build_log_streams_live_in_order_and_is_stored_complete() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("never submitted"));
 }
+
+/// The dashboard's list of failures links to each failed attempt's complete log, which it
+/// serves as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_links_a_failure_to_its_complete_log() {
+    let mut swarm = Swarm::start_with(&[("SWARM_COORDINATOR__MAX_ATTEMPTS", "1")]).await;
+    swarm.wait_coordinator().await;
+    let port = testkit::free_port().expect("free port");
+    swarm.spawn_dashboard(port);
+    swarm.spawn_drone(
+        &DroneSpec::new("l-b", 2, 1)
+            .env("SWARM_TEST_PRINT_LINES", "3000")
+            .env("SWARM_TEST_PRINT_PAUSE", "0")
+            .env("SWARM_TEST_FAIL_ALWAYS", "1")
+            .env("SWARM_TEST_FAIL_MESSAGE", "make: *** [all] Error 2")
+            .env("SWARM_DRONE__GROUND_AFTER_FAILURES", "100"),
+    );
+    let atom = "dev-test/failing";
+    let (ok, text) = swarm.swarmctl_text(&["submit", atom]);
+    assert!(ok, "{text}");
+    swarm.wait_final(1, Duration::from_secs(60)).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let link = loop {
+        if let Ok(state) = testkit::http::get(addr, "/api/state", Duration::from_secs(5)).await
+            && let Ok(json) = state.json()
+            && let Some(link) = json["failures"][0]["log"].as_str()
+        {
+            break link.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the failure never showed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(link, "/logs/dev-test_2Ffailing/1");
+    let log = testkit::http::get(addr, &link, Duration::from_secs(5))
+        .await
+        .expect("the log");
+    assert_eq!(log.status, 200, "{}", log.body);
+    assert_eq!(
+        log.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    // Every line of stdout, and stderr's line where the drone read it among them.
+    let error = "make: *** [all] Error 2\n";
+    assert!(log.body.contains(error), "{}", log.body.len());
+    let stdout = log.body.replacen(error, "", 1);
+    assert!(
+        stdout == expected(3000),
+        "the served log differs: {} bytes",
+        log.body.len()
+    );
+    let missing = testkit::http::get(addr, "/logs/dev-test_2Ffailing/9", Duration::from_secs(5))
+        .await
+        .expect("answer");
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    let junk = testkit::http::get(addr, "/logs/not%20a%20key/1", Duration::from_secs(5))
+        .await
+        .expect("answer");
+    assert_eq!(junk.status, 400, "{}", junk.body);
+}

@@ -125,6 +125,9 @@ pub struct Failure {
     pub signature: Option<String>,
     pub at_ms: u64,
     pub duration_ms: u64,
+    /// Where the page fetches the attempt's complete log (`/logs/<package-key>/<attempt>`).
+    #[serde(default)]
+    pub log: String,
 }
 
 impl Failure {
@@ -167,6 +170,7 @@ impl Failure {
             signature: signature.clone(),
             at_ms: event.at_ms,
             duration_ms: *duration_ms,
+            log: format!("/logs/{}/{attempt}", atom.key()),
         })
     }
 }
