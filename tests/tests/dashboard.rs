@@ -261,7 +261,10 @@ async fn browser_shows_the_swarm_live_and_recovers_from_a_dashboard_restart() {
         .eval("document.querySelector('#failures a.full-log')?.getAttribute('href') ?? null")
         .await
         .expect("page readable");
-    let link = link.as_str().expect("a failure links to its full log").to_owned();
+    let link = link
+        .as_str()
+        .expect("a failure links to its full log")
+        .to_owned();
     assert!(link.starts_with("/logs/"), "{link}");
     let log = testkit::http::get(addr, &link, Duration::from_secs(5))
         .await

@@ -77,10 +77,10 @@ async fn nats_server_killed_and_restarted_mid_run() {
         .assert_ok();
 }
 
-/// `swarmctl wait` started while nats-server is down says that it waits for the server, rides
-/// out the outage and reports the run once the swarm has finished it.
+/// `swarmctl wait` and `swarmctl watch` started while nats-server is down say that they wait
+/// for the server, ride out the outage and report the run once the swarm has finished it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn swarmctl_wait_rides_out_a_nats_restart() {
+async fn swarmctl_wait_and_watch_ride_out_a_nats_restart() {
     let nats = NatsServer::builder()
         .sync_always(true)
         .start()
@@ -93,28 +93,38 @@ async fn swarmctl_wait_rides_out_a_nats_restart() {
     submit_all(&swarm, &atoms).await;
     wait_finished(&swarm, 10, Duration::from_secs(60)).await;
     swarm.nats.kill().expect("nats-server killed");
-    let wait = swarm
-        .swarmctl_command(&["wait", "--timeout", "120"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("swarmctl wait starts");
+    let followers: Vec<_> = [
+        vec!["wait", "--timeout", "120"],
+        vec!["watch", "--timeout", "120"],
+    ]
+    .into_iter()
+    .map(|args| {
+        swarm
+            .swarmctl_command(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("swarmctl starts")
+    })
+    .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
     swarm.nats.start_again().expect("nats-server restarts");
-    let out = tokio::task::spawn_blocking(move || wait.wait_with_output())
-        .await
-        .expect("join")
-        .expect("swarmctl wait ends");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(
-        stderr.contains("waiting for the NATS server"),
-        "it says what it waits for: {stderr} {stdout}"
-    );
-    assert!(stdout.contains("all 60 packages succeeded"), "{stdout}");
+    for follower in followers {
+        let out = tokio::task::spawn_blocking(move || follower.wait_with_output())
+            .await
+            .expect("join")
+            .expect("swarmctl ends");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(
+            stderr.contains("waiting for the NATS server"),
+            "it says what it waits for: {stderr} {stdout}"
+        );
+        assert!(stdout.contains("all 60 packages succeeded"), "{stdout}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
