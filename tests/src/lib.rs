@@ -89,6 +89,25 @@ pub fn all_succeeded(packages: &HashMap<String, PackageRecord>) -> bool {
         .all(|p| matches!(p.state, PackageState::Succeeded { .. }))
 }
 
+/// Runs a nats-py script of `tests/fixtures` with the test tools' Python (a third-party NATS
+/// client, as an operator's own tools would be) against `swarm`'s server with `args`, and reads
+/// the JSON it prints.
+pub fn nats_py(swarm: &Swarm, script: &str, args: &[&str]) -> serde_json::Value {
+    let python = testkit::portage::python().expect("the test tools' Python");
+    let out = std::process::Command::new(python)
+        .arg(testkit::fixture(script))
+        .arg(swarm.nats.client_url())
+        .args(args)
+        .output()
+        .expect("run the nats-py script");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
 /// The atoms of the world-152 workload with their estimates.
 pub fn world() -> Vec<(String, f64)> {
     let text = std::fs::read_to_string(testkit::fixture("world-152.tsv")).expect("fixture");

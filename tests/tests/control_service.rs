@@ -4,7 +4,6 @@
 //! malformed requests to every endpoint (fuzzed) get a coded error and change nothing.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use schemas::{PackageRecord, names};
@@ -12,18 +11,7 @@ use swarm_tests::*;
 
 /// The protocol's answers as nats-py reads them.
 fn micro(swarm: &Swarm) -> serde_json::Value {
-    let python = testkit::portage::python().expect("the test tools' Python");
-    let out = Command::new(python)
-        .arg(testkit::fixture("micro_service.py"))
-        .args([&swarm.nats.client_url(), names::CONTROL_SERVICE])
-        .output()
-        .expect("run the nats-py client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("a JSON object")
+    nats_py(swarm, "micro_service.py", &[names::CONTROL_SERVICE])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

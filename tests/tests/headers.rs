@@ -4,7 +4,6 @@
 //! with a third-party NATS client (nats-py, `tests/fixtures/stream_headers.py`), as the NATS CLI
 //! or an operator's own script reads them.
 
-use std::process::Command;
 use std::time::Duration;
 
 use schemas::names;
@@ -12,18 +11,8 @@ use swarm_tests::*;
 
 /// Every message of `stream` as nats-py reads it: `[{subject, headers}]`.
 fn stream_headers(swarm: &Swarm, stream: &str) -> Vec<serde_json::Value> {
-    let python = testkit::portage::python().expect("the test tools' Python");
-    let out = Command::new(python)
-        .arg(testkit::fixture("stream_headers.py"))
-        .args([&swarm.nats.client_url(), stream])
-        .output()
-        .expect("run the nats-py reader");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("a JSON list")
+    let list = nats_py(swarm, "stream_headers.py", &[stream]);
+    list.as_array().expect("a JSON list").clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
