@@ -14,6 +14,7 @@ pub mod binhost;
 pub mod deploy;
 pub mod invariants;
 mod records;
+pub mod secured;
 mod swarm;
 mod waits;
 

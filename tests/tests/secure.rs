@@ -3,66 +3,14 @@
 //! credential, and no role can do what it has no business doing.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_nats::{ConnectOptions, Event};
 use schemas::names;
+use swarm_tests::secured::{ROLES, credential, password, secured_server};
 use swarm_tests::*;
 use testkit::NatsServer;
 use tokio::sync::mpsc;
-
-/// The roles of the deploy config and the environment variable each password is read from.
-const ROLES: [(&str, &str); 9] = [
-    ("coordinator", "NATS_PASSWORD_COORDINATOR"),
-    ("dashboard", "NATS_PASSWORD_DASHBOARD"),
-    ("binhost", "NATS_PASSWORD_BINHOST"),
-    ("operator", "NATS_PASSWORD_OPERATOR"),
-    ("drone-Izar", "NATS_PASSWORD_DRONE_IZAR"),
-    ("drone-Tarn", "NATS_PASSWORD_DRONE_TARN"),
-    ("drone-Meridian", "NATS_PASSWORD_DRONE_MERIDIAN"),
-    ("drone-Tau-Beta", "NATS_PASSWORD_DRONE_TAU_BETA"),
-    ("drone-gentoo", "NATS_PASSWORD_DRONE_GENTOO"),
-];
-
-fn password(role: &str) -> String {
-    format!("pw-{role}-for-tests")
-}
-
-/// `deploy/nats-server.conf` with its JetStream folder in `dir`, every role's password in the
-/// server's environment.
-fn secured_server(dir: &std::path::Path) -> NatsServer {
-    let deploy = testkit::workspace_root().join("deploy/nats-server.conf");
-    let text = std::fs::read_to_string(&deploy).expect("deploy/nats-server.conf");
-    let store_line = "store_dir: \"/var/lib/nats\"";
-    assert_eq!(
-        text.matches(store_line).count(),
-        1,
-        "the deploy config names its store folder once"
-    );
-    let store = dir.join("store");
-    let config: PathBuf = dir.join("nats-server.conf");
-    std::fs::write(
-        &config,
-        text.replace(
-            store_line,
-            &format!("store_dir: {:?}", store.display().to_string()),
-        ),
-    )
-    .expect("config written");
-    let mut builder = NatsServer::builder().config_file(&config);
-    for (role, var) in ROLES {
-        builder = builder.env(var, password(role));
-    }
-    builder.start().expect("nats-server runs the deploy config")
-}
-
-fn credential(role: &str) -> Vec<(String, String)> {
-    vec![
-        ("SWARM_NATS__USER".to_owned(), role.to_owned()),
-        ("SWARM_NATS__PASSWORD".to_owned(), password(role)),
-    ]
-}
 
 fn server_log(nats: &NatsServer) -> String {
     std::fs::read_to_string(nats.log_file()).unwrap_or_default()
@@ -337,6 +285,16 @@ async fn connect_as(
     (client, seen)
 }
 
+/// `subjects` and every endpoint of the control service, each of which changes the swarm.
+fn with_control(subjects: &[&str]) -> Vec<String> {
+    let control = names::CONTROL_ENDPOINTS.map(names::control_subject);
+    subjects
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(control)
+        .collect()
+}
+
 /// Publishes to `subject` and expects the server to refuse it as a permissions violation.
 async fn refused(
     client: &async_nats::Client,
@@ -381,7 +339,7 @@ async fn roles_cannot_overstep() {
     // A drone cannot submit, publish jobs, speak for another drone, write another drone's
     // record or package state, or touch the streams.
     let (izar, mut izar_errors) = connect_as(&swarm.nats, "drone-Izar").await;
-    for subject in [
+    for subject in with_control(&[
         names::SUBMIT_SUBJECT,
         "swarm.build.amd64.dev-test_2Fforged",
         "swarm.event.drone-Tarn",
@@ -393,12 +351,7 @@ async fn roles_cannot_overstep() {
         "$JS.API.STREAM.UPDATE.SWARM_BUILDS",
         "$JS.API.CONSUMER.DELETE.SWARM_BUILDS.builders-amd64",
         "swarm.ctl.drone.drone-Tarn",
-    ] {
-        refused(&izar, &mut izar_errors, "drone-Izar", subject).await;
-    }
-    // Nor call any endpoint of the control service, each of which changes the swarm.
-    for endpoint in names::CONTROL_ENDPOINTS {
-        let subject = names::control_subject(endpoint);
+    ]) {
         refused(&izar, &mut izar_errors, "drone-Izar", &subject).await;
     }
     // Through the JetStream API as a program would do it: refused, and the stream is still there.
@@ -408,7 +361,7 @@ async fn roles_cannot_overstep() {
 
     // The dashboard publishes nothing the swarm reads or keeps.
     let (dashboard, mut dashboard_errors) = connect_as(&swarm.nats, "dashboard").await;
-    for subject in [
+    for subject in with_control(&[
         names::SUBMIT_SUBJECT,
         "swarm.build.amd64.dev-test_2Fforged",
         "swarm.event.drone-Izar",
@@ -424,17 +377,13 @@ async fn roles_cannot_overstep() {
         "$JS.API.CONSUMER.MSG.NEXT.SWARM_EVENTS.coordinator",
         "$JS.ACK.SWARM_BUILDS.builders-amd64.1.1.1.1.0",
         "anything.else",
-    ] {
-        refused(&dashboard, &mut dashboard_errors, "dashboard", subject).await;
-    }
-    for endpoint in names::CONTROL_ENDPOINTS {
-        let subject = names::control_subject(endpoint);
+    ]) {
         refused(&dashboard, &mut dashboard_errors, "dashboard", &subject).await;
     }
 
     // swarm-binhost reads what is published; it publishes, writes and asks nothing.
     let (binhost, mut binhost_errors) = connect_as(&swarm.nats, "binhost").await;
-    for subject in [
+    for subject in with_control(&[
         names::SUBMIT_SUBJECT,
         names::BINHOST_SUBJECT,
         "$KV.swarm-binhost.current.amd64",
@@ -445,11 +394,7 @@ async fn roles_cannot_overstep() {
         "$JS.API.STREAM.MSG.DELETE.OBJ_swarm-artifacts",
         "$JS.API.STREAM.DELETE.KV_swarm-binhost",
         "swarm.ctl.drone.drone-Izar",
-    ] {
-        refused(&binhost, &mut binhost_errors, "binhost", subject).await;
-    }
-    for endpoint in names::CONTROL_ENDPOINTS {
-        let subject = names::control_subject(endpoint);
+    ]) {
         refused(&binhost, &mut binhost_errors, "binhost", &subject).await;
     }
 
