@@ -141,10 +141,10 @@ pub async fn history(
 
 /// The aligned table: RUN ATTEMPT DRONE STARTED (UTC) DURATION EXIT CLASS RESULT.
 pub fn table(lines: &[HistoryLine]) -> String {
-    let rows: Vec<[String; 8]> = lines
+    let rows = lines
         .iter()
         .map(|l| {
-            [
+            vec![
                 l.run.clone().unwrap_or_else(|| "-".to_owned()),
                 l.attempt.to_string(),
                 l.drone.clone(),
@@ -156,34 +156,12 @@ pub fn table(lines: &[HistoryLine]) -> String {
             ]
         })
         .collect();
-    let header = [
-        "RUN", "ATTEMPT", "DRONE", "STARTED", "DURATION", "EXIT", "CLASS", "RESULT",
-    ];
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[&str]| {
-        let mut text = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(&header);
-    for row in &rows {
-        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        line(&cells);
-    }
-    out
+    crate::view::table(
+        &[
+            "RUN", "ATTEMPT", "DRONE", "STARTED", "DURATION", "EXIT", "CLASS", "RESULT",
+        ],
+        rows,
+    )
 }
 
 #[cfg(test)]

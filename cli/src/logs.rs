@@ -4,13 +4,12 @@
 //! its first byte, and with `--follow` followed as the drone writes it until the build's output
 //! ends (or its build ends without an end, the drone gone). Read-only: no coordinator needed.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig};
 use futures::StreamExt;
 use schemas::{Atom, PackageRecord, PackageState, names};
-use tokio::io::AsyncReadExt;
 
 use crate::{CliError, Outcome};
 
@@ -26,7 +25,7 @@ pub async fn logs(
     out: &mut (dyn Write + Send),
 ) -> Result<Outcome, CliError> {
     let js = jetstream::new(client.clone());
-    let record = package(&js, atom).await?;
+    let record = package(client, atom).await?;
     let attempt = attempt
         .or_else(|| Some(record.state.attempt()).filter(|a| *a > 0))
         .or_else(|| record.history.last().map(|h| h.attempt))
@@ -35,11 +34,18 @@ pub async fn logs(
             why: "no build of it has started".to_owned(),
         })?;
     let key = atom.key();
-    if let Some(log) = stored(&js, &names::log_object(&key, record.submission, attempt)).await? {
+    let name = names::log_object(&key, record.submission, attempt);
+    let stored = runtime::logs::read_stored(&js, &name)
+        .await
+        .map_err(|err| CliError::Request {
+            subject: names::LOGS_BUCKET.to_owned(),
+            reason: err.to_string(),
+        })?;
+    if let Some(log) = stored {
         out.write_all(&log)?;
         return Ok(Outcome::Success);
     }
-    let printed = live(&js, &record, attempt, follow, out).await?;
+    let printed = live(client, &record, attempt, follow, out).await?;
     if printed == 0 {
         writeln!(
             std::io::stderr(),
@@ -51,13 +57,8 @@ pub async fn logs(
 }
 
 /// The package's record.
-async fn package(js: &jetstream::Context, atom: &Atom) -> Result<PackageRecord, CliError> {
-    let bucket = js
-        .get_key_value(names::PACKAGES_BUCKET)
-        .await
-        .map_err(|_| CliError::AssetsMissing {
-            bucket: names::PACKAGES_BUCKET.to_owned(),
-        })?;
+async fn package(client: &async_nats::Client, atom: &Atom) -> Result<PackageRecord, CliError> {
+    let bucket = crate::view::open(client, names::PACKAGES_BUCKET).await?;
     let entry = bucket
         .get(atom.key().as_str())
         .await
@@ -75,34 +76,10 @@ async fn package(js: &jetstream::Context, atom: &Atom) -> Result<PackageRecord, 
     })
 }
 
-/// The complete log of an ended build, uncompressed; `None` when it is not stored.
-async fn stored(js: &jetstream::Context, name: &str) -> Result<Option<Vec<u8>>, CliError> {
-    let Ok(store) = js.get_object_store(names::LOGS_BUCKET).await else {
-        return Ok(None);
-    };
-    let Ok(mut object) = store.get(name).await else {
-        return Ok(None);
-    };
-    let failed = |reason: String| CliError::Request {
-        subject: format!("{}/{name}", names::LOGS_BUCKET),
-        reason,
-    };
-    let mut compressed = Vec::new();
-    object
-        .read_to_end(&mut compressed)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let mut log = Vec::new();
-    flate2::read::GzDecoder::new(compressed.as_slice())
-        .read_to_end(&mut log)
-        .map_err(|e| failed(format!("not a gzip log: {e}")))?;
-    Ok(Some(log))
-}
-
 /// Prints the live log from its start: what has arrived, or with `follow` everything until
 /// the output ends. The bytes printed.
 async fn live(
-    js: &jetstream::Context,
+    client: &async_nats::Client,
     record: &PackageRecord,
     attempt: u32,
     follow: bool,
@@ -113,6 +90,7 @@ async fn live(
         subject: names::LOGS_STREAM.to_owned(),
         reason,
     };
+    let js = jetstream::new(client.clone());
     let Ok(stream) = js.get_stream(names::LOGS_STREAM).await else {
         return Ok(0);
     };
@@ -142,7 +120,7 @@ async fn live(
             Ok(None) => return Ok(printed),
             Err(_) => {
                 // Nothing new: is the build still running?
-                if !follow || !running(js, record, attempt).await {
+                if !follow || !running(client, record, attempt).await {
                     return Ok(printed);
                 }
                 continue;
@@ -163,8 +141,8 @@ async fn live(
 }
 
 /// Whether `attempt` of the package may still print: it is queued for it or building it.
-async fn running(js: &jetstream::Context, record: &PackageRecord, attempt: u32) -> bool {
-    match package(js, &record.atom).await {
+async fn running(client: &async_nats::Client, record: &PackageRecord, attempt: u32) -> bool {
+    match package(client, &record.atom).await {
         Ok(now) => {
             now.submission == record.submission
                 && matches!(

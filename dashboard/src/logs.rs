@@ -6,8 +6,6 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemas::{PackageKey, PackageRecord, names};
-use std::io::Read;
-use tokio::io::AsyncReadExt;
 
 use crate::http::AppState;
 
@@ -25,12 +23,6 @@ pub async fn build_log(
         );
     };
     let js = async_nats::jetstream::new(state.client.clone());
-    let Ok(store) = js.get_object_store(names::LOGS_BUCKET).await else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the swarm's build logs cannot be read now".to_owned(),
-        );
-    };
     let key = atom.key();
     let current = match js.get_key_value(names::PACKAGES_BUCKET).await {
         Ok(bucket) => match bucket.get(key.as_str()).await {
@@ -43,33 +35,24 @@ pub async fn build_log(
     };
     for submission in (current.saturating_sub(SUBMISSIONS_BACK).max(1)..=current).rev() {
         let name = names::log_object(&key, submission, attempt);
-        let Ok(mut object) = store.get(name.as_str()).await else {
-            continue;
-        };
-        let mut compressed = Vec::new();
-        if let Err(err) = object.read_to_end(&mut compressed).await {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the log of {atom} attempt {attempt} cannot be read now: {err}"),
-            );
+        match runtime::logs::read_stored(&js, &name).await {
+            Ok(Some(log)) => {
+                return (
+                    [
+                        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                        (header::CACHE_CONTROL, "no-cache"),
+                        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                    ],
+                    log,
+                )
+                    .into_response();
+            }
+            Ok(None) => {}
+            Err(err @ runtime::logs::StoredLogError::Read { .. }) => {
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
+            }
+            Err(err) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
         }
-        let mut log = Vec::new();
-        if let Err(err) = flate2::read::GzDecoder::new(compressed.as_slice()).read_to_end(&mut log)
-        {
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the stored log of {atom} attempt {attempt} is not gzip: {err}"),
-            );
-        }
-        return (
-            [
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-cache"),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            ],
-            log,
-        )
-            .into_response();
     }
     refuse(
         StatusCode::NOT_FOUND,

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod dates;
 pub mod kv;
 pub mod logging;
+pub mod logs;
 pub mod nats;
 pub mod service;
 pub mod shutdown;

@@ -55,6 +55,22 @@ pub fn drone_record(name: &str, cores: u32, state: DroneState) -> DroneRecord {
     }
 }
 
+/// The job of `attempt` of `atom_text`'s first submission, on the normal queue, avoiding no
+/// drone.
+pub fn job(atom_text: &str, attempt: u32) -> crate::Job {
+    crate::Job {
+        v: SCHEMA_VERSION,
+        atom: atom(atom_text),
+        attempt,
+        submission: 1,
+        avoid: Vec::new(),
+        estimate_secs: None,
+        fingerprint: None,
+        min_cores: None,
+        linger: false,
+    }
+}
+
 /// A package record of the default arch, first submission, no history and nothing known of
 /// its build time.
 pub fn package_record(atom_text: &str, state: PackageState) -> PackageRecord {

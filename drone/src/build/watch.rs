@@ -162,17 +162,7 @@ mod tests {
     }
 
     fn job() -> Job {
-        Job {
-            v: SCHEMA_VERSION,
-            atom: fixtures::atom("a-b/c"),
-            attempt: 1,
-            submission: 1,
-            avoid: Vec::new(),
-            estimate_secs: None,
-            fingerprint: None,
-            min_cores: None,
-            linger: false,
-        }
+        fixtures::job("a-b/c", 1)
     }
 
     /// A claim whose last good renewal was `ago`.

@@ -382,17 +382,7 @@ fn a_publish_request_of_the_previous_release_still_reads() {
 
 #[test]
 fn jobs_and_events_carry_headers_people_read() {
-    let job = Job {
-        v: SCHEMA_VERSION,
-        atom: atom("=dev-libs/openssl-3.3.2"),
-        attempt: 2,
-        submission: 1,
-        avoid: Vec::new(),
-        estimate_secs: None,
-        fingerprint: None,
-        min_cores: None,
-        linger: false,
-    };
+    let job = crate::fixtures::job("=dev-libs/openssl-3.3.2", 2);
     let run = RunName::parse("nightly-1").expect("run");
     assert_eq!(
         job.headers(Some(&run)),
