@@ -169,6 +169,8 @@ if ((want_test_tools)); then
     # Portage's own code, the tests' oracle for binary packages and the Packages index, runs
     # from the PyPI package in the project's venv; its gpkg code compresses with zstd.
     install_package zstd zstd
+    # `swarmctl watch` draws its bar only on a terminal: the test gives it one with `script`.
+    install_package script bsdutils
     if ! "$venv_dir/bin/python" -c 'import portage' 2>/dev/null; then
         if [[ ! -x "$venv_dir/bin/python" ]]; then
             log "creating $venv_dir"
