@@ -313,3 +313,32 @@ async fn drain_and_ground_stop_a_drone_taking_work_until_unground() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("no drone named d-nobody"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_run_withdraws_every_unfinished_package_of_the_run_only() {
+    let swarm = Swarm::start().await;
+    swarm.wait_coordinator().await;
+    // No drone: every job waits in the work stream.
+    for (run, atom) in [
+        ("c-run", "dev-test/in-run1"),
+        ("c-run", "dev-test/in-run2"),
+        ("c-other", "dev-test/other"),
+    ] {
+        let (ok, text) = swarm.swarmctl_text(&["submit", "--run", run, atom]);
+        assert!(ok, "{text}");
+    }
+    let (ok, text) = swarm.swarmctl_text(&["cancel", "--run", "c-run"]);
+    assert!(ok, "{text}");
+    assert!(text.starts_with("2 cancelled"), "{text}");
+    let packages = swarm.packages().await;
+    assert_eq!(packages["dev-test/in-run1"].state.label(), "cancelled");
+    assert_eq!(packages["dev-test/in-run2"].state.label(), "cancelled");
+    assert_eq!(packages["dev-test/other"].state.label(), "queued");
+    // Their jobs left the work stream; the other run's stays.
+    let js = async_nats::jetstream::new(swarm.client().await);
+    let mut builds = js.get_stream(names::BUILDS_STREAM).await.expect("stream");
+    assert_eq!(builds.info().await.expect("info").state.messages, 1);
+    let out = swarm.swarmctl(&["cancel", "--run", "c-none"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no run named c-none"));
+}
