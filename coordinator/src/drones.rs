@@ -95,6 +95,10 @@ impl DroneRegistry {
                 if record.name.as_str() != key {
                     return Err(DroneRefusal::ForeignKey { name: record.name });
                 }
+                // A record read directly may be newer than what the watch delivers next.
+                if self.drones.get(key).is_some_and(|e| e.revision > revision) {
+                    return Ok(());
+                }
                 self.drones.insert(
                     key.to_owned(),
                     DroneEntry {

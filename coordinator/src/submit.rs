@@ -72,6 +72,7 @@ impl Service {
     }
 
     pub(crate) async fn submit(&mut self, request: SubmitRequest) -> SubmitResult {
+        self.refresh_drones().await;
         let now = runtime::now_ms();
         let mut plan =
             match self

@@ -187,6 +187,21 @@ impl Service {
         }
     }
 
+    /// Reads every drone record now, so that a submission is placed (its run's fingerprint, its
+    /// big jobs) by the drones online at that moment, not by what the bucket's watch has
+    /// delivered so far.
+    pub(crate) async fn refresh_drones(&mut self) {
+        let Ok(keys) = self.topo.drones.keys().await else {
+            return;
+        };
+        let keys: Vec<String> = keys.filter_map(|k| async { k.ok() }).collect().await;
+        for key in keys {
+            if let Ok(Some(entry)) = self.topo.drones.entry(key.as_str()).await {
+                self.handle_drone_entry(entry);
+            }
+        }
+    }
+
     /// A drone whose heartbeat stopped is marked lost. Its builds need nothing from here: their
     /// leases expire on their own and the server redelivers their jobs.
     pub(crate) async fn mark_lost_drones(&mut self) {

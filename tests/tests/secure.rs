@@ -75,10 +75,6 @@ async fn every_component_works_with_its_own_credential() {
         assert!(Instant::now() < deadline, "drones not online: {drones}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The coordinator sees the drone records through its own watch of the bucket, a moment
-    // after swarmctl read them: let it catch up, or the giant may be placed before it knows a
-    // big drone is online (seen once in CI-like runs: the giant then went to drone-Tarn).
-    tokio::time::sleep(Duration::from_secs(1)).await;
     // The operator submits through swarmctl, as a user would: twelve packages and, from an atom
     // list with a size class, one giant, which goes to the big queue.
     let atoms: Vec<String> = (0..12).map(|i| format!("=dev-test/secure-1.{i}")).collect();
