@@ -1,9 +1,28 @@
 //! MessagePack encoding with named fields and a schema version check on every decode.
+//!
+//! The reader rules, which let releases N and N-1 run side by side (docs/upgrades.md):
+//!
+//! - Every message is a map of named fields carrying `v`, the schema version. A reader ignores
+//!   fields it does not know, so a release may add an optional field (`#[serde(default)]`)
+//!   without changing `v`: older readers skip it, newer readers default it when it is absent.
+//! - `v` changes only for a change older readers cannot take: a field removed, renamed, made
+//!   required or given another type or meaning. A reader refuses a message of any other version
+//!   than its own ([`DecodeError::UnsupportedVersion`]) rather than guess at its layout, and a
+//!   message without `v` ([`DecodeError::MissingVersion`]): every message the swarm ever wrote
+//!   carries one, so a map without it is not ours, and reading it as the current version would
+//!   misread it the day the version changes.
+//! - A new variant of an enum is a change older readers refuse as [`DecodeError::Invalid`], with
+//!   the version unchanged: a release sends one only where its readers are already upgraded
+//!   (coordinators before drones, see docs/upgrades.md), or it bumps `v`.
+//! - A component never throws away a message it cannot read: it logs it and leaves it where a
+//!   newer release (or the operator) can read it.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The schema version every message carries in its `v` field. A reader rejects any other value
-/// rather than guessing at a layout it does not know.
+/// rather than guessing at a layout it does not know. Bumping it breaks every reader of the
+/// previous release: a release that bumps it must first be preceded by one that reads both
+/// versions (docs/upgrades.md).
 pub const SCHEMA_VERSION: u16 = 1;
 
 /// Messages larger than this are rejected before decoding; nothing we send comes near it, so a
@@ -25,10 +44,34 @@ pub enum DecodeError {
     },
     #[error("{kind} message is not valid MessagePack with a schema version: {reason}")]
     Malformed { kind: &'static str, reason: String },
-    #[error("{kind} message has schema version {found}, this build understands {SCHEMA_VERSION}")]
+    /// A map without `v`: every message the swarm writes has one.
+    #[error("{kind} message has no schema version (field `v`): not a message of the swarm's")]
+    MissingVersion { kind: &'static str },
+    #[error(
+        "{kind} message has schema version {found}, this build reads version {SCHEMA_VERSION} only{}",
+        newer_or_older(.found)
+    )]
     UnsupportedVersion { kind: &'static str, found: u16 },
     #[error("{kind} message does not match its schema: {reason}")]
     Invalid { kind: &'static str, reason: String },
+}
+
+impl DecodeError {
+    /// The schema version the message says it has, when it says one this build cannot read.
+    pub fn unsupported_version(&self) -> Option<u16> {
+        match self {
+            DecodeError::UnsupportedVersion { found, .. } => Some(*found),
+            _ => None,
+        }
+    }
+}
+
+fn newer_or_older(found: &u16) -> &'static str {
+    if *found > SCHEMA_VERSION {
+        " (written by a newer release: upgrade this component)"
+    } else {
+        " (written by a release too old to read)"
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,10 +82,12 @@ pub struct EncodeError {
 }
 
 /// Only the version field, read first so that a message of another schema version is reported
-/// as such instead of as a confusing field mismatch.
+/// as such instead of as a confusing field mismatch. The messages' own `#[serde(default =
+/// "version")]` on `v` never applies through [`decode`]: a message without `v` stops here.
 #[derive(Deserialize)]
 struct VersionProbe {
-    v: u16,
+    #[serde(default)]
+    v: Option<u16>,
 }
 
 pub fn encode<T: Wire>(message: &T) -> Result<Vec<u8>, EncodeError> {
@@ -78,11 +123,15 @@ fn decode_within<T: Wire>(bytes: &[u8], limit: usize) -> Result<T, DecodeError> 
             kind: T::KIND,
             reason: err.to_string(),
         })?;
-    if probe.v != SCHEMA_VERSION {
-        return Err(DecodeError::UnsupportedVersion {
-            kind: T::KIND,
-            found: probe.v,
-        });
+    match probe.v {
+        Some(SCHEMA_VERSION) => {}
+        Some(found) => {
+            return Err(DecodeError::UnsupportedVersion {
+                kind: T::KIND,
+                found,
+            });
+        }
+        None => return Err(DecodeError::MissingVersion { kind: T::KIND }),
     }
     rmp_serde::from_slice(bytes).map_err(|err| DecodeError::Invalid {
         kind: T::KIND,
