@@ -70,6 +70,11 @@ impl DroneRegistry {
         self.drones.get(name)
     }
 
+    /// Every drone known, by key.
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &DroneEntry)> {
+        self.drones.iter()
+    }
+
     pub fn len(&self) -> usize {
         self.drones.len()
     }

@@ -33,6 +33,7 @@ pub mod store;
 pub mod submission;
 mod submit;
 pub mod table;
+pub mod takeover;
 pub mod target;
 pub mod topology;
 mod upkeep;

@@ -23,6 +23,7 @@ use crate::hold::Hold;
 use crate::lifecycle::Policy;
 use crate::reconcile::Reconciler;
 use crate::table::{Entry, PackageTable};
+use crate::takeover::Takeover;
 use crate::topology::Topology;
 use crate::watermark::Watermark;
 
@@ -40,6 +41,8 @@ pub enum ServiceError {
 
 /// Events applied together at most.
 const EVENT_BATCH: usize = 256;
+/// How often drones' silence is judged (lost marks, takeover of their builds).
+const SILENCE_CHECK: Duration = Duration::from_millis(250);
 
 pub struct Service {
     pub(crate) settings: Settings,
@@ -48,6 +51,8 @@ pub struct Service {
     pub(crate) topo: Topology,
     pub(crate) table: PackageTable,
     pub(crate) drones: DroneRegistry,
+    /// When a silent drone's builds may be given to the others.
+    pub(crate) takeover: Takeover,
     pub(crate) reconciler: Reconciler,
     pub(crate) watermark: Watermark,
     /// Refused input (malformed, forged) is logged once per kind and window, not per message.
@@ -96,6 +101,7 @@ impl Service {
             topo,
             table,
             drones: DroneRegistry::default(),
+            takeover: Takeover::default(),
             reconciler: Reconciler::default(),
             watermark: Watermark::new(floor),
             refused: runtime::throttle::Throttle::default(),
@@ -125,6 +131,8 @@ impl Service {
         let retry_tick_ms = (self.settings.retry_backoff_ms / 4).clamp(20, 1_000);
         let mut retries = tokio::time::interval(Duration::from_millis(retry_tick_ms));
         retries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut silence = tokio::time::interval(SILENCE_CHECK);
+        silence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.catch_up_unacknowledged().await;
         info!("coordinator ready");
         loop {
@@ -160,6 +168,7 @@ impl Service {
                 entry = next_watch(&mut drone_watch) => match entry {
                     Some(entry) => self.handle_drone_entry(entry),
                     None => {
+                        self.takeover.listening(false, std::time::Instant::now());
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         drone_watch = self.topo.drones.watch_all().await.ok();
                     }
@@ -169,8 +178,13 @@ impl Service {
                     self.publish_due_retries().await;
                     self.advance_graph().await;
                 }
-                _ = reconcile.tick() => {
+                _ = silence.tick() => {
+                    let connected = client.connection_state() == async_nats::connection::State::Connected;
+                    self.takeover.listening(connected && drone_watch.is_some(), std::time::Instant::now());
                     self.mark_lost_drones().await;
+                    self.release_silent_drones().await;
+                }
+                _ = reconcile.tick() => {
                     if let Err(err) = self.reconcile_once().await {
                         warn!(error = %err, "reconcile pass failed; trying again next interval");
                     }

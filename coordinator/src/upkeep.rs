@@ -1,13 +1,13 @@
 //! The service's housekeeping handlers: packages whose build dependencies moved, retries whose
-//! backoff is over, dead letters, the drones bucket's watch and lost drones, and the reconcile
-//! pass. Each reads what it needs, asks the pure part for a decision (`graph`, `table`,
+//! backoff is over, dead letters, the drones bucket's watch, lost drones and the takeover of
+//! their builds, and the reconcile pass. Each reads what it needs, asks the pure part for a decision (`graph`, `table`,
 //! `drones`, `reconcile`) and writes it.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, kv, stream};
 use futures::StreamExt;
-use schemas::{Job, PackageState, decode, encode, names};
+use schemas::{Job, Lease, LeasePhase, PackageState, decode, encode, names};
 use tracing::{debug, info, warn};
 
 use crate::big_jobs::BigJobs;
@@ -144,11 +144,14 @@ impl Service {
                             return;
                         }
                     }
+                    // No drone read it in all its deliveries (junk, or a release newer than
+                    // every drone's): it would block its package's subject for ever.
                     Err(err) => {
                         if let Some(suppressed) =
                             self.refused.allow("undecodable dead-lettered job")
                         {
-                            warn!(error = %err, suppressed, "undecodable dead-lettered job removed");
+                            let atom = raw.headers.get(names::HEADER_ATOM).map(|a| a.to_string());
+                            warn!(subject = %raw.subject, stream_seq = advisory.stream_seq, deliveries = advisory.deliveries, ?atom, version = ?err.unsupported_version(), error = %err, suppressed, "unreadable job dead-lettered: no drone could read it; removed from the work stream");
                         }
                     }
                 }
@@ -172,6 +175,15 @@ impl Service {
             WatchEntry::Delete { key: &entry.key }
         };
         let Err(refusal) = self.drones.apply(watched) else {
+            match self.drones.get(&entry.key) {
+                Some(known) => self.takeover.heard(
+                    &entry.key,
+                    known.record.boot_ms,
+                    known.record.seq,
+                    std::time::Instant::now(),
+                ),
+                None => self.takeover.forget(&entry.key),
+            }
             return;
         };
         let Some(suppressed) = self.refused.allow(refusal.kind()) else {
@@ -182,7 +194,7 @@ impl Service {
                 warn!(key = %entry.key, %name, suppressed, "drone record under another drone's key ignored")
             }
             DroneRefusal::Undecodable(err) => {
-                warn!(key = %entry.key, error = %err, suppressed, "undecodable drone record ignored")
+                warn!(key = %entry.key, revision = entry.revision, version = ?err.unsupported_version(), error = %err, suppressed, "undecodable drone record ignored; left as it is")
             }
         }
     }
@@ -202,8 +214,8 @@ impl Service {
         }
     }
 
-    /// A drone whose heartbeat stopped is marked lost. Its builds need nothing from here: their
-    /// leases expire on their own and the server redelivers their jobs.
+    /// A drone whose heartbeat stopped is marked lost (what readers show); its builds are
+    /// released by [`Service::release_silent_drones`] once they are surely dead.
     pub(crate) async fn mark_lost_drones(&mut self) {
         for lost in self.drones.newly_lost(runtime::now_ms()) {
             warn!(drone = %lost.name, building = lost.record.building.len(), "drone heartbeat stopped; marked lost");
@@ -219,6 +231,71 @@ impl Service {
             {
                 debug!(drone = %lost.name, error = %err, "lost mark not written");
             }
+        }
+    }
+
+    /// Every package a silent drone was building, once its builds are surely dead
+    /// (`takeover`), is given to the other drones at once: its lease is deleted at the revision
+    /// read (a drone that renewed meanwhile is alive and keeps it), its job deleted by the
+    /// stream sequence the lease records, and the package queued and published again. Whatever
+    /// the drone does if it comes back is fenced: its renewals and its result's commit fail on
+    /// the lease, and its late acknowledgement names a message that is gone.
+    pub(crate) async fn release_silent_drones(&mut self) {
+        let due = self.takeover.due(&self.drones, std::time::Instant::now());
+        if due.is_empty() {
+            return;
+        }
+        let Ok(keys) = self.topo.leases.keys().await else {
+            warn!("cannot list leases; silent drones' builds wait for their leases to expire");
+            return;
+        };
+        let keys: Vec<String> = keys.filter_map(|k| async { k.ok() }).collect().await;
+        let mut batch = BigJobs::new(self.settings.schedule, runtime::now_ms());
+        for key in keys {
+            let Ok(Some(entry)) = self.topo.leases.entry(key.as_str()).await else {
+                continue;
+            };
+            let Ok(lease) = decode::<Lease>(&entry.value) else {
+                continue;
+            };
+            if !matches!(lease.phase, LeasePhase::Building) || !due.contains(&lease.drone) {
+                continue;
+            }
+            self.release(&lease, entry.revision, &mut batch).await;
+        }
+    }
+
+    async fn release(&mut self, lease: &Lease, revision: u64, batch: &mut BigJobs) {
+        let key = lease.atom.key();
+        if let Err(err) = self
+            .topo
+            .leases
+            .delete_expect_revision(key.as_str(), Some(revision))
+            .await
+        {
+            debug!(package = %lease.atom, error = %err, "lease moved on; not released");
+            return;
+        }
+        if let Err(err) = self.topo.builds.delete_message(lease.stream_seq).await {
+            debug!(package = %lease.atom, seq = lease.stream_seq, error = %err, "job already gone");
+        }
+        warn!(package = %lease.atom, drone = %lease.drone, attempt = lease.attempt, "silent drone's build is dead by now; giving the package to the other drones");
+        let attempt = match self.table.get(&key) {
+            Some(entry) => entry.record.state.attempt(),
+            None => return,
+        };
+        if let Err(err) = self
+            .apply(&Change::new(key.clone(), PackageEvent::Requeued))
+            .await
+        {
+            warn!(package = %lease.atom, error = %err, "takeover not recorded; the reconciler will re-publish");
+            return;
+        }
+        let Some(entry) = self.table.get(&key) else {
+            return;
+        };
+        if let Err(err) = self.publish_one(&key, entry, attempt, batch).await {
+            warn!(package = %lease.atom, error = %err, "re-publish failed; the reconciler will retry");
         }
     }
 

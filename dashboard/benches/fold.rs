@@ -132,6 +132,7 @@ impl DroneGen {
                 building: self.building.clone(),
                 heartbeat_ms: self.boot_ms + self.seq * 10,
                 heartbeat_interval_ms: 2_000,
+                supervise_deadline_ms: None,
                 boot_ms: self.boot_ms,
                 seq: self.seq,
                 ..fixtures::drone_record(self.name.as_str(), 16, state)

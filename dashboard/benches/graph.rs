@@ -91,6 +91,7 @@ fn picture(graph: bool) -> (Swarm, u64) {
             written_ms: NOW,
             record: DroneRecord {
                 heartbeat_interval_ms: 60_000,
+                supervise_deadline_ms: None,
                 boot_ms: 1,
                 seq: 1,
                 ..fixtures::drone_record(&name, 16, DroneState::Idle)

@@ -129,8 +129,17 @@ pub struct BuildEnv {
     /// Modelled time on an 8-core slot (simulate builder only).
     pub estimate_secs: Option<f64>,
     /// How long a supervised build may go without [`Running::keep_alive`] before its supervisor
-    /// kills it (the lease's margin); `None`: only when the drone goes away.
-    pub supervise_deadline: Option<Duration>,
+    /// kills it; `None`: only when the drone goes away.
+    pub supervise: Option<Supervise>,
+}
+
+/// A supervisor's deadlines (`crate::liveness`).
+#[derive(Debug, Clone, Copy)]
+pub struct Supervise {
+    /// Between two words.
+    pub deadline: Duration,
+    /// Before the first word: what is left of the deadline since the drone's last proof of life.
+    pub first: Duration,
 }
 
 /// Why a build could not start: a fault of the drone, never of the package.
@@ -223,11 +232,16 @@ pub fn start(
                     let mut command = Command::new(drone);
                     command.arg("supervise").arg("--").args(&argv);
                     command.stdin(Stdio::piped());
-                    if let Some(deadline) = env.supervise_deadline {
-                        command.env(
-                            crate::supervise::DEADLINE_ENV,
-                            deadline.as_millis().max(1).to_string(),
-                        );
+                    if let Some(supervise) = env.supervise {
+                        command
+                            .env(
+                                crate::supervise::DEADLINE_ENV,
+                                supervise.deadline.as_millis().max(1).to_string(),
+                            )
+                            .env(
+                                crate::supervise::FIRST_DEADLINE_ENV,
+                                supervise.first.as_millis().max(1).to_string(),
+                            );
                     }
                     command
                 }
@@ -307,8 +321,8 @@ impl Drop for Running {
 }
 
 impl Running {
-    /// Tells the build's supervisor the drone still holds the lease (after each renewal), which
-    /// keeps the build alive for another deadline.
+    /// Tells the build's supervisor the drone is still alive to the swarm (after each quickly
+    /// acknowledged heartbeat), which keeps the build alive for another deadline.
     pub async fn keep_alive(&mut self) {
         if let Running::Child {
             lifeline: Some(lifeline),

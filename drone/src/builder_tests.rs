@@ -27,7 +27,7 @@ fn env(atom: &str) -> BuildEnv {
         drone: "d1".into(),
         jobs: 4,
         estimate_secs: None,
-        supervise_deadline: None,
+        supervise: None,
     }
 }
 
@@ -114,7 +114,7 @@ async fn a_simulated_build_ends_on_time_however_often_it_is_waited_for() {
         drone: "d".into(),
         jobs: 8,
         estimate_secs: None,
-        supervise_deadline: None,
+        supervise: None,
     };
     let mut running = start(&builder, &env, 100, None, None).expect("starts");
     let started = std::time::Instant::now();
@@ -194,7 +194,7 @@ async fn the_model_decides_a_simulated_build_time_over_the_jobs_estimate() {
         drone: "d".to_owned(),
         jobs,
         estimate_secs: Some(1.0),
-        supervise_deadline: None,
+        supervise: None,
     };
     // 100 s on 8 cores, at 0.01: 1 s on 8 cores, 0.5 s on 16; unlisted: the job's 1 s → 10 ms.
     for (atom, jobs, expected_ms) in [

@@ -153,6 +153,11 @@ pub struct Settings {
     pub fingerprint: FingerprintSettings,
     /// Heartbeat period: the drone record is rewritten this often.
     pub heartbeat_ms: u64,
+    /// How long a running build outlives the drone's last acknowledged heartbeat: its supervisor
+    /// kills it then, and the coordinator releases the package to the other drones soon after
+    /// (this plus one heartbeat period). Unset: four heartbeat periods (8 s at the default),
+    /// never longer than the lease allows.
+    pub supervise_deadline_ms: Option<u64>,
     /// How long one pull request waits on the server for work.
     pub pull_expires_ms: u64,
     /// Consecutive failures of different packages after which the drone grounds itself.
@@ -200,6 +205,7 @@ impl Default for Settings {
             simulate: Simulate::default(),
             fingerprint: FingerprintSettings::default(),
             heartbeat_ms: 2_000,
+            supervise_deadline_ms: None,
             pull_expires_ms: 5_000,
             ground_after_failures: 3,
             shutdown_grace_ms: 300_000,
@@ -341,6 +347,17 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "drone.heartbeat_ms",
                 "must be at least 50 ms",
+            ));
+        }
+        if let Some(deadline) = self.supervise_deadline_ms
+            && deadline < 2 * self.heartbeat_ms
+        {
+            return Err(ConfigError::invalid(
+                "drone.supervise_deadline_ms",
+                format!(
+                    "must be at least two heartbeat periods (2 × drone.heartbeat_ms = {} ms), or builds die between two heartbeats",
+                    2 * self.heartbeat_ms
+                ),
             ));
         }
         if self.pull_expires_ms < 100 {

@@ -13,6 +13,7 @@ pub mod disk;
 pub mod fingerprint;
 pub mod fit;
 pub mod health;
+pub mod liveness;
 pub mod model;
 pub mod observer;
 pub mod reporter;

@@ -4,11 +4,12 @@
 //! with `kill -9` would leave its builds running as orphans while another drone builds the same
 //! packages.
 //!
-//! It also holds the build to the lease: with `SWARM_SUPERVISE_DEADLINE_MS` set, the drone writes
-//! to the pipe after every successful lease renewal, and a build that hears nothing for that long
-//! is killed. A drone that is frozen (`SIGSTOP`, a stuck machine) can neither renew its lease nor
-//! kill its build; the supervisor, a separate process, kills it before the lease expires and
-//! another drone may take the package.
+//! It also holds the build to the drone's proof of life (`crate::liveness`): with
+//! `SWARM_SUPERVISE_DEADLINE_MS` set, the drone writes to the pipe after every quickly acknowledged
+//! heartbeat, and a build that hears nothing for that long (for the first word,
+//! `SWARM_SUPERVISE_FIRST_DEADLINE_MS`) is killed. A drone that is frozen (`SIGSTOP`, a stuck
+//! machine) or cut off cannot kill its build; the supervisor, a separate process, kills it before
+//! the coordinator releases the package to another drone.
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
@@ -18,6 +19,8 @@ use std::time::Duration;
 
 /// Milliseconds the build may go without a word from the drone; unset or 0: no deadline.
 pub const DEADLINE_ENV: &str = "SWARM_SUPERVISE_DEADLINE_MS";
+/// Milliseconds the build may go without the drone's first word; unset: the deadline.
+pub const FIRST_DEADLINE_ENV: &str = "SWARM_SUPERVISE_FIRST_DEADLINE_MS";
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::getpgrp;
@@ -29,14 +32,19 @@ pub fn run(argv: &[String]) -> i32 {
         eprintln!("swarm-drone supervise: no command given");
         return 127;
     };
-    let deadline = std::env::var(DEADLINE_ENV)
-        .ok()
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .filter(|ms| *ms > 0)
-        .map(Duration::from_millis);
+    let millis = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    };
+    let deadline = millis(DEADLINE_ENV);
+    let first = millis(FIRST_DEADLINE_ENV).or(deadline);
     let mut child = match Command::new(program)
         .args(args)
         .env_remove(DEADLINE_ENV)
+        .env_remove(FIRST_DEADLINE_ENV)
         .stdin(Stdio::null())
         .spawn()
     {
@@ -58,17 +66,18 @@ pub fn run(argv: &[String]) -> i32 {
         // Dropping `word` tells the watcher the drone is gone.
     });
     std::thread::spawn(move || {
+        let mut wait = first;
         loop {
-            let next = match deadline {
-                Some(deadline) => heard.recv_timeout(deadline),
+            let next = match wait {
+                Some(wait) => heard.recv_timeout(wait),
                 None => heard.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match next {
-                Ok(()) => continue,
+                Ok(()) => wait = deadline,
                 Err(RecvTimeoutError::Timeout) => {
                     eprintln!(
-                        "swarm-drone supervise: no word from the drone for {} ms, past its lease; killing the build",
-                        deadline.map_or(0, |d| d.as_millis())
+                        "swarm-drone supervise: no word from the drone for {} ms (no acknowledged heartbeat); killing the build",
+                        wait.map_or(0, |d| d.as_millis())
                     );
                     break;
                 }

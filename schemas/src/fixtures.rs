@@ -48,6 +48,7 @@ pub fn drone_record(name: &str, cores: u32, state: DroneState) -> DroneRecord {
         consecutive_failures: 0,
         heartbeat_ms: 0,
         heartbeat_interval_ms: 1_000,
+        supervise_deadline_ms: None,
         big_builds: false,
         boot_ms: 0,
         seq: 0,

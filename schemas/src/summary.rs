@@ -89,6 +89,19 @@ pub fn effective_state(record: &DroneRecord, heartbeat_age_ms: u64) -> DroneStat
     }
 }
 
+/// How long after a drone's last heartbeat (as its reader heard it) every build it was running is
+/// surely dead, so that its packages may be given to other drones without two builds of one
+/// package ever running at once. A build's supervisor kills it `supervise_deadline_ms` after its
+/// last word from the drone, and the drone gives a word only for a heartbeat acknowledged within
+/// half a period of being sent, so at most half a period after the reader could hear it; the
+/// other half period covers the reader's delay in hearing it. `None` for a drone that does not
+/// say (an older release, whose builds live until their lease expires).
+pub fn takeover_after_ms(record: &DroneRecord) -> Option<u64> {
+    let deadline = record.supervise_deadline_ms?;
+    let lost = record.heartbeat_interval_ms.max(1) * LOST_AFTER_INTERVALS;
+    Some((deadline + record.heartbeat_interval_ms).max(lost))
+}
+
 /// Folds drones (with the age of their last heartbeat) and package states into the summary.
 pub fn summarize<'a>(
     drones: impl IntoIterator<Item = (&'a DroneRecord, u64)>,

@@ -30,6 +30,7 @@ pub fn drone(
         // server's timestamp.
         heartbeat_ms: 1,
         heartbeat_interval_ms: interval_ms,
+        supervise_deadline_ms: None,
         ..fixtures::drone_record(n, cores, state)
     }
 }

@@ -222,6 +222,7 @@ impl DroneView {
                 consecutive_failures: 0,
                 heartbeat_ms: 0,
                 heartbeat_interval_ms: ASSUMED_HEARTBEAT_MS,
+                supervise_deadline_ms: None,
                 boot_ms: 0,
                 seq: 0,
                 fingerprint: None,

@@ -166,6 +166,7 @@ impl Reporter {
             heartbeat_ms: now,
             // Long enough that no test drone turns lost while a test runs.
             heartbeat_interval_ms: 60_000,
+            supervise_deadline_ms: None,
             boot_ms: self.boot_ms,
             seq: self.seq,
             ..fixtures::drone_record(self.name.as_str(), self.cores, state)

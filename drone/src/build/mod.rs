@@ -46,6 +46,8 @@ pub struct Ctx {
     pub lease_ttl: Duration,
     /// One timer renews the lease and progress-acks the job.
     pub renew_every: Duration,
+    /// The drone's proof of life, which keeps its builds' supervisors waiting.
+    pub liveness: crate::liveness::Liveness,
     pub observer: Arc<dyn Observer>,
     /// Where the builder writes binary packages, when it writes any (`Settings::writes_binpkgs`).
     pub pkgdir: Option<PathBuf>,
@@ -349,9 +351,12 @@ async fn prepare(
         drone: ctx.name.to_string(),
         jobs,
         estimate_secs: job.estimate_secs,
-        // The supervisor kills the build when the drone stops renewing, at the same margin
-        // the drone itself keeps: a frozen drone's build is dead before its lease expires.
-        supervise_deadline: Some(ctx.lease_ttl - ctx.lease_ttl / 10),
+        // The supervisor kills the build when the drone's heartbeats stop being acknowledged:
+        // a frozen or cut-off drone's build is dead before the coordinator releases it.
+        supervise: Some(builder::Supervise {
+            deadline: ctx.liveness.deadline,
+            first: ctx.liveness.remaining(),
+        }),
     };
     let log_file = ctx
         .settings

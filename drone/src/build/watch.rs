@@ -1,7 +1,9 @@
 //! The run stage: the build runs while one timer renews the lease (`update` at the current
-//! revision) and, only when that succeeded, tells the build's supervisor and progress-acks the
-//! job. The drone keeps its own deadline, `last successful renewal + TTL − TTL/10`; past it the
-//! lease may be gone, so the build is killed and nothing of it is reported.
+//! revision) and, only when that succeeded, progress-acks the job; each proof of the drone's
+//! life (`crate::liveness`) is passed on to the build's supervisor. The drone keeps the two
+//! deadlines itself: `last successful renewal + TTL − TTL/10`, past which the lease may be gone,
+//! and `last proof of life + supervisor deadline`, past which the coordinator may give the
+//! package to another drone; past either the build is killed and nothing of it is reported.
 
 use std::time::Instant;
 
@@ -47,6 +49,10 @@ pub async fn watch(
     );
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Instant::now();
+    // The supervisor's clock, kept here too: past it the supervisor has killed the build (or is
+    // about to), and its end is the drone's silence, never a verdict on the package.
+    let mut alive = ctx.liveness.subscribe();
+    let mut silent_at = started + ctx.liveness.remaining();
     let lost = loop {
         // Biased, deadline first: a drone that was frozen or starved wakes up with its
         // deadline passed and, often, its build already killed by the supervisor; that
@@ -56,9 +62,15 @@ pub async fn watch(
             _ = tokio::time::sleep_until(deadline.into()) => {
                 break "lease deadline passed without a renewal".to_owned();
             }
+            _ = tokio::time::sleep_until(silent_at.into()) => {
+                break silence(ctx);
+            }
             outcome = running.wait() => {
                 if Instant::now() >= deadline {
                     break "the build ended after its lease deadline".to_owned();
+                }
+                if Instant::now() >= silent_at {
+                    break silence(ctx);
                 }
                 slot.process_exited(Some(&outcome));
                 return RunEnd::Exited {
@@ -78,6 +90,11 @@ pub async fn watch(
                 slot.process_exited(None);
                 return RunEnd::Cancelled { claim };
             }
+            Ok(()) = alive.changed() => {
+                let proof = *alive.borrow_and_update();
+                silent_at = proof + ctx.liveness.deadline;
+                running.keep_alive().await;
+            }
             _ = renew.tick() => {
                 let sent = Instant::now();
                 let Ok(bytes) = encode(&claim.lease) else { continue };
@@ -88,7 +105,6 @@ pub async fn watch(
                         claim.revision = next;
                         claim.renewed_at = sent;
                         deadline = claim.deadline(ctx.lease_ttl);
-                        running.keep_alive().await;
                         if let Err(err) = message.ack_with(AckKind::Progress).await {
                             debug!(package = %job.atom, error = %err, "progress ack not sent");
                         }
@@ -102,6 +118,14 @@ pub async fn watch(
     running.kill().await;
     slot.process_exited(None);
     RunEnd::LeaseLost { reason: lost }
+}
+
+/// Why a build ended with the drone's silence.
+fn silence(ctx: &Ctx) -> String {
+    format!(
+        "no heartbeat acknowledged for {} ms: the build's supervisor ends it, and the coordinator gives the package to another drone",
+        ctx.liveness.deadline.as_millis()
+    )
 }
 
 #[cfg(test)]
@@ -152,6 +176,7 @@ mod tests {
             refused: runtime::throttle::Throttle::default(),
             lease_ttl: TTL,
             renew_every: Duration::from_secs(3_600),
+            liveness: crate::liveness::Liveness::new(Duration::from_secs(3_600), TTL),
             observer: Arc::new(Quiet),
             pkgdir: None,
             artifacts: None,
@@ -215,7 +240,7 @@ mod tests {
             drone: "d1".into(),
             jobs: 1,
             estimate_secs: None,
-            supervise_deadline: None,
+            supervise: None,
         };
         let running =
             builder::start(&ctx.builder, &env, 256, None, None).expect("the build starts");

@@ -102,6 +102,14 @@ pub async fn run_observed(
         .unwrap_or(Duration::from_secs(30));
     let ack_wait = topology.consumer.cached_info().config.ack_wait;
     let boot_ms = runtime::now_ms();
+    let renew_every = (lease_ttl.min(ack_wait) / 3).max(Duration::from_millis(20));
+    let heartbeat = Duration::from_millis(settings.heartbeat_ms);
+    let deadline = crate::liveness::deadline(
+        settings.supervise_deadline_ms.map(Duration::from_millis),
+        heartbeat,
+        lease_ttl,
+        renew_every,
+    );
     let ctx = Arc::new(Ctx {
         name: name.clone(),
         settings: settings.clone(),
@@ -112,7 +120,8 @@ pub async fn run_observed(
         reporter: Reporter::new(client.clone(), name.clone(), boot_ms),
         refused: runtime::throttle::Throttle::default(),
         lease_ttl,
-        renew_every: (lease_ttl.min(ack_wait) / 3).max(Duration::from_millis(20)),
+        renew_every,
+        liveness: crate::liveness::Liveness::new(deadline, heartbeat),
         observer,
         pkgdir: settings.writes_binpkgs(),
         artifacts: topology.artifacts.clone(),
@@ -240,7 +249,7 @@ impl Shell {
         .await;
         let first = fit.borrow_and_update().clone();
         self.apply_fit(first);
-        info!(drone = %self.ctx.name, cores = settings.cores, slots = self.drone.slots.capacity(), arch = %settings.arch, lease_ttl_ms = self.ctx.lease_ttl.as_millis() as u64, "drone online");
+        info!(drone = %self.ctx.name, cores = settings.cores, slots = self.drone.slots.capacity(), arch = %settings.arch, lease_ttl_ms = self.ctx.lease_ttl.as_millis() as u64, supervise_deadline_ms = self.ctx.liveness.deadline.as_millis() as u64, "drone online");
         self.ctx
             .reporter
             .note(EventKind::Online {
@@ -264,12 +273,7 @@ impl Shell {
         // forgotten after a few missed heartbeats, and the next pass asks again.
         let silence = self.idle_heartbeat * 3 + Duration::from_millis(500);
         let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
-        let records = records::spawn(
-            &self.tracker,
-            self.drones.clone(),
-            self.ctx.name.to_string(),
-            self.helpers.clone(),
-        );
+        let records = records::spawn(&self.tracker, self.ctx.clone(), self.helpers.clone());
 
         loop {
             self.start_held().await;
@@ -380,6 +384,7 @@ impl Shell {
             consecutive_failures: self.drone.failed_streak(),
             heartbeat_ms: runtime::now_ms(),
             heartbeat_interval_ms: settings.heartbeat_ms,
+            supervise_deadline_ms: Some(self.ctx.liveness.deadline.as_millis() as u64),
             boot_ms: self.ctx.reporter.boot_ms(),
             seq: self.ctx.reporter.next_seq(),
             fingerprint: self.fingerprint.clone(),

@@ -1,7 +1,11 @@
 //! The drone record's writer. One task writes the newest record the main loop hands it, so the
 //! loop never waits for the bucket (a heartbeat every few hundred milliseconds would otherwise
 //! hold up the pulls behind each write), and a record replaced before it was written is never
-//! written: no older record can land after a newer one.
+//! written: no older record can land after a newer one. A write acknowledged quickly is the
+//! drone's proof of life (`crate::liveness`).
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -9,15 +13,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use crate::build::Ctx;
+
 /// Starts the writer on `tracker`; it ends when `stop` is cancelled or the sender is dropped.
 pub(super) fn spawn(
     tracker: &TaskTracker,
-    drones: async_nats::jetstream::kv::Store,
-    key: String,
+    ctx: Arc<Ctx>,
     stop: CancellationToken,
 ) -> watch::Sender<Option<Bytes>> {
     let (tx, mut rx) = watch::channel(None::<Bytes>);
     tracker.spawn(async move {
+        let key = ctx.name.to_string();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -26,8 +32,10 @@ pub(super) fn spawn(
             let Some(bytes) = rx.borrow_and_update().clone() else {
                 continue;
             };
-            if let Err(err) = drones.put(key.as_str(), bytes).await {
-                debug!(error = %err, "drone record not written");
+            let sent = Instant::now();
+            match ctx.drones.put(key.as_str(), bytes).await {
+                Ok(_) => ctx.liveness.heard(sent),
+                Err(err) => debug!(error = %err, "drone record not written"),
             }
         }
     });

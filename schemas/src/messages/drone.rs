@@ -70,6 +70,12 @@ pub struct DroneRecord {
     pub heartbeat_ms: u64,
     /// How often the drone heartbeats, so readers can tell a stopped heartbeat.
     pub heartbeat_interval_ms: u64,
+    /// How long the drone's builds outlive its last acknowledged heartbeat (their supervisors
+    /// kill them then), so the coordinator knows when a silent drone's builds are surely dead
+    /// and may be given to others (`summary::takeover_after_ms`). `None` from drones that predate
+    /// it: their builds live until their lease expires.
+    #[serde(default)]
+    pub supervise_deadline_ms: Option<u64>,
     /// Whether the drone takes big builds (given the whole drone) from the big-builds consumer.
     #[serde(default)]
     pub big_builds: bool,

@@ -71,6 +71,7 @@ fn every_message_round_trips() {
         consecutive_failures: 3,
         heartbeat_ms: 9,
         heartbeat_interval_ms: 1000,
+        supervise_deadline_ms: None,
         boot_ms: 1,
         seq: 4,
         fingerprint: None,
