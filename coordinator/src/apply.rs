@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
-use schemas::{Event, PackageKey, PackageRecord, PackageState};
-use tracing::{debug, info, warn};
+use schemas::{DecodeError, Event, PackageKey, PackageRecord, PackageState};
+use tracing::{debug, error, info, warn};
 
-use crate::events::{self, EventRefusal};
+use crate::events::{self, EventRefusal, Unreadable};
 use crate::hold::Claim;
 use crate::lifecycle::PackageEvent;
 use crate::service::{Service, ack_floor, consumer_position};
@@ -44,16 +44,20 @@ impl Service {
         let mut pending = Vec::with_capacity(messages.len());
         for message in messages {
             let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-            let change = self
-                .decode_event(&message.subject, &message.payload)
-                .and_then(events::package_change);
+            let change = match self.decode_event(&message.subject, &message.payload) {
+                Ok(event) => event.and_then(events::package_change),
+                Err(err) => {
+                    self.leave_unreadable(&message, seq, &err).await;
+                    continue;
+                }
+            };
             match change {
                 Some(change) => pending.push(Pending {
                     message,
                     seq,
                     change,
                 }),
-                // Junk, forged, or an event no package state depends on: handled.
+                // Forged, or an event no package state depends on: handled.
                 None => self.acknowledge(&message, seq).await,
             }
         }
@@ -257,33 +261,63 @@ impl Service {
             .await;
     }
 
-    /// Decodes an event of the stream; junk and events forged under another drone's subject
-    /// are logged (throttled) and dropped.
-    fn decode_event(&self, subject: &str, payload: &[u8]) -> Option<Event> {
+    /// Decodes an event of the stream; one forged under another drone's subject is logged
+    /// (throttled) and dropped (`Ok(None)`), one that cannot be read is `Err`.
+    fn decode_event(&self, subject: &str, payload: &[u8]) -> Result<Option<Event>, DecodeError> {
         match events::decode_event(subject, payload) {
-            Ok(event) => Some(event),
-            Err(refusal) => {
-                if let Some(suppressed) = self.refused.allow(refusal.kind()) {
-                    match refusal {
-                        EventRefusal::ForeignDrone { drone } => {
-                            warn!(%subject, %drone, suppressed, "event claims to come from another drone; discarded")
-                        }
-                        EventRefusal::Undecodable(err) => {
-                            warn!(%subject, error = %err, suppressed, "undecodable event discarded")
-                        }
-                    }
+            Ok(event) => Ok(Some(event)),
+            Err(EventRefusal::Undecodable(err)) => Err(err),
+            Err(EventRefusal::ForeignDrone { drone }) => {
+                if let Some(suppressed) = self.refused.allow("event from another drone") {
+                    warn!(%subject, %drone, suppressed, "event claims to come from another drone; discarded");
                 }
-                None
+                Ok(None)
             }
         }
     }
 
-    /// Decodes and applies one event of the stream; junk and forged events are discarded (and
-    /// count as handled). `Err` only when a package write failed: apply it again later.
+    /// An event this coordinator cannot read (a newer release's, or junk) is never
+    /// acknowledged away: it is given back to be delivered again later, when a coordinator of
+    /// a newer release may be the one reading it (`events::unreadable`). The reconciler does
+    /// not wait for it: for the watermark it is handled.
+    async fn leave_unreadable(
+        &mut self,
+        message: &jetstream::Message,
+        seq: u64,
+        err: &DecodeError,
+    ) {
+        self.watermark.mark(seq);
+        let delivered = message
+            .info()
+            .map(|i| i.delivered.max(1) as u64)
+            .unwrap_or(1);
+        let subject = &message.subject;
+        let version = err.unsupported_version();
+        match events::unreadable(delivered) {
+            Unreadable::Leave { delay } => {
+                if let Some(suppressed) = self.refused.allow("unreadable event") {
+                    warn!(%subject, stream_seq = seq, delivery = delivered, ?version, error = %err, suppressed, "unreadable event left unacknowledged for a coordinator that can read it");
+                }
+                if let Err(err) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                    debug!(error = %err, "nak not sent; the event comes back after its ack wait");
+                }
+            }
+            Unreadable::GiveUp => {
+                if let Some(suppressed) = self.refused.allow("unreadable event given up") {
+                    error!(%subject, stream_seq = seq, delivery = delivered, ?version, error = %err, suppressed, "unreadable event given up after an hour of deliveries; it stays in the event stream at this sequence for the operator");
+                }
+                let _ = message.ack().await;
+            }
+        }
+    }
+
+    /// Decodes and applies one event of the stream; forged events are discarded and one that
+    /// cannot be read is left to its redelivery (both count as handled). `Err` only when a
+    /// package write failed: apply it again later.
     async fn process_event(&mut self, subject: &str, payload: &[u8]) -> Result<(), WriteError> {
-        let Some(change) = self
+        let Ok(Some(change)) = self
             .decode_event(subject, payload)
-            .and_then(events::package_change)
+            .map(|event| event.and_then(events::package_change))
         else {
             return Ok(());
         };

@@ -1,8 +1,10 @@
 //! Drone events as the coordinator reads them: decoding one and checking that it was published
-//! under its own drone's subject, what it asks of its package (`package_change`), and grouping
-//! a batch by package so that each package is written once per batch.
+//! under its own drone's subject, what becomes of one it cannot read (`unreadable`), what it
+//! asks of its package (`package_change`), and grouping a batch by package so that each package
+//! is written once per batch.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use schemas::{
     AttemptRecord, BuildOutcome, DecodeError, DroneName, Event, EventKind, PackageKey, decode,
@@ -41,6 +43,35 @@ pub fn decode_event(subject: &str, payload: &[u8]) -> Result<Event, EventRefusal
         Ok(event)
     } else {
         Err(EventRefusal::ForeignDrone { drone: event.drone })
+    }
+}
+
+/// What the coordinator does with an event it cannot read (a newer release's, or junk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    /// Left unacknowledged and delivered again after `delay`: a coordinator of a newer release,
+    /// once it runs, reads and applies it.
+    Leave { delay: Duration },
+    /// Delivered for so long that no upgrade is under way: acknowledged, so that it stops
+    /// holding the consumer's ack floor, and reported. It stays in the event stream (kept for
+    /// `events_max_age_secs` whatever the consumer does) for the operator to read.
+    GiveUp,
+}
+
+/// How long an event the coordinator cannot read waits before it is delivered again.
+pub const UNREADABLE_EVENT_DELAY: Duration = Duration::from_secs(30);
+/// After this many deliveries (an hour, at [`UNREADABLE_EVENT_DELAY`]) an unreadable event is
+/// given up on.
+pub const UNREADABLE_EVENT_DELIVERIES: u64 = 120;
+
+/// What becomes of an event that cannot be read, on its `delivered`th delivery.
+pub fn unreadable(delivered: u64) -> Unreadable {
+    if delivered >= UNREADABLE_EVENT_DELIVERIES {
+        Unreadable::GiveUp
+    } else {
+        Unreadable::Leave {
+            delay: UNREADABLE_EVENT_DELAY,
+        }
     }
 }
 
@@ -176,6 +207,25 @@ mod tests {
         let junk = decode_event("swarm.event.d1", b"\xc1 junk").expect_err("junk");
         assert!(matches!(junk, EventRefusal::Undecodable(_)));
         assert_eq!(junk.kind(), "undecodable event");
+    }
+
+    #[test]
+    fn an_unreadable_event_is_left_for_an_hour_of_deliveries_then_given_up() {
+        let leave = Unreadable::Leave {
+            delay: UNREADABLE_EVENT_DELAY,
+        };
+        for (delivered, expected) in [
+            (0, leave),
+            (1, leave),
+            (2, leave),
+            (UNREADABLE_EVENT_DELIVERIES - 1, leave),
+            (UNREADABLE_EVENT_DELIVERIES, Unreadable::GiveUp),
+            (u64::MAX, Unreadable::GiveUp),
+        ] {
+            assert_eq!(unreadable(delivered), expected, "delivery {delivered}");
+        }
+        let patience = UNREADABLE_EVENT_DELAY * UNREADABLE_EVENT_DELIVERIES as u32;
+        assert_eq!(patience, Duration::from_secs(3_600));
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub async fn claim(
             claim.release(ctx).await;
             nak(message, Some(Duration::from_secs(1))).await;
         }
+        Wanted::Unreadable => {
+            claim.release(ctx).await;
+            nak(message, Some(UNREADABLE_STATE_DELAY)).await;
+        }
     }
     Err(BuildReport::NotBuilt)
 }
@@ -123,7 +127,15 @@ enum Wanted {
     Stale,
     /// The package is unknown or its state could not be read: given back for later.
     Unsure,
+    /// The package record is one this drone cannot read (a newer release's): given back for a
+    /// while, to a drone that can read it; the record is left as it is.
+    Unreadable,
 }
+
+/// How long a job whose package record this drone cannot read stays away from every drone:
+/// long enough not to spend the job's deliveries fast, short enough for a drone of a newer
+/// release to take it soon.
+const UNREADABLE_STATE_DELAY: Duration = Duration::from_secs(30);
 
 /// Why a drone leaves a job to another.
 enum Leave {
@@ -205,6 +217,10 @@ fn wanted(job: &Job, state: Result<Option<(PackageState, u64)>, StateError>) -> 
             warn!(package = %job.atom, "job for a package the coordinator does not know; leaving it");
             Wanted::Unsure
         }
+        Err(StateError::Decode(err)) => {
+            warn!(package = %job.atom, version = ?err.unsupported_version(), error = %err, "unreadable package record left as it is; the job goes back for a drone that can read it");
+            Wanted::Unreadable
+        }
         Err(err) => {
             warn!(package = %job.atom, error = %err, "cannot read package state");
             Wanted::Unsure
@@ -230,7 +246,14 @@ async fn take_over_finished(
             .await
             .ok();
     }
-    let held = decode::<Lease>(&entry.value).ok()?;
+    let held = match decode::<Lease>(&entry.value) {
+        Ok(held) => held,
+        Err(err) => {
+            // A newer release's lease, or junk: left as it is (it expires by itself).
+            warn!(key = %key, revision = entry.revision, version = ?err.unsupported_version(), error = %err, "unreadable lease left as it is; the job goes back");
+            return None;
+        }
+    };
     let earlier = (held.submission, held.attempt) != (job.submission, job.attempt);
     if !matches!(held.phase, LeasePhase::Finished { .. }) || !earlier {
         return None;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, AckKind, consumer::pull::BatchConfig};
 use async_nats::{HeaderMap, StatusCode};
 use futures::StreamExt;
-use schemas::{Job, decode, names};
+use schemas::{DecodeError, Job, decode, names};
 use tracing::{debug, info, warn};
 
 use super::{BigEvent, LOOK_TIMEOUT, PULL_RETRY, Shell};
@@ -101,6 +101,11 @@ impl Shell {
             message,
             context: self.js.clone(),
         };
+        if let Err(err) = decode::<Job>(&message.payload) {
+            self.drone.refuse(now);
+            self.leave_unreadable(message, &err);
+            return false;
+        }
         if self.foreign(&message) {
             self.drone.refuse(now);
             self.give_back_later(&message).await;
@@ -141,11 +146,7 @@ impl Shell {
         let job = match decode::<Job>(&message.payload) {
             Ok(job) => job,
             Err(err) => {
-                // A job that cannot be read can never be built; keep it out of the queue.
-                if let Some(suppressed) = self.ctx.refused.allow("undecodable job") {
-                    warn!(subject = %message.subject, error = %err, suppressed, "undecodable job terminated");
-                }
-                self.give_back(message, AckKind::Term);
+                self.leave_unreadable(message, &err);
                 return;
             }
         };
@@ -187,6 +188,29 @@ impl Shell {
             let report = build::run(ctx, message, job, stops, &mut slot, jobs).await;
             slot.done(report);
         });
+    }
+
+    /// Leaves a job this drone cannot read (a newer release's, or junk) in the work stream,
+    /// unbuilt: it is given back with a long delay, never acknowledged or terminated, so that a
+    /// drone that can read it builds it. If none does within the consumer's `max_deliver`
+    /// deliveries, the coordinator's dead-letter handling reports it (docs/upgrades.md).
+    fn leave_unreadable(&self, message: jetstream::Message, err: &DecodeError) {
+        if let Some(suppressed) = self.ctx.refused.allow("unreadable job") {
+            let (stream_seq, delivery) = message
+                .info()
+                .map(|i| (i.stream_sequence, i.delivered))
+                .unwrap_or_default();
+            warn!(
+                subject = %message.subject,
+                stream_seq,
+                delivery,
+                version = ?err.unsupported_version(),
+                error = %err,
+                suppressed,
+                "unreadable job left in the work stream for a drone that can read it; not built"
+            );
+        }
+        self.give_back(message, AckKind::Nak(Some(UNREADABLE_JOB_DELAY)));
     }
 
     /// Answers a job this drone does not build, in a tracked task (the loop does not wait).
@@ -249,6 +273,12 @@ impl Shell {
         match event {
             BigEvent::Looked(look, pending) => self.drone.looked(look, pending),
             BigEvent::Job(None) => self.drone.big_pull_empty(),
+            BigEvent::Job(Some(message)) if decode::<Job>(&message.payload).is_err() => {
+                self.drone.big_pull_empty();
+                if let Err(err) = decode::<Job>(&message.payload) {
+                    self.leave_unreadable(*message, &err);
+                }
+            }
             BigEvent::Job(Some(message)) if self.foreign(&message) => {
                 self.drone.big_pull_empty();
                 self.give_back_later(&message).await;
@@ -277,6 +307,11 @@ impl Shell {
         }
     }
 }
+
+/// How long a job this drone cannot read stays away from every drone: long enough that drones
+/// of an older release do not spin on it (nor spend the job's deliveries fast), short enough
+/// that a drone of a newer release takes it soon.
+const UNREADABLE_JOB_DELAY: Duration = Duration::from_secs(30);
 
 /// How long a big job a lingering drone passes over stays away from it.
 const LINGER_PASS: Duration = Duration::from_millis(100);
