@@ -5,8 +5,15 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The longest atom we accept. Real atoms are far shorter; the limit keeps hostile input from
-/// reaching the parser, logs and subjects at full size.
+#[path = "atom_syntax.rs"]
+mod atom_syntax;
+
+use atom_syntax::{NotAnAtom, Parts, Refusal};
+
+/// The longest atom we accept. Real atoms are far shorter, USE dependencies included; the limit
+/// keeps hostile input from reaching the parser, logs and subjects at full size: an atom's
+/// package key (up to three bytes for each of its bytes) stays one subject token well inside
+/// the 4 KiB a NATS protocol line may take, with the rest of a log's subject around it.
 pub const MAX_ATOM_LEN: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,12 +30,24 @@ pub enum AtomError {
     },
     #[error("atom {input:?} is not a valid package atom: {reason}")]
     Syntax { input: String, reason: String },
-    #[error("atom {input:?} is a blocker, which cannot be built")]
+    #[error(
+        "atom {input:?} is a blocker, which names packages to keep off a system, not one to \
+         build (emerge refuses it too: \"is not a valid package atom\")"
+    )]
     Blocker { input: String },
     #[error(
-        "atom {input:?} carries USE dependencies, which emerge does not take as a package to build"
+        "atom {input:?} has the conditional USE dependency {token:?}, which means something \
+         only in an ebuild's dependencies (emerge refuses it too: \"contains a conditional \
+         which is not allowed\")"
     )]
-    UseDeps { input: String },
+    ConditionalUseDep { input: String, token: String },
+    #[error(
+        "atom {input:?} has no category: emerge would look the name up in its ebuild tree, \
+         which the swarm does not have; give it as category/name"
+    )]
+    NoCategory { input: String },
+    #[error("{input:?} is not a package atom: emerge reads it as {what}")]
+    NotAnAtom { input: String, what: &'static str },
 }
 
 impl AtomError {
@@ -40,14 +59,48 @@ impl AtomError {
             AtomError::BadCharacter { input, .. }
             | AtomError::Syntax { input, .. }
             | AtomError::Blocker { input }
-            | AtomError::UseDeps { input } => input,
+            | AtomError::ConditionalUseDep { input, .. }
+            | AtomError::NoCategory { input }
+            | AtomError::NotAnAtom { input, .. } => input,
+        }
+    }
+
+    fn refused(input: &str, refusal: Refusal<'_>) -> AtomError {
+        let input = input.to_owned();
+        match refusal {
+            Refusal::Blocker => AtomError::Blocker { input },
+            Refusal::ConditionalUse(token) => AtomError::ConditionalUseDep {
+                token: token.to_owned(),
+                input,
+            },
+            Refusal::NoCategory => AtomError::NoCategory { input },
+            Refusal::NotAnAtom(kind) => AtomError::NotAnAtom {
+                input,
+                what: match kind {
+                    NotAnAtom::BinaryPackage => "a binary package file",
+                    NotAnAtom::Ebuild => "an ebuild file",
+                    NotAnAtom::Path => "a file, to build the package that owns it",
+                    NotAnAtom::Set => "a package set",
+                },
+            },
+            Refusal::Syntax(problem) => AtomError::Syntax {
+                reason: problem.to_string(),
+                input,
+            },
         }
     }
 }
 
-/// A Gentoo package atom (`cat/pkg`, `=cat/pkg-1.2.3`, `>=cat/pkg-1:0::gentoo`), validated as a
-/// PMS dependency specification by the `portage-atom` parser. Blockers and USE dependencies are
-/// refused because they name no single thing to build.
+/// A Gentoo package atom exactly as `emerge` takes it as a package argument: `cat/pkg`,
+/// `=cat/pkg-1.2.3-r1`, `>=cat/pkg-1:0/1.2::gentoo`, `=cat/pkg-1.2*`, slot operators
+/// (`cat/pkg:=`, `cat/pkg:*`), a binary package's build id (`=cat/pkg-1.2-3`) and
+/// unconditional USE dependencies (`cat/pkg[ssl,-test,foo(+),-bar(-)]`). Refused as emerge
+/// refuses them: blockers, conditional USE dependencies (`[gtk?]`, `[!gtk?]`, `[gtk=]`,
+/// `[!gtk=]`), wildcards (emerge takes `*` only to unmerge, except in a version glob), and
+/// arguments emerge reads as files, paths or sets. Refused although emerge takes it: a name
+/// without a category, which emerge looks up in an ebuild tree the swarm does not have.
+///
+/// The parser (`atom_syntax.rs`) keeps nothing of its input: no cache, no interning.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Atom(String);
@@ -79,21 +132,10 @@ impl Atom {
                 at,
             });
         }
-        let dep = portage_atom::Dep::parse(input).map_err(|err| AtomError::Syntax {
-            input: input.to_owned(),
-            reason: syntax_reason(input, &err.to_string()),
-        })?;
-        if dep.blocker.is_some() {
-            return Err(AtomError::Blocker {
-                input: input.to_owned(),
-            });
+        match atom_syntax::parse(input) {
+            Ok(_) => Ok(Atom(input.to_owned())),
+            Err(refusal) => Err(AtomError::refused(input, refusal)),
         }
-        if dep.use_deps.is_some() {
-            return Err(AtomError::UseDeps {
-                input: input.to_owned(),
-            });
-        }
-        Ok(Atom(input.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -105,21 +147,31 @@ impl Atom {
         PackageKey::of(self)
     }
 
-    /// The version the atom names, revision included: `3.3.2-r1` for
-    /// `=dev-libs/openssl-3.3.2-r1`; `None` for an atom without one.
-    pub fn version(&self) -> Option<String> {
-        let dep = portage_atom::Dep::parse(&self.0).ok()?;
-        dep.version.map(|v| v.to_string())
+    /// The atom's parts; it parsed when it was made, so it parses again.
+    fn parts(&self) -> Option<Parts<'_>> {
+        atom_syntax::parse(&self.0).ok()
     }
 
-    /// The package's name without version, slot or repository: `sys-libs/zlib` for
-    /// `>=sys-libs/zlib-1.3:0/1::gentoo`.
+    /// The version the atom names, revision included: `3.3.2-r1` for
+    /// `=dev-libs/openssl-3.3.2-r1`, `13` for the glob `=sys-devel/gcc-13*`, `1.2` for the
+    /// build `=dev-libs/foo-1.2-3`; `None` for an atom without one.
+    pub fn version(&self) -> Option<String> {
+        self.parts()?.version.map(str::to_owned)
+    }
+
+    /// The package's name without version, slot, repository or USE dependencies:
+    /// `sys-libs/zlib` for `>=sys-libs/zlib-1.3:0/1::gentoo[minizip]`.
     pub fn package_name(&self) -> String {
-        // The atom parsed when it was made; parsing again cannot fail.
-        match portage_atom::Dep::parse(&self.0) {
-            Ok(dep) => dep.cpn.to_string(),
-            Err(_) => self.0.clone(),
+        match self.parts() {
+            Some(parts) => format!("{}/{}", parts.category, parts.name),
+            None => self.0.clone(),
         }
+    }
+
+    /// The USE dependencies between the atom's brackets (`ssl,-test` for
+    /// `dev-libs/openssl[ssl,-test]`), all unconditional; `None` without brackets.
+    pub fn use_deps(&self) -> Option<&str> {
+        self.parts()?.use_deps
     }
 }
 
@@ -134,30 +186,6 @@ pub fn shorten(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}...", &text[..end])
-}
-
-/// The parser repeats the whole input in its message; drop that prefix so the reason reads once.
-fn syntax_reason(input: &str, message: &str) -> String {
-    let mut message = message.trim();
-    for prefix in ["invalid dependency:", "invalid dep:"] {
-        message = message.strip_prefix(prefix).unwrap_or(message).trim_start();
-    }
-    while let Some(rest) = message.strip_prefix(input) {
-        message = rest.trim_start_matches(':').trim_start();
-    }
-    // The parser's message can span lines (a caret diagram); one line reads better in logs.
-    let message = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
-    let message = message.as_str();
-    if message.is_empty() {
-        "not of the form [op]category/package[-version][:slot][::repo]".to_owned()
-    } else {
-        message.to_owned()
-    }
 }
 
 impl fmt::Display for Atom {
