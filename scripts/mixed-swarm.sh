@@ -15,7 +15,8 @@
 # A revision is exported with `git archive` into target/mixed-swarm/src-<commit>/ and built
 # there with its own target directory (target/mixed-swarm/target), so the workspace's own
 # build cache is left alone. The first build of a revision compiles every dependency once
-# (minutes on two cores); later runs reuse it. Needs nats-server (scripts/env.sh) and python3.
+# (minutes on two cores; about 2 GB of disk); later runs reuse it. Needs nats-server
+# (scripts/env.sh) and python3. `rm -rf target/mixed-swarm` frees it all.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -60,13 +61,18 @@ build_revision() {
     fi
     started=$(date +%s)
     say "building swarm-coordinator and swarm-drone of ${commit:0:12} (target $work/target)"
-    cargo build --quiet --manifest-path "$src/Cargo.toml" --target-dir "$work/target" \
-        -p swarm-coordinator -p swarm-drone -p swarmctl --bins
+    # No incremental artefacts: they would take gigabytes for builds that are never edited.
+    CARGO_INCREMENTAL=0 cargo build --quiet --manifest-path "$src/Cargo.toml" \
+        --target-dir "$work/target" -p swarm-coordinator -p swarm-drone -p swarmctl --bins
     say "built ${commit:0:12} in $(( $(date +%s) - started )) s"
     local bin="$work/bin-$commit"
     mkdir -p "$bin"
-    cp "$work/target/debug/swarm-coordinator" "$work/target/debug/swarm-drone" \
-        "$work/target/debug/swarmctl" "$bin/"
+    # Hard links (the next revision's build replaces target/debug's, not these).
+    local name
+    for name in swarm-coordinator swarm-drone swarmctl; do
+        ln -f "$work/target/debug/$name" "$bin/$name" 2>/dev/null ||
+            cp "$work/target/debug/$name" "$bin/$name"
+    done
     echo "$bin"
 }
 
