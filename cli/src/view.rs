@@ -238,13 +238,28 @@ pub async fn status(client: &async_nats::Client) -> Result<Summary, CliError> {
     arches.extend(drones.iter().map(|item| item.value.arch.clone()));
     arches.insert(schemas::Arch::default());
     let paused = operator_paused(client, &arches).await;
+    let leader = leader(client).await;
     Ok(summarize(
         drones
             .iter()
             .map(|item| (&item.value, heartbeat_age_ms(item, now))),
         packages.iter().map(|item| &item.value.state),
     )
-    .paused_by_operator(paused))
+    .paused_by_operator(paused)
+    .led_by(leader))
+}
+
+/// The leading coordinator's name, if one leads (its lease in the leader bucket is alive).
+pub(crate) async fn leader(client: &async_nats::Client) -> Option<String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let bucket = js.get_key_value(schemas::names::LEADER_BUCKET).await.ok()?;
+    let entry = bucket.entry(schemas::names::LEADER_KEY).await.ok()??;
+    if entry.operation != async_nats::jetstream::kv::Operation::Put {
+        return None;
+    }
+    schemas::decode::<schemas::LeaderRecord>(&entry.value)
+        .ok()
+        .map(|record| record.coordinator)
 }
 
 /// Whether the operator paused the swarm (`swarmctl pause`): the build consumers of one of

@@ -17,7 +17,7 @@ use crate::events::{self, EventRefusal, Unreadable};
 use crate::hold::Claim;
 use crate::lifecycle::PackageEvent;
 use crate::service::{Service, ack_floor, consumer_position};
-use crate::store::{self, ReadError, WRITE_CONCURRENCY, WriteError};
+use crate::store::{self, WRITE_CONCURRENCY, WriteError};
 use crate::table::{Change, Entry, fold};
 
 /// An event received and not yet acknowledged, with what it does to its package.
@@ -114,7 +114,7 @@ impl Service {
                 }
             }
             if moved {
-                writes.push((key, entry.revision, record, events));
+                writes.push((key, record, events));
             } else {
                 done.push(events);
             }
@@ -125,12 +125,12 @@ impl Service {
         if writes.is_empty() {
             return;
         }
-        let bucket = self.topo.packages.clone();
+        let writer = self.writer.clone();
         let results: Vec<_> =
-            futures::stream::iter(writes.into_iter().map(|(key, revision, record, events)| {
-                let bucket = bucket.clone();
+            futures::stream::iter(writes.into_iter().map(|(key, record, events)| {
+                let writer = writer.clone();
                 async move {
-                    let result = store::write_record(&bucket, &key, Some(revision), &record).await;
+                    let result = store::write_record(&writer, &key, &record).await;
                     (key, record, events, result)
                 }
             }))
@@ -155,14 +155,9 @@ impl Service {
                         self.acknowledge(&pending.message, pending.seq).await;
                     }
                 }
-                Err(WriteError::Conflict) => {
-                    self.refresh(&key).await;
-                    for pending in events {
-                        match self.apply(&pending.change).await {
-                            Ok(_) => self.acknowledge(&pending.message, pending.seq).await,
-                            Err(err) => self.give_back(&pending.message, pending.seq, &err).await,
-                        }
-                    }
+                Err(err @ WriteError::Fenced { .. }) => {
+                    // Not leading any more: the events stay unacknowledged for the new leader.
+                    self.deposed(&err);
                 }
                 Err(err) => {
                     for pending in events {
@@ -174,38 +169,33 @@ impl Service {
         self.record_history(history).await;
     }
 
-    /// Writes a record with compare-and-set on the revision this task last saw, and only then
-    /// updates the table: memory never runs ahead of the bucket.
+    /// Writes a record, fenced by this coordinator's term, and only then updates the table:
+    /// memory never runs ahead of the bucket. A refused write means another coordinator leads:
+    /// this one stops (`deposed`).
     pub(crate) async fn write(
         &mut self,
         key: &PackageKey,
         record: PackageRecord,
     ) -> Result<(), WriteError> {
-        let revision = self.table.get(key).map(|entry| entry.revision);
-        match store::write_record(&self.topo.packages, key, revision, &record).await {
+        match store::write_record(&self.writer, key, &record).await {
             Ok(revision) => {
                 self.table.store(key, Some(Entry { record, revision }));
                 Ok(())
             }
-            Err(WriteError::Conflict) => {
-                self.refresh(key).await;
-                Err(WriteError::Conflict)
+            Err(err) => {
+                if matches!(err, WriteError::Fenced { .. }) {
+                    self.deposed(&err);
+                }
+                Err(err)
             }
-            Err(err) => Err(err),
         }
     }
 
-    /// Re-reads a package record after a conflict.
-    pub(crate) async fn refresh(&mut self, key: &PackageKey) {
-        match store::read_record(&self.topo.packages, key).await {
-            Ok(Some((record, revision))) => self.table.store(key, Some(Entry { record, revision })),
-            Ok(None) => self.table.store(key, None),
-            Err(ReadError::Undecodable(err)) => {
-                if let Some(suppressed) = self.refused.allow("undecodable package record") {
-                    warn!(key = %key, error = %err, suppressed, "undecodable package record");
-                }
-            }
-            Err(err) => warn!(key = %key, error = %err, "cannot refresh package record"),
+    /// Another coordinator leads: this one writes nothing more and stops leading.
+    pub(crate) fn deposed(&mut self, err: &WriteError) {
+        if !self.lost.is_cancelled() {
+            error!(error = %err, "a write was refused: another coordinator leads; stepping down");
+            self.lost.cancel();
         }
     }
 
@@ -217,34 +207,26 @@ impl Service {
         change: &Change,
     ) -> Result<Option<PackageState>, WriteError> {
         let key = &change.key;
-        for _ in 0..2 {
-            let Some(entry) = self.table.get(key) else {
-                debug!(key = %key, "event for an unknown package");
-                return Ok(None);
-            };
-            let now = runtime::now_ms();
-            let mut record = entry.record.clone();
-            if let Err(err) = fold(&mut record, change, &self.policy, now) {
-                // A late or repeated event: safe to drop, the package has moved on.
-                debug!(package = %record.atom, error = %err, "event does not move the package");
-                return Ok(None);
-            }
-            let next = record.state.clone();
-            let history: Vec<_> = change
-                .attempt
-                .iter()
-                .map(|a| crate::history::entry(&record, a))
-                .collect();
-            match self.write(key, record).await {
-                Ok(()) => {
-                    self.record_history(history).await;
-                    return Ok(Some(next));
-                }
-                Err(WriteError::Conflict) => continue,
-                Err(other) => return Err(other),
-            }
+        let Some(entry) = self.table.get(key) else {
+            debug!(key = %key, "event for an unknown package");
+            return Ok(None);
+        };
+        let now = runtime::now_ms();
+        let mut record = entry.record.clone();
+        if let Err(err) = fold(&mut record, change, &self.policy, now) {
+            // A late or repeated event: safe to drop, the package has moved on.
+            debug!(package = %record.atom, error = %err, "event does not move the package");
+            return Ok(None);
         }
-        Err(WriteError::Conflict)
+        let next = record.state.clone();
+        let history: Vec<_> = change
+            .attempt
+            .iter()
+            .map(|a| crate::history::entry(&record, a))
+            .collect();
+        self.write(key, record).await?;
+        self.record_history(history).await;
+        Ok(Some(next))
     }
 
     async fn acknowledge(&mut self, message: &jetstream::Message, seq: u64) {

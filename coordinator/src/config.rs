@@ -38,6 +38,12 @@ pub enum Schedule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
+    /// This coordinator's name, shown as the leader (`swarmctl status`, the dashboard). Unset:
+    /// the host name and the process id.
+    pub name: Option<String>,
+    /// Lifetime of the leader's lease: a standby coordinator takes the lead at most this long
+    /// (and a tenth) after the leader's last renewal, which happens every third of it.
+    pub leader_ttl_ms: u64,
     /// Arches the swarm builds for; one consumer is created per arch. The first is the default
     /// for submissions that name none.
     pub arches: Vec<Arch>,
@@ -81,11 +87,16 @@ pub struct Settings {
     /// A stored binary package referenced by nothing is deleted only once it is this old: a
     /// build that just stored it may not have reported it yet.
     pub binhost_gc_grace_secs: u64,
+    /// On SIGTERM, how long the coordinator may take to stop: a step still waiting for NATS
+    /// then is abandoned (a later coordinator redoes it from the streams and buckets).
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            name: None,
+            leader_ttl_ms: 5_000,
             arches: vec![Arch::default()],
             max_attempts: 3,
             retry_backoff_ms: 30_000,
@@ -105,6 +116,7 @@ impl Default for Settings {
             binhost_auto_publish: true,
             binhost_keep_revisions: 5,
             binhost_gc_grace_secs: 3_600,
+            shutdown_grace_ms: 10_000,
         }
     }
 }
@@ -112,6 +124,24 @@ impl Default for Settings {
 impl Settings {
     /// Checks every value of the `[coordinator]` table; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.leader_ttl_ms < 300 {
+            return Err(ConfigError::invalid(
+                "coordinator.leader_ttl_ms",
+                "must be at least 300 ms",
+            ));
+        }
+        if let Some(name) = &self.name
+            && (name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return Err(ConfigError::invalid(
+                "coordinator.name",
+                format!("{name:?} must be 1 to 64 letters, digits, '-', '_' or '.'"),
+            ));
+        }
         if self.arches.is_empty() {
             return Err(ConfigError::invalid(
                 "coordinator.arches",
@@ -181,11 +211,38 @@ impl Settings {
                 "must be at least 100 ms",
             ));
         }
+        if self.shutdown_grace_ms < 100 {
+            return Err(ConfigError::invalid(
+                "coordinator.shutdown_grace_ms",
+                "must be at least 100 ms",
+            ));
+        }
         Ok(())
+    }
+
+    pub fn leader_ttl(&self) -> Duration {
+        Duration::from_millis(self.leader_ttl_ms)
+    }
+
+    /// The configured name, or `<host>-<pid>`.
+    pub fn effective_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "coordinator".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
     }
 
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_millis(self.lease_ttl_ms)
+    }
+
+    /// The longest the coordinator takes to exit after SIGTERM: its shutdown grace.
+    pub fn stop_within(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
     }
 }
 

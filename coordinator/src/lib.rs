@@ -19,6 +19,7 @@ pub mod events;
 pub mod graph;
 pub mod history;
 pub mod hold;
+pub mod leader;
 pub mod lifecycle;
 pub mod priority;
 pub mod publication;
@@ -29,6 +30,7 @@ pub mod runs;
 pub mod schedule;
 pub mod select;
 pub mod service;
+pub mod stopping;
 pub mod store;
 pub mod submission;
 mod submit;
@@ -53,13 +55,54 @@ pub enum RunError {
     Service(#[from] service::ServiceError),
 }
 
-/// Runs the coordinator until `shutdown` is cancelled.
+/// Runs the coordinator until `shutdown` is cancelled: it stands by until it wins the lead
+/// (`leader::campaign`), leads until it loses it, and stands by again.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let client = config.nats.connect("swarm-coordinator").await?;
     let js = async_nats::jetstream::new(client.clone());
     let topo = topology::ensure(&js, &config.coordinator).await?;
     tracing::info!(url = %config.nats.url, "JetStream topology ready");
-    let service = service::Service::new(config.coordinator.clone(), js, topo).await?;
-    service.run(client, shutdown).await?;
+    let settings = config.coordinator.clone();
+    let name = settings.effective_name();
+    let ttl = settings.leader_ttl();
+    loop {
+        let Some(lead) =
+            leader::campaign(&topo.leader, &topo.packages, &name, ttl, &shutdown).await
+        else {
+            break;
+        };
+        let lost = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let (until, lead_until) = tokio::sync::watch::channel(lead.deadline());
+        let fence = lead.fence;
+        let keeper = tokio::spawn(leader::keep(
+            topo.leader.clone(),
+            lead,
+            stop.clone(),
+            lost.clone(),
+            until,
+        ));
+        let led = async {
+            let service = service::Service::new(
+                settings.clone(),
+                js.clone(),
+                topo.clone(),
+                fence,
+                lost.clone(),
+                lead_until,
+            )
+            .await?;
+            service.run(client.clone(), shutdown.clone()).await
+        }
+        .await;
+        // Stepping down: the keeper gives the lease back unless it was lost already.
+        stop.cancel();
+        let _ = keeper.await;
+        led?;
+        if shutdown.is_cancelled() {
+            break;
+        }
+        tracing::warn!(coordinator = %name, "no longer leading; standing by");
+    }
     Ok(())
 }

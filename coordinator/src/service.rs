@@ -46,6 +46,12 @@ const SILENCE_CHECK: Duration = Duration::from_millis(250);
 
 pub struct Service {
     pub(crate) settings: Settings,
+    /// Writes package records, fenced by this coordinator's term.
+    pub(crate) writer: crate::store::Writer,
+    /// Cancelled when this coordinator no longer leads (its lease lost, or a write refused).
+    pub(crate) lost: CancellationToken,
+    /// Until when its lease is surely held, as its keeper last renewed it.
+    pub(crate) lead_until: tokio::sync::watch::Receiver<std::time::Instant>,
     pub(crate) policy: Policy,
     pub(crate) js: jetstream::Context,
     pub(crate) topo: Topology,
@@ -64,10 +70,15 @@ pub struct Service {
 }
 
 impl Service {
+    /// The service of a coordinator that leads: `fence` is its term's, `lost` is cancelled when
+    /// it no longer leads. Package state is loaded here, after the term began.
     pub async fn new(
         settings: Settings,
         js: jetstream::Context,
         topo: Topology,
+        fence: crate::leader::Fence,
+        lost: CancellationToken,
+        lead_until: tokio::sync::watch::Receiver<std::time::Instant>,
     ) -> Result<Service, ServiceError> {
         let policy = Policy {
             max_attempts: settings.max_attempts,
@@ -96,6 +107,13 @@ impl Service {
         info!(packages = loaded, "package state loaded");
         Ok(Service {
             settings,
+            writer: crate::store::Writer {
+                js: js.clone(),
+                bucket: topo.packages.clone(),
+                fence,
+            },
+            lost,
+            lead_until,
             policy,
             js,
             topo,
@@ -133,11 +151,18 @@ impl Service {
         retries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut silence = tokio::time::interval(SILENCE_CHECK);
         silence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_check = std::time::Instant::now();
         self.catch_up_unacknowledged().await;
         info!("coordinator ready");
         loop {
+            // Checked before anything else each turn: a coordinator that resumes after a freeze
+            // past its lease acts on nothing it finds waiting.
+            if !self.leading() {
+                break;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = self.lost.cancelled() => break,
                 Some((endpoint, request)) = api.next() => self.handle_api(endpoint, request).await,
                 batch = events.next() => match batch {
                     Some(batch) => {
@@ -179,10 +204,17 @@ impl Service {
                     self.advance_graph().await;
                 }
                 _ = silence.tick() => {
+                    let now = std::time::Instant::now();
                     let connected = client.connection_state() == async_nats::connection::State::Connected;
-                    self.takeover.listening(connected && drone_watch.is_some(), std::time::Instant::now());
-                    self.mark_lost_drones().await;
-                    self.release_silent_drones().await;
+                    // A tick far behind its time (this process frozen or starved) is a gap in
+                    // what the coordinator heard, not the drones' silence.
+                    let on_time = now.saturating_duration_since(last_check) < SILENCE_CHECK * 4;
+                    last_check = now;
+                    self.takeover.listening(connected && drone_watch.is_some() && on_time, now);
+                    if self.leading() {
+                        self.mark_lost_drones().await;
+                        self.release_silent_drones().await;
+                    }
                 }
                 _ = reconcile.tick() => {
                     if let Err(err) = self.reconcile_once().await {
@@ -194,8 +226,9 @@ impl Service {
         }
         api.stop().await;
         self.tasks.close();
-        // A drone's answer waits at most its timeout; a task still waiting is abandoned.
-        if tokio::time::timeout(Duration::from_secs(6), self.tasks.wait())
+        // A drone's answer waits at most its timeout; a task still waiting when half the
+        // shutdown grace is over (a drone or NATS unreachable) is abandoned.
+        if tokio::time::timeout(self.settings.stop_within() / 2, self.tasks.wait())
             .await
             .is_err()
         {
@@ -203,6 +236,13 @@ impl Service {
         }
         info!("coordinator stopped");
         Ok(())
+    }
+}
+
+impl Service {
+    /// Whether this coordinator still leads: its lease not lost, its deadline not passed.
+    pub(crate) fn leading(&self) -> bool {
+        !self.lost.is_cancelled() && std::time::Instant::now() < *self.lead_until.borrow()
     }
 }
 

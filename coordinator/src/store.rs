@@ -1,9 +1,11 @@
-//! Package records in the packages bucket: the compare-and-set write and the re-read after a
-//! conflict. The caller updates its table only with what these return, so memory never runs
-//! ahead of the bucket.
+//! Package records in the packages bucket: the write, fenced by the leader's term
+//! (`leader::Fence`). The caller updates its table only with what these return, so
+//! memory never runs ahead of the bucket.
 
-use async_nats::jetstream::kv;
-use schemas::{DecodeError, EncodeError, PackageKey, PackageRecord, decode, encode};
+use async_nats::jetstream::{self, kv};
+use schemas::{EncodeError, PackageKey, PackageRecord, encode, names};
+
+use crate::leader::Fence;
 
 /// Package writes in flight at once.
 pub const WRITE_CONCURRENCY: usize = 128;
@@ -11,65 +13,65 @@ pub const WRITE_CONCURRENCY: usize = 128;
 /// Why a package write did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// Someone else wrote the key since the revision the write was based on (or created it,
-    /// for a create).
-    #[error("package record changed underneath")]
-    Conflict,
+    /// A newer coordinator's term exists: this one no longer leads, and wrote nothing.
+    #[error(
+        "package write refused: another coordinator leads now (this one's term {term_seq} is over)"
+    )]
+    Fenced { term_seq: u64 },
     #[error(transparent)]
-    Update(kv::UpdateError),
-    #[error(transparent)]
-    Create(kv::CreateError),
+    Publish(#[from] jetstream::context::PublishError),
     #[error(transparent)]
     Encode(#[from] EncodeError),
 }
 
-/// Why a package record could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error(transparent)]
-    Entry(#[from] kv::EntryError),
-    #[error(transparent)]
-    Undecodable(#[from] DecodeError),
+/// The writer of package records: the bucket, the JetStream context that publishes to it, and
+/// the fence of the leader's term.
+#[derive(Clone)]
+pub struct Writer {
+    pub js: jetstream::Context,
+    pub bucket: kv::Store,
+    pub fence: Fence,
 }
 
-/// Writes a package record by compare-and-set: an update of `revision`, or a create when the
-/// coordinator knows no record for the key. Returns the new revision.
+/// Writes a package record, fenced by the leader's term: the write lands only while the term
+/// record (`names::TERM_KEY`, in the same bucket) is still the one this coordinator wrote
+/// (`Nats-Expected-Last-Subject-Sequence` checked against that key's subject). Only the leader
+/// writes package records, and it loaded them after its term began, so the compare-and-set on
+/// each record's own revision that this replaces is implied. Returns the new revision.
 pub async fn write_record(
-    bucket: &kv::Store,
+    writer: &Writer,
     key: &PackageKey,
-    revision: Option<u64>,
     record: &PackageRecord,
 ) -> Result<u64, WriteError> {
     let bytes = encode(record)?;
-    match revision {
-        Some(revision) => bucket
-            .update(key.as_str(), bytes.into(), revision)
-            .await
-            .map_err(|e| match e.kind() {
-                kv::UpdateErrorKind::WrongLastRevision => WriteError::Conflict,
-                _ => WriteError::Update(e),
-            }),
-        None => bucket
-            .create(key.as_str(), bytes.into())
-            .await
-            .map_err(|e| match e.kind() {
-                kv::CreateErrorKind::AlreadyExists => WriteError::Conflict,
-                _ => WriteError::Create(e),
-            }),
-    }
+    let prefix = writer
+        .bucket
+        .put_prefix
+        .as_ref()
+        .unwrap_or(&writer.bucket.prefix);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+        writer.fence.term_seq.to_string().as_str(),
+    );
+    headers.insert(
+        EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+        format!("{prefix}{}", names::TERM_KEY).as_str(),
+    );
+    let ack = writer
+        .js
+        .publish_with_headers(format!("{prefix}{key}"), headers, bytes.into())
+        .await?
+        .await
+        .map_err(|e| match e.kind() {
+            jetstream::context::PublishErrorKind::WrongLastSequence => WriteError::Fenced {
+                term_seq: writer.fence.term_seq,
+            },
+            _ => WriteError::Publish(e),
+        })?;
+    Ok(ack.sequence)
 }
 
-/// Reads a package record and its revision; `None` when the key holds none (never written,
-/// deleted or purged).
-pub async fn read_record(
-    bucket: &kv::Store,
-    key: &PackageKey,
-) -> Result<Option<(PackageRecord, u64)>, ReadError> {
-    match bucket.entry(key.as_str()).await? {
-        Some(entry) if entry.operation == kv::Operation::Put => Ok(Some((
-            decode::<PackageRecord>(&entry.value)?,
-            entry.revision,
-        ))),
-        _ => Ok(None),
-    }
-}
+/// The header that names the subject whose last sequence `Nats-Expected-Last-Subject-Sequence`
+/// is checked against (nats-server 2.11 and later).
+const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";

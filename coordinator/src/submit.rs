@@ -125,16 +125,12 @@ impl Service {
         let notes = std::mem::take(&mut plan.notes);
         // The records are written concurrently (each a compare-and-set on its own key), then
         // the jobs of those written are published.
-        let bucket = self.topo.packages.clone();
+        let writer = self.writer.clone();
         let written: Vec<_> = futures::stream::iter(plan.records.into_iter().map(|new| {
-            let bucket = bucket.clone();
+            let writer = writer.clone();
             async move {
-                let NewRecord {
-                    key,
-                    revision,
-                    record,
-                } = new;
-                let result = store::write_record(&bucket, &key, revision, &record).await;
+                let NewRecord { key, record, .. } = new;
+                let result = store::write_record(&writer, &key, &record).await;
                 (key, record, result)
             }
         }))
@@ -157,8 +153,8 @@ impl Service {
                     }
                 }
                 Err(err) => {
-                    if matches!(err, WriteError::Conflict) {
-                        self.refresh(&key).await;
+                    if matches!(err, WriteError::Fenced { .. }) {
+                        self.deposed(&err);
                     }
                     failures.push(format!("{}: {err}", record.atom));
                 }

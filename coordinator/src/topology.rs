@@ -245,6 +245,7 @@ async fn ensure_object_store(
 }
 
 /// Handles to what the coordinator uses after setting up.
+#[derive(Clone)]
 pub struct Topology {
     pub builds: stream::Stream,
     pub events: stream::Stream,
@@ -252,6 +253,8 @@ pub struct Topology {
     pub drones: kv::Store,
     pub leases: kv::Store,
     pub packages: kv::Store,
+    /// The coordinators' leader lease (`leader`).
+    pub leader: kv::Store,
     pub binhost: kv::Store,
     pub targets: kv::Store,
     pub artifacts: ObjectStore,
@@ -281,6 +284,12 @@ pub async fn ensure(
     .await?;
     let packages =
         ensure_bucket(js, bucket(settings, names::PACKAGES_BUCKET, Duration::ZERO)).await?;
+    // The leader lease lives as long as its last renewal allows.
+    let leader = ensure_bucket(
+        js,
+        bucket(settings, names::LEADER_BUCKET, settings.leader_ttl()),
+    )
+    .await?;
     let artifacts = ensure_object_store(
         js,
         settings,
@@ -354,6 +363,7 @@ pub async fn ensure(
         drones,
         leases,
         packages,
+        leader,
         binhost,
         targets,
         artifacts,

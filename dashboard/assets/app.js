@@ -131,6 +131,7 @@
     $('cores-total').textContent = `of ${s.cores.total} online`;
     $('status').textContent = s.status;
     $('status').dataset.status = s.status;
+    $('leader').textContent = s.leader || 'none: no coordinator leads (a standby takes the lead within seconds)';
     document.title = `Build swarm — ${s.status}, ${s.queue} queued`;
   }
 

@@ -146,7 +146,8 @@ impl Snapshot {
         let summary = summarize(
             ages.iter().map(|(view, age)| (&view.record, *age)),
             swarm.packages.values().map(|p| &p.state),
-        );
+        )
+        .led_by(swarm.leader.clone());
         let drones: Vec<DroneCard> = ages
             .iter()
             .map(|(view, age)| {

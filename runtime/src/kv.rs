@@ -87,8 +87,8 @@ pub async fn open_bucket(js: &jetstream::Context, bucket: &str) -> Result<Store,
     })
 }
 
-/// Every live key of the bucket with its decoded value, sorted by key. Deleted and purged keys
-/// are absent; a value that does not decode as `T` is skipped with a warning naming the key, so
+/// Every live key of the bucket with its decoded value, sorted by key. Deleted and purged keys,
+/// and keys starting with `=` (bookkeeping, `schemas::names::TERM_KEY`), are absent; a value that does not decode as `T` is skipped with a warning naming the key, so
 /// one corrupt entry cannot hide the rest of the bucket.
 ///
 /// The result is a snapshot as of the end of the read: a key written while the read runs shows
@@ -183,6 +183,11 @@ async fn fetch_batch<T: Wire>(
         let Some(key) = message.subject.as_str().strip_prefix(kv.prefix.as_str()) else {
             continue;
         };
+        // Keys starting with `=` are the swarm's own bookkeeping (the leader's term in the
+        // packages bucket), never records of the bucket's kind.
+        if key.starts_with('=') {
+            continue;
+        }
         if is_removal(&message) {
             items.remove(key);
             continue;

@@ -62,6 +62,41 @@ pub const DRONES_BUCKET: &str = "swarm-drones";
 pub const LEASES_BUCKET: &str = "swarm-leases";
 /// KV bucket of package state, keyed by package key; written by the coordinator only.
 pub const PACKAGES_BUCKET: &str = "swarm-packages";
+/// The key of the packages bucket that holds the leading coordinator's term
+/// (`messages::LeaderRecord`); every package write is fenced by its sequence. A package key holds
+/// only letters, digits, `-` and `_` escapes (`PackageKey::of`), so keys starting with `=` are
+/// not packages: readers of the bucket skip them ([`is_package_key`]).
+pub const TERM_KEY: &str = "=term";
+/// The bucket of the coordinators' leader lease (`messages::LeaderRecord`), under
+/// [`LEADER_KEY`]; its max age is the lease's lifetime.
+pub const LEADER_BUCKET: &str = "swarm-leader";
+pub const LEADER_KEY: &str = "leader";
+
+/// Whether a key of the packages bucket holds a package (and not, e.g., the leader's term).
+pub fn is_package_key(key: &str) -> bool {
+    !key.starts_with('=')
+}
+
+#[cfg(test)]
+mod term_key_tests {
+    use super::*;
+    use crate::Atom;
+
+    #[test]
+    fn no_package_key_is_the_term_key() {
+        assert!(!is_package_key(TERM_KEY));
+        for atom in [
+            "=dev-libs/a-1",
+            "dev-libs/a",
+            ">=x11-libs/gtk+-3:3",
+            "~a/b-1::gentoo",
+            "<=a/b-1.0_rc1-r2",
+        ] {
+            let key = Atom::parse(atom).expect("valid").key();
+            assert!(is_package_key(key.as_str()), "{atom} -> {key}");
+        }
+    }
+}
 /// Object store of the binary packages drones built, each under the SHA-256 of its contents.
 pub const ARTIFACTS_BUCKET: &str = "swarm-artifacts";
 /// Published binhost revisions (`rev.<binhost>.<number>`) and which one each binhost serves

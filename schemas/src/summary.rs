@@ -73,6 +73,10 @@ pub struct Summary {
     /// The operator paused the swarm (`swarmctl pause`): no new build starts until `resume`.
     #[serde(default)]
     pub operator_paused: bool,
+    /// The coordinator that leads (`coordinator.name`); `None` while none does (one died and no
+    /// standby has taken the lead yet, or none runs).
+    #[serde(default)]
+    pub leader: Option<String>,
 }
 
 /// The state a reader should show for a drone: its own report, unless its heartbeat is stale,
@@ -171,6 +175,7 @@ pub fn summarize<'a>(
         status,
         packages: pkgs,
         operator_paused: false,
+        leader: None,
     }
 }
 
@@ -182,6 +187,12 @@ impl Summary {
         if paused && self.status == SwarmStatus::Building {
             self.status = SwarmStatus::Paused;
         }
+        self
+    }
+
+    /// The leading coordinator, as its lease in the leader bucket names it.
+    pub fn led_by(mut self, leader: Option<String>) -> Summary {
+        self.leader = leader;
         self
     }
 
@@ -206,7 +217,10 @@ impl Summary {
             self.drones.grounded,
             self.cores.active,
             status
-        )
+        ) + &match &self.leader {
+            Some(leader) => format!("Leader:    {leader}\n"),
+            None => String::new(),
+        }
     }
 }
 

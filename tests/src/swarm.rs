@@ -214,11 +214,40 @@ impl Swarm {
     pub fn spawn_coordinator(&mut self) {
         let mut command = self.base_command("swarm-coordinator", "coordinator");
         command.envs(self.coordinator_env.iter().map(|(k, v)| (k, v)));
+        command.env("SWARM_COORDINATOR__NAME", "coordinator");
         let child = command.spawn().expect("coordinator starts");
         self.coordinator = Some(Proc {
             name: "coordinator".into(),
             child,
         });
+    }
+
+    /// Starts another coordinator named `name`, with the harness's settings and its log in
+    /// `<name>.log`: while one leads, it stands by.
+    pub fn spawn_standby(&self, name: &str) -> Proc {
+        let mut command = self.base_command("swarm-coordinator", name);
+        command.envs(self.coordinator_env.iter().map(|(k, v)| (k, v)));
+        command.env("SWARM_COORDINATOR__NAME", name);
+        Proc {
+            name: name.into(),
+            child: command.spawn().expect("coordinator starts"),
+        }
+    }
+
+    /// The log of the component started as `name` (`coordinator`, a drone's name, ...).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// The leading coordinator's record, if one leads.
+    pub async fn leader(&self) -> Option<schemas::LeaderRecord> {
+        let js = async_nats::jetstream::new(self.client().await);
+        let kv = js.get_key_value(names::LEADER_BUCKET).await.ok()?;
+        let entry = kv.entry(names::LEADER_KEY).await.ok()??;
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            return None;
+        }
+        schemas::decode(&entry.value).ok()
     }
 
     /// A client of this swarm's server, with the harness's credential when there is one.

@@ -133,6 +133,8 @@ pub enum Input {
     EventsStream(StreamPosition),
     /// The event stream could not be polled: how far behind the fold is, is unknown.
     EventsStreamUnknown,
+    /// The leading coordinator, as the leader bucket names it (polled); `None`: none leads.
+    Leader(Option<String>),
     /// The initial contents of a source have all been applied.
     Loaded(Source),
 }
@@ -173,6 +175,8 @@ pub struct Swarm {
     pub events: EventsProgress,
     pub drones_loaded: bool,
     pub packages_loaded: bool,
+    /// The leading coordinator's name.
+    pub leader: Option<String>,
     /// Bumped by every input that changed the picture.
     pub version: u64,
     /// Bumped by every input that changed a package: what a forecast of the packages is
@@ -192,6 +196,7 @@ impl Swarm {
             builds: BuildCounts::default(),
             events: EventsProgress::default(),
             drones_loaded: false,
+            leader: None,
             packages_loaded: false,
             version: 0,
             packages_version: 0,
@@ -259,6 +264,11 @@ impl Swarm {
             }
             Input::EventsStreamUnknown => {
                 self.events.polls.clear();
+                Applied::Changed
+            }
+            Input::Leader(leader) if leader == self.leader => Applied::Duplicate,
+            Input::Leader(leader) => {
+                self.leader = leader;
                 Applied::Changed
             }
             Input::Loaded(Source::Drones) => {

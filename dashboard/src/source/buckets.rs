@@ -40,6 +40,10 @@ pub(super) fn drone_input(entry: kv::Entry) -> Result<Option<Input>, InputError>
 }
 
 pub(super) fn package_input(entry: kv::Entry) -> Result<Option<Input>, InputError> {
+    // The leader's term shares the bucket; it is not a package.
+    if !schemas::names::is_package_key(&entry.key) {
+        return Ok(None);
+    }
     match entry.operation {
         kv::Operation::Put => {
             let record = decode_value::<PackageRecord>("package record", &entry)?;
@@ -125,6 +129,42 @@ pub(super) async fn follow_bucket(
                     pause(&shutdown).await;
                     break;
                 }
+            }
+        }
+    }
+}
+
+/// Reads which coordinator leads (the leader bucket's lease) every `every`, and says so when it
+/// changes. A bucket that cannot be read (a coordinator of an earlier release makes none) is no
+/// leader.
+pub(super) async fn poll_leader(
+    js: async_nats::jetstream::Context,
+    every: std::time::Duration,
+    inputs: tokio::sync::mpsc::Sender<Input>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let read = async {
+            let bucket = js.get_key_value(schemas::names::LEADER_BUCKET).await.ok()?;
+            let entry = bucket.entry(schemas::names::LEADER_KEY).await.ok()??;
+            if entry.operation != kv::Operation::Put {
+                return None;
+            }
+            schemas::decode::<schemas::LeaderRecord>(&entry.value)
+                .ok()
+                .map(|record| record.coordinator)
+        };
+        let leader = read.await;
+        if last.as_ref() != Some(&leader) {
+            last = Some(leader.clone());
+            if inputs.send(Input::Leader(leader)).await.is_err() {
+                return;
             }
         }
     }

@@ -166,6 +166,12 @@ pub async fn follow(
         reconnects.clone(),
         shutdown.clone(),
     ));
+    tracker.spawn(buckets::poll_leader(
+        js.clone(),
+        stream_poll,
+        inputs.clone(),
+        shutdown.clone(),
+    ));
     tracker.spawn(poll_stream(
         events,
         stream_poll,

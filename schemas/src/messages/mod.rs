@@ -16,6 +16,7 @@ mod drone;
 mod fingerprint;
 mod history;
 mod job;
+mod leader;
 mod package;
 mod requests;
 
@@ -34,6 +35,7 @@ pub use drone::{DroneRecord, DroneState, Event, EventKind, RunningBuild};
 pub use fingerprint::{Fingerprint, RunTarget};
 pub use history::HistoryEntry;
 pub use job::{Job, Lease, LeasePhase};
+pub use leader::LeaderRecord;
 pub use package::{AttemptRecord, PackageRecord, PackageState, Priority, SizeClass};
 pub use requests::{
     AtomRejection, DroneCommand, DroneControl, DroneControlReply, SubmitItem, SubmitReply,
