@@ -289,3 +289,160 @@ async fn a_million_refused_atoms_leave_the_coordinators_memory_flat() {
         baseline.1
     );
 }
+
+/// The longest atom the swarm takes, dense with the bytes a package key spells as `_XX`.
+fn longest_atom() -> String {
+    let mut atom = ">=dev-libs/foo-1.2_pre3-r4:0/1.2=::gentoo[".to_owned();
+    for i in 0.. {
+        let flag = format!(
+            "{}f{i}({})",
+            if i % 2 == 0 { "-" } else { "" },
+            "+-".as_bytes()[i % 2] as char
+        );
+        if atom.len() + flag.len() + 2 > MAX_ATOM_LEN {
+            break;
+        }
+        atom.push_str(&flag);
+        atom.push(',');
+    }
+    atom.pop();
+    atom.push(']');
+    atom
+}
+
+/// Atoms with USE dependencies go through every part of the swarm as typed: swarmctl and the
+/// coordinator take them (and refuse conditional ones and bare names with the reason); atoms
+/// that differ only in their USE dependencies, even only in their order, are distinct
+/// packages with distinct keys; the build command gets the atom as one argument (no shell)
+/// and `{package}` as `category/name`; the log, the history and the dashboard's failure link
+/// find them by atom and key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atoms_with_use_dependencies_are_built_logged_and_shown_as_typed() {
+    let mut swarm = Swarm::start_with(&[("SWARM_COORDINATOR__MAX_ATTEMPTS", "1")]).await;
+    swarm.wait_coordinator().await;
+    let longest = longest_atom();
+    assert!(longest.len() > MAX_ATOM_LEN - 8, "{}", longest.len());
+    let failing = "dev-libs/openssl[-test,ssl]";
+    let atoms = [
+        "dev-libs/openssl[ssl,-test]",
+        failing,
+        "dev-libs/openssl",
+        ">=dev-libs/foo-1.2:0/1=::gentoo[a(+),-b(-)]",
+        longest.as_str(),
+    ];
+    let script = testkit::fixture("record-build.sh");
+    let command = format!(
+        "[\"{}\", \"--usepkg-exclude\", \"{{package}}\", \"{{atom}}\"]",
+        script.display()
+    );
+    swarm.spawn_drone(
+        &DroneSpec::new("u-a", 2, 2)
+            .env("SWARM_DRONE__COMMAND", &command)
+            .env("SWARM_TEST_PRINT_LINES", "2")
+            .env("SWARM_TEST_PRINT_PAUSE", "0")
+            .env("SWARM_TEST_FAIL_ATOMS", failing)
+            .env("SWARM_DRONE__GROUND_AFTER_FAILURES", "100"),
+    );
+    let port = testkit::free_port().expect("free port");
+    swarm.spawn_dashboard(port);
+
+    for (refused, says) in [
+        (
+            "dev-libs/openssl[gtk?]",
+            "contains a conditional which is not allowed",
+        ),
+        ("openssl[ssl]", "give it as category/name"),
+    ] {
+        let (ok, text) = swarm.swarmctl_text(&["submit", "dev-libs/openssl", refused]);
+        assert!(!ok && text.contains(says), "{refused}: {text}");
+    }
+    let mut args = vec!["submit"];
+    args.extend(atoms);
+    let (ok, text) = swarm.swarmctl_text(&args);
+    assert!(ok && text.contains("queued 5 packages"), "{text}");
+    let packages = swarm.wait_final(atoms.len(), Duration::from_secs(60)).await;
+
+    // Five packages, each under its atom's own key (the bucket's other keys are not packages').
+    let client = swarm.client().await;
+    let js = async_nats::jetstream::new(client);
+    let kv = js
+        .get_key_value(names::PACKAGES_BUCKET)
+        .await
+        .expect("bucket");
+    let mut keys: Vec<String> =
+        futures::StreamExt::collect::<Vec<_>>(kv.keys().await.expect("keys"))
+            .await
+            .into_iter()
+            .map(|k| k.expect("key"))
+            .filter(|k| schemas::PackageKey::decode(k).is_some())
+            .collect();
+    keys.sort();
+    let mut expected_keys: Vec<String> = atoms
+        .iter()
+        .map(|a| Atom::parse(a).expect(a).key().to_string())
+        .collect();
+    expected_keys.sort();
+    assert_eq!(keys, expected_keys);
+    for atom in atoms {
+        let state = packages[atom].state.label();
+        let want = if atom == failing {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        assert_eq!(state, want, "{atom}");
+    }
+
+    // The command: `{package}` is the name alone, the atom one argument exactly as typed.
+    let records = swarm.records();
+    for atom in atoms {
+        let start = records
+            .iter()
+            .find(|r| r.phase == "start" && r.atom == atom)
+            .unwrap_or_else(|| panic!("{atom} never started"));
+        let name = Atom::parse(atom).expect(atom).package_name();
+        assert_eq!(start.rest, format!("--usepkg-exclude {name} {atom}"));
+    }
+
+    // The log and the history, by atom.
+    let (ok, log) = swarm.swarmctl_text(&["logs", &longest]);
+    assert!(ok && log == "line 1\nline 2\n", "{log:?}");
+    let history = swarm.swarmctl_json(&["history", failing]);
+    assert_eq!(history[0]["atom"], failing, "{history}");
+    let listed = swarm.swarmctl_json(&["packages"]);
+    let mut listed: Vec<&str> = listed
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter_map(|p| p["atom"].as_str())
+        .collect();
+    listed.sort_unstable();
+    let mut typed = atoms.to_vec();
+    typed.sort_unstable();
+    assert_eq!(listed, typed);
+
+    // The dashboard's failure links to its log by the package key.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let link = loop {
+        if let Ok(state) = testkit::http::get(addr, "/api/state", Duration::from_secs(5)).await
+            && let Ok(json) = state.json()
+            && json["failures"][0]["atom"] == failing
+            && let Some(link) = json["failures"][0]["log"].as_str()
+        {
+            break link.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the failure never showed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(link, "/logs/dev-libs_2Fopenssl_5B-test_2Cssl_5D/1");
+    let log = testkit::http::get(addr, &link, Duration::from_secs(5))
+        .await
+        .expect("the log");
+    assert_eq!(log.status, 200, "{}", log.body);
+    assert!(
+        log.body.contains(&format!("failing {failing} on purpose")),
+        "{}",
+        log.body
+    );
+}
