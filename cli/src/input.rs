@@ -389,7 +389,7 @@ Total: 3 packages
             ),
             ("sys-libs/zlib # needed\n", &[], &[1]),
             (
-                "sys-libs/glibc; rm -rf /\n$(reboot)\n../etc/passwd\nsys-libs/zlib\n`id`\n!!sys-libs/zlib\ndev-libs/foo[ssl]\nsys-libs/zl\u{e9}b\n\u{1b}[2Jsys-libs/zlib\n",
+                "sys-libs/glibc; rm -rf /\n$(reboot)\n../etc/passwd\nsys-libs/zlib\n`id`\n!!sys-libs/zlib\ndev-libs/foo[ssl?]\nsys-libs/zl\u{e9}b\n\u{1b}[2Jsys-libs/zlib\n",
                 &[("sys-libs/zlib", None)],
                 &[1, 2, 3, 5, 6, 7, 8, 9],
             ),
