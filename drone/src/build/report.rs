@@ -1,12 +1,13 @@
 //! The report stage: the result is committed on the lease by compare-and-set (a drone whose
 //! lease was taken over fails here and reports nothing), the `finished` event is stored, and
 //! only then is the job acknowledged. From the commit until the acknowledgement is confirmed
-//! the finished lease is kept alive, so a redelivered job finds this result on it.
+//! the job is kept from being redelivered (progress acknowledgements) and the finished lease
+//! alive (created again if it lapsed), so no other drone builds the package meanwhile.
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
-use schemas::{Artifact, BuildOutcome, EventKind, Job, LeasePhase, PackageKey, encode};
+use async_nats::jetstream::{self, AckKind, kv};
+use schemas::{Artifact, BuildOutcome, EventKind, Job, Lease, LeasePhase, decode, encode};
 use tracing::{debug, info, warn};
 
 use super::claim::Claim;
@@ -56,17 +57,25 @@ pub async fn report(
         jobs,
         artifacts,
     };
-    // From here until the job is acknowledged, the finished lease is kept alive: while the
-    // result waits to be stored or the acknowledgement to be confirmed (a cluster electing a
-    // new leader takes seconds), a redelivered job must find this result on the lease, not an
-    // expired lease to build under. After that it is left to expire.
-    let keeper = keep_lease(ctx, &claim.key, bytes, revision);
+    // From here until the job is acknowledged, while the result waits to be stored or the
+    // acknowledgement to be confirmed (a cluster electing a new leader takes seconds), the job
+    // must not go to another drone: it is marked in progress, and the finished lease is kept so
+    // that a job delivered again all the same finds this result on it, not an expired lease to
+    // build under. After that the lease is left to expire.
+    let keeper = keep_result(ctx, message, &claim, bytes, revision);
+    tokio::pin!(keeper);
+    let persist = (ctx.lease_ttl * 4).max(Duration::from_secs(10));
     let stored = tokio::select! {
-        stored = store_and_acknowledge(ctx, message, job, finished) => stored,
-        never = keeper => match never {},
+        stored = store(ctx, job, finished, persist) => stored,
+        taken = &mut keeper => return super::lease_lost(ctx, job, taken).await,
     };
     if !stored {
         return BuildReport::LeaseLost;
+    }
+    // The result is stored: it is acknowledged whatever becomes of the lease meanwhile.
+    tokio::select! {
+        () = acknowledge(message, job, persist) => {}
+        _ = &mut keeper => acknowledge(message, job, persist).await,
     }
     match &outcome {
         BuildOutcome::Succeeded => {
@@ -112,18 +121,11 @@ async fn commit(ctx: &Ctx, claim: &Claim) -> Result<(Vec<u8>, u64), CommitError>
     }
 }
 
-/// Stores the `finished` event, then acknowledges the job with the server's confirmation;
-/// false when the event could not be stored (the job is left to be redelivered and built
-/// again, which is safe, rather than lost).
-async fn store_and_acknowledge(
-    ctx: &Ctx,
-    message: &jetstream::Message,
-    job: &Job,
-    finished: EventKind,
-) -> bool {
+/// Stores the `finished` event; false when it could not be stored (the job is left to be
+/// redelivered and built again, which is safe, rather than lost).
+async fn store(ctx: &Ctx, job: &Job, finished: EventKind, persist: Duration) -> bool {
     // The result and then the acknowledgement are each tried again for as long as a stream or
     // a consumer may take to elect a new leader, the finished lease kept meanwhile.
-    let persist = (ctx.lease_ttl * 4).max(Duration::from_secs(10));
     if let Err(err) = ctx
         .reporter
         .send(finished, Some(Instant::now() + persist))
@@ -132,41 +134,160 @@ async fn store_and_acknowledge(
         warn!(package = %job.atom, error = %err, "result could not be published; the job will be built again");
         return false;
     }
+    true
+}
+
+/// Acknowledges the job with the server's confirmation, for up to `persist`.
+async fn acknowledge(message: &jetstream::Message, job: &Job, persist: Duration) {
     // An acknowledgement is idempotent, so an unconfirmed one is sent again: a consumer whose
     // leader died answers once a new one is elected.
     let ack_until = Instant::now() + persist;
     loop {
         match runtime::ack::double_ack(message, ACK_TIMEOUT).await {
-            Ok(()) => return true,
+            Ok(()) => return,
             Err(err) if Instant::now() < ack_until => {
                 debug!(package = %job.atom, error = %err, "job ack not confirmed; sending it again");
                 tokio::time::sleep(ACK_RESEND_PAUSE).await;
             }
             Err(err) => {
                 warn!(package = %job.atom, error = %err, "job ack not confirmed; the kept lease stops a rebuild until it expires");
-                return true;
+                return;
             }
         }
     }
 }
 
-/// Renews a finished lease every renewal period, for as long as it is polled; a failed renewal
-/// is tried again at the next period (the lease may come back within its TTL).
-async fn keep_lease(
+/// Every renewal period, for as long as it is polled: marks the job in progress, so that the
+/// server does not deliver it to another drone after its ack wait, and renews the finished
+/// lease. A lease that lapsed (its stream could not take a renewal for longer than the TTL) is
+/// created again; a failed renewal is tried again at the next period. Returns only when
+/// another lease holds the package: the result is no longer this drone's to report.
+async fn keep_result(
     ctx: &Ctx,
-    key: &PackageKey,
+    message: &jetstream::Message,
+    claim: &Claim,
     bytes: Vec<u8>,
     mut revision: u64,
-) -> std::convert::Infallible {
+) -> String {
+    let key = claim.key.as_str();
     loop {
         tokio::time::sleep(ctx.renew_every).await;
-        let update = ctx
-            .leases
-            .update(key.as_str(), bytes.clone().into(), revision);
-        match tokio::time::timeout(ctx.renew_every, update).await {
-            Ok(Ok(next)) => revision = next,
-            Ok(Err(err)) => debug!(key = %key, error = %err, "finished lease not renewed"),
-            Err(_) => debug!(key = %key, "finished lease renewal timed out"),
+        if let Err(err) = message.ack_with(AckKind::Progress).await {
+            debug!(key, error = %err, "progress ack not sent");
+        }
+        let update = ctx.leases.update(key, bytes.clone().into(), revision);
+        let refused = match tokio::time::timeout(ctx.renew_every, update).await {
+            Ok(Ok(next)) => {
+                revision = next;
+                continue;
+            }
+            Ok(Err(err)) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => err,
+            Ok(Err(err)) => {
+                debug!(key, error = %err, "finished lease not renewed");
+                continue;
+            }
+            Err(_) => {
+                debug!(key, "finished lease renewal timed out");
+                continue;
+            }
+        };
+        let found = match ctx.leases.entry(key).await {
+            Ok(entry) => entry
+                .filter(|e| e.operation == kv::Operation::Put)
+                .map(|e| {
+                    let lease = decode::<Lease>(&e.value).ok();
+                    (e.revision, lease)
+                }),
+            Err(err) => {
+                debug!(key, error = %err, "finished lease not renewed ({refused}) nor read");
+                continue;
+            }
+        };
+        match on_refusal(&claim.lease, found) {
+            Refused::Adopt(current) => revision = current,
+            Refused::Recreate => match ctx.leases.create(key, bytes.clone().into()).await {
+                Ok(created) => {
+                    info!(key, "finished lease had lapsed; created again");
+                    revision = created;
+                }
+                Err(err) => debug!(key, error = %err, "lapsed finished lease not created again"),
+            },
+            Refused::Taken => {
+                return format!(
+                    "the finished lease lapsed and another lease holds the package ({refused})"
+                );
+            }
+        }
+    }
+}
+
+/// What the keeper of a finished lease found when a renewal was refused for a wrong revision.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    /// No lease: it expired or was deleted. It is created again.
+    Recreate,
+    /// This very lease at another revision (a renewal that was stored but whose answer was
+    /// lost): kept from that revision on.
+    Adopt(u64),
+    /// Another lease, or one that cannot be read: the package is no longer fenced by this one.
+    Taken,
+}
+
+/// `found`: the live lease's revision and the lease, `None` inside when it does not decode;
+/// `None` when there is no live lease.
+fn on_refusal(ours: &Lease, found: Option<(u64, Option<Lease>)>) -> Refused {
+    match found {
+        None => Refused::Recreate,
+        Some((revision, Some(lease))) if &lease == ours => Refused::Adopt(revision),
+        Some(_) => Refused::Taken,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::fixtures;
+
+    fn lease(drone: &str, attempt: u32, phase: LeasePhase) -> Lease {
+        Lease {
+            v: schemas::SCHEMA_VERSION,
+            drone: fixtures::drone_name(drone),
+            atom: fixtures::atom("dev-libs/p"),
+            attempt,
+            submission: 1,
+            stream_seq: 7,
+            delivery: 1,
+            phase,
+        }
+    }
+
+    fn finished() -> LeasePhase {
+        LeasePhase::Finished {
+            outcome: BuildOutcome::Succeeded,
+        }
+    }
+
+    #[test]
+    fn a_refused_renewal_is_judged_by_the_lease_found() {
+        let ours = lease("a", 1, finished());
+        let cases = [
+            (None, Refused::Recreate),
+            (Some((9, Some(ours.clone()))), Refused::Adopt(9)),
+            // Another drone claimed the package once the lease had lapsed.
+            (
+                Some((9, Some(lease("b", 1, LeasePhase::Building)))),
+                Refused::Taken,
+            ),
+            // This drone's own later claim, or another attempt's: not this result.
+            (
+                Some((9, Some(lease("a", 1, LeasePhase::Building)))),
+                Refused::Taken,
+            ),
+            (Some((9, Some(lease("a", 2, finished())))), Refused::Taken),
+            (Some((9, None)), Refused::Taken),
+        ];
+        for (found, expected) in cases {
+            assert_eq!(on_refusal(&ours, found.clone()), expected, "{found:?}");
         }
     }
 }
