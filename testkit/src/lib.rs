@@ -15,7 +15,7 @@ pub mod proxy;
 mod server;
 
 pub use binary::{MIN_VERSION, nats_server_binary};
-pub use cluster::NatsCluster;
+pub use cluster::{KeepLogs, NatsCluster, start_again_patiently};
 pub use error::{TestkitError, TestkitErrorKind};
 pub use paths::{cargo_bin, fixture, free_port, run_file_deps, workspace_root};
 pub use server::{NatsServer, NatsServerBuilder};

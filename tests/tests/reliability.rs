@@ -338,6 +338,9 @@ async fn a_drone_that_cannot_write_its_build_directory_grounds_itself() {
 async fn cluster_loses_a_node_then_the_work_stream_leader() {
     let cluster = NatsCluster::start(3).expect("a three-node cluster");
     let mut swarm = Swarm::start_on_cluster(cluster, &[("SWARM_COORDINATOR__REPLICAS", "3")]).await;
+    // On a failure, the nodes' logs join the swarm's kept directory.
+    let logs: Vec<_> = (0..3).map(|i| swarm.node(i).log_file()).collect();
+    let _logs = testkit::KeepLogs::new(logs, swarm.dir.path());
     let observer = Observer::start(swarm.record_file());
     for spec in drones("cl", "0.3") {
         swarm.spawn_drone(&spec);
@@ -353,9 +356,7 @@ async fn cluster_loses_a_node_then_the_work_stream_leader() {
         .expect("a follower");
     swarm.node(follower).kill().expect("kill a follower");
     wait_finished(&swarm, 120, Duration::from_secs(60)).await;
-    swarm
-        .node(follower)
-        .start_again()
+    testkit::start_again_patiently(swarm.node(follower), Duration::from_secs(10))
         .expect("the follower restarts");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
