@@ -54,11 +54,29 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, nats = %config.nats.url, "binhost listening on http://{addr}/");
     }
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    // Asked to stop, it finishes the requests under way, then closes its NATS connection, all
+    // within its grace: a download waiting for an unreachable NATS is abandoned.
+    let step = runtime::shutdown::Step::new("requests under way");
+    let stopping = async {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .map_err(RunError::Serve);
+        step.set("closing the NATS connection");
+        let _ = client.drain().await;
+        served
+    };
+    let grace = config.binhost.stop_within();
+    let served = runtime::shutdown::within_grace(&shutdown, grace, stopping)
         .await
-        .map_err(RunError::Serve);
-    let _ = client.drain().await;
+        .unwrap_or_else(|| {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "shutdown grace over; abandoned: {} (NATS unreachable?)",
+                step.get()
+            );
+            Ok(())
+        });
     tracing::info!("binhost stopped");
     served
 }

@@ -304,6 +304,14 @@ mod tests {
                 .map_err(|e| e.to_string())?;
             let err = config.validate().expect_err("ack wait below ttl");
             assert!(err.to_string().contains("coordinator.ack_wait_ms"), "{err}");
+            jail.create_file("e.toml", "[coordinator]\nshutdown_grace_ms = 50\n")?;
+            let config: Config = runtime::config::load(Some(std::path::Path::new("e.toml")))
+                .map_err(|e| e.to_string())?;
+            let err = config.validate().expect_err("grace too short");
+            assert!(
+                err.to_string().contains("coordinator.shutdown_grace_ms"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -2,6 +2,7 @@
 //! `runtime::config::load` and checked by `validate`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use runtime::config::ConfigError;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,9 @@ pub struct Settings {
     pub stream_poll_ms: u64,
     /// Build failures kept for the page's list of recent failures.
     pub failures_kept: usize,
+    /// On SIGTERM, how long the dashboard may take to stop; what still waits then (for NATS,
+    /// most likely) is abandoned.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for Settings {
@@ -31,6 +35,7 @@ impl Default for Settings {
             tick_ms: default_tick_ms(),
             stream_poll_ms: default_stream_poll_ms(),
             failures_kept: default_failures_kept(),
+            shutdown_grace_ms: 5_000,
         }
     }
 }
@@ -78,7 +83,18 @@ impl Settings {
                 format!("must be between 1 and 1000, not {}", self.failures_kept),
             ));
         }
+        if self.shutdown_grace_ms < 100 {
+            return Err(ConfigError::invalid(
+                "dashboard.shutdown_grace_ms",
+                "must be at least 100 ms",
+            ));
+        }
         Ok(())
+    }
+
+    /// The longest the dashboard takes to exit after SIGTERM: its shutdown grace.
+    pub fn stop_within(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
     }
 
     /// The listen address, parsed.
@@ -162,6 +178,13 @@ mod tests {
             let err = config.validate().expect_err("tick too short");
             assert!(
                 matches!(err, ConfigError::Invalid { ref key, .. } if key == "dashboard.tick_ms")
+            );
+            jail.set_env("SWARM_DASHBOARD__TICK_MS", "250");
+            jail.set_env("SWARM_DASHBOARD__SHUTDOWN_GRACE_MS", "0");
+            let config: Config = runtime::config::load(None).map_err(|e| e.to_string())?;
+            let err = config.validate().expect_err("no grace");
+            assert!(
+                matches!(err, ConfigError::Invalid { ref key, .. } if key == "dashboard.shutdown_grace_ms")
             );
             Ok(())
         });

@@ -24,8 +24,6 @@ pub use config::Config;
 
 /// Inputs buffered between the sources and the fold; a full buffer slows the sources down.
 const INPUT_QUEUE: usize = 8_192;
-/// How long shutdown waits for the sources and the fold to stop.
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -87,19 +85,34 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, nats = %config.nats.url, "dashboard listening on http://{addr}/");
     }
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    // Asked to stop, it closes open pages and their WebSockets, stops its sources and the fold,
+    // and closes its NATS connection, all within its grace: what waits for an unreachable NATS
+    // then is abandoned.
+    let step = runtime::shutdown::Step::new("open HTTP connections");
+    let stopping = async {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .map_err(RunError::Serve);
+        shutdown.cancel();
+        step.set("the sources' reads of NATS and the fold");
+        tracker.close();
+        tracker.wait().await;
+        step.set("closing the NATS connection");
+        let _ = client.drain().await;
+        served
+    };
+    let grace = settings.stop_within();
+    let served = runtime::shutdown::within_grace(&shutdown, grace, stopping)
         .await
-        .map_err(RunError::Serve);
-    shutdown.cancel();
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_WAIT, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("sources did not stop within {SHUTDOWN_WAIT:?}");
-    }
-    let _ = client.drain().await;
+        .unwrap_or_else(|| {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "shutdown grace over; abandoned: {} (NATS unreachable?)",
+                step.get()
+            );
+            Ok(())
+        });
     tracing::info!("dashboard stopped");
     served
 }

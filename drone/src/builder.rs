@@ -309,10 +309,20 @@ pub fn start(
 /// that leaves a daemon behind holding its pipes must not block the result.
 const READER_DRAIN: Duration = Duration::from_secs(2);
 
-/// A build's output readers never outlive it: whatever `wait` did not collect is stopped.
+/// A build dropped while it runs (its job abandoned at the drone's stop) dies with its whole
+/// group: `kill_on_drop` alone kills the supervisor and orphans the build. Its readers stop.
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Running::Child { readers, .. } = self {
+        if let Running::Child {
+            child,
+            pgid,
+            readers,
+            ..
+        } = self
+        {
+            if let (Some(pgid), Ok(None)) = (pgid, child.try_wait()) {
+                let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+            }
             for reader in readers.drain(..) {
                 reader.abort();
             }

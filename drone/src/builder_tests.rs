@@ -155,6 +155,25 @@ async fn kill_takes_the_whole_process_group() {
     assert!(!marker.exists(), "a process of the killed build survived");
 }
 
+/// A build whose job is abandoned (dropped where it waits) at the drone's stop takes its whole
+/// process group with it, not only its first process.
+#[tokio::test]
+async fn a_build_dropped_while_it_runs_takes_its_process_group_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("grandchild-alive");
+    let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
+    let builder = Builder::Process {
+        template: vec!["/bin/sh".into(), "-c".into(), script, "{atom}".into()],
+        env: Vec::new(),
+        supervisor: None,
+    };
+    let running = start(&builder, &env("sys-libs/zlib"), 64, None, None).expect("starts");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(running);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(!marker.exists(), "a process of the dropped build survived");
+}
+
 #[tokio::test]
 async fn missing_program_is_a_start_error() {
     let builder = Builder::Process {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use runtime::config::ConfigError;
 use schemas::{Arch, DroneName};
@@ -162,7 +163,8 @@ pub struct Settings {
     pub pull_expires_ms: u64,
     /// Consecutive failures of different packages after which the drone grounds itself.
     pub ground_after_failures: u32,
-    /// On SIGTERM, how long running builds may take to finish before they are handed back.
+    /// On SIGTERM, how long running builds may take to finish before they are handed back;
+    /// the drone exits at most `crate::stopping::wind_down` of it later, NATS reachable or not.
     pub shutdown_grace_ms: u64,
     /// Bytes of build output kept as the log tail reported with a failure.
     pub log_tail_bytes: usize,
@@ -373,6 +375,11 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The longest the drone takes to exit after SIGTERM: the grace and its wind-down.
+    pub fn stop_within(&self) -> Duration {
+        crate::stopping::stop_within(Duration::from_millis(self.shutdown_grace_ms))
     }
 
     pub fn slots(&self) -> u32 {

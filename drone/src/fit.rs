@@ -186,17 +186,27 @@ pub async fn follow(
         let mut probe_tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
         let mut target_tick = tokio::time::interval(TARGET_POLL);
         loop {
+            // A probe or a read under way does not hold up the drone's stop.
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = probe_tick.tick() => {
-                    match probe(&settings).await {
+                    let taken = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        taken = probe(&settings) => taken,
+                    };
+                    match taken {
                         Ok(fp) => probed = Ok(fp),
                         // A probe that fails once keeps the fingerprint it had.
                         Err(err) if probed.is_ok() => warn!(error = %err, "fingerprint not taken again; keeping the last one"),
                         Err(err) => probed = Err(err),
                     }
                 }
-                _ = target_tick.tick() => target = read_target(&targets, &settings).await,
+                _ = target_tick.tick() => {
+                    target = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        read = read_target(&targets, &settings) => read,
+                    };
+                }
             }
             let fit = judge(&probed, target.as_ref());
             tx.send_if_modified(|current| {

@@ -20,6 +20,7 @@ pub mod reporter;
 pub mod service;
 pub mod slots;
 pub mod state;
+pub mod stopping;
 pub mod supervise;
 pub mod topology;
 

@@ -1,7 +1,5 @@
 //! `swarm-drone`: parses arguments, loads config, sets up logging and runs the library.
 
-use anyhow::Context;
-
 fn main() -> anyhow::Result<()> {
     // Internal mode: the drone runs each build under itself (see `supervise`).
     let raw: Vec<String> = std::env::args().collect();
@@ -10,15 +8,7 @@ fn main() -> anyhow::Result<()> {
         let argv = argv.strip_prefix(&["--".to_owned()]).unwrap_or(argv);
         std::process::exit(swarm_drone::supervise::run(argv));
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(run())
-}
-
-async fn run() -> anyhow::Result<()> {
     let about = "A build machine of the swarm: pulls jobs by free slots and builds them";
-    runtime::daemon::run(clap::command!().about(about), swarm_drone::run).await?;
+    runtime::daemon::main(clap::command!().about(about), swarm_drone::run)?;
     Ok(())
 }

@@ -1,10 +1,13 @@
-//! What every daemon (coordinator, drone, dashboard) shares around its library's `run`: the
-//! `[nats]` and `[log]` tables of its configuration, the `--config` and `--check-config`
-//! arguments, and the start (load and validate the configuration, answer `--check-config`, set up
-//! logging and turn SIGTERM/Ctrl-C into the root cancellation token).
+//! What every daemon (coordinator, drone, dashboard, binhost) shares around its library's `run`:
+//! the `[nats]` and `[log]` tables of its configuration, the `--config` and `--check-config`
+//! arguments, the start (load and validate the configuration, answer `--check-config`, set up
+//! logging and turn SIGTERM/Ctrl-C into the root cancellation token) and the end: a daemon exits
+//! within its stop bound ([`DaemonConfig::stop_within`]) after the signal whatever it waits for,
+//! and its runtime does not wait for blocking work on the way out.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
@@ -18,11 +21,14 @@ pub trait DaemonConfig: Serialize + DeserializeOwned + Default {
     /// Checks every value; the error names the key.
     fn check(&self) -> Result<(), ConfigError>;
     fn log(&self) -> &LogConfig;
+    /// The longest the daemon takes to exit after SIGTERM or Ctrl-C, NATS reachable or not.
+    fn stop_within(&self) -> Duration;
 }
 
 /// Defines a daemon's `Config`: the `[nats]` and `[log]` tables every daemon has, and the
 /// daemon's own table, whose type has `validate(&self) -> Result<(), ConfigError>` naming the
-/// key. `Config::validate` checks the connection settings, then the own table; the type is a
+/// key and `stop_within(&self) -> Duration` (see [`DaemonConfig::stop_within`]).
+/// `Config::validate` checks the connection settings, then the own table; the type is a
 /// [`DaemonConfig`].
 ///
 /// ```
@@ -40,6 +46,10 @@ pub trait DaemonConfig: Serialize + DeserializeOwned + Default {
 ///             0 => Err(ConfigError::invalid("probe.slots", "must be at least 1")),
 ///             _ => Ok(()),
 ///         }
+///     }
+///
+///     pub fn stop_within(&self) -> std::time::Duration {
+///         std::time::Duration::from_secs(5)
 ///     }
 /// }
 ///
@@ -85,6 +95,10 @@ macro_rules! daemon_config {
             fn log(&self) -> &$crate::logging::LogConfig {
                 &self.log
             }
+
+            fn stop_within(&self) -> std::time::Duration {
+                self.$table.stop_within()
+            }
         }
     };
 }
@@ -123,7 +137,21 @@ pub enum DaemonError<E> {
     /// The daemon's library returned an error.
     #[error(transparent)]
     Run(E),
+    /// The daemon did not stop within its bound after the signal (something on its way out
+    /// ignored the bound): it exits anyway.
+    #[error("did not stop within {} ms of the signal", .0.as_millis())]
+    Overdue(Duration),
+    /// The async runtime could not be started.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
 }
+
+/// How long past its stop bound a daemon is given before its last resort: the bound is kept by
+/// the daemon's own shutdown path, which logs what it abandoned; this is for a wait it missed.
+const LAST_RESORT_SLACK: Duration = Duration::from_secs(1);
+/// How long the runtime waits, once the daemon has returned, for blocking work it left behind
+/// (a host name lookup that hangs on an unreachable DNS server, a file being hashed).
+const BLOCKING_WAIT: Duration = Duration::from_millis(500);
 
 /// Loads and checks the configuration. With `check_only` it prints that the configuration is
 /// valid and returns `None`; otherwise it installs logging and the signal handler (so it must run
@@ -144,11 +172,31 @@ fn start<C: DaemonConfig>(
     Ok(Some((config, shutdown)))
 }
 
+/// A daemon's process: [`run`] on a multi-threaded runtime, which is then shut down without
+/// waiting more than a moment for blocking work left behind (a runtime dropped the usual way
+/// waits for it without end).
+pub fn main<C, F, Fut, E>(command: clap::Command, run: F) -> Result<(), DaemonError<E>>
+where
+    C: DaemonConfig,
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let result = runtime.block_on(self::run(command, run));
+    runtime.shutdown_timeout(BLOCKING_WAIT);
+    result
+}
+
 /// A daemon's whole life: parses the process's arguments for `command` (made by the binary
 /// with `clap::command!()`, so that `--help` and `--version` are its own) with `--config` and
 /// `--check-config` added, then [`start`]s, then runs the daemon's library with the
 /// configuration and the root token until that returns. A usage error ends the process the way
-/// clap does (the message, and exit status 2).
+/// clap does (the message, and exit status 2). As a last resort, a library still running a
+/// second past its [`stop_within`](DaemonConfig::stop_within) after the signal is abandoned
+/// ([`DaemonError::Overdue`]).
 pub async fn run<C, F, Fut, E>(command: clap::Command, run: F) -> Result<(), DaemonError<E>>
 where
     C: DaemonConfig,
@@ -160,9 +208,22 @@ where
     let args = DaemonArgs::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let started =
         start::<C>(args.config.as_deref(), args.check_config).map_err(DaemonError::Config)?;
-    match started {
-        Some((config, shutdown)) => run(config, shutdown).await.map_err(DaemonError::Run),
-        None => Ok(()),
+    let Some((config, shutdown)) = started else {
+        return Ok(());
+    };
+    let bound = config.stop_within();
+    let last_resort = bound + LAST_RESORT_SLACK;
+    match crate::shutdown::within_grace(&shutdown, last_resort, run(config, shutdown.clone())).await
+    {
+        Some(result) => result.map_err(DaemonError::Run),
+        None => {
+            tracing::error!(
+                stop_within_ms = bound.as_millis() as u64,
+                "did not stop within {} ms of the signal: exiting, abandoning whatever it still waited for",
+                last_resort.as_millis()
+            );
+            Err(DaemonError::Overdue(last_resort))
+        }
     }
 }
 
@@ -198,6 +259,10 @@ mod tests {
                 return Err(ConfigError::invalid("probe.slots", "must be at least 1"));
             }
             Ok(())
+        }
+
+        fn stop_within(&self) -> Duration {
+            Duration::from_millis(u64::from(self.slots))
         }
     }
 

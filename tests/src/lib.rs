@@ -11,6 +11,7 @@
 //! the workload and submission that they share.
 
 pub mod binhost;
+mod coordinators;
 pub mod deploy;
 pub mod invariants;
 mod records;
@@ -60,16 +61,18 @@ impl Proc {
         let _ = kill(self.pid(), signal);
     }
 
-    /// Waits for the process to exit by itself, up to `timeout`.
+    /// Waits for the process to exit by itself, up to `timeout` (looks once with zero).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        None
     }
 
     pub fn kill9(&mut self) {

@@ -3,7 +3,9 @@
 //! (start the builder, say so), [`run`](watch::watch) it while renewing the lease and
 //! progress-acking the job on one timer, [`report`](report::report) the result (commit it on the
 //! lease by compare-and-set, store the `finished` event, acknowledge the job), and release the
-//! lease on every path that built nothing.
+//! lease on every path that built nothing. At the end of the drone's stop, a job still waiting
+//! (for NATS) is abandoned ([`Ctx::abandon`]): dropped where it waits, its build's process group
+//! killed.
 //!
 //! **Invariant:** a build whose lease renewal fails, or whose lease deadline passes without a
 //! renewal, is killed at once, and nothing is acknowledged or reported as a result for it.
@@ -57,6 +59,9 @@ pub struct Ctx {
     pub js: jetstream::Context,
     /// The store of complete build logs; `None` with a coordinator that keeps none.
     pub logs: Option<ObjectStore>,
+    /// Cancelled when the drone's stop can wait no longer (`crate::stopping`): every job still
+    /// running ends where it is, its build killed.
+    pub abandon: CancellationToken,
 }
 
 /// How a job left this drone.
@@ -80,6 +85,9 @@ pub enum BuildReport {
     NotStored { reason: String },
     /// An operator cancelled the package: the build was killed and the job given up for good.
     Cancelled,
+    /// Abandoned at the end of the drone's stop, still waiting for NATS: its build was killed,
+    /// its lease is left to expire and its job to be delivered again.
+    Abandoned,
 }
 
 /// The two ways a build is stopped early from outside its task.
@@ -198,7 +206,29 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs one received job to its end. The caller has decoded `job` from `message` and checked
 /// that it was published under its own package's subject. `jobs` is the cores the build gets.
+/// When the drone abandons its jobs (`Ctx::abandon`) the job ends where it waits: a running
+/// build is killed with its whole process group as its `Running` is dropped.
 pub async fn run(
+    ctx: Arc<Ctx>,
+    message: jetstream::Message,
+    job: Job,
+    stops: Stops,
+    slot: &mut SlotHandle,
+    jobs: u32,
+) -> BuildReport {
+    let abandon = ctx.abandon.clone();
+    let (atom, attempt) = (job.atom.clone(), job.attempt);
+    tokio::select! {
+        report = stages(ctx, message, job, stops, slot, jobs) => report,
+        () = abandon.cancelled() => {
+            warn!(package = %atom, attempt, "abandoned at shutdown, still waiting for NATS: its build killed if it ran, its lease left to expire and its job to be delivered again");
+            BuildReport::Abandoned
+        }
+    }
+}
+
+/// The job's stages, from the claim to the report.
+async fn stages(
     ctx: Arc<Ctx>,
     message: jetstream::Message,
     job: Job,

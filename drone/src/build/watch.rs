@@ -182,6 +182,7 @@ mod tests {
             artifacts: None,
             js: js.clone(),
             logs: None,
+            abandon: tokio_util::sync::CancellationToken::new(),
         };
         (ctx, js)
     }

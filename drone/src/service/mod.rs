@@ -2,7 +2,8 @@
 //! jobs and pull statuses, build tasks' slot events, control requests, looks at the queues,
 //! timers), feeds each to the state, and carries out what the state decides: pull requests,
 //! naks, build tasks, events and the drone record. Every task it spawns is tracked and joined
-//! before the drone goes offline.
+//! before the drone goes offline; on its way out nothing waits past its stop (`wind_down`,
+//! `crate::stopping`), NATS reachable or not.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::topology::{MissingAsset, Topology};
 
 mod records;
 mod verdicts;
+mod wind_down;
 mod work;
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,7 @@ pub async fn run_observed(
         artifacts: topology.artifacts.clone(),
         js: js.clone(),
         logs: topology.logs.clone(),
+        abandon: CancellationToken::new(),
     });
     let subscribe = |subject: String| {
         let client = client.clone();
@@ -185,6 +188,8 @@ struct Shell {
     /// Expiry of a normal pull (shorter for a drone that takes big builds).
     normal_expires: Duration,
     idle_heartbeat: Duration,
+    /// When the drone was asked to stop.
+    signalled: Option<Instant>,
 }
 
 impl Shell {
@@ -233,11 +238,39 @@ impl Shell {
             pull_expires,
             normal_expires,
             idle_heartbeat,
+            signalled: None,
             ctx,
         }
     }
 
-    async fn run(&mut self, mut inputs: Inputs, shutdown: CancellationToken) {
+    /// Runs the drone until it has stopped. Asked to stop, it drains (`serve` ends when its
+    /// last job has left); if its jobs still wait (for NATS) when the stop's time to abandon
+    /// them comes, the loop is left where it waits. Then it winds down.
+    async fn run(&mut self, inputs: Inputs, shutdown: CancellationToken) {
+        let grace = Duration::from_millis(self.ctx.settings.shutdown_grace_ms);
+        let abandon_after = crate::stopping::abandon_after(grace);
+        let cut = runtime::shutdown::after_cancel(&shutdown, abandon_after);
+        let cut = tokio::select! {
+            () = self.serve(inputs, &shutdown) => None,
+            signalled = cut => Some(signalled.into_std()),
+        };
+        let signalled = match cut {
+            Some(signalled) => {
+                warn!(
+                    jobs = self.drone.slots.len(),
+                    after_ms = abandon_after.as_millis() as u64,
+                    "shutdown: jobs still running or waiting for NATS; abandoning them"
+                );
+                signalled
+            }
+            None => self.signalled.unwrap_or_else(Instant::now),
+        };
+        self.wind_down(crate::stopping::Stop::new(signalled, grace))
+            .await;
+    }
+
+    /// The main loop, until the drone has drained after the signal.
+    async fn serve(&mut self, mut inputs: Inputs, shutdown: &CancellationToken) {
         let settings = self.ctx.settings.clone();
         // The fingerprint is taken, and the run's target read, before any job is taken.
         let mut fit = crate::fit::follow(
@@ -317,24 +350,12 @@ impl Shell {
                 records.send_replace(self.record(self.drone.record_state()));
             }
         }
-
-        self.helpers.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-        // Written here, after the writer has stopped: nothing can land after it.
-        if let Some(bytes) = self.record(DroneState::Offline)
-            && let Err(err) = self.drones.put(self.ctx.name.as_str(), bytes).await
-        {
-            debug!(error = %err, "drone record not written");
-        }
-        self.ctx.reporter.note(EventKind::Offline).await;
-        let _ = self.client.flush().await;
-        info!(drone = %self.ctx.name, "drone offline");
     }
 
     /// Shutdown asked: no more pulls; running builds get the grace period.
     async fn begin_drain(&mut self) -> bool {
         let grace = Duration::from_millis(self.ctx.settings.shutdown_grace_ms);
+        self.signalled = Some(Instant::now());
         info!(
             running = self.drone.slots.len(),
             grace_ms = grace.as_millis() as u64,

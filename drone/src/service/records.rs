@@ -15,7 +15,8 @@ use tracing::debug;
 
 use crate::build::Ctx;
 
-/// Starts the writer on `tracker`; it ends when `stop` is cancelled or the sender is dropped.
+/// Starts the writer on `tracker`; it ends when `stop` is cancelled (a write under way is
+/// dropped) or the sender is dropped.
 pub(super) fn spawn(
     tracker: &TaskTracker,
     ctx: Arc<Ctx>,
@@ -33,7 +34,12 @@ pub(super) fn spawn(
                 continue;
             };
             let sent = Instant::now();
-            match ctx.drones.put(key.as_str(), bytes).await {
+            // A write that waits for NATS does not hold up the drone's stop.
+            let written = tokio::select! {
+                _ = stop.cancelled() => break,
+                written = ctx.drones.put(key.as_str(), bytes) => written,
+            };
+            match written {
                 Ok(_) => ctx.liveness.heard(sent),
                 Err(err) => debug!(error = %err, "drone record not written"),
             }
