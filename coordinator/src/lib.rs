@@ -75,7 +75,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         let stop = CancellationToken::new();
         let (until, lead_until) = tokio::sync::watch::channel(lead.deadline());
         let fence = lead.fence;
-        let keeper = tokio::spawn(leader::keep(
+        let keeper = tokio_util::task::TaskTracker::new();
+        keeper.spawn(leader::keep(
             topo.leader.clone(),
             lead,
             stop.clone(),
@@ -97,7 +98,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .await;
         // Stepping down: the keeper gives the lease back unless it was lost already.
         stop.cancel();
-        let _ = keeper.await;
+        keeper.close();
+        keeper.wait().await;
         led?;
         if shutdown.is_cancelled() {
             break;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, kv};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use schemas::{PackageRecord, names};
+use schemas::{PackageKey, PackageRecord, names};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -59,6 +59,9 @@ pub struct Service {
     pub(crate) drones: DroneRegistry,
     /// When a silent drone's builds may be given to the others.
     pub(crate) takeover: Takeover,
+    /// Keys of package records that could not be read at load (a newer release's): never
+    /// written, their atoms refused.
+    pub(crate) unreadable: std::collections::HashSet<String>,
     pub(crate) reconciler: Reconciler,
     pub(crate) watermark: Watermark,
     /// Refused input (malformed, forged) is logged once per kind and window, not per message.
@@ -104,6 +107,24 @@ impl Service {
             };
             table.store(&key, Some(entry));
         }
+        // Records this coordinator cannot read (a newer release's) are left alone: never
+        // overwritten, so that the release that wrote them still finds them.
+        let mut unreadable = std::collections::HashSet::new();
+        if let Ok(mut keys) = topo.packages.keys().await {
+            while let Some(Ok(key)) = keys.next().await {
+                let known =
+                    PackageKey::decode(&key).is_some_and(|atom| table.contains(&atom.key()));
+                if names::is_package_key(&key) && !known {
+                    unreadable.insert(key);
+                }
+            }
+        }
+        if !unreadable.is_empty() {
+            warn!(
+                count = unreadable.len(),
+                "package records this coordinator cannot read are left as they are, and their atoms refused"
+            );
+        }
         info!(packages = loaded, "package state loaded");
         Ok(Service {
             settings,
@@ -120,6 +141,7 @@ impl Service {
             table,
             drones: DroneRegistry::default(),
             takeover: Takeover::default(),
+            unreadable,
             reconciler: Reconciler::default(),
             watermark: Watermark::new(floor),
             refused: runtime::throttle::Throttle::default(),

@@ -93,6 +93,21 @@ impl Service {
                     };
                 }
             };
+        let unreadable: Vec<String> = plan
+            .records
+            .iter()
+            .filter(|new| self.unreadable.contains(new.key.as_str()))
+            .map(|new| new.record.atom.to_string())
+            .collect();
+        if !unreadable.is_empty() {
+            warn!(atoms = ?unreadable, "submission refused: package records this coordinator cannot read");
+            return SubmitResult::Error {
+                message: format!(
+                    "the package records of {} were written by a newer release and this coordinator cannot read them; upgrade the coordinator (nothing was queued)",
+                    unreadable.join(", ")
+                ),
+            };
+        }
         // The fingerprint the run targets: its records and jobs carry it, and the target is
         // written before any of them, so no drone of another fingerprint takes a job.
         let arch = plan

@@ -196,7 +196,7 @@ impl Swarm {
         self.dir.path().join("records.tsv")
     }
 
-    fn base_command(&self, binary: &str, log_name: &str) -> Command {
+    pub(crate) fn base_command(&self, binary: &str, log_name: &str) -> Command {
         let mut command = Command::new(bin(binary));
         let log = std::fs::File::create(self.dir.path().join(format!("{log_name}.log")))
             .expect("log file");
@@ -220,34 +220,6 @@ impl Swarm {
             name: "coordinator".into(),
             child,
         });
-    }
-
-    /// Starts another coordinator named `name`, with the harness's settings and its log in
-    /// `<name>.log`: while one leads, it stands by.
-    pub fn spawn_standby(&self, name: &str) -> Proc {
-        let mut command = self.base_command("swarm-coordinator", name);
-        command.envs(self.coordinator_env.iter().map(|(k, v)| (k, v)));
-        command.env("SWARM_COORDINATOR__NAME", name);
-        Proc {
-            name: name.into(),
-            child: command.spawn().expect("coordinator starts"),
-        }
-    }
-
-    /// The log of the component started as `name` (`coordinator`, a drone's name, ...).
-    pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
-    }
-
-    /// The leading coordinator's record, if one leads.
-    pub async fn leader(&self) -> Option<schemas::LeaderRecord> {
-        let js = async_nats::jetstream::new(self.client().await);
-        let kv = js.get_key_value(names::LEADER_BUCKET).await.ok()?;
-        let entry = kv.entry(names::LEADER_KEY).await.ok()??;
-        if entry.operation != async_nats::jetstream::kv::Operation::Put {
-            return None;
-        }
-        schemas::decode(&entry.value).ok()
     }
 
     /// A client of this swarm's server, with the harness's credential when there is one.

@@ -20,32 +20,11 @@ fn future_message(fields: serde_json::Value) -> Vec<u8> {
     rmp_serde::to_vec_named(&message).expect("encodes")
 }
 
-/// A component's log, without the terminal colours its fields may carry.
-fn log_of(swarm: &Swarm, name: &str) -> String {
-    let log =
-        std::fs::read_to_string(swarm.dir.path().join(format!("{name}.log"))).unwrap_or_default();
-    let mut plain = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // ESC [ ... m
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
-}
-
 /// Waits (up to 30 s) for a line of `name`'s log containing every one of `needles`; returns it.
 async fn wait_for_line(swarm: &Swarm, name: &str, needles: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let log = log_of(swarm, name);
+        let log = swarm.log(name);
         if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
             return line.to_owned();
         }
@@ -195,10 +174,10 @@ async fn an_event_of_a_newer_release_is_left_unacknowledged_and_the_rest_applied
         let healthy = testkit::http::get(addr, "/healthz", Duration::from_secs(2))
             .await
             .is_ok_and(|r| r.status == 200);
-        if healthy && log_of(&swarm, "dashboard").contains("schema version 99") {
+        if healthy && swarm.log("dashboard").contains("schema version 99") {
             break;
         }
-        assert!(Instant::now() < deadline, "{}", log_of(&swarm, "dashboard"));
+        assert!(Instant::now() < deadline, "{}", swarm.log("dashboard"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -326,7 +305,7 @@ async fn messages_of_the_previous_release_are_handled_by_this_one() {
         }
     }
     wait_events_handled(&js).await;
-    let first = log_of(&swarm, "coordinator");
+    let first = swarm.log("coordinator");
     for refusal in ["unreadable", "undecodable"] {
         assert!(!first.contains(refusal), "{refusal}:\n{first}");
     }
@@ -419,10 +398,55 @@ async fn messages_of_the_previous_release_are_handled_by_this_one() {
         assert_eq!(unread(&reply), None, "{fixture} to {endpoint}");
     }
     for log in ["coordinator", "up-new"] {
-        let text = log_of(&swarm, log);
+        let text = swarm.log(log);
         for refusal in ["unreadable", "undecodable", "malformed"] {
             assert!(!text.contains(refusal), "{log}.log: {refusal}:\n{text}");
         }
     }
     assert_running(swarm.coordinator.as_mut().expect("coordinator"));
+}
+
+/// A package record a newer release wrote is never overwritten: the coordinator skips it when
+/// loading, and a submission of its package is refused, naming it, with nothing queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_record_of_a_newer_release_is_never_overwritten() {
+    let mut swarm = Swarm::start().await;
+    let js = jetstream::new(swarm.client().await);
+    let packages = js
+        .get_key_value(names::PACKAGES_BUCKET)
+        .await
+        .expect("packages bucket");
+    let atom = Atom::parse("=dev-test/future-1").expect("valid");
+    let key = atom.key();
+    let future = future_message(serde_json::json!({"atom": atom.as_str()}));
+    let revision = packages
+        .put(key.as_str(), future.clone().into())
+        .await
+        .expect("stored");
+    // A coordinator of this release starts on that bucket.
+    swarm.coordinator.as_mut().expect("coordinator").kill9();
+    swarm.spawn_coordinator();
+    wait_for_line(&swarm, "coordinator", &["cannot read are left as they are"]).await;
+    wait_for_line(&swarm, "coordinator", &["coordinator ready"]).await;
+    let items = vec![
+        (atom.to_string(), None),
+        ("=dev-test/today-1".to_owned(), None),
+    ];
+    match swarm.submit(&items).await {
+        SubmitResult::Error { message } => {
+            assert!(
+                message.contains("=dev-test/future-1") && message.contains("newer release"),
+                "{message}"
+            );
+        }
+        other => panic!("the submission was not refused: {other:?}"),
+    }
+    let entry = packages
+        .entry(key.as_str())
+        .await
+        .expect("read")
+        .expect("still there");
+    assert_eq!(entry.revision, revision);
+    assert_eq!(entry.value.as_ref(), future.as_slice());
+    assert!(!swarm.packages().await.contains_key("=dev-test/today-1"));
 }

@@ -250,3 +250,14 @@ pub fn binhost_replies() -> Vec<(&'static str, BinhostReply)> {
         ),
     ]
 }
+
+pub fn leader_record() -> LeaderRecord {
+    LeaderRecord {
+        v: V,
+        coordinator: "coordinator-1".into(),
+        version: "0.1.0".into(),
+        since_ms: T0,
+        renewed_ms: T0 + 1_500,
+        ttl_ms: 5_000,
+    }
+}

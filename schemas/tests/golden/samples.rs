@@ -91,6 +91,7 @@ pub fn kinds() -> Vec<Kind> {
         kind(vec![("", requests::binhost_current())]),
         kind(requests::binhost_requests()),
         kind(requests::binhost_replies()),
+        kind(vec![("", requests::leader_record())]),
     ]
 }
 
