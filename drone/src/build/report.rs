@@ -121,16 +121,20 @@ async fn commit(ctx: &Ctx, claim: &Claim) -> Result<(Vec<u8>, u64), CommitError>
     }
 }
 
+/// How long a result is tried at least: a try whose answer did not come (a timeout, or "duplicate
+/// message id is in process" while a stream's replicas agree on an earlier try) may still be
+/// stored later, and giving up then would let the job be built again beside a stored result.
+/// Every try carries the same message id, deduplicated by the event stream for its duplicate
+/// window (2 minutes), so trying longer stores the result once.
+const STORE_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Stores the `finished` event; false when it could not be stored (the job is left to be
 /// redelivered and built again, which is safe, rather than lost).
 async fn store(ctx: &Ctx, job: &Job, finished: EventKind, persist: Duration) -> bool {
-    // The result and then the acknowledgement are each tried again for as long as a stream or
-    // a consumer may take to elect a new leader, the finished lease kept meanwhile.
-    if let Err(err) = ctx
-        .reporter
-        .send(finished, Some(Instant::now() + persist))
-        .await
-    {
+    // The result is tried again for as long as a stream may take to elect a new leader and
+    // commit what it was sent, the job marked in progress and the finished lease kept meanwhile.
+    let until = Instant::now() + persist.max(STORE_PATIENCE);
+    if let Err(err) = ctx.reporter.send(finished, Some(until)).await {
         warn!(package = %job.atom, error = %err, "result could not be published; the job will be built again");
         return false;
     }
