@@ -141,14 +141,23 @@ pub struct Reported {
     pub succeeded: bool,
 }
 
-/// Every `finished` event in the event stream, read through an ephemeral consumer.
+/// Every `finished` event in the event stream, read through an ephemeral consumer up to the
+/// stream's last sequence at the start (a cluster's fetch can come back empty for a moment
+/// after a leader change: it is asked again, and a read that stays short fails the test as such).
 pub async fn reported_results(swarm: &Swarm) -> Vec<Reported> {
     let client = swarm.client().await;
     let js = async_nats::jetstream::new(client);
-    let stream = js
+    let mut stream = js
         .get_stream(names::EVENTS_STREAM)
         .await
         .expect("event stream");
+    let last = stream
+        .info()
+        .await
+        .expect("event stream info")
+        .state
+        .last_sequence;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let consumer = stream
         .create_consumer(pull::Config {
             deliver_policy: DeliverPolicy::All,
@@ -158,9 +167,9 @@ pub async fn reported_results(swarm: &Swarm) -> Vec<Reported> {
         })
         .await
         .expect("reader");
-    let mut pending = consumer.cached_info().num_pending;
+    let mut read_to = 0;
     let mut reported = Vec::new();
-    while pending > 0 {
+    while read_to < last {
         let mut batch = consumer
             .fetch()
             .max_messages(1_000)
@@ -170,7 +179,7 @@ pub async fn reported_results(swarm: &Swarm) -> Vec<Reported> {
         let mut got = 0;
         while let Some(Ok(message)) = batch.next().await {
             got += 1;
-            pending = message.info().map(|i| i.pending).unwrap_or(0);
+            read_to = message.info().map(|i| i.stream_sequence).unwrap_or(read_to);
             let Ok(event) = schemas::decode::<Event>(&message.payload) else {
                 continue;
             };
@@ -190,7 +199,11 @@ pub async fn reported_results(swarm: &Swarm) -> Vec<Reported> {
             }
         }
         if got == 0 {
-            break;
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the event stream was read to sequence {read_to} of {last} only"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     reported
