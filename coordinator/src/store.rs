@@ -2,6 +2,8 @@
 //! (`leader::Fence`). The caller updates its table only with what these return, so
 //! memory never runs ahead of the bucket.
 
+use std::time::Duration;
+
 use async_nats::jetstream::{self, kv};
 use schemas::{EncodeError, PackageKey, PackageRecord, encode, names};
 
@@ -58,18 +60,46 @@ pub async fn write_record(
         EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
         format!("{prefix}{}", names::TERM_KEY).as_str(),
     );
-    let ack = writer
-        .js
-        .publish_with_headers(format!("{prefix}{key}"), headers, bytes.into())
-        .await?
-        .await
-        .map_err(|e| match e.kind() {
-            jetstream::context::PublishErrorKind::WrongLastSequence => WriteError::Fenced {
-                term_seq: writer.fence.term_seq,
-            },
-            _ => WriteError::Publish(e),
-        })?;
-    Ok(ack.sequence)
+    let subject = format!("{prefix}{key}");
+    let bytes = bytes::Bytes::from(bytes);
+    let mut pause = Duration::from_millis(1);
+    let give_up = tokio::time::Instant::now() + BUSY_RETRY_FOR;
+    loop {
+        let result = match writer
+            .js
+            .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
+            .await
+        {
+            Ok(ack) => ack.await,
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(ack) => return Ok(ack.sequence),
+            Err(err) if err.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                return Err(WriteError::Fenced {
+                    term_seq: writer.fence.term_seq,
+                });
+            }
+            // A clustered stream checks one write against the term key at a time and refuses
+            // the others meanwhile: a moment later the check is free again.
+            Err(err) if is_busy(&err) && tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(err) => return Err(WriteError::Publish(err)),
+        }
+    }
+}
+
+/// How long a write refused because the term key's check was busy is tried again.
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// `JSStreamWrongLastSequenceConstantErr` (10164): a clustered stream had another write checking
+/// the same subject in flight. Not a verdict on the term.
+fn is_busy(err: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| e.error_code() == jetstream::ErrorCode(10164))
 }
 
 /// The header that names the subject whose last sequence `Nats-Expected-Last-Subject-Sequence`
