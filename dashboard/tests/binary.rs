@@ -24,7 +24,7 @@ fn check_config_accepts_good_and_names_bad_settings() {
     assert!(good.status.success(), "{good:?}");
     assert_eq!(
         String::from_utf8_lossy(&good.stdout),
-        "configuration is valid\n"
+        "configuration is valid\nstops within 5000 ms of SIGTERM\n"
     );
 
     let cases: [Case; 4] = [

@@ -154,8 +154,9 @@ const LAST_RESORT_SLACK: Duration = Duration::from_secs(1);
 const BLOCKING_WAIT: Duration = Duration::from_millis(500);
 
 /// Loads and checks the configuration. With `check_only` it prints that the configuration is
-/// valid and returns `None`; otherwise it installs logging and the signal handler (so it must run
-/// inside the tokio runtime) and returns the configuration with the root token.
+/// valid and how long the daemon takes to stop, and returns `None`; otherwise it installs
+/// logging and the signal handler (so it must run inside the tokio runtime) and returns the
+/// configuration with the root token.
 fn start<C: DaemonConfig>(
     config_path: Option<&Path>,
     check_only: bool,
@@ -163,7 +164,12 @@ fn start<C: DaemonConfig>(
     let config: C = crate::config::load(config_path)?;
     config.check()?;
     if check_only {
+        // The bound a service manager's stop timeout must leave (the tests check deploy/'s).
         println!("configuration is valid");
+        println!(
+            "stops within {} ms of SIGTERM",
+            config.stop_within().as_millis()
+        );
         return Ok(None);
     }
     crate::logging::init(config.log());

@@ -20,6 +20,20 @@ pub const DAEMONS: [(&str, &str); 4] = [
     ("swarm-binhost", "binhost.toml"),
 ];
 
+/// The most a daemon takes to stop after SIGTERM, in ms, as its `--check-config` prints it
+/// (`stops within N ms of SIGTERM`): a service manager's stop timeout must leave more.
+pub fn stop_bound_ms(check_output: &str) -> u64 {
+    check_output
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("stops within ")?
+                .strip_suffix(" ms of SIGTERM")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no stop bound in {check_output:?}"))
+}
+
 /// The workspace's root folder.
 pub fn root() -> PathBuf {
     testkit::workspace_root()

@@ -1,12 +1,13 @@
 //! The systemd units and OpenRC scripts under `deploy/`, checked against the binaries they start
 //! (no service manager runs here): systemd's own parser reads every unit, the shell reads every
-//! script, and both stop a drone only after its grace period.
+//! script, and both kill a daemon only after the longest it takes to stop (for a drone, its grace
+//! period and the wind-down after it; `--check-config` prints the bound).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use swarm_tests::bin;
-use swarm_tests::deploy::{DAEMONS, read, root};
+use swarm_tests::deploy::{DAEMONS, read, root, stop_bound_ms};
 
 /// The `[Service]` settings of a systemd unit.
 fn unit(path: &str) -> BTreeMap<String, String> {
@@ -26,8 +27,17 @@ fn unit(path: &str) -> BTreeMap<String, String> {
     settings
 }
 
-fn default_grace_secs() -> u64 {
-    drone::config::Settings::default().shutdown_grace_ms / 1000
+/// The most `binary` takes to stop with its sample config, in ms.
+fn stop_bound(binary: &str, sample: &str) -> u64 {
+    let output = Command::new(bin(binary))
+        .env_clear()
+        .arg("--config")
+        .arg(root().join("config").join(sample))
+        .arg("--check-config")
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{binary}: {output:?}");
+    stop_bound_ms(&String::from_utf8_lossy(&output.stdout))
 }
 
 #[test]
@@ -69,18 +79,18 @@ fn systemd_units_start_our_binaries_and_stop_drones_gracefully() {
             }
             Err(err) => panic!("systemd-analyze (Debian's systemd package) is needed: {err}"),
         }
+        // SIGKILL only after the longest the daemon takes to stop, NATS reachable or not.
+        let timeout: u64 = settings["TimeoutStopSec"].parse().expect("seconds");
+        let bound = stop_bound(binary, sample);
+        assert!(
+            timeout * 1000 > bound,
+            "{path}: TimeoutStopSec={timeout} cuts its stop, up to {bound} ms"
+        );
     }
     let drone = unit("deploy/systemd/swarm-drone.service");
-    // SIGTERM to the drone alone (builds run in their own process groups and must not get it),
-    // and SIGKILL only after the drone's grace period.
+    // SIGTERM to the drone alone (builds run in their own process groups and must not get it).
     assert_eq!(drone["KillMode"], "mixed");
     assert_eq!(drone["KillSignal"], "SIGTERM");
-    let timeout: u64 = drone["TimeoutStopSec"].parse().expect("seconds");
-    assert!(
-        timeout > default_grace_secs(),
-        "TimeoutStopSec={timeout} cuts the drone's {} s grace",
-        default_grace_secs()
-    );
 }
 
 #[test]
@@ -118,14 +128,12 @@ fn openrc_scripts_start_our_binaries_and_stop_drones_gracefully() {
         let retry: Vec<&str> = values[2].split('/').collect();
         assert_eq!(retry[0], "TERM", "{binary} is stopped with SIGTERM first");
         assert_eq!(retry[2], "KILL");
-        if binary == "swarm-drone" {
-            let wait: u64 = retry[1].parse().expect("seconds");
-            assert!(
-                wait > default_grace_secs(),
-                "the drone is killed after {wait} s, within its {} s grace",
-                default_grace_secs()
-            );
-        }
+        let wait: u64 = retry[1].parse().expect("seconds");
+        let bound = stop_bound(binary, sample);
+        assert!(
+            wait * 1000 > bound,
+            "{binary} is killed after {wait} s, before it has stopped (up to {bound} ms)"
+        );
     }
     let confd = root().join("deploy/openrc/swarm-drone.confd");
     let syntax = Command::new("sh")
