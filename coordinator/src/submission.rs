@@ -68,6 +68,17 @@ impl PackageTable {
             }
         }
         if !rejections.is_empty() {
+            // The reply must fit in one message: a few thousand refusals would not.
+            if rejections.len() > MAX_REJECTIONS_LISTED {
+                let more = rejections.len() - MAX_REJECTIONS_LISTED;
+                rejections.truncate(MAX_REJECTIONS_LISTED);
+                rejections.push(AtomRejection {
+                    input: "…".to_owned(),
+                    reason: format!(
+                        "and {more} more refused (only the first {MAX_REJECTIONS_LISTED} are listed)"
+                    ),
+                });
+            }
             return Err(SubmitRefusal::InvalidAtoms(rejections));
         }
         let graph = self.run_graph(&run, &arch, &atoms)?;
@@ -191,6 +202,10 @@ impl PackageTable {
 }
 
 /// The records a submission writes, in submission order.
+
+/// Refused atoms listed in a reply at most; the rest are counted. A thousand refusals of the
+/// longest kind stay well under the message limit.
+pub const MAX_REJECTIONS_LISTED: usize = 1_000;
 #[derive(Debug, PartialEq)]
 pub struct Submission {
     /// The run its packages are queued in.

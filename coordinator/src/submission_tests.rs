@@ -267,3 +267,32 @@ fn a_submission_carries_its_graph_and_refuses_cycles() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Thousands of refused atoms: the first `MAX_REJECTIONS_LISTED` are listed and the rest counted,
+/// so that the reply fits in one message.
+#[test]
+fn a_flood_of_refused_atoms_is_listed_up_to_a_limit_and_counted() {
+    let table = PackageTable::default();
+    let bad: Vec<String> = (0..5_000).map(|i| format!("!blocker/p{i}")).collect();
+    let refs: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let err = table
+        .plan_submission(&request(&refs, None), &[Arch::default()], &POLICY, 9)
+        .expect_err("refused");
+    let SubmitRefusal::InvalidAtoms(rejections) = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(rejections.len(), MAX_REJECTIONS_LISTED + 1);
+    assert_eq!(rejections[0].input, "!blocker/p0");
+    let last = rejections.last().expect("a last line");
+    assert!(last.reason.contains("4000 more"), "{}", last.reason);
+    let reply = schemas::SubmitReply {
+        v: SCHEMA_VERSION,
+        result: schemas::SubmitResult::Rejected { rejections },
+    };
+    let bytes = schemas::encode(&reply).expect("encodes");
+    assert!(
+        bytes.len() < schemas::MAX_MESSAGE_BYTES / 2,
+        "{} bytes",
+        bytes.len()
+    );
+}
