@@ -201,11 +201,11 @@ impl PackageTable {
     }
 }
 
-/// The records a submission writes, in submission order.
-
 /// Refused atoms listed in a reply at most; the rest are counted. A thousand refusals of the
 /// longest kind stay well under the message limit.
 pub const MAX_REJECTIONS_LISTED: usize = 1_000;
+
+/// The records a submission writes, in submission order.
 #[derive(Debug, PartialEq)]
 pub struct Submission {
     /// The run its packages are queued in.
