@@ -11,6 +11,7 @@
 //! the workload and submission that they share.
 
 pub mod binhost;
+pub mod chaos;
 mod coordinators;
 pub mod deploy;
 pub mod invariants;
