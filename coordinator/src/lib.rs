@@ -100,7 +100,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         stop.cancel();
         keeper.close();
         keeper.wait().await;
-        led?;
+        match led {
+            // Package state could not be loaded (NATS busy, a stream changing leader): the lead
+            // was given back above; stand by and try again rather than leave the swarm without
+            // a coordinator.
+            Err(err @ service::ServiceError::Load { .. }) => {
+                tracing::warn!(coordinator = %name, error = %err, "could not start leading; standing by");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(ttl / 2) => continue,
+                }
+            }
+            other => other?,
+        }
         if shutdown.is_cancelled() {
             break;
         }

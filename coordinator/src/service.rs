@@ -215,7 +215,7 @@ impl Service {
                 entry = next_watch(&mut drone_watch) => match entry {
                     Some(entry) => self.handle_drone_entry(entry),
                     None => {
-                        self.takeover.listening(false, std::time::Instant::now());
+                        self.takeover.listening(false, &self.drones, std::time::Instant::now());
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         drone_watch = self.topo.drones.watch_all().await.ok();
                     }
@@ -232,7 +232,7 @@ impl Service {
                     // what the coordinator heard, not the drones' silence.
                     let on_time = now.saturating_duration_since(last_check) < SILENCE_CHECK * 4;
                     last_check = now;
-                    self.takeover.listening(connected && drone_watch.is_some() && on_time, now);
+                    self.takeover.listening(connected && drone_watch.is_some() && on_time, &self.drones, now);
                     if self.leading() {
                         self.mark_lost_drones().await;
                         self.release_silent_drones().await;

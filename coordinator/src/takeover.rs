@@ -31,6 +31,10 @@ pub struct Takeover {
     heard: HashMap<String, Heard>,
     /// Since when the coordinator has been able to hear the drones without a break.
     listening_since: Option<Instant>,
+    /// When any drone's word last arrived: a watch that delivers nothing from anyone for longer
+    /// than two heartbeats is stalled (a leader change of the bucket's stream), not proof that
+    /// every drone went silent.
+    last_word: Option<Instant>,
 }
 
 impl Takeover {
@@ -40,6 +44,7 @@ impl Takeover {
         match self.heard.get(name) {
             Some(last) if (last.boot_ms, last.seq) >= (boot_ms, seq) => {}
             _ => {
+                self.last_word = Some(now);
                 self.heard.insert(
                     name.to_owned(),
                     Heard {
@@ -53,9 +58,23 @@ impl Takeover {
         }
     }
 
-    /// Whether the coordinator can hear the drones now (connected, its watch open). A break
-    /// starts the silence of every drone over.
-    pub fn listening(&mut self, can_hear: bool, now: Instant) {
+    /// Whether the coordinator can hear the drones now (connected, its watch open, and the watch
+    /// delivering: some drone heard within two of the shortest heartbeat periods of the drones
+    /// online). A break starts the silence of every drone over.
+    pub fn listening(&mut self, can_hear: bool, registry: &DroneRegistry, now: Instant) {
+        let shortest = registry
+            .entries()
+            .filter(|(_, e)| !matches!(e.record.state, DroneState::Offline))
+            .map(|(_, e)| e.record.heartbeat_interval_ms.max(1))
+            .min();
+        let delivering = match (shortest, self.last_word) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(period), Some(last)) => {
+                now.saturating_duration_since(last) <= Duration::from_millis(2 * period + 500)
+            }
+        };
+        let can_hear = can_hear && delivering;
         match (can_hear, self.listening_since) {
             (false, _) => self.listening_since = None,
             (true, None) => self.listening_since = Some(now),
@@ -64,8 +83,24 @@ impl Takeover {
     }
 
     /// The drones whose builds are surely dead by `now` and not released yet, by name; each is
-    /// returned once per word of the drone.
+    /// returned once per word of the drone ([`Takeover::released`] marks them).
     pub fn due(&mut self, registry: &DroneRegistry, now: Instant) -> Vec<DroneName> {
+        let due = self.pending(registry, now);
+        self.released(&due);
+        due
+    }
+
+    /// Their builds were released.
+    pub fn released(&mut self, drones: &[DroneName]) {
+        for name in drones {
+            if let Some(heard) = self.heard.get_mut(name.as_str()) {
+                heard.released = true;
+            }
+        }
+    }
+
+    /// [`Takeover::due`] without marking anything.
+    pub fn pending(&self, registry: &DroneRegistry, now: Instant) -> Vec<DroneName> {
         let Some(since) = self.listening_since else {
             return Vec::new();
         };
@@ -77,14 +112,13 @@ impl Takeover {
             let Some(after) = takeover_after_ms(&entry.record) else {
                 continue;
             };
-            let Some(heard) = self.heard.get_mut(name.as_str()) else {
+            let Some(heard) = self.heard.get(name.as_str()) else {
                 continue;
             };
             let silent_from = heard.at.max(since);
             if !heard.released
                 && now.saturating_duration_since(silent_from) >= Duration::from_millis(after)
             {
-                heard.released = true;
                 due.push(entry.record.name.clone());
             }
         }
@@ -166,8 +200,8 @@ mod tests {
         for (what, state, deadline, silent, expected) in cases {
             let registry = registry(&[("d1", state, deadline)]);
             let mut takeover = Takeover::default();
-            takeover.listening(true, t0);
             takeover.heard("d1", 1, 7, t0);
+            takeover.listening(true, &registry, t0);
             let due = takeover.due(&registry, t0 + silent);
             assert_eq!(!due.is_empty(), expected, "{what}");
             if expected {
@@ -184,8 +218,8 @@ mod tests {
         let s = Duration::from_secs;
         let registry = registry(&[("d1", DroneState::Building, Some(4_000))]);
         let mut takeover = Takeover::default();
-        takeover.listening(true, t0);
         takeover.heard("d1", 1, 7, t0);
+        takeover.listening(true, &registry, t0);
         // The lost mark written at 3 s carries the same seq: no news.
         takeover.heard("d1", 1, 7, t0 + s(3));
         assert_eq!(takeover.due(&registry, t0 + s(5)).len(), 1);
@@ -198,21 +232,69 @@ mod tests {
         assert!(takeover.due(&registry, t0 + s(24)).is_empty());
     }
 
+    /// `d2` heartbeats every second from `from` to `to` (seconds after `t0`).
+    fn beat(takeover: &mut Takeover, t0: Instant, from: u64, to: u64) {
+        for second in from..=to {
+            takeover.heard("d2", 1, second, t0 + Duration::from_secs(second));
+        }
+    }
+
+    fn two_drones() -> DroneRegistry {
+        registry(&[
+            ("d1", DroneState::Building, Some(4_000)),
+            ("d2", DroneState::Idle, Some(4_000)),
+        ])
+    }
+
     #[test]
     fn the_coordinators_own_outage_is_not_the_drones_silence() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let registry = registry(&[("d1", DroneState::Building, Some(4_000))]);
+        let registry = two_drones();
         let mut takeover = Takeover::default();
         // Not listening yet: nothing is due however long the silence.
         takeover.heard("d1", 1, 7, t0);
+        beat(&mut takeover, t0, 0, 30);
         assert!(takeover.due(&registry, t0 + s(30)).is_empty());
-        takeover.listening(true, t0 + s(30));
+        takeover.listening(true, &registry, t0 + s(30));
+        beat(&mut takeover, t0, 31, 34);
         assert!(takeover.due(&registry, t0 + s(34)).is_empty());
         // Cut off at 34 s, back at 40 s: the count starts again at 40 s.
-        takeover.listening(false, t0 + s(34));
-        takeover.listening(true, t0 + s(40));
+        takeover.listening(false, &registry, t0 + s(34));
+        beat(&mut takeover, t0, 40, 45);
+        takeover.listening(true, &registry, t0 + s(40));
         assert!(takeover.due(&registry, t0 + s(44)).is_empty());
-        assert_eq!(takeover.due(&registry, t0 + s(45)).len(), 1);
+        assert_eq!(
+            takeover.due(&registry, t0 + s(45)),
+            vec![fixtures::drone_name("d1")]
+        );
+    }
+
+    /// A watch that delivers nothing from any drone (its stream changing leader) is not every
+    /// drone falling silent: the count starts when words arrive again.
+    #[test]
+    fn a_stalled_watch_is_not_the_drones_silence() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let registry = two_drones();
+        let mut takeover = Takeover::default();
+        takeover.heard("d1", 1, 7, t0);
+        beat(&mut takeover, t0, 0, 2);
+        takeover.listening(true, &registry, t0 + s(2));
+        // Nothing from anyone from 2 s to 20 s: each tick finds the watch stalled.
+        for second in 3..20 {
+            takeover.listening(true, &registry, t0 + s(second));
+        }
+        assert!(takeover.due(&registry, t0 + s(19)).is_empty());
+        // Words again from 20 s (d1 still silent): d1 is due 5 s later, not at once.
+        beat(&mut takeover, t0, 20, 25);
+        for second in 20..=25 {
+            takeover.listening(true, &registry, t0 + s(second));
+        }
+        assert!(takeover.due(&registry, t0 + s(24)).is_empty());
+        assert_eq!(
+            takeover.due(&registry, t0 + s(25)),
+            vec![fixtures::drone_name("d1")]
+        );
     }
 }

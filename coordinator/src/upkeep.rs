@@ -241,10 +241,23 @@ impl Service {
     /// the drone does if it comes back is fenced: its renewals and its result's commit fail on
     /// the lease, and its late acknowledgement names a message that is gone.
     pub(crate) async fn release_silent_drones(&mut self) {
-        let due = self.takeover.due(&self.drones, std::time::Instant::now());
+        let due = self
+            .takeover
+            .pending(&self.drones, std::time::Instant::now());
         if due.is_empty() {
             return;
         }
+        // As for the reconciler: every event stored so far is applied first, so that a result
+        // the drone stored before it fell silent is recorded, not built again.
+        let Ok(stored) = self.topo.events.info().await.map(|i| i.state.last_sequence) else {
+            return;
+        };
+        self.refresh_applied_through().await;
+        if !self.watermark.covers(stored) {
+            debug!(stored, "takeover waits until every stored event is applied");
+            return;
+        }
+        self.takeover.released(&due);
         let Ok(keys) = self.topo.leases.keys().await else {
             warn!("cannot list leases; silent drones' builds wait for their leases to expire");
             return;
@@ -267,6 +280,15 @@ impl Service {
 
     async fn release(&mut self, lease: &Lease, revision: u64, batch: &mut BigJobs) {
         let key = lease.atom.key();
+        // Only a build the package is recorded as doing: one whose result is recorded is done.
+        let building = self.table.get(&key).is_some_and(|entry| {
+            matches!(&entry.record.state, PackageState::Building { attempt, drone, .. }
+                if *attempt == lease.attempt && *drone == lease.drone)
+        });
+        if !building {
+            debug!(package = %lease.atom, "not building on the silent drone by its record; left alone");
+            return;
+        }
         if let Err(err) = self
             .topo
             .leases
