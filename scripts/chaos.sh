@@ -34,4 +34,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --workspace --bins
 export CHAOS_MINUTES="$minutes"
 if [[ -n "$seed" ]]; then export CHAOS_SEED="$seed"; fi
-exec cargo test -p swarm-tests --test chaos -- --nocapture
+exec cargo test -p swarm-tests --test chaos -- --ignored --nocapture

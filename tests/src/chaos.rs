@@ -74,7 +74,11 @@ pub fn storing_drone(name: &str, dir: &std::path::Path, slots: u32, sleep: &str)
         testkit::fixture("chaos-emerge").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let under = |leaf: &str| dir.join(name).join(leaf).display().to_string();
+    let under = |leaf: &str| {
+        let path = dir.join(name).join(leaf);
+        std::fs::create_dir_all(&path).expect("the drone's folders");
+        path.display().to_string()
+    };
     DroneSpec::new(name, slots * 2, slots)
         .env("PATH", &path)
         .env(
