@@ -85,6 +85,7 @@ fn status_json_has_the_documented_keys() {
         [
             "cores",
             "drones",
+            "leader",
             "operator_paused",
             "packages",
             "queue",
@@ -92,6 +93,10 @@ fn status_json_has_the_documented_keys() {
         ]
     );
     assert_eq!(json["operator_paused"], false);
+    assert_eq!(json["leader"], serde_json::Value::Null);
+    let led = serde_json::to_value(summary.clone().led_by(Some("coordinator-1".into())))
+        .expect("serializes");
+    assert_eq!(led["leader"], "coordinator-1");
     // Queued, building, and waiting for its dependencies; blocked and cancelled ones are finished.
     assert_eq!(json["queue"], 3);
     assert_eq!(json["drones"]["active"], 1);

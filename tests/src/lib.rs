@@ -19,6 +19,7 @@ mod records;
 pub mod secured;
 mod swarm;
 mod waits;
+pub use waits::test_atoms;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

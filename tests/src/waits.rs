@@ -37,3 +37,42 @@ impl Swarm {
             .collect()
     }
 }
+
+/// `count` test atoms named after `prefix`: `=dev-test/<prefix>-1.<i>`.
+pub fn test_atoms(prefix: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| format!("=dev-test/{prefix}-1.{i}"))
+        .collect()
+}
+
+impl crate::Swarm {
+    /// Submits `atoms` (no estimates) and panics unless every one was queued.
+    pub async fn submit_all(&self, atoms: &[String]) {
+        let items: Vec<(String, Option<f64>)> = atoms.iter().map(|a| (a.clone(), None)).collect();
+        match self.submit(&items).await {
+            schemas::SubmitResult::Accepted { queued, .. } if queued as usize == atoms.len() => {}
+            other => panic!("submission refused: {other:?}"),
+        }
+    }
+}
+
+impl crate::Swarm {
+    /// Waits until `f` holds for the builds recorded so far, up to `timeout`; panics naming
+    /// `what` on timeout. Returns those builds.
+    pub async fn wait_for_builds<F: Fn(&[crate::Build]) -> bool>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: F,
+    ) -> Vec<crate::Build> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let b = crate::builds(&self.records());
+            if f(&b) {
+                return b;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

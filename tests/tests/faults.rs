@@ -1,29 +1,12 @@
 //! End-to-end: drones that die or freeze in the middle of builds.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use nix::sys::signal::Signal;
 use schemas::{Event, EventKind, PackageState, SubmitResult, names};
 use swarm_tests::*;
-
-async fn wait_for<F: Fn(&[Build]) -> bool>(
-    swarm: &Swarm,
-    what: &str,
-    timeout: Duration,
-    f: F,
-) -> Vec<Build> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let b = builds(&swarm.records());
-        if f(&b) {
-            return b;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// `kill -9` of a drone in the middle of builds: its packages finish on the other drones, each
 /// exactly once, and its orphaned builds die with it.
@@ -40,10 +23,11 @@ async fn killed_drone_packages_finish_elsewhere_exactly_once() {
         submit(&swarm.nats, &items).await,
         SubmitResult::Accepted { queued: 12, .. }
     ));
-    let started = wait_for(&swarm, "k-a to build", Duration::from_secs(30), |b| {
-        b.iter().any(|b| b.drone == "k-a" && b.end_ms.is_none())
-    })
-    .await;
+    let started = swarm
+        .wait_for_builds("k-a to build", Duration::from_secs(30), |b| {
+            b.iter().any(|b| b.drone == "k-a" && b.end_ms.is_none())
+        })
+        .await;
     let victims: HashSet<String> = started
         .iter()
         .filter(|b| b.drone == "k-a" && b.end_ms.is_none())
@@ -104,18 +88,20 @@ async fn frozen_drone_loses_its_lease_and_reports_nothing() {
         submit(&swarm.nats, &items).await,
         SubmitResult::Accepted { queued: 1, .. }
     ));
-    let first = wait_for(&swarm, "a build to start", Duration::from_secs(20), |b| {
-        !b.is_empty()
-    })
-    .await;
+    let first = swarm
+        .wait_for_builds("a build to start", Duration::from_secs(20), |b| {
+            !b.is_empty()
+        })
+        .await;
     let frozen = first[0].drone.clone();
     let other = if frozen == "s-a" { "s-b" } else { "s-a" };
     swarm.drone(&frozen).signal(Signal::SIGSTOP);
     // Past the lease TTL and the ack wait: the other drone takes over.
-    wait_for(&swarm, "the takeover", Duration::from_secs(20), |b| {
-        b.iter().any(|b| b.drone == other)
-    })
-    .await;
+    swarm
+        .wait_for_builds("the takeover", Duration::from_secs(20), |b| {
+            b.iter().any(|b| b.drone == other)
+        })
+        .await;
     swarm.drone(&frozen).signal(Signal::SIGCONT);
     let packages = swarm.wait_final(1, Duration::from_secs(30)).await;
     let record = packages.get("=dev-test/frozen-1.0").expect("package");
@@ -225,13 +211,11 @@ async fn a_thawed_drone_is_not_grounded_by_the_builds_its_supervisors_killed() {
         submit(&swarm.nats, &atoms).await,
         SubmitResult::Accepted { queued: 4, .. }
     ));
-    wait_for(
-        &swarm,
-        "four builds to start",
-        Duration::from_secs(20),
-        |b| b.len() == 4,
-    )
-    .await;
+    swarm
+        .wait_for_builds("four builds to start", Duration::from_secs(20), |b| {
+            b.len() == 4
+        })
+        .await;
     // Frozen past the supervisors' deadline (lease TTL 1.5 s less a tenth) and the lease.
     swarm.drone("t-a").signal(Signal::SIGSTOP);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -269,10 +253,9 @@ async fn sigterm_finishes_running_builds_within_grace() {
         submit(&swarm.nats, &items).await,
         SubmitResult::Accepted { queued: 2, .. }
     ));
-    wait_for(&swarm, "both builds", Duration::from_secs(20), |b| {
-        b.len() == 2
-    })
-    .await;
+    swarm
+        .wait_for_builds("both builds", Duration::from_secs(20), |b| b.len() == 2)
+        .await;
     swarm.drone("t-a").signal(Signal::SIGTERM);
     let status = swarm
         .drone("t-a")
@@ -301,10 +284,9 @@ async fn sigterm_hands_back_builds_when_grace_runs_out() {
         submit(&swarm.nats, &items).await,
         SubmitResult::Accepted { queued: 1, .. }
     ));
-    wait_for(&swarm, "the build", Duration::from_secs(20), |b| {
-        b.len() == 1
-    })
-    .await;
+    swarm
+        .wait_for_builds("the build", Duration::from_secs(20), |b| b.len() == 1)
+        .await;
     swarm.spawn_drone(&DroneSpec::new("t-other", 2, 1).env("SWARM_TEST_SLEEP", "0.2"));
     swarm.drone("t-slow").signal(Signal::SIGTERM);
     let status = swarm

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use schemas::{PackageState, SubmitResult};
+use schemas::PackageState;
 use swarm_tests::invariants::{self, Observer};
 use swarm_tests::*;
 use testkit::{NatsCluster, NatsServer};
@@ -18,20 +18,6 @@ fn drones(prefix: &str, sleep: &str) -> Vec<DroneSpec> {
     (0..4)
         .map(|i| DroneSpec::new(&format!("{prefix}-{i}"), 8, 4).env("SWARM_TEST_SLEEP", sleep))
         .collect()
-}
-
-fn atoms(prefix: &str, count: usize) -> Vec<String> {
-    (0..count)
-        .map(|i| format!("=dev-test/{prefix}-1.{i}"))
-        .collect()
-}
-
-async fn submit_all(swarm: &Swarm, atoms: &[String]) {
-    let items: Vec<(String, Option<f64>)> = atoms.iter().map(|a| (a.clone(), None)).collect();
-    match swarm.submit(&items).await {
-        SubmitResult::Accepted { queued, .. } if queued as usize == atoms.len() => {}
-        other => panic!("submission refused: {other:?}"),
-    }
 }
 
 /// Waits until at least `count` packages are final (the fault then hits a run in progress).
@@ -66,8 +52,8 @@ async fn nats_server_killed_and_restarted_mid_run() {
     for spec in drones("nk", "0.3") {
         swarm.spawn_drone(&spec);
     }
-    let atoms = atoms("nats-kill", 300);
-    submit_all(&swarm, &atoms).await;
+    let atoms = test_atoms("nats-kill", 300);
+    swarm.submit_all(&atoms).await;
     wait_finished(&swarm, 60, Duration::from_secs(60)).await;
     // kill -9, and the server comes back on the same port with the same store.
     swarm.nats.restart().expect("nats-server restarts");
@@ -89,8 +75,8 @@ async fn swarmctl_wait_and_watch_ride_out_a_nats_restart() {
     for spec in drones("wr", "0.2") {
         swarm.spawn_drone(&spec);
     }
-    let atoms = atoms("wait-restart", 60);
-    submit_all(&swarm, &atoms).await;
+    let atoms = test_atoms("wait-restart", 60);
+    swarm.submit_all(&atoms).await;
     wait_finished(&swarm, 10, Duration::from_secs(60)).await;
     swarm.nats.kill().expect("nats-server killed");
     let followers: Vec<_> = [
@@ -134,8 +120,8 @@ async fn coordinator_killed_and_restarted_mid_run() {
     for spec in drones("ck", "0.3") {
         swarm.spawn_drone(&spec.env("SWARM_TEST_FAIL_PERCENT", "10"));
     }
-    let atoms = atoms("coord-kill", 300);
-    submit_all(&swarm, &atoms).await;
+    let atoms = test_atoms("coord-kill", 300);
+    swarm.submit_all(&atoms).await;
     // Three times in the run: drones go on building while it is down, their events wait in the
     // stream, and events the dead coordinator had received but not acknowledged come back to the
     // next one only after their AckWait, behind newer ones.
@@ -177,8 +163,8 @@ async fn drone_cut_off_from_nats_loses_its_lease_and_reports_nothing_stale() {
     for name in ["stay-0", "stay-1"] {
         swarm.spawn_drone(&DroneSpec::new(name, 12, 6).env("SWARM_TEST_SLEEP", "0.3"));
     }
-    let atoms = atoms("partition", 300);
-    submit_all(&swarm, &atoms).await;
+    let atoms = test_atoms("partition", 300);
+    swarm.submit_all(&atoms).await;
     // Wait for the cut-off drone to be building.
     let deadline = Instant::now() + Duration::from_secs(30);
     let building: HashSet<String> = loop {
@@ -288,8 +274,8 @@ async fn a_drone_that_cannot_write_its_build_directory_grounds_itself() {
     for name in ["healthy-0", "healthy-1"] {
         swarm.spawn_drone(&DroneSpec::new(name, 8, 4).env("SWARM_TEST_SLEEP", "0.2"));
     }
-    let atoms = atoms("disk", 200);
-    submit_all(&swarm, &atoms).await;
+    let atoms = test_atoms("disk", 200);
+    swarm.submit_all(&atoms).await;
     let packages = swarm.wait_final(200, Duration::from_secs(120)).await;
     assert!(all_succeeded(&packages), "{packages:?}");
     // The two sick drones built nothing and failed no package: every attempt is the first.
@@ -345,8 +331,8 @@ async fn cluster_loses_a_node_then_the_work_stream_leader() {
     for spec in drones("cl", "0.3") {
         swarm.spawn_drone(&spec);
     }
-    let atoms = atoms("cluster", 300);
-    submit_all(&swarm, &atoms).await;
+    let atoms = test_atoms("cluster", 300);
+    swarm.submit_all(&atoms).await;
     wait_finished(&swarm, 50, Duration::from_secs(60)).await;
 
     // A node that does not lead the work stream goes, and comes back.
@@ -427,8 +413,8 @@ async fn soak_with_failures_and_dying_drones() {
     for spec in &specs {
         swarm.spawn_drone(spec);
     }
-    let atoms = atoms("soak", packages);
-    submit_all(&swarm, &atoms).await;
+    let atoms = test_atoms("soak", packages);
+    swarm.submit_all(&atoms).await;
     // A small deterministic generator: the same kills every run.
     let mut seed: u64 = 0x5eed;
     let mut next = move |n: u64| {

@@ -27,20 +27,6 @@ async fn wait_for_leader(swarm: &Swarm, name: &str, timeout: Duration) -> Durati
     }
 }
 
-fn atoms(prefix: &str, count: usize) -> Vec<String> {
-    (0..count)
-        .map(|i| format!("=dev-test/{prefix}-1.{i}"))
-        .collect()
-}
-
-async fn submit_all(swarm: &Swarm, atoms: &[String]) {
-    let items: Vec<(String, Option<f64>)> = atoms.iter().map(|a| (a.clone(), None)).collect();
-    assert!(matches!(
-        swarm.submit(&items).await,
-        schemas::SubmitResult::Accepted { .. }
-    ));
-}
-
 async fn wait_succeeded(swarm: &Swarm, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -69,8 +55,8 @@ async fn a_standby_leads_within_ten_seconds_of_the_leaders_death() {
     for name in ["sb-a", "sb-b"] {
         swarm.spawn_drone(&DroneSpec::new(name, 8, 4).env("SWARM_TEST_SLEEP", "0.3"));
     }
-    let atoms = atoms("standby", 120);
-    submit_all(&swarm, &atoms).await;
+    let atoms = test_atoms("standby", 120);
+    swarm.submit_all(&atoms).await;
     wait_succeeded(&swarm, 20).await;
     // The standby stood by all along.
     assert_eq!(
@@ -112,8 +98,8 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_when_it_resumes() {
     for name in ["fz-a", "fz-b"] {
         swarm.spawn_drone(&DroneSpec::new(name, 8, 4).env("SWARM_TEST_SLEEP", "0.3"));
     }
-    let atoms = atoms("frozen-leader", 120);
-    submit_all(&swarm, &atoms).await;
+    let atoms = test_atoms("frozen-leader", 120);
+    swarm.submit_all(&atoms).await;
     wait_succeeded(&swarm, 10).await;
     // Frozen while events flow to it: some are delivered to it and wait in its buffers.
     let coordinator = swarm.coordinator.as_ref().expect("coordinator");

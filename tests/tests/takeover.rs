@@ -3,7 +3,7 @@
 //! each package built with one result recorded, and never two builds of one package at once.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use schemas::{PackageState, SubmitResult};
@@ -12,6 +12,7 @@ use swarm_tests::*;
 
 /// The goal at default settings: a dead drone's builds start again elsewhere this soon.
 const GOAL: Duration = Duration::from_secs(15);
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// The coordinator's and the drones' default timings (the harness shortens them otherwise).
 async fn default_swarm() -> Swarm {
@@ -27,18 +28,6 @@ fn drone(name: &str, sleep: &str) -> DroneSpec {
     DroneSpec::new(name, 4, 2)
         .env("SWARM_TEST_SLEEP", sleep)
         .env("SWARM_DRONE__HEARTBEAT_MS", "2000")
-}
-
-async fn wait_for<F: Fn(&[Build]) -> bool>(swarm: &Swarm, what: &str, f: F) -> Vec<Build> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let b = builds(&swarm.records());
-        if f(&b) {
-            return b;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn submit_six(swarm: &Swarm, prefix: &str) -> Vec<String> {
@@ -98,19 +87,21 @@ async fn a_killed_drones_builds_restart_elsewhere_within_fifteen_seconds() {
     swarm.spawn_drone(&drone("t-dead", "30"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let atoms = submit_six(&swarm, "takeover").await;
-    let started = wait_for(&swarm, "t-dead to build two", |b| {
-        b.iter().filter(|b| b.drone == "t-dead").count() == 2
-    })
-    .await;
+    let started = swarm
+        .wait_for_builds("t-dead to build two", MINUTE, |b| {
+            b.iter().filter(|b| b.drone == "t-dead").count() == 2
+        })
+        .await;
     for name in ["t-a", "t-b"] {
         swarm.spawn_drone(&drone(name, "2"));
     }
     let victims: HashSet<String> = started.iter().map(|b| b.atom.clone()).collect();
     // Let the others take the rest of the queue first.
-    wait_for(&swarm, "the others to build", |b| {
-        b.iter().filter(|b| b.drone != "t-dead").count() >= 4
-    })
-    .await;
+    swarm
+        .wait_for_builds("the others to build", MINUTE, |b| {
+            b.iter().filter(|b| b.drone != "t-dead").count() >= 4
+        })
+        .await;
     let killed_ms = runtime::now_ms();
     swarm.drone("t-dead").kill9();
     let packages = swarm.wait_final(6, Duration::from_secs(90)).await;
@@ -140,15 +131,18 @@ async fn a_frozen_drones_build_dies_before_it_restarts_elsewhere_within_fifteen_
         submit(&swarm.nats, &items).await,
         SubmitResult::Accepted { queued: 1, .. }
     ));
-    wait_for(&swarm, "the build to start", |b| !b.is_empty()).await;
+    swarm
+        .wait_for_builds("the build to start", MINUTE, |b| !b.is_empty())
+        .await;
     swarm.spawn_drone(&drone("f-other", "1"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let frozen_ms = runtime::now_ms();
     swarm.drone("f-frozen").signal(Signal::SIGSTOP);
-    wait_for(&swarm, "the takeover", |b| {
-        b.iter().any(|b| b.drone == "f-other")
-    })
-    .await;
+    swarm
+        .wait_for_builds("the takeover", MINUTE, |b| {
+            b.iter().any(|b| b.drone == "f-other")
+        })
+        .await;
     let packages = swarm.wait_final(1, Duration::from_secs(60)).await;
     swarm.drone("f-frozen").signal(Signal::SIGCONT);
     let completed = completed_builds(&swarm.record_file(), &observer);
